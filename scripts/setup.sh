@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Installs what dynamcp's tests and service need on a fresh Debian bookworm machine of this kind.
+# Idempotent: every step checks before it installs. Hosts are never named here: apt, pip and npm
+# resolve them from the machine's own configuration.
+#
+#   scripts/setup.sh            # everything the test suite needs
+#   scripts/setup.sh --service  # only what `serve` needs (the embedding model)
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+mode="${1:-all}"
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_updated=0
+apt_install() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    [ "${#missing[@]}" -eq 0 ] && return 0
+    if [ "$apt_updated" -eq 0 ]; then as_root apt-get update -qq; apt_updated=1; fi
+    log "apt-get install ${missing[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+pg_bindir() { echo "/usr/lib/postgresql/15/bin"; }
+
+# pgvector is not packaged for bookworm: build it from Debian trixie's *source* package, which
+# apt fetches from the same mirror the machine already uses (a deb-src stanza derived from its own).
+install_pgvector() {
+    local sharedir
+    sharedir="$("$(pg_bindir)/pg_config" --sharedir 2>/dev/null || echo /usr/share/postgresql/15)"
+    if [ -f "$sharedir/extension/vector.control" ]; then return 0; fi
+    apt_install build-essential dpkg-dev postgresql-server-dev-15
+    local src=/etc/apt/sources.list.d/dynamcp-trixie-src.sources
+    if [ ! -f "$src" ]; then
+        # First stanza of the machine's own Debian source list, turned into a trixie deb-src entry.
+        awk 'BEGIN{RS="";ORS="\n\n"} NR==1{print; exit}' /etc/apt/sources.list.d/debian.sources \
+            | sed -e 's/^Types:.*/Types: deb-src/' -e 's/^Suites:.*/Suites: trixie/' \
+            | as_root tee "$src" >/dev/null
+        as_root apt-get update -qq
+    fi
+    local work
+    work="$(mktemp -d)"
+    (
+        cd "$work"
+        apt-get source --download-only pgvector >/dev/null 2>&1
+        tar xf pgvector_*.orig.tar.*
+        cd "$(find . -maxdepth 1 -type d -name 'pgvector-*' | head -n1)"
+        make -s PG_CONFIG="$(pg_bindir)/pg_config" OPTFLAGS="" >/dev/null
+        as_root make -s PG_CONFIG="$(pg_bindir)/pg_config" install >/dev/null
+    )
+    rm -rf "$work"
+    log "pgvector installed"
+}
+
+install_postgres() {
+    apt_install postgresql-15 postgresql-client-15
+    install_pgvector
+}
+
+if [ "$mode" = "all" ] || [ "$mode" = "--test" ]; then
+    install_postgres
+fi
+if ! command -v cargo-nextest >/dev/null 2>&1 && [ "$mode" != "--service" ]; then
+    log "cargo install cargo-nextest"
+    cargo install --locked cargo-nextest >/dev/null
+fi
+log "ready"

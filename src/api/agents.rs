@@ -1,0 +1,135 @@
+//! `/api/agents`: list (paginated), read, delete.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{Path, Query};
+use crate::state::AppState;
+use crate::store::{Agent, Page};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_agents)).routes(routes!(get_agent, delete_agent))
+}
+
+pub const DEFAULT_PAGE_SIZE: u32 = 20;
+pub const MAX_PAGE_SIZE: u32 = 100;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct Pagination {
+    /// Items per page, 1 to 100 (default 20).
+    pub limit: Option<u32>,
+    /// Items to skip (default 0).
+    pub offset: Option<u64>,
+}
+
+impl Pagination {
+    fn page(&self) -> Result<Page, ApiError> {
+        let limit = self.limit.unwrap_or(DEFAULT_PAGE_SIZE);
+        if !(1..=MAX_PAGE_SIZE).contains(&limit) {
+            return Err(ApiError::InvalidQuery(format!("limit must be between 1 and {MAX_PAGE_SIZE}")));
+        }
+        Ok(Page { limit, offset: self.offset.unwrap_or(0) })
+    }
+}
+
+/// A created agent: its standard `mcpServers` config, workflow and model.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentView {
+    pub id: Uuid,
+    pub session_id: Uuid,
+    pub name: String,
+    /// `{"mcpServers": {...}}`; env values reference vault entries, never plaintext.
+    #[schema(value_type = Object)]
+    pub mcp_config: Value,
+    pub workflow: String,
+    pub model: Option<String>,
+    pub status: String,
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Agent> for AgentView {
+    fn from(a: Agent) -> Self {
+        Self {
+            id: a.id,
+            session_id: a.session_id,
+            name: a.name,
+            mcp_config: a.mcp_config,
+            workflow: a.workflow,
+            model: a.model,
+            status: a.status,
+            metadata: a.metadata,
+            created_at: a.created_at,
+            updated_at: a.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentList {
+    pub agents: Vec<AgentView>,
+    /// All agents, across pages.
+    pub total: u64,
+    pub limit: u32,
+    pub offset: u64,
+}
+
+/// Agents, newest first.
+#[utoipa::path(get, path = "/api/agents", tag = "agents", params(Pagination), responses(
+    (status = 200, body = AgentList),
+    (status = 400, description = "Bad limit or offset", body = ErrorBody),
+))]
+async fn list_agents(
+    State(state): State<AppState>,
+    Query(pagination): Query<Pagination>,
+) -> Result<axum::Json<AgentList>, ApiError> {
+    let page = pagination.page()?;
+    let (agents, total) = state.store.list_agents(page).await?;
+    Ok(axum::Json(AgentList {
+        agents: agents.into_iter().map(Into::into).collect(),
+        total,
+        limit: page.limit,
+        offset: page.offset,
+    }))
+}
+
+#[utoipa::path(get, path = "/api/agents/{id}", tag = "agents",
+    params(("id" = Uuid, Path, description = "Agent id")),
+    responses(
+        (status = 200, body = AgentView),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 404, description = "No such agent", body = ErrorBody),
+    ))]
+async fn get_agent(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> Result<axum::Json<AgentView>, ApiError> {
+    let agent = state.store.get_agent(id).await?.ok_or(ApiError::AgentNotFound(id))?;
+    Ok(axum::Json(agent.into()))
+}
+
+#[utoipa::path(delete, path = "/api/agents/{id}", tag = "agents",
+    params(("id" = Uuid, Path, description = "Agent id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 404, description = "No such agent", body = ErrorBody),
+    ))]
+async fn delete_agent(State(state): State<AppState>, Path(id): Path<Uuid>) -> Result<StatusCode, ApiError> {
+    if state.store.delete_agent(id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::AgentNotFound(id))
+    }
+}

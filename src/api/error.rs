@@ -1,0 +1,210 @@
+//! The one error type that maps to HTTP, and the middleware that gives every error response,
+//! including those axum and tower produce themselves (405, 408, 413), the same JSON shape:
+//! `{"error": {"code": "...", "message": "..."}}`. 5xx bodies are generic; details go to the log.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::planner::PlannerError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidJson(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    InvalidQuery(String),
+    #[error("{0}")]
+    InvalidId(String),
+    #[error("request body must be JSON with `Content-Type: application/json`")]
+    UnsupportedMediaType,
+    #[error("request body is larger than the configured limit")]
+    PayloadTooLarge,
+    #[error("no route for {method} {path}")]
+    RouteNotFound { method: String, path: String },
+    #[error("session {0} not found")]
+    SessionNotFound(Uuid),
+    #[error("agent {0} not found")]
+    AgentNotFound(Uuid),
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: String },
+    #[error("the store is unavailable")]
+    Unavailable(#[source] StoreError),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+/// The JSON error body. Stable: clients match on `code`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable, stable, snake_case.
+    #[schema(example = "session_not_found")]
+    pub code: String,
+    /// Human-readable; safe to show to the user.
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidJson(_) | ApiError::InvalidQuery(_) | ApiError::InvalidId(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::InvalidRequest(_) | ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RouteNotFound { .. } | ApiError::SessionNotFound(_) | ApiError::AgentNotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidJson(_) => "invalid_json",
+            ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::InvalidQuery(_) => "invalid_query",
+            ApiError::InvalidId(_) => "invalid_id",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::RouteNotFound { .. } => "not_found",
+            ApiError::SessionNotFound(_) => "session_not_found",
+            ApiError::AgentNotFound(_) => "agent_not_found",
+            ApiError::Unprocessable { code, .. } => code,
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        ApiError::Internal(err.into())
+    }
+}
+
+impl From<PlannerError> for ApiError {
+    fn from(err: PlannerError) -> Self {
+        match err {
+            PlannerError::SessionNotFound(id) => ApiError::SessionNotFound(id),
+            PlannerError::Store(e) => e.into(),
+            e @ (PlannerError::EmptyMessage
+            | PlannerError::UnexpectedCredentials { .. }
+            | PlannerError::UnexpectedFiles) => {
+                ApiError::Unprocessable { code: e.code(), message: e.to_string() }
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = if status.is_server_error() {
+            // The detail is for operators, not clients.
+            tracing::error!(error = ?self, "request failed");
+            match self {
+                ApiError::Unavailable(_) => "the service is temporarily unavailable".to_owned(),
+                _ => "internal server error".to_owned(),
+            }
+        } else {
+            self.to_string()
+        };
+        error_response(status, self.code(), message)
+    }
+}
+
+pub fn error_response(status: StatusCode, code: &str, message: String) -> Response {
+    let body = ErrorBody { error: ErrorDetail { code: code.to_owned(), message } };
+    (status, axum::Json(body)).into_response()
+}
+
+/// serde's messages quote the offending input (`invalid type: string "sk-..."`), which can be a
+/// credential. Keep the path and the reason, drop every quoted value.
+pub fn redact_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut parts = message.split('"');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    let mut inside = true;
+    for part in parts {
+        if inside {
+            out.push_str("\"…");
+        } else {
+            out.push('"');
+            out.push_str(part);
+        }
+        inside = !inside;
+    }
+    out
+}
+
+/// Gives error responses built outside our handlers (axum's 405, tower's 408 and 413, a caught
+/// panic) the standard JSON shape, so clients see one error format everywhere.
+pub async fn normalize_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return response;
+    }
+    let (code, message) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("method_not_allowed", "method not allowed on this route".to_owned())
+        }
+        StatusCode::REQUEST_TIMEOUT => {
+            ("request_timeout", "the request took too long and was cancelled".to_owned())
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", ApiError::PayloadTooLarge.to_string()),
+        StatusCode::NOT_FOUND => ("not_found", "not found".to_owned()),
+        s if s.is_server_error() => ("internal_error", "internal server error".to_owned()),
+        s => ("bad_request", s.canonical_reason().unwrap_or("bad request").to_lowercase()),
+    };
+    let mut normalized = error_response(status, code, message);
+    // Keep headers that matter to clients (Allow on 405, Retry-After, CORS), drop the old body's.
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let body = std::mem::replace(normalized.body_mut(), Body::empty());
+    Response::from_parts(parts, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_values_are_dropped_but_the_reason_stays() {
+        let msg = r#"credentials.gmail.KEY: invalid type: string "sk-live-123", expected a map"#;
+        assert_eq!(redact_quoted(msg), r#"credentials.gmail.KEY: invalid type: string "…", expected a map"#);
+        assert_eq!(redact_quoted("missing field `message`"), "missing field `message`");
+    }
+
+    #[test]
+    fn server_errors_never_carry_their_detail() {
+        let err = ApiError::Internal(anyhow::anyhow!("password=hunter2 in connection string"));
+        assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(err.code(), "internal_error");
+    }
+}

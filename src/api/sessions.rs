@@ -1,0 +1,133 @@
+//! `/api/sessions`: create, read (history and credential names, never values), delete.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::Path;
+use crate::state::AppState;
+use crate::store::{Message, Role, Session};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(create_session)).routes(routes!(get_session, delete_session))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionCreated {
+    pub id: Uuid,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A session as clients see it. Credentials appear by name only.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionView {
+    pub id: Uuid,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The planner's working state (needs, chosen servers, workflow).
+    #[schema(value_type = Object)]
+    pub context: Value,
+    /// What the session is still waiting for.
+    #[schema(value_type = Vec<Object>)]
+    pub required_credentials: Value,
+    /// Names of the credentials collected so far, per server. Never their values.
+    pub collected_credentials: BTreeMap<String, Vec<String>>,
+    /// The conversation, oldest first.
+    pub messages: Vec<MessageView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageView {
+    pub id: Uuid,
+    pub role: Role,
+    pub message: String,
+    pub timestamp: DateTime<Utc>,
+    pub agent_id: Option<Uuid>,
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+}
+
+impl From<Message> for MessageView {
+    fn from(m: Message) -> Self {
+        Self {
+            id: m.id,
+            role: m.role,
+            message: m.message,
+            timestamp: m.timestamp,
+            agent_id: m.agent_id,
+            metadata: m.metadata,
+        }
+    }
+}
+
+impl SessionView {
+    fn new(s: Session, messages: Vec<Message>) -> Self {
+        Self {
+            id: s.id,
+            status: s.status,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+            context: s.context,
+            required_credentials: s.required_credentials,
+            collected_credentials: s.collected_credentials,
+            messages: messages.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+/// Opens a new session with the master agent.
+#[utoipa::path(post, path = "/api/sessions/create", tag = "sessions",
+    responses((status = 201, description = "Session created", body = SessionCreated)))]
+async fn create_session(
+    State(state): State<AppState>,
+) -> Result<(StatusCode, axum::Json<SessionCreated>), ApiError> {
+    let s = state.store.create_session().await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(SessionCreated { id: s.id, status: s.status, created_at: s.created_at }),
+    ))
+}
+
+/// A session's status, conversation and the names of its collected credentials.
+#[utoipa::path(get, path = "/api/sessions/{id}", tag = "sessions",
+    params(("id" = Uuid, Path, description = "Session id")),
+    responses(
+        (status = 200, body = SessionView),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 404, description = "No such session", body = ErrorBody),
+    ))]
+async fn get_session(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> Result<axum::Json<SessionView>, ApiError> {
+    let session = state.store.get_session(id).await?.ok_or(ApiError::SessionNotFound(id))?;
+    let messages = state.store.messages(id).await?;
+    Ok(axum::Json(SessionView::new(session, messages)))
+}
+
+/// Deletes a session with its conversation, agents and credentials.
+#[utoipa::path(delete, path = "/api/sessions/{id}", tag = "sessions",
+    params(("id" = Uuid, Path, description = "Session id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 404, description = "No such session", body = ErrorBody),
+    ))]
+async fn delete_session(State(state): State<AppState>, Path(id): Path<Uuid>) -> Result<StatusCode, ApiError> {
+    if state.store.delete_session(id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::SessionNotFound(id))
+    }
+}

@@ -1,0 +1,155 @@
+//! Command-line and environment configuration.
+//!
+//! Parsing only validates; nothing here opens files, sockets or databases. `AppState::build` does
+//! the I/O. Every field can come from a flag or an environment variable (and so from `.env`);
+//! secrets are read only from the environment, never from flags that would show in `ps`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// dynamcp: turn a plain-language request into a working MCP agent.
+#[derive(Debug, Parser)]
+#[command(name = "dynamcp", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service.
+    Serve(ServeArgs),
+}
+
+/// Settings shared by every subcommand that touches the store.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Directory for the embedded database, keys and caches.
+    #[arg(long, env = "DYNAMCP_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Database URL. Unset: a SQLite file `dynamcp.db` in the data dir. A `postgres://` URL selects
+    /// PostgreSQL (15+, with the pgvector extension available).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// SQLite `synchronous` level: `full` also survives power loss, `normal` survives a process
+    /// crash (kill -9) and is faster.
+    #[arg(long, env = "DYNAMCP_SQLITE_SYNCHRONOUS", value_enum, default_value_t = SqliteSync::Full)]
+    pub sqlite_synchronous: SqliteSync,
+
+    /// Most connections the store keeps open.
+    #[arg(long, env = "DYNAMCP_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+}
+
+impl StoreArgs {
+    /// The database URL in effect: the configured one, or the default SQLite file.
+    pub fn effective_database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) if !url.trim().is_empty() => url.clone(),
+            _ => format!("sqlite://{}", self.data_dir.join("dynamcp.db").display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SqliteSync {
+    Full,
+    Normal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `dynamcp serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "DYNAMCP_ADDR", default_value = "127.0.0.1:8000")]
+    pub addr: SocketAddr,
+
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    /// Origins allowed by CORS, comma-separated; `*` allows any origin. Empty: no CORS headers.
+    #[arg(long, env = "DYNAMCP_CORS_ORIGINS", value_delimiter = ',', default_value = "")]
+    pub cors_origins: Vec<String>,
+
+    /// Seconds a request may take before it is answered 408.
+    #[arg(long, env = "DYNAMCP_REQUEST_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub request_timeout_secs: u64,
+
+    /// Largest request body in bytes; larger ones are answered 413.
+    #[arg(long, env = "DYNAMCP_BODY_LIMIT_BYTES", default_value_t = 2 * 1024 * 1024)]
+    pub body_limit_bytes: usize,
+
+    /// Seconds to let in-flight requests finish after SIGINT/SIGTERM.
+    #[arg(long, env = "DYNAMCP_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+
+    /// Log format.
+    #[arg(long, env = "DYNAMCP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl ServeArgs {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    /// Settings for tests and embedding: defaults everywhere, a given data dir, an ephemeral port.
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            store: StoreArgs {
+                data_dir: data_dir.into(),
+                database_url: None,
+                sqlite_synchronous: SqliteSync::Full,
+                db_max_connections: 16,
+            },
+            cors_origins: Vec::new(),
+            request_timeout_secs: 30,
+            body_limit_bytes: 2 * 1024 * 1024,
+            shutdown_grace_secs: 10,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_contract() {
+        let cli = Cli::try_parse_from(["dynamcp", "serve"]).unwrap();
+        let Command::Serve(args) = cli.command;
+        assert_eq!(args.addr.to_string(), "127.0.0.1:8000");
+        assert_eq!(args.store.data_dir, PathBuf::from("./data"));
+        assert_eq!(args.store.effective_database_url(), "sqlite://./data/dynamcp.db");
+    }
+
+    #[test]
+    fn postgres_url_is_taken_verbatim() {
+        let cli = Cli::try_parse_from(["dynamcp", "serve", "--database-url", "postgres://u@h/db"]).unwrap();
+        let Command::Serve(args) = cli.command;
+        assert_eq!(args.store.effective_database_url(), "postgres://u@h/db");
+    }
+
+    #[test]
+    fn timeout_of_zero_is_rejected_at_parse_time() {
+        let err = Cli::try_parse_from(["dynamcp", "serve", "--request-timeout-secs", "0"]);
+        assert!(err.is_err());
+    }
+}

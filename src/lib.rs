@@ -1,0 +1,97 @@
+//! dynamcp: turns a plain-language request into a working AI agent built from MCP servers.
+//!
+//! # Layout
+//! Modules follow the data flow of a request; dependencies point one way, down this list.
+//! - [`config`]: the `clap` command line and environment; parsing only, no I/O.
+//! - [`state`]: [`state::AppState`], where configuration becomes open resources.
+//! - [`api`]: HTTP (axum) and nothing else: one file per resource, the one error shape, OpenAPI.
+//! - [`planner`]: the master agent; from a chat turn to a reply, missing credentials, an agent.
+//! - [`store`]: persistence behind one trait; SQLite (default) and PostgreSQL + pgvector.
+//! - [`vault`]: credential values: the redacting [`vault::Secret`] type (and, next, encryption).
+//!
+//! `main.rs` only parses the command line, sets up tracing and calls [`run`].
+
+pub mod api;
+pub mod config;
+pub mod planner;
+pub mod state;
+pub mod store;
+pub mod vault;
+
+use std::future::Future;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::config::ServeArgs;
+use crate::state::AppState;
+
+/// `dynamcp serve`: builds the state, binds the configured address and serves until `shutdown`.
+pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let state = AppState::build(&args).await.context("could not open the store")?;
+    let listener =
+        TcpListener::bind(args.addr).await.with_context(|| format!("could not listen on {}", args.addr))?;
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        database = %state.store.backend(),
+        "dynamcp listening; API docs at /docs"
+    );
+    serve(listener, state, shutdown, args.shutdown_grace()).await
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves, then lets in-flight requests finish for
+/// up to `grace` and closes the store. Tests pass `127.0.0.1:0` and a oneshot.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: std::time::Duration,
+) -> anyhow::Result<()> {
+    let store = state.store.clone();
+    let app = api::router(state);
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: draining in-flight requests");
+        let _ = stopping_tx.send(());
+    });
+    let drained = async {
+        let _ = stopping_rx.await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = server => result.context("server error")?,
+        () = drained => tracing::warn!(?grace, "in-flight requests did not finish in time; closing anyway"),
+    }
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "could not listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

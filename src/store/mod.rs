@@ -1,0 +1,233 @@
+//! Persistence: sessions, conversations, agents, the catalog cache and encrypted credentials.
+//!
+//! One [`Store`] trait with two real backends through sqlx: SQLite (the embedded default) and
+//! PostgreSQL 15 with pgvector. Both share their SQL (see `sql.rs`); each owns its migrations in
+//! `migrations/<backend>/`, applied when the store opens. This module knows nothing of HTTP and
+//! never sees a credential in clear: the vault hands it ciphertext only.
+
+mod postgres;
+mod sql;
+mod sqlite;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::config::StoreArgs;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// Which database a store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported database URL scheme (expected sqlite:// or postgres://)")]
+    UnsupportedUrl,
+    #[error("could not prepare the data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not connect to the {backend} database: {source}")]
+    Connect {
+        backend: Backend,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("could not apply {backend} migrations: {source}")]
+    Migrate {
+        backend: Backend,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    /// A row that this write refers to (a session, an agent) no longer exists.
+    #[error("a referenced {0} does not exist")]
+    MissingParent(&'static str),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Who said a conversation turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Assistant,
+    System,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::System => "system",
+        }
+    }
+}
+
+impl FromStr for Role {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "user" => Ok(Role::User),
+            "assistant" => Ok(Role::Assistant),
+            "system" => Ok(Role::System),
+            other => Err(StoreError::Corrupt(format!("unknown role {other:?}"))),
+        }
+    }
+}
+
+/// Names of collected credentials, per server: `{"<server>": ["KEY", ...]}`. Never values.
+pub type CredentialNames = BTreeMap<String, Vec<String>>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    pub id: Uuid,
+    pub status: String,
+    pub context: Value,
+    pub required_credentials: Value,
+    pub collected_credentials: CredentialNames,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The planner-owned state of a session, written as one unit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionState {
+    pub status: String,
+    pub context: Value,
+    pub required_credentials: Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub id: Uuid,
+    pub session_id: Uuid,
+    pub agent_id: Option<Uuid>,
+    pub role: Role,
+    pub message: String,
+    pub timestamp: DateTime<Utc>,
+    pub metadata: Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub agent_id: Option<Uuid>,
+    pub role: Role,
+    pub message: String,
+    pub metadata: Value,
+}
+
+impl NewMessage {
+    pub fn new(role: Role, message: impl Into<String>) -> Self {
+        Self { agent_id: None, role, message: message.into(), metadata: Value::Object(Default::default()) }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Agent {
+    pub id: Uuid,
+    pub session_id: Uuid,
+    pub name: String,
+    pub mcp_config: Value,
+    pub workflow: String,
+    pub model: Option<String>,
+    pub status: String,
+    pub metadata: Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewAgent {
+    pub session_id: Uuid,
+    pub name: String,
+    pub mcp_config: Value,
+    pub workflow: String,
+    pub model: Option<String>,
+    pub metadata: Value,
+}
+
+/// A window into a list, newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub limit: u32,
+    pub offset: u64,
+}
+
+/// The persistence interface. Every method is one transaction: it either happens whole or not at
+/// all, and once it returns `Ok` the write is durable.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+
+    /// A cheap round trip that proves the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    async fn create_session(&self) -> Result<Session, StoreError>;
+    async fn get_session(&self, id: Uuid) -> Result<Option<Session>, StoreError>;
+    /// Replaces the planner-owned state; `false` when the session does not exist.
+    async fn update_session_state(&self, id: Uuid, state: &SessionState) -> Result<bool, StoreError>;
+    /// Deletes the session with its conversation, agents and credentials; `false` if absent.
+    async fn delete_session(&self, id: Uuid) -> Result<bool, StoreError>;
+
+    /// Appends turns to a session's conversation, all or none, in order.
+    async fn append_messages(
+        &self,
+        session_id: Uuid,
+        messages: &[NewMessage],
+    ) -> Result<Vec<Message>, StoreError>;
+    /// The whole conversation of a session, oldest first.
+    async fn messages(&self, session_id: Uuid) -> Result<Vec<Message>, StoreError>;
+
+    async fn create_agent(&self, agent: &NewAgent) -> Result<Agent, StoreError>;
+    async fn get_agent(&self, id: Uuid) -> Result<Option<Agent>, StoreError>;
+    /// A page of agents, newest first, and the total count.
+    async fn list_agents(&self, page: Page) -> Result<(Vec<Agent>, u64), StoreError>;
+    async fn delete_agent(&self, id: Uuid) -> Result<bool, StoreError>;
+
+    /// Closes every connection; later calls fail.
+    async fn close(&self);
+}
+
+/// Opens the store the configuration names, creating the data dir and applying migrations.
+pub async fn open(args: &StoreArgs) -> Result<Arc<dyn Store>, StoreError> {
+    let url = args.effective_database_url();
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgStore::connect(&url, args.db_max_connections).await?))
+    } else if url.starts_with("sqlite:") {
+        std::fs::create_dir_all(&args.data_dir)
+            .map_err(|source| StoreError::DataDir { path: args.data_dir.display().to_string(), source })?;
+        Ok(Arc::new(SqliteStore::connect(&url, args.sqlite_synchronous, args.db_max_connections).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl)
+    }
+}

@@ -1,0 +1,30 @@
+//! The PostgreSQL 15 + pgvector backend, for deployments that outgrow one file.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+use super::{Backend, StoreError};
+
+pub struct PgStore {
+    pub(super) pool: PgPool,
+}
+
+impl PgStore {
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await
+            .map_err(|source| StoreError::Connect { backend: Backend::Postgres, source })?;
+        sqlx::migrate!("./migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(|source| StoreError::Migrate { backend: Backend::Postgres, source })?;
+        Ok(Self { pool })
+    }
+}
+
+super::sql::impl_store!(PgStore, Backend::Postgres);

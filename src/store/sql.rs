@@ -1,0 +1,356 @@
+//! The SQL both backends share. sqlx's SQLite driver accepts PostgreSQL's `$N` placeholders and
+//! both map the same Rust types (UUID, JSON, timestamps), so one body serves both: `impl_store!`
+//! instantiates it per backend, and this file holds the row types and conversions it uses.
+
+use chrono::{DateTime, SubsecRound, Utc};
+use serde_json::Value;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::{Agent, CredentialNames, Message, Session, StoreError};
+
+/// Now, at the precision both backends store (microseconds), so a value written and read back
+/// compares equal.
+pub(super) fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// Turns a foreign-key violation into a typed "parent is gone" error.
+pub(super) fn parent_missing(err: sqlx::Error, parent: &'static str) -> StoreError {
+    match err.as_database_error().map(|e| e.kind()) {
+        Some(sqlx::error::ErrorKind::ForeignKeyViolation) => StoreError::MissingParent(parent),
+        _ => StoreError::Database(err),
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct SessionRow {
+    id: Uuid,
+    status: String,
+    context: Json<Value>,
+    required_credentials: Json<Value>,
+    collected_credentials: Json<CredentialNames>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<SessionRow> for Session {
+    fn from(r: SessionRow) -> Self {
+        Session {
+            id: r.id,
+            status: r.status,
+            context: r.context.0,
+            required_credentials: r.required_credentials.0,
+            collected_credentials: r.collected_credentials.0,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct MessageRow {
+    id: Uuid,
+    session_id: Uuid,
+    agent_id: Option<Uuid>,
+    role: String,
+    message: String,
+    timestamp: DateTime<Utc>,
+    metadata: Json<Value>,
+}
+
+impl TryFrom<MessageRow> for Message {
+    type Error = StoreError;
+
+    fn try_from(r: MessageRow) -> Result<Self, StoreError> {
+        Ok(Message {
+            id: r.id,
+            session_id: r.session_id,
+            agent_id: r.agent_id,
+            role: r.role.parse()?,
+            message: r.message,
+            timestamp: r.timestamp,
+            metadata: r.metadata.0,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct AgentRow {
+    id: Uuid,
+    session_id: Uuid,
+    name: String,
+    mcp_config: Json<Value>,
+    workflow: String,
+    model: Option<String>,
+    status: String,
+    metadata: Json<Value>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<AgentRow> for Agent {
+    fn from(r: AgentRow) -> Self {
+        Agent {
+            id: r.id,
+            session_id: r.session_id,
+            name: r.name,
+            mcp_config: r.mcp_config.0,
+            workflow: r.workflow,
+            model: r.model,
+            status: r.status,
+            metadata: r.metadata.0,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+// Column lists as macros so the queries stay `&'static str` (sqlx only takes audited dynamic SQL).
+macro_rules! session_columns {
+    () => {
+        "id, status, context, required_credentials, collected_credentials, created_at, updated_at"
+    };
+}
+macro_rules! agent_columns {
+    () => {
+        "id, session_id, name, mcp_config, workflow, model, status, metadata, created_at, updated_at"
+    };
+}
+macro_rules! message_columns {
+    () => {
+        "id, session_id, agent_id, role, message, timestamp, metadata"
+    };
+}
+pub(super) use {agent_columns, message_columns, session_columns};
+
+/// Implements [`Store`](super::Store) for a backend struct with a `pool` field.
+macro_rules! impl_store {
+    ($store:ty, $backend:expr) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $store {
+            fn backend(&self) -> $crate::store::Backend {
+                $backend
+            }
+
+            async fn ping(&self) -> Result<(), $crate::store::StoreError> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn create_session(&self) -> Result<$crate::store::Session, $crate::store::StoreError> {
+                use $crate::store::sql::*;
+                let now = now();
+                let session = $crate::store::Session {
+                    id: uuid::Uuid::new_v4(),
+                    status: "active".to_owned(),
+                    context: serde_json::json!({}),
+                    required_credentials: serde_json::json!([]),
+                    collected_credentials: Default::default(),
+                    created_at: now,
+                    updated_at: now,
+                };
+                sqlx::query(concat!(
+                    "INSERT INTO sessions (",
+                    $crate::store::sql::session_columns!(),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                ))
+                .bind(session.id)
+                .bind(&session.status)
+                .bind(sqlx::types::Json(&session.context))
+                .bind(sqlx::types::Json(&session.required_credentials))
+                .bind(sqlx::types::Json(&session.collected_credentials))
+                .bind(now)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(session)
+            }
+
+            async fn get_session(
+                &self,
+                id: uuid::Uuid,
+            ) -> Result<Option<$crate::store::Session>, $crate::store::StoreError> {
+                use $crate::store::sql::*;
+                let row: Option<SessionRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    $crate::store::sql::session_columns!(),
+                    " FROM sessions WHERE id = $1"
+                ))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(Into::into))
+            }
+
+            async fn update_session_state(
+                &self,
+                id: uuid::Uuid,
+                state: &$crate::store::SessionState,
+            ) -> Result<bool, $crate::store::StoreError> {
+                use $crate::store::sql::*;
+                let done = sqlx::query(
+                    "UPDATE sessions SET status = $2, context = $3, required_credentials = $4, \
+                     updated_at = $5 WHERE id = $1",
+                )
+                .bind(id)
+                .bind(&state.status)
+                .bind(sqlx::types::Json(&state.context))
+                .bind(sqlx::types::Json(&state.required_credentials))
+                .bind(now())
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn delete_session(&self, id: uuid::Uuid) -> Result<bool, $crate::store::StoreError> {
+                let done =
+                    sqlx::query("DELETE FROM sessions WHERE id = $1").bind(id).execute(&self.pool).await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn append_messages(
+                &self,
+                session_id: uuid::Uuid,
+                messages: &[$crate::store::NewMessage],
+            ) -> Result<Vec<$crate::store::Message>, $crate::store::StoreError> {
+                use $crate::store::sql::*;
+                let mut tx = self.pool.begin().await?;
+                let mut stored = Vec::with_capacity(messages.len());
+                for m in messages {
+                    let message = $crate::store::Message {
+                        id: uuid::Uuid::new_v4(),
+                        session_id,
+                        agent_id: m.agent_id,
+                        role: m.role,
+                        message: m.message.clone(),
+                        timestamp: now(),
+                        metadata: m.metadata.clone(),
+                    };
+                    sqlx::query(concat!(
+                        "INSERT INTO conversations (",
+                        $crate::store::sql::message_columns!(),
+                        ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                    ))
+                    .bind(message.id)
+                    .bind(message.session_id)
+                    .bind(message.agent_id)
+                    .bind(message.role.as_str())
+                    .bind(&message.message)
+                    .bind(message.timestamp)
+                    .bind(sqlx::types::Json(&message.metadata))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| parent_missing(e, "session or agent"))?;
+                    stored.push(message);
+                }
+                tx.commit().await?;
+                Ok(stored)
+            }
+
+            async fn messages(
+                &self,
+                session_id: uuid::Uuid,
+            ) -> Result<Vec<$crate::store::Message>, $crate::store::StoreError> {
+                use $crate::store::sql::*;
+                let rows: Vec<MessageRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    $crate::store::sql::message_columns!(),
+                    " FROM conversations WHERE session_id = $1 ORDER BY seq"
+                ))
+                .bind(session_id)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn create_agent(
+                &self,
+                agent: &$crate::store::NewAgent,
+            ) -> Result<$crate::store::Agent, $crate::store::StoreError> {
+                use $crate::store::sql::*;
+                let now = now();
+                let created = $crate::store::Agent {
+                    id: uuid::Uuid::new_v4(),
+                    session_id: agent.session_id,
+                    name: agent.name.clone(),
+                    mcp_config: agent.mcp_config.clone(),
+                    workflow: agent.workflow.clone(),
+                    model: agent.model.clone(),
+                    status: "created".to_owned(),
+                    metadata: agent.metadata.clone(),
+                    created_at: now,
+                    updated_at: now,
+                };
+                sqlx::query(concat!(
+                    "INSERT INTO agents (",
+                    $crate::store::sql::agent_columns!(),
+                    ") \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                ))
+                .bind(created.id)
+                .bind(created.session_id)
+                .bind(&created.name)
+                .bind(sqlx::types::Json(&created.mcp_config))
+                .bind(&created.workflow)
+                .bind(&created.model)
+                .bind(&created.status)
+                .bind(sqlx::types::Json(&created.metadata))
+                .bind(now)
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| parent_missing(e, "session"))?;
+                Ok(created)
+            }
+
+            async fn get_agent(
+                &self,
+                id: uuid::Uuid,
+            ) -> Result<Option<$crate::store::Agent>, $crate::store::StoreError> {
+                use $crate::store::sql::*;
+                let row: Option<AgentRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    $crate::store::sql::agent_columns!(),
+                    " FROM agents WHERE id = $1"
+                ))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(Into::into))
+            }
+
+            async fn list_agents(
+                &self,
+                page: $crate::store::Page,
+            ) -> Result<(Vec<$crate::store::Agent>, u64), $crate::store::StoreError> {
+                use $crate::store::sql::*;
+                let offset = i64::try_from(page.offset).unwrap_or(i64::MAX);
+                let rows: Vec<AgentRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    $crate::store::sql::agent_columns!(),
+                    " FROM agents ORDER BY created_at DESC, id LIMIT $1 OFFSET $2"
+                ))
+                .bind(i64::from(page.limit))
+                .bind(offset)
+                .fetch_all(&self.pool)
+                .await?;
+                let (total,): (i64,) =
+                    sqlx::query_as("SELECT COUNT(*) FROM agents").fetch_one(&self.pool).await?;
+                Ok((rows.into_iter().map(Into::into).collect(), u64::try_from(total).unwrap_or(0)))
+            }
+
+            async fn delete_agent(&self, id: uuid::Uuid) -> Result<bool, $crate::store::StoreError> {
+                let done =
+                    sqlx::query("DELETE FROM agents WHERE id = $1").bind(id).execute(&self.pool).await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn close(&self) {
+                self.pool.close().await;
+            }
+        }
+    };
+}
+
+pub(super) use impl_store;

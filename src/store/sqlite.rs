@@ -1,0 +1,43 @@
+//! The embedded SQLite backend: WAL journal, foreign keys on, and `synchronous` from config, so an
+//! acknowledged write survives a crash of the process (and, at `full`, of the machine).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use super::{Backend, StoreError};
+use crate::config::SqliteSync;
+
+pub struct SqliteStore {
+    pub(super) pool: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn connect(url: &str, sync: SqliteSync, max_connections: u32) -> Result<Self, StoreError> {
+        let connect_err = |source| StoreError::Connect { backend: Backend::Sqlite, source };
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(connect_err)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match sync {
+                SqliteSync::Full => SqliteSynchronous::Full,
+                SqliteSync::Normal => SqliteSynchronous::Normal,
+            })
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .connect_with(options)
+            .await
+            .map_err(connect_err)?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|source| StoreError::Migrate { backend: Backend::Sqlite, source })?;
+        Ok(Self { pool })
+    }
+}
+
+super::sql::impl_store!(SqliteStore, Backend::Sqlite);

@@ -1,0 +1,144 @@
+//! Shared helpers for the end-to-end tests: a real server on an ephemeral port over a fresh
+//! database (a temp SQLite file, or a new database on the private PostgreSQL that
+//! `scripts/test.sh` starts), and a real HTTP client.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dynamcp::config::ServeArgs;
+use dynamcp::state::AppState;
+use dynamcp::store::{self, Store};
+use sqlx::Connection;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Which database a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// Server settings for a test: defaults, a fresh temp data dir, a fresh database of the kind asked.
+pub async fn test_args(db: Db) -> (ServeArgs, TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = ServeArgs::for_data_dir(dir.path());
+    if db == Db::Postgres {
+        args.store.database_url = Some(fresh_postgres_database().await);
+    }
+    (args, dir)
+}
+
+/// Creates an empty database on the test PostgreSQL and returns its URL.
+pub async fn fresh_postgres_database() -> String {
+    let admin = std::env::var("DYNAMCP_TEST_PG_URL").expect(
+        "PostgreSQL tests need DYNAMCP_TEST_PG_URL: run scripts/test.sh, which starts a private \
+         PostgreSQL 15 + pgvector and sets it",
+    );
+    let name = format!("dynamcp_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect to the test PostgreSQL");
+    // The name is ours: a fixed prefix and a UUID.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+    let (base, _) = admin.rsplit_once('/').expect("DYNAMCP_TEST_PG_URL ends with /<database>");
+    format!("{base}/{name}")
+}
+
+/// Opens a fresh store directly, for store-level tests.
+pub async fn fresh_store(db: Db) -> (Arc<dyn Store>, TempDir) {
+    let (args, dir) = test_args(db).await;
+    (store::open(&args.store).await.unwrap(), dir)
+}
+
+/// A running dynamcp on 127.0.0.1:<ephemeral>.
+pub struct TestServer {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub store: Arc<dyn Store>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    _dir: TempDir,
+}
+
+impl TestServer {
+    pub async fn start(db: Db) -> Self {
+        let (args, dir) = test_args(db).await;
+        Self::start_with(args, dir).await
+    }
+
+    pub async fn start_with(args: ServeArgs, dir: TempDir) -> Self {
+        let state = AppState::build(&args).await.unwrap();
+        let store = state.store.clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(dynamcp::serve(
+            listener,
+            state,
+            async move {
+                let _ = stopped.await;
+            },
+            Duration::from_secs(5),
+        ));
+        Self { base, http: reqwest::Client::new(), store, stop: Some(stop), task: Some(task), _dir: dir }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Sends a request and returns the status and the body parsed as JSON.
+    pub async fn json(&self, req: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let ctype = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+        let text = resp.text().await.unwrap();
+        if text.is_empty() {
+            return (status, serde_json::Value::Null);
+        }
+        assert_eq!(ctype.as_deref(), Some("application/json"), "non-JSON body for {status}: {text}");
+        (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad JSON ({e}): {text}")))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        self.json(self.http.get(self.url(path))).await
+    }
+
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.json(self.http.post(self.url(path)).json(&body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, serde_json::Value) {
+        self.json(self.http.delete(self.url(path))).await
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// The standard error body.
+pub fn error_body(code: &str, message: &str) -> serde_json::Value {
+    serde_json::json!({ "error": { "code": code, "message": message } })
+}
+
+/// Runs each listed `async fn name(db: Db)` as two tests, one per backend.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test] async fn $name() { super::$name($crate::common::Db::Sqlite).await } )*
+        }
+        mod postgres {
+            $( #[tokio::test] async fn $name() { super::$name($crate::common::Db::Postgres).await } )*
+        }
+    };
+}
