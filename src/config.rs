@@ -152,4 +152,23 @@ mod tests {
         let err = Cli::try_parse_from(["dynamcp", "serve", "--request-timeout-secs", "0"]);
         assert!(err.is_err());
     }
+
+    #[test]
+    fn env_example_lists_every_variable() {
+        use clap::CommandFactory;
+        let example = include_str!("../.env.example");
+        let mut missing = Vec::new();
+        let mut stack = vec![Cli::command()];
+        while let Some(cmd) = stack.pop() {
+            for arg in cmd.get_arguments() {
+                if let Some(env) = arg.get_env().and_then(|e| e.to_str()) {
+                    if !example.contains(&format!("{env}=")) {
+                        missing.push(env.to_owned());
+                    }
+                }
+            }
+            stack.extend(cmd.get_subcommands().cloned());
+        }
+        assert!(missing.is_empty(), ".env.example lacks {missing:?}");
+    }
 }

@@ -62,12 +62,17 @@ fn routes() -> OpenApiRouter<AppState> {
 pub fn router(state: AppState) -> Router {
     let (api, doc) = routes().split_for_parts();
     let limits = state.limits.clone();
-    api.merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
-        .fallback(not_found)
-        .with_state(state)
+    let app = api.merge(SwaggerUi::new("/docs").url("/openapi.json", doc)).with_state(state);
+    with_layers(app, &limits)
+}
+
+/// The cross-cutting layers every route gets, outermost last: body limit, timeout, CORS, panic
+/// catching, the uniform error shape, request tracing.
+fn with_layers(app: Router, limits: &Limits) -> Router {
+    app.fallback(not_found)
         .layer(DefaultBodyLimit::max(limits.body_bytes))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout))
-        .layer(cors(&limits))
+        .layer(cors(limits))
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("a request handler panicked");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
@@ -94,4 +99,127 @@ fn cors(limits: &Limits) -> CorsLayer {
         .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
         .allow_headers(Any)
         .max_age(Duration::from_secs(600))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use axum::routing::get;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits { body_bytes: 1024, request_timeout: Duration::from_millis(50), cors_origins: Vec::new() }
+    }
+
+    async fn call(app: Router, uri: &str) -> anyhow::Result<(StatusCode, serde_json::Value)> {
+        let response = app.oneshot(Request::get(uri).body(Body::empty())?).await?;
+        let status = response.status();
+        assert_eq!(response.headers()["content-type"], "application/json");
+        let bytes = response.into_body().collect().await?.to_bytes();
+        Ok((status, serde_json::from_slice(&bytes)?))
+    }
+
+    #[tokio::test]
+    async fn a_slow_handler_times_out_with_the_error_shape() -> anyhow::Result<()> {
+        let app = Router::new().route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                "late"
+            }),
+        );
+        let (status, body) = call(with_layers(app, &limits()), "/slow").await?;
+        assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(
+            body,
+            serde_json::json!({"error": {"code": "request_timeout", "message": "the request took too long and was cancelled"}})
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_a_generic_500() -> anyhow::Result<()> {
+        #[allow(clippy::panic)]
+        async fn boom() -> &'static str {
+            panic!("secret detail that must not reach the client")
+        }
+        let app = Router::new().route("/boom", get(boom));
+        let (status, body) = call(with_layers(app, &limits()), "/boom").await?;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            body,
+            serde_json::json!({"error": {"code": "internal_error", "message": "internal server error"}})
+        );
+        Ok(())
+    }
+
+    /// The design's own three tests, as handler tests on the real router over a real SQLite file.
+    mod design {
+        use super::*;
+        use crate::config::ServeArgs;
+
+        async fn app() -> anyhow::Result<(Router, tempfile::TempDir)> {
+            let dir = tempfile::tempdir()?;
+            let state = AppState::build(&ServeArgs::for_data_dir(dir.path())).await?;
+            Ok((router(state), dir))
+        }
+
+        async fn send(
+            app: Router,
+            request: Request<Body>,
+        ) -> anyhow::Result<(StatusCode, serde_json::Value)> {
+            let response = app.oneshot(request).await?;
+            let status = response.status();
+            let bytes = response.into_body().collect().await?.to_bytes();
+            Ok((status, serde_json::from_slice(&bytes)?))
+        }
+
+        fn post_json(uri: &str, body: serde_json::Value) -> anyhow::Result<Request<Body>> {
+            Ok(Request::post(uri)
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))?)
+        }
+
+        #[tokio::test]
+        async fn test_root() -> anyhow::Result<()> {
+            let (app, _dir) = app().await?;
+            let response = app.oneshot(Request::get("/").body(Body::empty())?).await?;
+            assert_eq!(response.status(), StatusCode::OK);
+            let bytes = response.into_body().collect().await?.to_bytes();
+            assert_eq!(&bytes[..], br#"{"message":"Dynamic MCP Agent API","version":"1.0.0"}"#);
+            Ok(())
+        }
+
+        #[tokio::test]
+        async fn test_chat_returns_session_id() -> anyhow::Result<()> {
+            let (app, _dir) = app().await?;
+            let (status, body) =
+                send(app, post_json("/api/chat", serde_json::json!({"message": "hello"}))?).await?;
+            assert_eq!(status, StatusCode::OK);
+            let session_id = body["session_id"].as_str().unwrap_or_default();
+            assert!(uuid::Uuid::parse_str(session_id).is_ok(), "{body}");
+            assert_eq!(body["status"], "pending_credentials");
+            assert_eq!(body["agent_created"], false);
+            Ok(())
+        }
+
+        #[tokio::test]
+        async fn test_create_session() -> anyhow::Result<()> {
+            let (app, _dir) = app().await?;
+            let (status, body) =
+                send(app.clone(), Request::post("/api/sessions/create").body(Body::empty())?).await?;
+            assert_eq!(status, StatusCode::CREATED);
+            let id = body["id"].as_str().unwrap_or_default().to_owned();
+            assert!(uuid::Uuid::parse_str(&id).is_ok(), "{body}");
+            let (status, session) =
+                send(app, Request::get(format!("/api/sessions/{id}")).body(Body::empty())?).await?;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(session["id"], id.as_str());
+            Ok(())
+        }
+    }
 }
