@@ -161,10 +161,10 @@ mod tests {
         let mut stack = vec![Cli::command()];
         while let Some(cmd) = stack.pop() {
             for arg in cmd.get_arguments() {
-                if let Some(env) = arg.get_env().and_then(|e| e.to_str()) {
-                    if !example.contains(&format!("{env}=")) {
-                        missing.push(env.to_owned());
-                    }
+                if let Some(env) = arg.get_env().and_then(|e| e.to_str())
+                    && !example.contains(&format!("{env}="))
+                {
+                    missing.push(env.to_owned());
                 }
             }
             stack.extend(cmd.get_subcommands().cloned());
