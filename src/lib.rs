@@ -6,14 +6,20 @@
 //! - [`state`]: [`state::AppState`], where configuration becomes open resources.
 //! - [`api`]: HTTP (axum) and nothing else: one file per resource, the one error shape, OpenAPI.
 //! - [`planner`]: the master agent; from a chat turn to a reply, missing credentials, an agent.
+//! - [`catalog`]: MCP server records, import from every common format, hybrid search.
 //! - [`store`]: persistence behind one trait; SQLite (default) and PostgreSQL + pgvector.
 //! - [`vault`]: credential values: the redacting [`vault::Secret`] type (and, next, encryption).
+//! - [`cli`]: the non-serving subcommands (import, search, eval); [`progress`] reports on them.
 //!
-//! `main.rs` only parses the command line, sets up tracing and calls [`run`].
+//! `main.rs` only parses the command line, sets up tracing and dispatches to [`run`] or [`cli`].
 
 pub mod api;
+pub mod bench;
+pub mod catalog;
+pub mod cli;
 pub mod config;
 pub mod planner;
+pub mod progress;
 pub mod state;
 pub mod store;
 pub mod vault;
@@ -28,7 +34,7 @@ use crate::state::AppState;
 
 /// `dynamcp serve`: builds the state, binds the configured address and serves until `shutdown`.
 pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    let state = AppState::build(&args).await.context("could not open the store")?;
+    let state = AppState::build(&args).await?;
     let listener =
         TcpListener::bind(args.addr).await.with_context(|| format!("could not listen on {}", args.addr))?;
     tracing::info!(

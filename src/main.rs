@@ -3,7 +3,7 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use dynamcp::config::{Cli, Command, LogFormat};
+use dynamcp::config::{CatalogCommand, Cli, Command, LogFormat};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -12,14 +12,34 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
-            init_tracing(args.log_format);
+            init_tracing(args.log_format, "info,sqlx=warn");
             dynamcp::run(args, dynamcp::shutdown_signal()).await
+        }
+        Command::Catalog(CatalogCommand::Import(args)) => {
+            init_tracing(LogFormat::Text, "warn");
+            dynamcp::cli::import(args).await
+        }
+        Command::Catalog(CatalogCommand::PackEmbeddings(args)) => {
+            init_tracing(LogFormat::Text, "warn");
+            dynamcp::cli::pack_embeddings(args).await
+        }
+        Command::Search(args) => {
+            init_tracing(LogFormat::Text, "warn");
+            dynamcp::cli::search(args).await
+        }
+        Command::Bench(args) => {
+            init_tracing(LogFormat::Text, "warn");
+            dynamcp::bench::run(args).await
+        }
+        Command::Eval(args) => {
+            init_tracing(LogFormat::Text, "warn");
+            dynamcp::cli::eval(args).await
         }
     }
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("DYNAMCP_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+fn init_tracing(format: LogFormat, default_filter: &str) {
+    let filter = EnvFilter::try_from_env("DYNAMCP_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

@@ -3,14 +3,26 @@
 
 use std::sync::Arc;
 
-use crate::config::ServeArgs;
+use crate::catalog::embed::LocalEmbedder;
+use crate::catalog::{Catalog, CatalogError, Embedder};
+use crate::config::{ServeArgs, StoreArgs};
 use crate::planner::MasterAgent;
+use crate::progress::Progress;
 use crate::store::{self, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("could not open the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("could not load the catalog: {0}")]
+    Catalog(#[from] CatalogError),
+}
 
 /// Everything a request handler may use. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
+    pub catalog: Arc<Catalog>,
     pub master: Arc<MasterAgent>,
     pub limits: Limits,
 }
@@ -24,17 +36,19 @@ pub struct Limits {
 }
 
 impl AppState {
-    /// Opens the store (applying migrations) and wires the domain services.
-    pub async fn build(args: &ServeArgs) -> Result<Self, StoreError> {
+    /// Opens the store (applying migrations), loads the catalog and wires the domain services.
+    pub async fn build(args: &ServeArgs) -> Result<Self, StartError> {
         let store = store::open(&args.store).await?;
-        Ok(Self::from_store(store, args))
+        let catalog = open_catalog(store.clone(), &args.store).await?;
+        Ok(Self::from_parts(store, Arc::new(catalog), args))
     }
 
-    /// Wires the services around an already-open store.
-    pub fn from_store(store: Arc<dyn Store>, args: &ServeArgs) -> Self {
+    /// Wires the services around an already-open store and catalog.
+    pub fn from_parts(store: Arc<dyn Store>, catalog: Arc<Catalog>, args: &ServeArgs) -> Self {
         Self {
             master: Arc::new(MasterAgent::new(store.clone())),
             store,
+            catalog,
             limits: Limits {
                 body_bytes: args.body_limit_bytes,
                 request_timeout: args.request_timeout(),
@@ -42,4 +56,58 @@ impl AppState {
             },
         }
     }
+}
+
+/// Loads the embedding model named by the configuration, or explains loudly why search will be
+/// lexical only.
+pub async fn load_embedder(args: &StoreArgs) -> Option<Arc<dyn Embedder>> {
+    if args.no_model {
+        tracing::info!("embedding model disabled by configuration: search is lexical only");
+        return None;
+    }
+    let dir = args.model_dir.clone();
+    match tokio::task::spawn_blocking(move || LocalEmbedder::load(&dir)).await {
+        Ok(Ok(model)) => {
+            tracing::info!(model = model.id(), "embedding model loaded");
+            Some(Arc::new(model))
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(
+                error = %e,
+                "NO EMBEDDING MODEL: search falls back to lexical (BM25) only and will miss requests \
+                 phrased differently from server descriptions. Run `scripts/setup.sh --service` to fetch it."
+            );
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// Opens the catalog over `store`: loads the embedder, imports the default catalog if the store
+/// has none (and the configuration allows), and builds the index, embedding what is not cached.
+pub async fn open_catalog(store: Arc<dyn Store>, args: &StoreArgs) -> Result<Catalog, CatalogError> {
+    let embedder = load_embedder(args).await;
+    let catalog = Catalog::open(store, embedder).await?;
+    let mut changed = false;
+    if args.default_catalog {
+        let progress = Progress::new("importing the default catalog");
+        if let Some(report) = catalog.import_default_if_empty(&|d, t| progress.update(d, t)).await? {
+            tracing::info!(
+                servers = report.servers,
+                invalid = report.issues.len(),
+                "imported the default catalog"
+            );
+            changed = true;
+        }
+    }
+    if changed {
+        let progress = Progress::new("embedding the catalog");
+        catalog.reload_with_progress(&|d, t| progress.update(d, t)).await?;
+    }
+    tracing::info!(
+        servers = catalog.index().len(),
+        dense = catalog.index().dense().is_some(),
+        "catalog ready"
+    );
+    Ok(catalog)
 }

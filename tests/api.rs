@@ -377,6 +377,9 @@ async fn openapi_and_swagger_ui_are_served() {
             "/api/agents",
             "/api/agents/{id}",
             "/api/chat",
+            "/api/servers",
+            "/api/servers/search",
+            "/api/servers/{id}",
             "/api/sessions/create",
             "/api/sessions/{id}",
             "/health"

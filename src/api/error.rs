@@ -33,6 +33,8 @@ pub enum ApiError {
     SessionNotFound(Uuid),
     #[error("agent {0} not found")]
     AgentNotFound(Uuid),
+    #[error("server `{0}` is not in the catalog")]
+    ServerNotFound(String),
     #[error("{message}")]
     Unprocessable { code: &'static str, message: String },
     #[error("the store is unavailable")]
@@ -65,9 +67,10 @@ impl ApiError {
             ApiError::InvalidRequest(_) | ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::RouteNotFound { .. } | ApiError::SessionNotFound(_) | ApiError::AgentNotFound(_) => {
-                StatusCode::NOT_FOUND
-            }
+            ApiError::RouteNotFound { .. }
+            | ApiError::SessionNotFound(_)
+            | ApiError::AgentNotFound(_)
+            | ApiError::ServerNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -84,6 +87,7 @@ impl ApiError {
             ApiError::RouteNotFound { .. } => "not_found",
             ApiError::SessionNotFound(_) => "session_not_found",
             ApiError::AgentNotFound(_) => "agent_not_found",
+            ApiError::ServerNotFound(_) => "server_not_found",
             ApiError::Unprocessable { code, .. } => code,
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal_error",

@@ -7,6 +7,7 @@ mod chat;
 pub mod error;
 mod extract;
 mod root;
+mod servers;
 mod sessions;
 
 use std::time::Duration;
@@ -41,6 +42,7 @@ pub use root::ROOT_INFO;
         (name = "chat", description = "The master agent"),
         (name = "sessions", description = "Conversations with the master agent"),
         (name = "agents", description = "Created agents"),
+        (name = "servers", description = "The MCP server catalog"),
     )
 )]
 struct ApiDoc;
@@ -56,6 +58,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(sessions::router())
         .merge(agents::router())
         .merge(chat::router())
+        .merge(servers::router())
 }
 
 /// The whole application: routes, docs and layers.

@@ -5,6 +5,7 @@
 //! `migrations/<backend>/`, applied when the store opens. This module knows nothing of HTTP and
 //! never sees a credential in clear: the vault hands it ciphertext only.
 
+mod catalog;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -22,6 +23,7 @@ use uuid::Uuid;
 
 use crate::config::StoreArgs;
 
+pub use catalog::{CatalogRow, CatalogStore, InstructionRow, UpsertCounts};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -186,7 +188,7 @@ pub struct Page {
 /// The persistence interface. Every method is one transaction: it either happens whole or not at
 /// all, and once it returns `Ok` the write is durable.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: CatalogStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     /// A cheap round trip that proves the database answers.

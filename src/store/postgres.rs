@@ -28,3 +28,4 @@ impl PgStore {
 }
 
 super::sql::impl_store!(PgStore, Backend::Postgres);
+super::catalog::impl_catalog_store!(PgStore);

@@ -41,3 +41,4 @@ impl SqliteStore {
 }
 
 super::sql::impl_store!(SqliteStore, Backend::Sqlite);
+super::catalog::impl_catalog_store!(SqliteStore);

@@ -1,0 +1,192 @@
+//! `/api/servers`: search the catalog by meaning, read one server's full record, browse.
+
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{Json, Path, Query};
+use crate::catalog::{SearchConfig, ServerRecord};
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(search)).routes(routes!(browse)).routes(routes!(get_server))
+}
+
+pub const MAX_SEARCH_LIMIT: usize = 50;
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct SearchRequest {
+    /// What the workflow needs, in plain language. Several needs ("… and …") are searched apart.
+    #[schema(example = "find invoices in my Gmail and add them to a Google Sheet")]
+    pub query: String,
+    /// 1 to 50 (default 5).
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchResponse {
+    pub results: Vec<SearchResult>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchResult {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    /// Fused relevance; higher is better. Comparable within one response only.
+    pub score: f32,
+    /// The server's tools that match the request, best first.
+    pub matched_tools: Vec<String>,
+    pub credentials: Vec<CredentialSummary>,
+    /// Has a launch option dynamcp can run (npm, PyPI, docker, remote URL).
+    pub runnable: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CredentialSummary {
+    pub key: String,
+    pub required: bool,
+    pub secret: bool,
+}
+
+/// Finds the servers a workflow needs.
+#[utoipa::path(post, path = "/api/servers/search", tag = "servers", request_body = SearchRequest, responses(
+    (status = 200, body = SearchResponse),
+    (status = 400, description = "Malformed JSON", body = ErrorBody),
+    (status = 422, description = "Empty query or limit out of range", body = ErrorBody),
+))]
+async fn search(
+    State(state): State<AppState>,
+    Json(request): Json<SearchRequest>,
+) -> Result<axum::Json<SearchResponse>, ApiError> {
+    let limit = request.limit.unwrap_or(5);
+    if !(1..=MAX_SEARCH_LIMIT).contains(&limit) {
+        return Err(ApiError::InvalidRequest(format!("limit must be between 1 and {MAX_SEARCH_LIMIT}")));
+    }
+    if request.query.trim().is_empty() {
+        return Err(ApiError::InvalidRequest("query must not be empty".to_owned()));
+    }
+    let found = state
+        .catalog
+        .search(&request.query, limit, SearchConfig::default())
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let index = state.catalog.index();
+    let results = found
+        .hits
+        .into_iter()
+        .map(|hit| {
+            let r = index.record(hit.doc);
+            SearchResult {
+                id: r.id.clone(),
+                name: r.name.clone(),
+                description: r.description.clone(),
+                score: hit.score,
+                matched_tools: hit.matched_tools,
+                credentials: r
+                    .credentials
+                    .iter()
+                    .map(|c| CredentialSummary {
+                        key: c.name.clone(),
+                        required: c.required,
+                        secret: c.secret,
+                    })
+                    .collect(),
+                runnable: r.runnable(),
+            }
+        })
+        .collect();
+    Ok(axum::Json(SearchResponse { results }))
+}
+
+/// A server's full record: launch options, tools with their schemas, credential requirements
+/// with instructions.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServerDetail {
+    #[serde(flatten)]
+    pub record: ServerRecord,
+    pub runnable: bool,
+}
+
+#[utoipa::path(get, path = "/api/servers/{id}", tag = "servers",
+    params(("id" = String, Path, description = "Catalog id")),
+    responses(
+        (status = 200, body = ServerDetail),
+        (status = 404, description = "No such server", body = ErrorBody),
+    ))]
+async fn get_server(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<ServerDetail>, ApiError> {
+    let index = state.catalog.index();
+    let record = index.get(&id).ok_or_else(|| ApiError::ServerNotFound(id.clone()))?;
+    Ok(axum::Json(ServerDetail { runnable: record.runnable(), record: record.clone() }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct BrowseParams {
+    /// Words to match (lexically); empty lists every server by id.
+    pub q: Option<String>,
+    /// 1 to 100 (default 20).
+    pub limit: Option<usize>,
+    /// Default 0.
+    pub offset: Option<usize>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServerSummary {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub runnable: bool,
+    pub tools: usize,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServerList {
+    pub servers: Vec<ServerSummary>,
+    pub total: usize,
+    pub limit: usize,
+    pub offset: usize,
+}
+
+/// Browses the catalog, optionally filtered by words.
+#[utoipa::path(get, path = "/api/servers", tag = "servers", params(BrowseParams), responses(
+    (status = 200, body = ServerList),
+    (status = 400, description = "Bad limit or offset", body = ErrorBody),
+))]
+async fn browse(
+    State(state): State<AppState>,
+    Query(params): Query<BrowseParams>,
+) -> Result<axum::Json<ServerList>, ApiError> {
+    let limit = params.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::InvalidQuery("limit must be between 1 and 100".to_owned()));
+    }
+    let offset = params.offset.unwrap_or(0);
+    let index = state.catalog.index();
+    let docs: Vec<u32> = match params.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
+        Some(q) => index.lexical(q),
+        None => (0..index.len() as u32).collect(),
+    };
+    let servers = docs
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|&d| {
+            let r = index.record(d);
+            ServerSummary {
+                id: r.id.clone(),
+                name: r.name.clone(),
+                description: r.description.clone(),
+                runnable: r.runnable(),
+                tools: r.tools.len(),
+            }
+        })
+        .collect();
+    Ok(axum::Json(ServerList { servers, total: docs.len(), limit, offset }))
+}

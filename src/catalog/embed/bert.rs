@@ -1,0 +1,190 @@
+//! A BERT encoder (the architecture of all-MiniLM-L6-v2 and its relatives) on candle, with mean
+//! or CLS pooling and L2 normalisation, matching sentence-transformers' output.
+//!
+//! Weights load from `model.safetensors` read into memory (no mmap, so no `unsafe`).
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use serde::Deserialize;
+
+use super::EmbedError;
+
+/// The fields of a Hugging Face `config.json` that the encoder needs.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BertConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+}
+
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+fn default_act() -> String {
+    "gelu".to_owned()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    Mean,
+    Cls,
+}
+
+struct Layer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    attention_out: Linear,
+    attention_norm: LayerNorm,
+    intermediate: Linear,
+    output: Linear,
+    output_norm: LayerNorm,
+}
+
+pub struct Bert {
+    word: Embedding,
+    position: Embedding,
+    token_type: Embedding,
+    embedding_norm: LayerNorm,
+    layers: Vec<Layer>,
+    heads: usize,
+    head_dim: usize,
+    gelu_tanh: bool,
+    pub config: BertConfig,
+}
+
+fn model_err(e: candle_core::Error) -> EmbedError {
+    EmbedError::Model(e.to_string())
+}
+
+impl Bert {
+    pub fn load(dir: &Path) -> Result<Self, EmbedError> {
+        let read = |name: &str| {
+            std::fs::read(dir.join(name))
+                .map_err(|e| EmbedError::Missing { path: dir.join(name), reason: e.to_string() })
+        };
+        let config: BertConfig = serde_json::from_slice(&read("config.json")?)
+            .map_err(|e| EmbedError::Model(format!("config.json: {e}")))?;
+        let vb = VarBuilder::from_buffered_safetensors(read("model.safetensors")?, DType::F32, &Device::Cpu)
+            .map_err(model_err)?;
+        // Some exports prefix every weight with `bert.`.
+        let vb =
+            if vb.contains_tensor("bert.embeddings.word_embeddings.weight") { vb.pp("bert") } else { vb };
+        let h = config.hidden_size;
+        let eps = config.layer_norm_eps;
+        let emb = vb.pp("embeddings");
+        let norm = |vb: VarBuilder| candle_nn::layer_norm(h, eps, vb).map_err(model_err);
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for i in 0..config.num_hidden_layers {
+            let l = vb.pp(format!("encoder.layer.{i}"));
+            let lin = |vb: VarBuilder, i: usize, o: usize| candle_nn::linear(i, o, vb).map_err(model_err);
+            layers.push(Layer {
+                query: lin(l.pp("attention.self.query"), h, h)?,
+                key: lin(l.pp("attention.self.key"), h, h)?,
+                value: lin(l.pp("attention.self.value"), h, h)?,
+                attention_out: lin(l.pp("attention.output.dense"), h, h)?,
+                attention_norm: norm(l.pp("attention.output.LayerNorm"))?,
+                intermediate: lin(l.pp("intermediate.dense"), h, config.intermediate_size)?,
+                output: lin(l.pp("output.dense"), config.intermediate_size, h)?,
+                output_norm: norm(l.pp("output.LayerNorm"))?,
+            });
+        }
+        if !h.is_multiple_of(config.num_attention_heads) {
+            return Err(EmbedError::Model("hidden size is not a multiple of the head count".into()));
+        }
+        Ok(Self {
+            word: candle_nn::embedding(config.vocab_size, h, emb.pp("word_embeddings")).map_err(model_err)?,
+            position: candle_nn::embedding(config.max_position_embeddings, h, emb.pp("position_embeddings"))
+                .map_err(model_err)?,
+            token_type: candle_nn::embedding(config.type_vocab_size, h, emb.pp("token_type_embeddings"))
+                .map_err(model_err)?,
+            embedding_norm: norm(emb.pp("LayerNorm"))?,
+            layers,
+            heads: config.num_attention_heads,
+            head_dim: h / config.num_attention_heads,
+            gelu_tanh: config.hidden_act == "gelu_new" || config.hidden_act == "gelu_pytorch_tanh",
+            config,
+        })
+    }
+
+    /// Encodes a padded batch: `ids` and `mask` are `batch × seq` (mask 1 for tokens, 0 for
+    /// padding). Returns one L2-normalised vector per row.
+    pub fn embed(
+        &self,
+        ids: &[Vec<u32>],
+        mask: &[Vec<u32>],
+        pooling: Pooling,
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let (batch, seq) = (ids.len(), ids.first().map_or(0, Vec::len));
+        if batch == 0 || seq == 0 {
+            return Ok(vec![Vec::new(); batch]);
+        }
+        let dev = Device::Cpu;
+        let flat = |v: &[Vec<u32>]| v.iter().flatten().copied().collect::<Vec<u32>>();
+        let ids_t = Tensor::from_vec(flat(ids), (batch, seq), &dev).map_err(model_err)?;
+        let mask_u = flat(mask);
+        let mask_f: Vec<f32> = mask_u.iter().map(|&m| m as f32).collect();
+        let mask_t = Tensor::from_vec(mask_f, (batch, seq), &dev).map_err(model_err)?;
+        let out = self.forward(&ids_t, &mask_t).map_err(model_err)?;
+        let pooled = match pooling {
+            Pooling::Cls => out.narrow(1, 0, 1).and_then(|t| t.squeeze(1)),
+            Pooling::Mean => {
+                let m = mask_t.unsqueeze(2).map_err(model_err)?;
+                let summed = out.broadcast_mul(&m).and_then(|t| t.sum(1)).map_err(model_err)?;
+                let counts = m.sum(1).and_then(|c| c.clamp(1e-9, f64::MAX)).map_err(model_err)?;
+                summed.broadcast_div(&counts)
+            }
+        }
+        .map_err(model_err)?;
+        let norms = pooled.sqr().and_then(|t| t.sum_keepdim(1)).and_then(|t| t.sqrt()).map_err(model_err)?;
+        let normalized =
+            pooled.broadcast_div(&norms.clamp(1e-12, f64::MAX).map_err(model_err)?).map_err(model_err)?;
+        normalized.to_vec2::<f32>().map_err(model_err)
+    }
+
+    fn forward(&self, ids: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+        let (batch, seq) = ids.dims2()?;
+        let positions = Tensor::arange(0u32, seq as u32, ids.device())?.unsqueeze(0)?;
+        let types = ids.zeros_like()?;
+        let x = self
+            .word
+            .forward(ids)?
+            .broadcast_add(&self.position.forward(&positions)?)?
+            .add(&self.token_type.forward(&types)?)?;
+        let mut x = self.embedding_norm.forward(&x)?;
+        // Padding gets a large negative bias before the softmax: (batch, 1, 1, seq).
+        let bias = ((mask.ones_like()? - mask)? * -10_000.0)?.reshape((batch, 1, 1, seq))?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        for layer in &self.layers {
+            let split = |t: Tensor| -> candle_core::Result<Tensor> {
+                t.reshape((batch, seq, self.heads, self.head_dim))?.transpose(1, 2)?.contiguous()
+            };
+            let q = split(layer.query.forward(&x)?)?;
+            let k = split(layer.key.forward(&x)?)?;
+            let v = split(layer.value.forward(&x)?)?;
+            let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&bias)?;
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            let context =
+                probs.matmul(&v)?.transpose(1, 2)?.reshape((batch, seq, self.heads * self.head_dim))?;
+            let attended = layer.attention_norm.forward(&(layer.attention_out.forward(&context)? + &x)?)?;
+            let inner = layer.intermediate.forward(&attended)?;
+            let inner = if self.gelu_tanh { inner.gelu()? } else { inner.gelu_erf()? };
+            x = layer.output_norm.forward(&(layer.output.forward(&inner)? + attended)?)?;
+        }
+        Ok(x)
+    }
+}

@@ -1,0 +1,452 @@
+//! The catalog of MCP servers: records, import from every common format, and search by meaning.
+//!
+//! Owns the in-memory [`SearchIndex`] (rebuilt after each import) and the rules that turn stored
+//! rows and credential instructions into the records the planner and the API see. Persists
+//! through [`CatalogStore`]; knows nothing of HTTP.
+
+pub mod bm25;
+pub mod dense;
+pub mod embed;
+pub mod eval;
+pub mod import;
+pub mod needs;
+pub mod pack;
+pub mod record;
+pub mod search;
+pub mod text;
+
+mod query_cache;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::store::{CatalogRow, CatalogStore, InstructionRow, StoreError, UpsertCounts};
+use dense::{DenseIndex, Quantized};
+pub use embed::{EmbedError, Embedder, TextKind};
+pub use import::{EntryIssue, Format, ImportError};
+use query_cache::QueryCache;
+pub use record::{CredentialKind, CredentialSpec, ServerRecord, Tool};
+pub use search::{Found, Hit, QueryText, SearchConfig, SearchIndex};
+
+/// The default catalog, compiled in (see `catalog/README.md` for its sources and licences).
+pub static DEFAULT_CATALOG: &[u8] = include_bytes!("../../catalog/mcp_catalog.json.gz");
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error(transparent)]
+    Import(#[from] ImportError),
+    #[error("{path}: no valid entry ({} issue(s)); nothing was imported", issues.len())]
+    NothingValid { path: String, issues: Vec<EntryIssue> },
+    #[error("stored catalog record {id} is unreadable: {reason}")]
+    CorruptRecord { id: String, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the index build was interrupted")]
+    Interrupted,
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
+}
+
+/// What importing one file did.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileReport {
+    pub path: String,
+    pub format: Format,
+    pub servers: usize,
+    pub inserted: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub instructions: u64,
+    pub issues: Vec<EntryIssue>,
+}
+
+/// The catalog service: the store, the embedder, and the search index over the current contents.
+pub struct Catalog {
+    store: Arc<dyn CatalogStore>,
+    embedder: Option<Arc<dyn Embedder>>,
+    index: RwLock<Arc<SearchIndex>>,
+    queries: QueryCache,
+    /// Take vectors from the shipped embedding pack when it matches the model.
+    use_pack: bool,
+}
+
+/// Query vectors kept for repeated searches.
+const QUERY_CACHE: usize = 4096;
+/// Texts embedded per call while building the index (progress is reported between calls).
+const EMBED_CHUNK: usize = 512;
+
+impl Catalog {
+    /// Loads the stored catalog and builds its index. Without an embedder, search is lexical only.
+    pub async fn open(
+        store: Arc<dyn CatalogStore>,
+        embedder: Option<Arc<dyn Embedder>>,
+    ) -> Result<Self, CatalogError> {
+        let index = build_index(store.as_ref(), embedder.as_deref(), true, &|_, _| {}).await?;
+        Ok(Self {
+            store,
+            embedder,
+            index: RwLock::new(Arc::new(index)),
+            queries: QueryCache::new(QUERY_CACHE),
+            use_pack: true,
+        })
+    }
+
+    /// Whether to take vectors from the shipped embedding pack (on by default).
+    pub fn set_use_pack(&mut self, use_pack: bool) {
+        self.use_pack = use_pack;
+    }
+
+    pub fn store(&self) -> &Arc<dyn CatalogStore> {
+        &self.store
+    }
+
+    pub fn embedder(&self) -> Option<&Arc<dyn Embedder>> {
+        self.embedder.as_ref()
+    }
+
+    /// Searches for a plain-language request: splits it into needs (unless `config` says not to),
+    /// embeds the request and each need, and runs the hybrid search.
+    pub async fn search(
+        &self,
+        request: &str,
+        limit: usize,
+        config: SearchConfig,
+    ) -> Result<Found, CatalogError> {
+        let index = self.index();
+        let needs = if config.decompose { index.needs(request) } else { vec![request.trim().to_owned()] };
+        let mut texts = vec![request.trim().to_owned()];
+        if needs.len() > 1 {
+            texts.extend(needs.iter().cloned());
+        }
+        let vectors = match (&self.embedder, index.dense()) {
+            (Some(embedder), Some(_)) if config.dense || config.tools => {
+                Some(self.queries.embed(embedder.as_ref(), texts).await?)
+            }
+            _ => None,
+        };
+        let vector = |i: usize| vectors.as_ref().map(|v| v[i].as_slice());
+        let whole = QueryText { text: request.trim(), vector: vector(0) };
+        let need_queries: Vec<QueryText> = if needs.len() > 1 {
+            needs.iter().enumerate().map(|(i, n)| QueryText { text: n, vector: vector(i + 1) }).collect()
+        } else {
+            vec![whole]
+        };
+        Ok(index.search(whole, &need_queries, limit, config))
+    }
+
+    /// The current index. Cheap: an `Arc` clone; searches never wait for an import.
+    pub fn index(&self) -> Arc<SearchIndex> {
+        match self.index.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Imports the compiled-in default catalog when the store holds no server yet. Call
+    /// [`Catalog::reload`] afterwards.
+    pub async fn import_default_if_empty(
+        &self,
+        progress: &dyn Fn(u64, u64),
+    ) -> Result<Option<FileReport>, CatalogError> {
+        if self.store.catalog_count().await? > 0 {
+            return Ok(None);
+        }
+        let (format, parsed) = import::read_bytes("default catalog", DEFAULT_CATALOG)?;
+        let report = self.write("default catalog", format, parsed, progress).await?;
+        Ok(Some(report))
+    }
+
+    /// Imports one file in one transaction: its valid entries are upserted, its invalid ones
+    /// reported; a file with nothing valid changes nothing and is an error. Call
+    /// [`Catalog::reload`] after a batch of imports.
+    pub async fn import_file(
+        &self,
+        path: &Path,
+        progress: &dyn Fn(u64, u64),
+    ) -> Result<FileReport, CatalogError> {
+        let (format, parsed) = import::read_file(path)?;
+        self.write(&path.display().to_string(), format, parsed, progress).await
+    }
+
+    async fn write(
+        &self,
+        path: &str,
+        format: Format,
+        parsed: import::Parsed,
+        progress: &dyn Fn(u64, u64),
+    ) -> Result<FileReport, CatalogError> {
+        if parsed.is_empty() {
+            return Err(CatalogError::NothingValid { path: path.to_owned(), issues: parsed.issues });
+        }
+        let rows: Vec<CatalogRow> = parsed.servers.iter().map(to_row).collect();
+        let instructions: Vec<InstructionRow> = parsed
+            .instructions
+            .iter()
+            .map(|i| InstructionRow {
+                server: i.server.clone(),
+                key: i.key.clone(),
+                description: i.description.clone(),
+                steps: i.steps.clone(),
+                required: i.required,
+                secret: i.secret,
+            })
+            .collect();
+        progress(0, rows.len() as u64);
+        let UpsertCounts { inserted, updated, unchanged, instructions: n_instructions } =
+            self.store.upsert_catalog(&rows, &instructions).await?;
+        progress(rows.len() as u64, rows.len() as u64);
+        Ok(FileReport {
+            path: path.to_owned(),
+            format,
+            servers: rows.len(),
+            inserted,
+            updated,
+            unchanged,
+            instructions: n_instructions,
+            issues: parsed.issues,
+        })
+    }
+
+    /// Removes every server whose id is not in `keep` (`catalog import --replace`).
+    pub async fn retain(&self, keep: &HashSet<String>) -> Result<u64, CatalogError> {
+        Ok(self.store.retain_catalog(keep).await?)
+    }
+
+    /// Rebuilds the index from the store (embedding what is not cached yet) and swaps it in.
+    pub async fn reload(&self) -> Result<(), CatalogError> {
+        self.reload_with_progress(&|_, _| {}).await
+    }
+
+    pub async fn reload_with_progress(
+        &self,
+        progress: &(dyn Fn(u64, u64) + Sync),
+    ) -> Result<(), CatalogError> {
+        let index = Arc::new(
+            build_index(self.store.as_ref(), self.embedder.as_deref(), self.use_pack, progress).await?,
+        );
+        match self.index.write() {
+            Ok(mut guard) => *guard = index,
+            Err(poisoned) => *poisoned.into_inner() = index,
+        }
+        Ok(())
+    }
+}
+
+fn to_row(s: &ServerRecord) -> CatalogRow {
+    CatalogRow {
+        id: s.id.clone(),
+        server_name: s.name.clone(),
+        description: s.description.clone(),
+        tools: serde_json::to_value(&s.tools).unwrap_or_default(),
+        credential_requirements: serde_json::to_value(&s.credentials).unwrap_or_default(),
+        record: serde_json::to_value(s).unwrap_or_default(),
+        content_hash: s.content_hash(),
+        origin: s.origin.clone(),
+    }
+}
+
+/// Reads every record and instruction and builds the search index off the async runtime; with an
+/// embedder, attaches dense vectors, embedding (and caching) only texts not seen before.
+async fn build_index(
+    store: &dyn CatalogStore,
+    embedder: Option<&dyn Embedder>,
+    use_pack: bool,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<SearchIndex, CatalogError> {
+    let rows = store.catalog_records().await?;
+    let instructions = store.credential_instructions().await?;
+    let mut index = tokio::task::spawn_blocking(move || {
+        let mut servers = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id = row.get("id").and_then(|v| v.as_str()).unwrap_or("?").to_owned();
+            let record: ServerRecord = serde_json::from_value(row)
+                .map_err(|e| CatalogError::CorruptRecord { id, reason: e.to_string() })?;
+            servers.push(record);
+        }
+        apply_instructions(&mut servers, &instructions);
+        Ok::<_, CatalogError>(SearchIndex::build(servers))
+    })
+    .await
+    .map_err(|_| CatalogError::Interrupted)??;
+    if let Some(embedder) = embedder {
+        let dense = dense_index(store, embedder, &index, use_pack, progress).await?;
+        index.attach_dense(dense);
+    }
+    Ok(index)
+}
+
+/// The cache key of an embedded text: the model and the text.
+pub(crate) fn text_hash(model: &str, text: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(model.as_bytes());
+    h.update([0]);
+    h.update(text.as_bytes());
+    record::hex(&h.finalize()[..16])
+}
+
+/// Takes the vectors of `missing` texts from the shipped pack, when the pack was made by this
+/// very model, and caches them in the store.
+async fn fill_from_pack(
+    store: &dyn CatalogStore,
+    embedder: &dyn Embedder,
+    missing: &mut Vec<(String, String)>,
+    cached: &mut HashMap<String, Vec<u8>>,
+) -> Result<(), CatalogError> {
+    let pack = match tokio::task::spawn_blocking(|| pack::Pack::decode(pack::DEFAULT_PACK)).await {
+        Ok(Ok(pack)) if !pack.is_empty() => pack,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "ignoring the shipped embedding pack");
+            return Ok(());
+        }
+        _ => return Ok(()),
+    };
+    if !pack.matches(embedder).await? {
+        tracing::info!(pack_model = %pack.model, model = embedder.id(), "the shipped embedding pack is not this model's; embedding instead");
+        return Ok(());
+    }
+    let mut rows = Vec::new();
+    missing.retain(|(hash, _)| match pack.get(hash) {
+        Some(v) => {
+            rows.push((hash.clone(), to_bytes(v)));
+            false
+        }
+        None => true,
+    });
+    tracing::info!(vectors = rows.len(), "took catalog vectors from the shipped embedding pack");
+    for chunk in rows.chunks(4096) {
+        store.put_embeddings(embedder.id(), chunk).await?;
+    }
+    cached.extend(rows);
+    Ok(())
+}
+
+fn to_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+pub(crate) fn from_bytes(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+async fn dense_index(
+    store: &dyn CatalogStore,
+    embedder: &dyn Embedder,
+    index: &SearchIndex,
+    use_pack: bool,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<DenseIndex, CatalogError> {
+    let (server_texts, tool_texts) = index.embedding_texts();
+    let all: Vec<&str> =
+        server_texts.iter().chain(tool_texts.iter().map(|(_, t)| t)).map(String::as_str).collect();
+    let (hashes, cached) = cached_vectors(store, embedder, &all, use_pack, progress).await?;
+    let dims = embedder.dims();
+    let mut dense = DenseIndex {
+        servers: Quantized::new(dims),
+        tools: Quantized::new(dims),
+        tool_owner: Vec::with_capacity(tool_texts.len()),
+    };
+    let vector = |hash: &String| cached.get(hash).map(|b| from_bytes(b)).unwrap_or_default();
+    for hash in &hashes[..server_texts.len()] {
+        dense.servers.push(&vector(hash));
+    }
+    for ((owner, _), hash) in tool_texts.iter().zip(&hashes[server_texts.len()..]) {
+        dense.tools.push(&vector(hash));
+        dense.tool_owner.push(*owner);
+    }
+    Ok(dense)
+}
+
+/// The cache hash of every text, and the cached vectors (little-endian f32 bytes) by hash, after
+/// embedding and caching whatever was missing (from the shipped pack first, when allowed).
+pub(crate) async fn cached_vectors(
+    store: &dyn CatalogStore,
+    embedder: &dyn Embedder,
+    texts: &[&str],
+    use_pack: bool,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<(Vec<String>, HashMap<String, Vec<u8>>), CatalogError> {
+    let model = embedder.id().to_owned();
+    let hashes: Vec<String> = texts.iter().map(|t| text_hash(&model, t)).collect();
+    let mut cached = store.embeddings(&model).await?;
+    let mut missing: Vec<(String, String)> = Vec::new();
+    let mut queued = HashSet::new();
+    for (hash, text) in hashes.iter().zip(texts) {
+        if !cached.contains_key(hash) && queued.insert(hash.clone()) {
+            missing.push((hash.clone(), (*text).to_owned()));
+        }
+    }
+    if !missing.is_empty() && use_pack {
+        fill_from_pack(store, embedder, &mut missing, &mut cached).await?;
+    }
+    if !missing.is_empty() {
+        tracing::info!(texts = missing.len(), model = %model, "embedding catalog texts not cached yet");
+    }
+    let total = missing.len() as u64;
+    let mut done = 0u64;
+    for chunk in missing.chunks(EMBED_CHUNK) {
+        progress(done, total);
+        let texts: Vec<String> = chunk.iter().map(|(_, t)| t.clone()).collect();
+        let vectors = embedder.embed(texts, TextKind::Document).await?;
+        let rows: Vec<(String, Vec<u8>)> =
+            chunk.iter().zip(&vectors).map(|((h, _), v)| (h.clone(), to_bytes(v))).collect();
+        store.put_embeddings(&model, &rows).await?;
+        cached.extend(rows);
+        done += chunk.len() as u64;
+    }
+    progress(total, total);
+    Ok((hashes, cached))
+}
+
+/// Merges credential instructions (keyed by the design's name slug, or by id) into the records:
+/// they fill descriptions and steps, may set `required`/`secret`, and add keys a record lacks.
+fn apply_instructions(servers: &mut [ServerRecord], instructions: &[InstructionRow]) {
+    if instructions.is_empty() {
+        return;
+    }
+    let mut by_server: HashMap<&str, Vec<&InstructionRow>> = HashMap::new();
+    for i in instructions {
+        by_server.entry(i.server.as_str()).or_default().push(i);
+    }
+    for s in servers {
+        let slug = import::credential_instructions_slug(&s.name);
+        let found: Vec<&InstructionRow> = [s.id.as_str(), slug.as_str()]
+            .iter()
+            .filter_map(|k| by_server.get(k))
+            .flatten()
+            .copied()
+            .collect();
+        for i in found {
+            let spec = match s.credentials.iter_mut().position(|c| c.name == i.key) {
+                Some(pos) => &mut s.credentials[pos],
+                None => {
+                    s.credentials.push(CredentialSpec {
+                        name: i.key.clone(),
+                        description: String::new(),
+                        required: i.required.unwrap_or(true),
+                        secret: i.secret.unwrap_or(true),
+                        kind: import::credential_kind(&i.key, &i.description),
+                        instructions: Vec::new(),
+                    });
+                    let last = s.credentials.len() - 1;
+                    &mut s.credentials[last]
+                }
+            };
+            if !i.description.is_empty() {
+                spec.description = i.description.clone();
+            }
+            if !i.steps.is_empty() {
+                spec.instructions = i.steps.clone();
+            }
+            if let Some(required) = i.required {
+                spec.required = required;
+            }
+            if let Some(secret) = i.secret {
+                spec.secret = secret;
+            }
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! The catalog's record of one MCP server: what it does (tools), how to launch it, and which
+//! credentials it needs. Every import format is converted into this one shape.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+/// One MCP server in the catalog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ServerRecord {
+    /// Stable id: the catalog's own id, or the slug of the name for formats that have none.
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub categories: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub homepage: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub license: Option<String>,
+    #[serde(default)]
+    pub tools: Vec<Tool>,
+    /// Ways to launch it, best first. Only these are ever executed.
+    #[serde(default)]
+    pub launch: Vec<LaunchOption>,
+    #[serde(default)]
+    pub credentials: Vec<CredentialSpec>,
+    /// Usage count where a registry reports one (Smithery), else 0.
+    #[serde(default)]
+    pub popularity: u64,
+    /// The import format the record came from.
+    #[serde(default)]
+    pub origin: String,
+}
+
+/// A tool the server exposes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Tool {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// JSON Schema of the arguments, where the source had it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub input_schema: Option<Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LaunchKind {
+    Npm,
+    Pypi,
+    Docker,
+    Remote,
+    Command,
+    /// Only a source repository: not runnable as is.
+    Source,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    Stdio,
+    Sse,
+    StreamableHttp,
+}
+
+/// One way to launch a server: a package run by its runtime, a container, or a remote URL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LaunchOption {
+    pub kind: LaunchKind,
+    pub transport: Transport,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// True only when a source vouches that this launch works.
+    #[serde(default)]
+    pub verified: bool,
+}
+
+impl LaunchOption {
+    pub fn is_runnable(&self) -> bool {
+        match self.kind {
+            LaunchKind::Source => false,
+            LaunchKind::Remote => self.url.is_some(),
+            _ => self.command.is_some(),
+        }
+    }
+}
+
+/// How a credential reaches the server: an environment value, a file whose path goes in the
+/// environment, or an HTTP header of a remote server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CredentialKind {
+    #[default]
+    Env,
+    File,
+    Header,
+}
+
+/// A credential (environment variable or header) a server needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CredentialSpec {
+    /// The environment variable (or header) name.
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default)]
+    pub secret: bool,
+    #[serde(default)]
+    pub kind: CredentialKind,
+    /// Steps to obtain it, where known.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instructions: Vec<String>,
+}
+
+impl ServerRecord {
+    /// Has at least one launch option dynamcp can run.
+    pub fn runnable(&self) -> bool {
+        self.launch.iter().any(LaunchOption::is_runnable)
+    }
+
+    /// Has a runnable launch option that a source vouches for.
+    pub fn verified(&self) -> bool {
+        self.launch.iter().any(|l| l.is_runnable() && l.verified)
+    }
+
+    /// A stable hash of the whole record: unchanged records are skipped on re-import.
+    pub fn content_hash(&self) -> String {
+        // serde_json writes struct fields in declaration order, so this is canonical.
+        let bytes = serde_json::to_vec(self).unwrap_or_default();
+        hex(&Sha256::digest(&bytes))
+    }
+
+    /// `owner/repo` of a GitHub-like repository URL, lowercased: records that share it are the
+    /// same server listed twice.
+    pub fn repository_key(&self) -> Option<String> {
+        let url = self.repository.as_deref()?.trim().trim_end_matches('/').trim_end_matches(".git");
+        let rest = url.split_once("://").map_or(url, |(_, r)| r);
+        let mut parts = rest.split('/');
+        let host = parts.next()?;
+        let owner = parts.next()?;
+        let repo = parts.next()?;
+        if host.is_empty() || owner.is_empty() || repo.is_empty() {
+            return None;
+        }
+        let sub: Vec<&str> = parts.filter(|p| !matches!(*p, "tree" | "blob" | "main" | "master")).collect();
+        let mut key = format!("{host}/{owner}/{repo}").to_lowercase();
+        if !sub.is_empty() {
+            key.push('/');
+            key.push_str(&sub.join("/").to_lowercase());
+        }
+        Some(key)
+    }
+}
+
+/// The design's slug: lowercase, spaces to `-`. Other characters outside `[a-z0-9._-]` also
+/// become `-`, so any name gives a usable id.
+pub fn slug(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.trim().chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+            out.push(c);
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_matches('-').to_owned()
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_follow_the_design() {
+        assert_eq!(slug("Google Sheets"), "google-sheets");
+        assert_eq!(slug("  Gmail MCP  "), "gmail-mcp");
+        assert_eq!(slug("io.github.user/weather"), "io.github.user-weather");
+        assert_eq!(slug("A & B"), "a-b");
+    }
+
+    #[test]
+    fn repository_keys_ignore_scheme_case_and_suffixes() {
+        let mut r = record("x");
+        r.repository = Some("https://github.com/Owner/Repo.git".into());
+        assert_eq!(r.repository_key().as_deref(), Some("github.com/owner/repo"));
+        r.repository = Some("https://github.com/owner/repo/tree/main/src/gmail".into());
+        assert_eq!(r.repository_key().as_deref(), Some("github.com/owner/repo/src/gmail"));
+        r.repository = Some("not a url".into());
+        assert_eq!(r.repository_key(), None);
+    }
+
+    #[test]
+    fn the_hash_changes_with_the_content() {
+        let a = record("a");
+        let mut b = a.clone();
+        assert_eq!(a.content_hash(), b.content_hash());
+        b.description.push('!');
+        assert_ne!(a.content_hash(), b.content_hash());
+    }
+
+    pub(crate) fn record(id: &str) -> ServerRecord {
+        ServerRecord {
+            id: id.into(),
+            name: id.into(),
+            description: String::new(),
+            categories: vec![],
+            repository: None,
+            homepage: None,
+            license: None,
+            tools: vec![],
+            launch: vec![],
+            credentials: vec![],
+            popularity: 0,
+            origin: "test".into(),
+        }
+    }
+}

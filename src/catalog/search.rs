@@ -1,0 +1,474 @@
+//! Hybrid retrieval over the catalog: each retriever (BM25 now; dense server and dense tool
+//! vectors when an embedder is loaded) ranks servers, reciprocal-rank fusion combines the
+//! rankings, small priors prefer runnable servers with known tools when relevance is close, and
+//! near-duplicates of one repository collapse into their best record. Multi-need requests are
+//! split (see `needs`), searched per need, and interleaved so every need is represented.
+
+use std::collections::{HashMap, HashSet};
+
+use super::bm25::{Bm25, top_k};
+use super::dense::DenseIndex;
+use super::needs::{self, ServiceLexicon};
+use super::record::{ServerRecord, Tool};
+use super::text::{terms, words};
+
+/// How many candidates each retriever contributes to fusion.
+const CANDIDATES: usize = 100;
+/// Reciprocal-rank fusion constant: larger flattens the head of each ranking.
+const RRF_K: f32 = 60.0;
+
+/// Retrieval switches (for the ablation in `dynamcp eval`) and fusion weights.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SearchConfig {
+    pub lexical: bool,
+    pub dense: bool,
+    pub tools: bool,
+    pub decompose: bool,
+    pub priors: bool,
+    pub weights: Weights,
+}
+
+/// How much each ranking counts in reciprocal-rank fusion, and how sure a need must be.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Weights {
+    pub lexical: f32,
+    pub dense: f32,
+    pub tools: f32,
+    /// Weight of the whole request's ranking inside each need's fusion: a guard against a
+    /// request split where it should not have been.
+    pub whole: f32,
+    /// A split-off need whose best server or tool is less similar than this is not a need of its
+    /// own ("extract the data" asks nothing of a server).
+    pub need_confidence: f32,
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        // Chosen on eval/queries.jsonl (see eval/README.md): lexical evidence counts most, a
+        // server's own vector next, its best tool least (many tools make that ranking noisy).
+        Self { lexical: 1.0, dense: 0.7, tools: 0.3, whole: 0.3, need_confidence: 0.0 }
+    }
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self {
+            lexical: true,
+            dense: true,
+            tools: true,
+            decompose: true,
+            priors: true,
+            weights: Weights::default(),
+        }
+    }
+}
+
+/// A query text and, when an embedder is loaded, its vector.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryText<'a> {
+    pub text: &'a str,
+    pub vector: Option<&'a [f32]>,
+}
+
+/// One server found, with the tools that matched and the need it answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub doc: u32,
+    pub score: f32,
+    /// Index into [`Found::needs`].
+    pub need: usize,
+    pub matched_tools: Vec<String>,
+}
+
+/// The result of a search: the needs the request was split into, and the hits, best first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Found {
+    pub needs: Vec<String>,
+    pub hits: Vec<Hit>,
+}
+
+/// The in-memory search index over every catalog record.
+pub struct SearchIndex {
+    pub(super) servers: Vec<ServerRecord>,
+    by_id: HashMap<String, u32>,
+    /// Records that share a repository share a group; others are alone in theirs.
+    group: Vec<u32>,
+    prior: Vec<f32>,
+    bm25: Bm25,
+    dense: Option<DenseIndex>,
+    lexicon: ServiceLexicon,
+}
+
+/// A tool's text to embed, with its `(document, tool position)`.
+pub type ToolText = ((u32, u32), String);
+
+/// A fused ranking, and for servers found through a tool, which tool.
+struct Ranked {
+    list: Vec<(u32, f32)>,
+    best_tool: HashMap<u32, u32>,
+}
+
+impl SearchIndex {
+    pub fn build(mut servers: Vec<ServerRecord>) -> Self {
+        servers.sort_by(|a, b| a.id.cmp(&b.id));
+        let by_id = servers.iter().enumerate().map(|(i, s)| (s.id.clone(), i as u32)).collect();
+        let mut groups: HashMap<String, u32> = HashMap::new();
+        let group = servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| match s.repository_key() {
+                Some(key) => *groups.entry(key).or_insert(i as u32),
+                None => i as u32,
+            })
+            .collect();
+        let prior = servers.iter().map(prior).collect();
+        let bm25 = Bm25::build(&servers);
+        let lexicon =
+            ServiceLexicon::build(servers.iter().map(|s| s.name.as_str()), |t| bm25.document_frequency(t));
+        Self { servers, by_id, group, prior, bm25, dense: None, lexicon }
+    }
+
+    /// Adds dense vectors, aligned with [`SearchIndex::embedding_texts`].
+    pub fn attach_dense(&mut self, dense: DenseIndex) {
+        self.dense = Some(dense);
+    }
+
+    pub fn dense(&self) -> Option<&DenseIndex> {
+        self.dense.as_ref()
+    }
+
+    /// The texts to embed, in index order: one per server, then one per tool with its
+    /// `(document, tool position)`.
+    pub fn embedding_texts(&self) -> (Vec<String>, Vec<ToolText>) {
+        let servers = self.servers.iter().map(server_text).collect();
+        let tools = self
+            .servers
+            .iter()
+            .enumerate()
+            .flat_map(|(doc, s)| {
+                s.tools.iter().enumerate().map(move |(t, tool)| ((doc as u32, t as u32), tool_text(s, tool)))
+            })
+            .collect();
+        (servers, tools)
+    }
+
+    pub fn len(&self) -> usize {
+        self.servers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty()
+    }
+
+    pub fn get(&self, id: &str) -> Option<&ServerRecord> {
+        self.by_id.get(id).map(|&i| &self.servers[i as usize])
+    }
+
+    /// The needs of a request: its workflow steps, or, when it names more services than it has
+    /// steps, one need per named service.
+    pub fn needs(&self, request: &str) -> Vec<String> {
+        let steps = needs::split(request);
+        let mentions = self.lexicon.mentions(request);
+        if mentions.len() >= 2 && mentions.len() > steps.len() && mentions.len() <= needs::MAX_NEEDS {
+            return mentions;
+        }
+        steps
+    }
+
+    /// Every server matching `query` lexically, best first (for browsing).
+    pub fn lexical(&self, query: &str) -> Vec<u32> {
+        self.bm25.search(query, usize::MAX).into_iter().map(|(d, _)| d).collect()
+    }
+
+    pub fn record(&self, doc: u32) -> &ServerRecord {
+        &self.servers[doc as usize]
+    }
+
+    /// Searches for a request split into `needs` (pass the request alone for a single need),
+    /// returning at most `limit` hits.
+    pub fn search(
+        &self,
+        request: QueryText,
+        needs: &[QueryText],
+        limit: usize,
+        config: SearchConfig,
+    ) -> Found {
+        let mut needs: Vec<QueryText> = needs.iter().copied().filter(|n| self.is_need(*n, config)).collect();
+        if needs.len() < 2 {
+            needs = vec![request];
+        }
+        let whole = (needs.len() > 1).then(|| self.rank(request, config));
+        let mut best_tools: Vec<HashMap<u32, u32>> = Vec::with_capacity(needs.len());
+        let per_need: Vec<Vec<(u32, f32)>> = needs
+            .iter()
+            .map(|need| {
+                let ranked = self.rank(*need, config);
+                let mut lists = vec![(1.0, ranked.list)];
+                if let Some(whole) = &whole {
+                    lists.push((config.weights.whole, whole.list.clone()));
+                }
+                best_tools.push(ranked.best_tool);
+                self.finish(fuse(&lists), config)
+            })
+            .collect();
+        let hits = interleave(&per_need, limit)
+            .into_iter()
+            .map(|(need, doc, score)| Hit {
+                doc,
+                score,
+                need,
+                matched_tools: self.matched_tools(doc, needs[need].text, best_tools[need].get(&doc).copied()),
+            })
+            .collect();
+        Found { needs: needs.iter().map(|n| n.text.to_owned()).collect(), hits }
+    }
+
+    /// One query's fused ranking across the enabled retrievers.
+    fn rank(&self, query: QueryText, config: SearchConfig) -> Ranked {
+        let mut lists = Vec::new();
+        let mut best_tool = HashMap::new();
+        let dense = match (&self.dense, query.vector) {
+            (Some(d), Some(v)) if config.dense || config.tools => Some((d, v)),
+            _ => None,
+        };
+        let w = config.weights;
+        if config.lexical || dense.is_none() {
+            lists.push((w.lexical, self.bm25.search(query.text, CANDIDATES)));
+        }
+        if let Some((d, v)) = dense {
+            if config.dense {
+                lists.push((w.dense, d.search_servers(v, CANDIDATES)));
+            }
+            if config.tools {
+                let hits = d.search_tools(v, CANDIDATES);
+                best_tool = hits.iter().map(|&(doc, _, tool)| (doc, tool)).collect();
+                lists.push((w.tools, hits.into_iter().map(|(doc, s, _)| (doc, s)).collect()));
+            }
+        }
+        Ranked { list: fuse(&lists), best_tool }
+    }
+
+    /// Whether a split-off fragment asks something of a server: some server or tool is similar
+    /// enough to it (or, without vectors, one of its words is in the index).
+    fn is_need(&self, need: QueryText, config: SearchConfig) -> bool {
+        match (&self.dense, need.vector) {
+            (Some(d), Some(v)) => {
+                let best = d
+                    .search_servers(v, 1)
+                    .first()
+                    .map(|h| h.1)
+                    .into_iter()
+                    .chain(d.search_tools(v, 1).first().map(|h| h.1))
+                    .fold(f32::MIN, f32::max);
+                best >= config.weights.need_confidence
+            }
+            _ => self.bm25.knows_any(need.text),
+        }
+    }
+
+    /// Applies priors and collapses near-duplicates: one record per repository, the best one.
+    fn finish(&self, mut ranked: Vec<(u32, f32)>, config: SearchConfig) -> Vec<(u32, f32)> {
+        if config.priors {
+            for (doc, score) in &mut ranked {
+                *score *= self.prior[*doc as usize];
+            }
+            top_k(&mut ranked, usize::MAX);
+        }
+        let mut seen = HashSet::new();
+        ranked.retain(|(doc, _)| seen.insert(self.group[*doc as usize]));
+        ranked
+    }
+
+    /// The tools that answer the need: the one dense retrieval matched first, then those sharing
+    /// terms with it, most overlapping first.
+    fn matched_tools(&self, doc: u32, need: &str, dense_tool: Option<u32>) -> Vec<String> {
+        let tools = &self.servers[doc as usize].tools;
+        let wanted: HashSet<String> = terms(need).into_iter().collect();
+        let mut scored: Vec<(usize, usize)> = tools
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let overlap = terms(&format!("{} {}", t.name, t.description))
+                    .into_iter()
+                    .collect::<HashSet<_>>()
+                    .intersection(&wanted)
+                    .count();
+                (overlap, i)
+            })
+            .filter(|(n, _)| *n > 0)
+            .collect();
+        scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut out: Vec<String> =
+            dense_tool.and_then(|t| tools.get(t as usize)).map(|t| t.name.clone()).into_iter().collect();
+        for (_, i) in scored {
+            if out.len() == 5 {
+                break;
+            }
+            if !out.contains(&tools[i].name) {
+                out.push(tools[i].name.clone());
+            }
+        }
+        out
+    }
+}
+
+/// What a server's own vector encodes: its name, description, categories and tool names.
+pub fn server_text(s: &ServerRecord) -> String {
+    let mut text = format!("{}: {}", s.name, s.description.trim());
+    if !s.categories.is_empty() {
+        text.push_str(&format!(" Categories: {}.", s.categories.join(", ")));
+    }
+    if !s.tools.is_empty() {
+        let names: Vec<String> = s.tools.iter().take(20).map(|t| words(&t.name).join(" ")).collect();
+        text.push_str(&format!(" Tools: {}.", names.join(", ")));
+    }
+    text
+}
+
+/// What a tool's vector encodes: its server, its name in words, and its description.
+pub fn tool_text(s: &ServerRecord, t: &Tool) -> String {
+    format!("{} — {}: {}", s.name, words(&t.name).join(" "), t.description.trim())
+}
+
+/// A multiplier near 1 that prefers servers a user can run today: runnable, vouched for, with
+/// known tools. Small on purpose: it only reorders near-ties.
+fn prior(s: &ServerRecord) -> f32 {
+    let mut p = 1.0;
+    if s.runnable() {
+        p += 0.04;
+    }
+    if s.verified() {
+        p += 0.02;
+    }
+    if !s.tools.is_empty() {
+        p += 0.02;
+    }
+    p
+}
+
+/// Weighted reciprocal-rank fusion of several rankings.
+fn fuse(lists: &[(f32, Vec<(u32, f32)>)]) -> Vec<(u32, f32)> {
+    let mut scores: HashMap<u32, f32> = HashMap::new();
+    for (weight, list) in lists {
+        for (rank, (doc, _)) in list.iter().enumerate() {
+            *scores.entry(*doc).or_default() += weight / (RRF_K + rank as f32 + 1.0);
+        }
+    }
+    let mut fused: Vec<(u32, f32)> = scores.into_iter().collect();
+    top_k(&mut fused, usize::MAX);
+    fused
+}
+
+/// Takes hits round-robin from each need's ranking (skipping servers already taken), so every
+/// need is represented near the top.
+fn interleave(per_need: &[Vec<(u32, f32)>], limit: usize) -> Vec<(usize, u32, f32)> {
+    let mut out = Vec::new();
+    let mut taken = HashSet::new();
+    let mut cursors = vec![0usize; per_need.len()];
+    while out.len() < limit {
+        let mut progressed = false;
+        for (need, list) in per_need.iter().enumerate() {
+            while let Some(&(doc, score)) = list.get(cursors[need]) {
+                cursors[need] += 1;
+                if taken.insert(doc) {
+                    out.push((need, doc, score));
+                    progressed = true;
+                    break;
+                }
+            }
+            if out.len() == limit {
+                break;
+            }
+        }
+        if !progressed {
+            break;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::catalog::record::{LaunchKind, LaunchOption, Transport};
+
+    /// A lexical-only search, as the index runs without an embedder.
+    pub(crate) fn search(index: &SearchIndex, request: &str, limit: usize) -> Found {
+        let needs = index.needs(request);
+        let needs: Vec<QueryText> = needs.iter().map(|n| QueryText { text: n, vector: None }).collect();
+        index.search(QueryText { text: request, vector: None }, &needs, limit, SearchConfig::default())
+    }
+
+    fn server(id: &str, name: &str, description: &str, runnable: bool, repo: Option<&str>) -> ServerRecord {
+        let mut r = crate::catalog::record::tests::record(id);
+        r.name = name.into();
+        r.description = description.into();
+        r.repository = repo.map(Into::into);
+        if runnable {
+            r.launch.push(LaunchOption {
+                kind: LaunchKind::Npm,
+                transport: Transport::Stdio,
+                command: Some("npx".into()),
+                args: vec!["-y".into(), id.into()],
+                package: Some(id.into()),
+                url: None,
+                verified: false,
+            });
+        }
+        r
+    }
+
+    #[test]
+    fn multi_need_requests_surface_every_service() {
+        let mut servers = vec![
+            server("gmail", "Gmail", "Read Gmail messages", true, Some("https://github.com/a/gmail")),
+            server("sheets", "Google Sheets", "Edit spreadsheets", true, None),
+            server("slack", "Slack", "Post Slack messages", true, None),
+        ];
+        for i in 0..20 {
+            servers.push(server(
+                &format!("gmail-{i}"),
+                &format!("Gmail helper {i}"),
+                "Gmail inbox",
+                false,
+                None,
+            ));
+        }
+        let index = SearchIndex::build(servers);
+        let found = search(&index, "find invoices in my Gmail and add them to a Google Sheet", 5);
+        assert_eq!(found.needs.len(), 2);
+        let ids: Vec<&str> = found.hits.iter().map(|h| index.record(h.doc).id.as_str()).collect();
+        assert_eq!(ids[0], "gmail");
+        assert_eq!(ids[1], "sheets");
+        assert_eq!(found.hits[1].need, 1);
+    }
+
+    #[test]
+    fn runnable_wins_a_near_tie_and_repository_duplicates_collapse() {
+        let servers = vec![
+            server("weather-a", "Weather", "Weather forecasts", false, Some("https://github.com/x/weather")),
+            server("weather-b", "Weather", "Weather forecasts", true, Some("https://github.com/x/weather/")),
+            server("weather-c", "Weather", "Weather forecasts", false, None),
+        ];
+        let index = SearchIndex::build(servers);
+        let found = search(&index, "weather", 10);
+        let ids: Vec<&str> = found.hits.iter().map(|h| index.record(h.doc).id.as_str()).collect();
+        assert_eq!(ids, vec!["weather-b", "weather-c"]);
+    }
+
+    #[test]
+    fn matched_tools_are_reported() {
+        let mut s = server("time", "Time", "Time and timezones", true, None);
+        s.tools = vec![
+            Tool {
+                name: "get_current_time".into(),
+                description: "Current time in a timezone".into(),
+                input_schema: None,
+            },
+            Tool { name: "convert_units".into(), description: "Units".into(), input_schema: None },
+        ];
+        let index = SearchIndex::build(vec![s]);
+        let found = search(&index, "current time in Tokyo", 1);
+        assert_eq!(found.hits[0].matched_tools, vec!["get_current_time"]);
+    }
+}

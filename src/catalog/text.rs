@@ -1,0 +1,166 @@
+//! Text analysis for lexical search: lowercasing, splitting identifiers (`send_email`,
+//! `getCurrentTime`), dropping stop words, and English stemming, so "emails" meets "send_email".
+
+use std::sync::LazyLock;
+
+use rust_stemmers::{Algorithm, Stemmer};
+
+static STEMMER: LazyLock<Stemmer> = LazyLock::new(|| Stemmer::create(Algorithm::English));
+
+/// Words that carry no meaning for choosing a server: English function words, and words every
+/// MCP server description uses.
+const STOP_WORDS: &[&str] = &[
+    "a",
+    "about",
+    "after",
+    "all",
+    "also",
+    "an",
+    "and",
+    "any",
+    "are",
+    "as",
+    "at",
+    "be",
+    "by",
+    "can",
+    "could",
+    "do",
+    "does",
+    "each",
+    "every",
+    "for",
+    "from",
+    "get",
+    "give",
+    "has",
+    "have",
+    "help",
+    "how",
+    "i",
+    "if",
+    "in",
+    "into",
+    "is",
+    "it",
+    "its",
+    "just",
+    "let",
+    "like",
+    "me",
+    "mcp",
+    "model",
+    "context",
+    "protocol",
+    "my",
+    "need",
+    "of",
+    "on",
+    "or",
+    "our",
+    "please",
+    "server",
+    "servers",
+    "so",
+    "some",
+    "that",
+    "the",
+    "their",
+    "them",
+    "then",
+    "there",
+    "these",
+    "this",
+    "those",
+    "to",
+    "tool",
+    "tools",
+    "up",
+    "us",
+    "use",
+    "using",
+    "via",
+    "want",
+    "was",
+    "we",
+    "what",
+    "when",
+    "where",
+    "which",
+    "while",
+    "who",
+    "will",
+    "with",
+    "would",
+    "you",
+    "your",
+    "provides",
+    "provide",
+    "allows",
+    "allow",
+    "enables",
+    "enable",
+    "integration",
+    "integrates",
+    "capabilities",
+    "functionality",
+    "ai",
+    "assistant",
+    "assistants",
+    "llm",
+    "llms",
+];
+
+pub fn is_stop_word(word: &str) -> bool {
+    STOP_WORDS.contains(&word)
+}
+
+/// Splits text into lowercase words, breaking identifiers at `_`, `-`, `.`, `/` and camelCase
+/// boundaries. Stop words are kept; see [`terms`].
+pub fn words(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut prev_lower = false;
+    for c in text.chars() {
+        if c.is_alphanumeric() {
+            if c.is_uppercase() && prev_lower && !current.is_empty() {
+                out.push(std::mem::take(&mut current));
+            }
+            prev_lower = c.is_lowercase() || c.is_ascii_digit();
+            current.extend(c.to_lowercase());
+        } else {
+            prev_lower = false;
+            if !current.is_empty() {
+                out.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// The index terms of a text: words without stop words, stemmed.
+pub fn terms(text: &str) -> Vec<String> {
+    words(text).into_iter().filter(|w| !is_stop_word(w)).map(|w| stem(&w)).collect()
+}
+
+pub fn stem(word: &str) -> String {
+    STEMMER.stem(word).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_split_and_terms_are_stemmed() {
+        assert_eq!(
+            words("send_email getCurrentTime HTTPServer v2.0"),
+            ["send", "email", "get", "current", "time", "httpserver", "v2", "0"]
+        );
+        assert_eq!(terms("Send emails to my Google Sheets"), ["send", "email", "googl", "sheet"]);
+        assert_eq!(terms("the MCP server for Slack"), ["slack"]);
+    }
+}

@@ -1,0 +1,218 @@
+//! The subcommands other than `serve`: catalog import, search and eval. Glue between the command
+//! line and the domain modules; prints for humans (or JSON) and returns `anyhow` errors.
+#![allow(clippy::print_stdout, reason = "a CLI prints its results")]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde_json::json;
+
+use crate::catalog::TextKind;
+use crate::catalog::{self, Catalog, CatalogError, SearchConfig};
+use crate::config::{EvalArgs, ImportArgs, PackArgs, SearchArgs, StoreArgs};
+use crate::progress::Progress;
+use crate::store::{self, Store};
+
+async fn open(args: &StoreArgs) -> anyhow::Result<(Arc<dyn Store>, Catalog)> {
+    let store = store::open(args).await.context("could not open the store")?;
+    let catalog =
+        crate::state::open_catalog(store.clone(), args).await.context("could not load the catalog")?;
+    Ok((store, catalog))
+}
+
+/// `dynamcp catalog import [--replace] FILE...`. Each file is one transaction; exits non-zero if
+/// any file had nothing valid (that file changed nothing).
+pub async fn import(args: ImportArgs) -> anyhow::Result<()> {
+    let store = store::open(&args.store).await.context("could not open the store")?;
+    let embedder = crate::state::load_embedder(&args.store).await;
+    let catalog = Catalog::open(store.clone(), embedder).await.context("could not load the catalog")?;
+    let mut failed = 0;
+    let mut keep = HashSet::new();
+    for path in &args.files {
+        let progress = Progress::new(format!("importing {}", path.display()));
+        match catalog.import_file(path, &|d, t| progress.update(d, t)).await {
+            Ok(report) => {
+                println!(
+                    "{}: {} — {} servers ({} new, {} updated, {} unchanged), {} credential instructions, {} invalid",
+                    report.path,
+                    report.format,
+                    report.servers,
+                    report.inserted,
+                    report.updated,
+                    report.unchanged,
+                    report.instructions,
+                    report.issues.len()
+                );
+                for issue in &report.issues {
+                    println!("  {}[{}]: {}", report.path, issue.index, issue.reason);
+                }
+                if let Ok((_, parsed)) = catalog::import::read_file(path) {
+                    keep.extend(parsed.servers.into_iter().map(|s| s.id));
+                }
+            }
+            Err(CatalogError::NothingValid { path, issues }) => {
+                failed += 1;
+                eprintln!("{path}: no valid entry; nothing was imported from it");
+                for issue in issues.iter().take(50) {
+                    eprintln!("  {path}[{}]: {}", issue.index, issue.reason);
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    if args.replace {
+        if failed == 0 {
+            let removed = catalog.retain(&keep).await?;
+            println!("--replace: removed {removed} servers that are in none of the files");
+        } else {
+            println!("--replace: skipped, because {failed} file(s) failed");
+        }
+    }
+    let progress = Progress::new("embedding new catalog texts");
+    catalog.reload_with_progress(&|d, t| progress.update(d, t)).await?;
+    store.close().await;
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} file(s) imported nothing", args.files.len());
+    }
+    Ok(())
+}
+
+/// `dynamcp search "query"`.
+pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
+    let (store, catalog) = open(&args.store).await?;
+    let index = catalog.index();
+    let found = catalog.search(&args.query, usize::from(args.limit), SearchConfig::default()).await?;
+    if args.json {
+        let results: Vec<_> = found
+            .hits
+            .iter()
+            .map(|h| {
+                let r = index.record(h.doc);
+                json!({"id": r.id, "name": r.name, "score": h.score, "need": found.needs[h.need],
+                       "matched_tools": h.matched_tools, "runnable": r.runnable()})
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&json!({"needs": found.needs, "results": results}))?);
+    } else {
+        if found.needs.len() > 1 {
+            println!("needs: {}", found.needs.join(" | "));
+        }
+        for (i, h) in found.hits.iter().enumerate() {
+            let r = index.record(h.doc);
+            let runnable = if r.runnable() { "runnable" } else { "catalog only" };
+            println!("{:>2}. {} ({}) — {runnable}, score {:.4}", i + 1, r.name, r.id, h.score);
+            if !h.matched_tools.is_empty() {
+                println!("    tools: {}", h.matched_tools.join(", "));
+            }
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+/// `dynamcp eval FILE [--ablation]`.
+pub async fn eval(args: EvalArgs) -> anyhow::Result<()> {
+    let queries = catalog::eval::load(&args.file)?;
+    let (store, catalog) = open(&args.store).await?;
+    let index = catalog.index();
+    let mut full = SearchConfig::default();
+    if let Some(w) = &args.weights {
+        let v: Vec<f32> = w
+            .split(',')
+            .map(|x| x.trim().parse())
+            .collect::<Result<_, _>>()
+            .context("--weights takes five numbers")?;
+        anyhow::ensure!(
+            v.len() == 5,
+            "--weights takes five numbers: lexical,dense,tools,whole,need_confidence"
+        );
+        full.weights = catalog::search::Weights {
+            lexical: v[0],
+            dense: v[1],
+            tools: v[2],
+            whole: v[3],
+            need_confidence: v[4],
+        };
+    }
+    let mut configs = vec![("hybrid + tools + decomposition (default)", full)];
+    if args.ablation {
+        let off = SearchConfig { lexical: false, dense: false, tools: false, decompose: false, ..full };
+        configs = vec![
+            ("BM25 only", SearchConfig { lexical: true, ..off }),
+            ("dense only", SearchConfig { dense: true, ..off }),
+            ("hybrid", SearchConfig { lexical: true, dense: true, ..off }),
+            ("hybrid + tools", SearchConfig { lexical: true, dense: true, tools: true, ..off }),
+            ("hybrid + tools + decomposition (default)", full),
+            ("default without priors", SearchConfig { priors: false, ..full }),
+        ];
+    }
+    println!("{} queries from {}; catalog of {} servers", queries.len(), args.file.display(), index.len());
+    println!("{:<44} {:>6} {:>6} {:>6} {:>6}", "configuration", "R@1", "R@5", "R@10", "MRR");
+    let mut last = None;
+    for (name, config) in configs {
+        let mut found = Vec::with_capacity(queries.len());
+        for q in &queries {
+            found.push(catalog.search(&q.query, 10, config).await?);
+        }
+        let r = catalog::eval::evaluate(&index, &queries, &found);
+        println!(
+            "{name:<44} {:>6.3} {:>6.3} {:>6.3} {:>6.3}",
+            r.recall_at_1, r.recall_at_5, r.recall_at_10, r.mrr
+        );
+        if config == full {
+            last = Some(r);
+        }
+    }
+    if let Some(r) = last {
+        if r.unknown_ids > 0 {
+            println!("warning: {} labelled ids are not in the catalog", r.unknown_ids);
+        }
+        println!("\nmisses of the default configuration (needs not in the top 5): {}", r.misses.len());
+        for m in &r.misses {
+            let rank = m.rank.map_or("not in top 10".to_owned(), |r| format!("rank {r}"));
+            println!("  {} [{}] {rank}: {}\n      got: {}", m.query_id, m.need, m.query, m.got.join(", "));
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+/// `dynamcp catalog pack-embeddings`: the reproducible source of the shipped embedding pack.
+/// Vectors already in the data dir's cache for this exact model are reused; the shipped pack
+/// itself never is.
+pub async fn pack_embeddings(args: PackArgs) -> anyhow::Result<()> {
+    let store = store::open(&args.store).await.context("could not open the store")?;
+    let embedder = crate::state::load_embedder(&args.store)
+        .await
+        .context("the pack needs the embedding model (scripts/setup.sh --service fetches it)")?;
+    let (_, parsed) = catalog::import::read_bytes("default catalog", catalog::DEFAULT_CATALOG)?;
+    let index = catalog::SearchIndex::build(parsed.servers);
+    let (servers, tools) = index.embedding_texts();
+    let texts: Vec<&str> = servers.iter().chain(tools.iter().map(|(_, t)| t)).map(String::as_str).collect();
+    let progress = Progress::new("embedding the default catalog");
+    let (hashes, cached) =
+        catalog::cached_vectors(store.as_ref(), embedder.as_ref(), &texts, false, &|d, t| {
+            progress.update(d, t)
+        })
+        .await?;
+    let entries: Vec<(String, Vec<f32>)> =
+        hashes.iter().filter_map(|h| cached.get(h).map(|b| (h.clone(), catalog::from_bytes(b)))).collect();
+    let probe_texts: Vec<String> = servers.iter().take(8).cloned().collect();
+    let probe_vectors = embedder.embed(probe_texts.clone(), TextKind::Document).await?;
+    let probes: Vec<(String, Vec<f32>)> = probe_texts.into_iter().zip(probe_vectors).collect();
+    let bytes = catalog::pack::encode(embedder.id(), embedder.dims(), &probes, &entries)?;
+    std::fs::write(&args.out, &bytes).with_context(|| format!("could not write {}", args.out.display()))?;
+    println!(
+        "wrote {} ({} vectors, {} bytes) for model {}",
+        args.out.display(),
+        entries.len(),
+        bytes.len(),
+        embedder.id()
+    );
+    store.close().await;
+    Ok(())
+}
