@@ -138,20 +138,28 @@ pub async fn eval(args: EvalArgs) -> anyhow::Result<()> {
             need_confidence: v[4],
         };
     }
-    let mut configs = vec![("hybrid + tools + decomposition (default)", full)];
+    let mut configs = vec![("hybrid + tools + decomposition + intents (default)", full)];
     if args.ablation {
-        let off = SearchConfig { lexical: false, dense: false, tools: false, decompose: false, ..full };
+        let off = SearchConfig {
+            lexical: false,
+            dense: false,
+            tools: false,
+            decompose: false,
+            intents: false,
+            ..full
+        };
         configs = vec![
             ("BM25 only", SearchConfig { lexical: true, ..off }),
             ("dense only", SearchConfig { dense: true, ..off }),
             ("hybrid", SearchConfig { lexical: true, dense: true, ..off }),
             ("hybrid + tools", SearchConfig { lexical: true, dense: true, tools: true, ..off }),
-            ("hybrid + tools + decomposition (default)", full),
+            ("hybrid + tools + decomposition", SearchConfig { intents: false, ..full }),
+            ("hybrid + tools + decomposition + intents (default)", full),
             ("default without priors", SearchConfig { priors: false, ..full }),
         ];
     }
     println!("{} queries from {}; catalog of {} servers", queries.len(), args.file.display(), index.len());
-    println!("{:<44} {:>6} {:>6} {:>6} {:>6}", "configuration", "R@1", "R@5", "R@10", "MRR");
+    println!("{:<52} {:>6} {:>6} {:>6} {:>6}", "configuration", "R@1", "R@5", "R@10", "MRR");
     let mut last = None;
     for (name, config) in configs {
         let mut found = Vec::with_capacity(queries.len());
@@ -160,7 +168,7 @@ pub async fn eval(args: EvalArgs) -> anyhow::Result<()> {
         }
         let r = catalog::eval::evaluate(&index, &queries, &found);
         println!(
-            "{name:<44} {:>6.3} {:>6.3} {:>6.3} {:>6.3}",
+            "{name:<52} {:>6.3} {:>6.3} {:>6.3} {:>6.3}",
             r.recall_at_1, r.recall_at_5, r.recall_at_10, r.mrr
         );
         if config == full {

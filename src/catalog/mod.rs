@@ -9,6 +9,7 @@ pub mod dense;
 pub mod embed;
 pub mod eval;
 pub mod import;
+pub mod intents;
 pub mod needs;
 pub mod pack;
 pub mod record;
@@ -117,8 +118,20 @@ impl Catalog {
         config: SearchConfig,
     ) -> Result<Found, CatalogError> {
         let index = self.index();
-        let needs = if config.decompose { index.needs(request) } else { vec![request.trim().to_owned()] };
-        let mut texts = vec![request.trim().to_owned()];
+        let expand = |text: &str| {
+            if config.intents {
+                intents::expand(text).unwrap_or_else(|| text.to_owned())
+            } else {
+                text.to_owned()
+            }
+        };
+        let needs: Vec<String> = if config.decompose {
+            index.needs(request).iter().map(|n| expand(n)).collect()
+        } else {
+            vec![expand(request.trim())]
+        };
+        let request = expand(request.trim());
+        let mut texts = vec![request.clone()];
         if needs.len() > 1 {
             texts.extend(needs.iter().cloned());
         }
@@ -129,7 +142,7 @@ impl Catalog {
             _ => None,
         };
         let vector = |i: usize| vectors.as_ref().map(|v| v[i].as_slice());
-        let whole = QueryText { text: request.trim(), vector: vector(0) };
+        let whole = QueryText { text: &request, vector: vector(0) };
         let need_queries: Vec<QueryText> = if needs.len() > 1 {
             needs.iter().enumerate().map(|(i, n)| QueryText { text: n, vector: vector(i + 1) }).collect()
         } else {

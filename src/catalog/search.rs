@@ -24,6 +24,8 @@ pub struct SearchConfig {
     pub dense: bool,
     pub tools: bool,
     pub decompose: bool,
+    /// Add catalog words to everyday phrasings (see `intents`).
+    pub intents: bool,
     pub priors: bool,
     pub weights: Weights,
 }
@@ -57,6 +59,7 @@ impl Default for SearchConfig {
             dense: true,
             tools: true,
             decompose: true,
+            intents: true,
             priors: true,
             weights: Weights::default(),
         }
