@@ -47,9 +47,7 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<()> {
                 for issue in &report.issues {
                     println!("  {}[{}]: {}", report.path, issue.index, issue.reason);
                 }
-                if let Ok((_, parsed)) = catalog::import::read_file(path) {
-                    keep.extend(parsed.servers.into_iter().map(|s| s.id));
-                }
+                keep.extend(report.ids);
             }
             Err(CatalogError::NothingValid { path, issues }) => {
                 failed += 1;
@@ -125,18 +123,9 @@ pub async fn eval(args: EvalArgs) -> anyhow::Result<()> {
             .split(',')
             .map(|x| x.trim().parse())
             .collect::<Result<_, _>>()
-            .context("--weights takes five numbers")?;
-        anyhow::ensure!(
-            v.len() == 5,
-            "--weights takes five numbers: lexical,dense,tools,whole,need_confidence"
-        );
-        full.weights = catalog::search::Weights {
-            lexical: v[0],
-            dense: v[1],
-            tools: v[2],
-            whole: v[3],
-            need_confidence: v[4],
-        };
+            .context("--weights takes four numbers")?;
+        anyhow::ensure!(v.len() == 4, "--weights takes four numbers: lexical,dense,tools,whole");
+        full.weights = catalog::search::Weights { lexical: v[0], dense: v[1], tools: v[2], whole: v[3] };
     }
     let mut configs = vec![("hybrid + tools + decomposition + intents (default)", full)];
     if args.ablation {

@@ -100,8 +100,7 @@ pub struct EvalArgs {
     /// Also run each retriever and stage alone and in combination.
     #[arg(long)]
     pub ablation: bool,
-    /// Fusion weights to try instead of the defaults:
-    /// `lexical,dense,tools,whole,need_confidence`.
+    /// Fusion weights to try instead of the defaults: `lexical,dense,tools,whole`.
     #[arg(long)]
     pub weights: Option<String>,
 }

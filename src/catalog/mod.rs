@@ -63,6 +63,9 @@ pub struct FileReport {
     pub unchanged: u64,
     pub instructions: u64,
     pub issues: Vec<EntryIssue>,
+    /// Ids of the servers the file holds (for `--replace`).
+    #[serde(skip)]
+    pub ids: Vec<String>,
 }
 
 /// The catalog service: the store, the embedder, and the search index over the current contents.
@@ -71,8 +74,6 @@ pub struct Catalog {
     embedder: Option<Arc<dyn Embedder>>,
     index: RwLock<Arc<SearchIndex>>,
     queries: QueryCache,
-    /// Take vectors from the shipped embedding pack when it matches the model.
-    use_pack: bool,
 }
 
 /// Query vectors kept for repeated searches.
@@ -86,23 +87,13 @@ impl Catalog {
         store: Arc<dyn CatalogStore>,
         embedder: Option<Arc<dyn Embedder>>,
     ) -> Result<Self, CatalogError> {
-        let index = build_index(store.as_ref(), embedder.as_deref(), true, &|_, _| {}).await?;
+        let index = build_index(store.as_ref(), embedder.as_deref(), &|_, _| {}).await?;
         Ok(Self {
             store,
             embedder,
             index: RwLock::new(Arc::new(index)),
             queries: QueryCache::new(QUERY_CACHE),
-            use_pack: true,
         })
-    }
-
-    /// Whether to take vectors from the shipped embedding pack (on by default).
-    pub fn set_use_pack(&mut self, use_pack: bool) {
-        self.use_pack = use_pack;
-    }
-
-    pub fn store(&self) -> &Arc<dyn CatalogStore> {
-        &self.store
     }
 
     pub fn embedder(&self) -> Option<&Arc<dyn Embedder>> {
@@ -221,6 +212,7 @@ impl Catalog {
             unchanged,
             instructions: n_instructions,
             issues: parsed.issues,
+            ids: rows.into_iter().map(|r| r.id).collect(),
         })
     }
 
@@ -238,9 +230,7 @@ impl Catalog {
         &self,
         progress: &(dyn Fn(u64, u64) + Sync),
     ) -> Result<(), CatalogError> {
-        let index = Arc::new(
-            build_index(self.store.as_ref(), self.embedder.as_deref(), self.use_pack, progress).await?,
-        );
+        let index = Arc::new(build_index(self.store.as_ref(), self.embedder.as_deref(), progress).await?);
         match self.index.write() {
             Ok(mut guard) => *guard = index,
             Err(poisoned) => *poisoned.into_inner() = index,
@@ -267,7 +257,6 @@ fn to_row(s: &ServerRecord) -> CatalogRow {
 async fn build_index(
     store: &dyn CatalogStore,
     embedder: Option<&dyn Embedder>,
-    use_pack: bool,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<SearchIndex, CatalogError> {
     let rows = store.catalog_records().await?;
@@ -286,7 +275,7 @@ async fn build_index(
     .await
     .map_err(|_| CatalogError::Interrupted)??;
     if let Some(embedder) = embedder {
-        let dense = dense_index(store, embedder, &index, use_pack, progress).await?;
+        let dense = dense_index(store, embedder, &index, progress).await?;
         index.attach_dense(dense);
     }
     Ok(index)
@@ -349,13 +338,12 @@ async fn dense_index(
     store: &dyn CatalogStore,
     embedder: &dyn Embedder,
     index: &SearchIndex,
-    use_pack: bool,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<DenseIndex, CatalogError> {
     let (server_texts, tool_texts) = index.embedding_texts();
     let all: Vec<&str> =
         server_texts.iter().chain(tool_texts.iter().map(|(_, t)| t)).map(String::as_str).collect();
-    let (hashes, cached) = cached_vectors(store, embedder, &all, use_pack, progress).await?;
+    let (hashes, cached) = cached_vectors(store, embedder, &all, true, progress).await?;
     let dims = embedder.dims();
     let mut dense = DenseIndex {
         servers: Quantized::new(dims),

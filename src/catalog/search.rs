@@ -30,7 +30,7 @@ pub struct SearchConfig {
     pub weights: Weights,
 }
 
-/// How much each ranking counts in reciprocal-rank fusion, and how sure a need must be.
+/// How much each ranking counts in reciprocal-rank fusion.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Weights {
     pub lexical: f32,
@@ -39,16 +39,13 @@ pub struct Weights {
     /// Weight of the whole request's ranking inside each need's fusion: a guard against a
     /// request split where it should not have been.
     pub whole: f32,
-    /// A split-off need whose best server or tool is less similar than this is not a need of its
-    /// own ("extract the data" asks nothing of a server).
-    pub need_confidence: f32,
 }
 
 impl Default for Weights {
     fn default() -> Self {
         // Chosen on eval/queries.jsonl (see eval/README.md): lexical evidence counts most, a
         // server's own vector next, its best tool least (many tools make that ranking noisy).
-        Self { lexical: 1.0, dense: 0.7, tools: 0.3, whole: 0.3, need_confidence: 0.0 }
+        Self { lexical: 1.0, dense: 0.7, tools: 0.3, whole: 0.3 }
     }
 }
 
@@ -196,7 +193,7 @@ impl SearchIndex {
         limit: usize,
         config: SearchConfig,
     ) -> Found {
-        let mut needs: Vec<QueryText> = needs.iter().copied().filter(|n| self.is_need(*n, config)).collect();
+        let mut needs: Vec<QueryText> = needs.iter().copied().filter(|n| self.is_need(*n)).collect();
         if needs.len() < 2 {
             needs = vec![request];
         }
@@ -251,22 +248,10 @@ impl SearchIndex {
         Ranked { list: fuse(&lists), best_tool }
     }
 
-    /// Whether a split-off fragment asks something of a server: some server or tool is similar
-    /// enough to it (or, without vectors, one of its words is in the index).
-    fn is_need(&self, need: QueryText, config: SearchConfig) -> bool {
-        match (&self.dense, need.vector) {
-            (Some(d), Some(v)) => {
-                let best = d
-                    .search_servers(v, 1)
-                    .first()
-                    .map(|h| h.1)
-                    .into_iter()
-                    .chain(d.search_tools(v, 1).first().map(|h| h.1))
-                    .fold(f32::MIN, f32::max);
-                best >= config.weights.need_confidence
-            }
-            _ => self.bm25.knows_any(need.text),
-        }
+    /// Whether a split-off fragment can be searched at all: it has a vector, or one of its words
+    /// is in the index.
+    fn is_need(&self, need: QueryText) -> bool {
+        need.vector.is_some() || self.bm25.knows_any(need.text)
     }
 
     /// Applies priors and collapses near-duplicates: one record per repository, the best one.
