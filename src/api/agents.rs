@@ -3,42 +3,21 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Path, Query};
+use super::pagination::Pagination;
 use crate::state::AppState;
-use crate::store::{Agent, Page};
+use crate::store::Agent;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_agents)).routes(routes!(get_agent, delete_agent))
-}
-
-pub const DEFAULT_PAGE_SIZE: u32 = 20;
-pub const MAX_PAGE_SIZE: u32 = 100;
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct Pagination {
-    /// Items per page, 1 to 100 (default 20).
-    pub limit: Option<u32>,
-    /// Items to skip (default 0).
-    pub offset: Option<u64>,
-}
-
-impl Pagination {
-    fn page(&self) -> Result<Page, ApiError> {
-        let limit = self.limit.unwrap_or(DEFAULT_PAGE_SIZE);
-        if !(1..=MAX_PAGE_SIZE).contains(&limit) {
-            return Err(ApiError::InvalidQuery(format!("limit must be between 1 and {MAX_PAGE_SIZE}")));
-        }
-        Ok(Page { limit, offset: self.offset.unwrap_or(0) })
-    }
 }
 
 /// A created agent: its standard `mcpServers` config, workflow and model.

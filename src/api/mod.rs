@@ -6,6 +6,7 @@ mod agents;
 mod chat;
 pub mod error;
 mod extract;
+mod pagination;
 mod root;
 mod servers;
 mod sessions;

@@ -8,6 +8,7 @@ use utoipa_axum::routes;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Json, Path, Query};
+use super::pagination::Pagination;
 use crate::catalog::{SearchConfig, ServerRecord};
 use crate::state::AppState;
 
@@ -131,10 +132,10 @@ async fn get_server(
 pub struct BrowseParams {
     /// Words to match (lexically); empty lists every server by id.
     pub q: Option<String>,
-    /// 1 to 100 (default 20).
-    pub limit: Option<usize>,
-    /// Default 0.
-    pub offset: Option<usize>,
+    /// Items per page, 1 to 100 (default 20).
+    pub limit: Option<u32>,
+    /// Items to skip (default 0).
+    pub offset: Option<u64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -150,8 +151,8 @@ pub struct ServerSummary {
 pub struct ServerList {
     pub servers: Vec<ServerSummary>,
     pub total: usize,
-    pub limit: usize,
-    pub offset: usize,
+    pub limit: u32,
+    pub offset: u64,
 }
 
 /// Browses the catalog, optionally filtered by words.
@@ -163,11 +164,7 @@ async fn browse(
     State(state): State<AppState>,
     Query(params): Query<BrowseParams>,
 ) -> Result<axum::Json<ServerList>, ApiError> {
-    let limit = params.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::InvalidQuery("limit must be between 1 and 100".to_owned()));
-    }
-    let offset = params.offset.unwrap_or(0);
+    let page = Pagination { limit: params.limit, offset: params.offset }.page()?;
     let index = state.catalog.index();
     let docs: Vec<u32> = match params.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
         Some(q) => index.lexical(q),
@@ -175,8 +172,8 @@ async fn browse(
     };
     let servers = docs
         .iter()
-        .skip(offset)
-        .take(limit)
+        .skip(usize::try_from(page.offset).unwrap_or(usize::MAX))
+        .take(page.limit as usize)
         .map(|&d| {
             let r = index.record(d);
             ServerSummary {
@@ -188,5 +185,5 @@ async fn browse(
             }
         })
         .collect();
-    Ok(axum::Json(ServerList { servers, total: docs.len(), limit, offset }))
+    Ok(axum::Json(ServerList { servers, total: docs.len(), limit: page.limit, offset: page.offset }))
 }

@@ -187,21 +187,9 @@ impl Catalog {
             return Err(CatalogError::NothingValid { path: path.to_owned(), issues: parsed.issues });
         }
         let rows: Vec<CatalogRow> = parsed.servers.iter().map(to_row).collect();
-        let instructions: Vec<InstructionRow> = parsed
-            .instructions
-            .iter()
-            .map(|i| InstructionRow {
-                server: i.server.clone(),
-                key: i.key.clone(),
-                description: i.description.clone(),
-                steps: i.steps.clone(),
-                required: i.required,
-                secret: i.secret,
-            })
-            .collect();
         progress(0, rows.len() as u64);
         let UpsertCounts { inserted, updated, unchanged, instructions: n_instructions } =
-            self.store.upsert_catalog(&rows, &instructions).await?;
+            self.store.upsert_catalog(&rows, &parsed.instructions).await?;
         progress(rows.len() as u64, rows.len() as u64);
         Ok(FileReport {
             path: path.to_owned(),

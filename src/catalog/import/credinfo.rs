@@ -5,23 +5,14 @@
 //! `{"description": str, "steps": [str], "required": bool, "secret": bool}`; every field is
 //! optional. For older files, a bare string is one step and a list of strings is the steps.
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{EntryIssue, Parsed};
 
-/// How to obtain one credential of one server.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CredentialInstruction {
-    /// The server's slug (or catalog id) the instruction applies to.
-    pub server: String,
-    pub key: String,
-    pub description: String,
-    pub steps: Vec<String>,
-    /// `None` when the file does not say; the catalog's own flag then stands.
-    pub required: Option<bool>,
-    pub secret: Option<bool>,
-}
+/// How to obtain one credential of one server: the stored row itself, since the file's entries
+/// are stored as they are. `required`/`secret` are `None` when the file does not say, and the
+/// catalog's own flags then stand.
+pub type CredentialInstruction = crate::store::InstructionRow;
 
 /// The slug the design keys instructions by.
 pub fn credential_instructions_slug(server_name: &str) -> String {

@@ -2,31 +2,17 @@
 //! The id is the slug of the name. The design had no launch specs, so these records are
 //! catalog-only until another source adds one.
 
-use std::collections::HashSet;
-
 use serde_json::Value;
 
-use super::{Parsed, optional_string, required_str, string_list, tools};
-use crate::catalog::record::{ServerRecord, slug};
+use super::{Parsed, name_and_slug, optional_string, string_list, tools};
+use crate::catalog::record::ServerRecord;
 
 pub(super) fn parse(doc: &Value) -> Parsed {
-    let mut parsed = Parsed::default();
-    let mut seen = HashSet::new();
-    for (index, entry) in doc["servers"].as_array().into_iter().flatten().enumerate() {
-        parsed.push_server(index, server(entry), &mut seen);
-    }
-    parsed
+    Parsed::from_entries(doc["servers"].as_array().into_iter().flatten(), server)
 }
 
 fn server(entry: &Value) -> Result<ServerRecord, String> {
-    if !entry.is_object() {
-        return Err("entry must be an object".to_owned());
-    }
-    let name = required_str(entry, "name")?;
-    let id = slug(&name);
-    if id.is_empty() {
-        return Err(format!("name `{name}` gives an empty id"));
-    }
+    let (name, id) = name_and_slug(entry)?;
     Ok(ServerRecord {
         id,
         name,

@@ -1,8 +1,6 @@
 //! dynamcp's merged catalog (`shared/catalog/README.md` has the schema): records with their own
 //! stable `id`, launch options, tools with schemas and credential requirements.
 
-use std::collections::HashSet;
-
 use serde_json::Value;
 
 use super::{Parsed, optional_string, required_str, str_field, string_list, tools};
@@ -11,11 +9,10 @@ use crate::catalog::record::{
 };
 
 pub(super) fn parse(doc: &Value) -> Parsed {
-    let mut parsed = Parsed::default();
-    let mut seen = HashSet::new();
     match doc.get("schema_version").and_then(Value::as_u64) {
         Some(1) => {}
         other => {
+            let mut parsed = Parsed::default();
             parsed.issues.push(super::EntryIssue {
                 index: "schema_version".into(),
                 reason: format!("unsupported schema_version {other:?} (expected 1)"),
@@ -23,16 +20,10 @@ pub(super) fn parse(doc: &Value) -> Parsed {
             return parsed;
         }
     }
-    for (index, entry) in doc["servers"].as_array().into_iter().flatten().enumerate() {
-        parsed.push_server(index, server(entry), &mut seen);
-    }
-    parsed
+    Parsed::from_entries(doc["servers"].as_array().into_iter().flatten(), server)
 }
 
 fn server(entry: &Value) -> Result<ServerRecord, String> {
-    if !entry.is_object() {
-        return Err("entry must be an object".to_owned());
-    }
     let id = required_str(entry, "id")?;
     let launch = match entry.get("launch") {
         None | Some(Value::Null) => Vec::new(),

@@ -68,6 +68,22 @@ impl Parsed {
         self.servers.is_empty() && self.instructions.is_empty()
     }
 
+    /// Converts every entry with `convert`, keeping the valid records and reporting the rest by
+    /// position; an id seen twice keeps its first entry.
+    fn from_entries<'a>(
+        entries: impl IntoIterator<Item = &'a Value>,
+        convert: impl Fn(&Value) -> Result<ServerRecord, String>,
+    ) -> Self {
+        let mut parsed = Parsed::default();
+        let mut seen = HashSet::new();
+        for (index, entry) in entries.into_iter().enumerate() {
+            let result =
+                if entry.is_object() { convert(entry) } else { Err("entry must be an object".to_owned()) };
+            parsed.push_server(index, result, &mut seen);
+        }
+        parsed
+    }
+
     fn push_server(
         &mut self,
         index: impl ToString,
@@ -163,6 +179,16 @@ fn detect(value: &Value) -> Result<Format, String> {
 }
 
 // Small helpers shared by the format parsers.
+
+/// The `name` of an entry and the id it gives (its slug), for formats without ids of their own.
+fn name_and_slug(entry: &Value) -> Result<(String, String), String> {
+    let name = required_str(entry, "name")?;
+    let id = super::record::slug(&name);
+    if id.is_empty() {
+        return Err(format!("name `{name}` gives an empty id"));
+    }
+    Ok((name, id))
+}
 
 fn str_field<'a>(entry: &'a Value, key: &str) -> Option<&'a str> {
     entry.get(key).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty())

@@ -4,14 +4,12 @@
 //! environment variables and headers become credential requirements. Both the current camelCase
 //! schema and the older snake_case one are read. The id is the slug of the name.
 
-use std::collections::HashSet;
-
 use serde_json::Value;
 
 use super::merged::credential_kind;
-use super::{Parsed, optional_string, required_str, str_field};
+use super::{Parsed, name_and_slug, optional_string, required_str, str_field};
 use crate::catalog::record::{
-    CredentialKind, CredentialSpec, LaunchKind, LaunchOption, ServerRecord, Transport, slug,
+    CredentialKind, CredentialSpec, LaunchKind, LaunchOption, ServerRecord, Transport,
 };
 
 pub(super) fn parse(doc: &Value) -> Parsed {
@@ -23,13 +21,8 @@ pub(super) fn parse(doc: &Value) -> Parsed {
         },
         _ => Vec::new(),
     };
-    let mut parsed = Parsed::default();
-    let mut seen = HashSet::new();
-    for (index, item) in items.into_iter().enumerate() {
-        let entry = item.get("server").filter(|s| s.is_object()).unwrap_or(item);
-        parsed.push_server(index, server(entry), &mut seen);
-    }
-    parsed
+    let entries = items.into_iter().map(|item| item.get("server").filter(|s| s.is_object()).unwrap_or(item));
+    Parsed::from_entries(entries, server)
 }
 
 /// Reads a field under its camelCase name or its older snake_case one.
@@ -38,14 +31,7 @@ fn field<'a>(v: &'a Value, camel: &str, snake: &str) -> Option<&'a Value> {
 }
 
 fn server(entry: &Value) -> Result<ServerRecord, String> {
-    if !entry.is_object() {
-        return Err("entry must be an object".to_owned());
-    }
-    let name = required_str(entry, "name")?;
-    let id = slug(&name);
-    if id.is_empty() {
-        return Err(format!("name `{name}` gives an empty id"));
-    }
+    let (name, id) = name_and_slug(entry)?;
     let mut launch = Vec::new();
     let mut credentials: Vec<CredentialSpec> = Vec::new();
     for (i, package) in
