@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::{Parsed, optional_string, required_str, str_field, string_list, tools};
+use super::{Parsed, list_of, optional_string, required_str, str_field, string_list, tools};
 use crate::catalog::record::{
     CredentialKind, CredentialSpec, LaunchKind, LaunchOption, ServerRecord, Transport,
 };
@@ -25,24 +25,9 @@ pub(super) fn parse(doc: &Value) -> Parsed {
 
 fn server(entry: &Value) -> Result<ServerRecord, String> {
     let id = required_str(entry, "id")?;
-    let launch = match entry.get("launch") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(i, l)| launch_option(l).map_err(|e| format!("launch {i}: {e}")))
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err("`launch` must be a list".to_owned()),
-    };
-    let credentials = match entry.get("credentials") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(i, c)| credential(c).map_err(|e| format!("credential {i}: {e}")))
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err("`credentials` must be a list".to_owned()),
-    };
+    let launch = list_of(entry, "launch", |i, l| launch_option(l).map_err(|e| format!("launch {i}: {e}")))?;
+    let credentials =
+        list_of(entry, "credentials", |i, c| credential(c).map_err(|e| format!("credential {i}: {e}")))?;
     Ok(ServerRecord {
         id: id.clone(),
         // A few upstream rows have an empty name; the id is then the best name there is.

@@ -251,10 +251,20 @@ fn tool(value: &Value, index: usize) -> Result<super::record::Tool, String> {
 }
 
 fn tools(entry: &Value) -> Result<Vec<super::record::Tool>, String> {
-    match entry.get("tools") {
+    list_of(entry, "tools", |i, t| tool(t, i))
+}
+
+/// Parses the list under `key` (absent or null: empty) with `parse(position, item)`; the first
+/// item that fails fails the whole list.
+fn list_of<T>(
+    entry: &Value,
+    key: &str,
+    parse: impl Fn(usize, &Value) -> Result<T, String>,
+) -> Result<Vec<T>, String> {
+    match entry.get(key) {
         None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(items)) => items.iter().enumerate().map(|(i, t)| tool(t, i)).collect(),
-        Some(_) => Err("`tools` must be a list".to_owned()),
+        Some(Value::Array(items)) => items.iter().enumerate().map(|(i, item)| parse(i, item)).collect(),
+        Some(_) => Err(format!("`{key}` must be a list")),
     }
 }
 
