@@ -22,60 +22,103 @@ const TOOL_DESCRIPTION: f32 = 0.5;
 /// An inverted index: term -> (document, precomputed BM25 weight).
 #[derive(Debug, Default)]
 pub struct Bm25 {
-    postings: HashMap<String, Vec<(u32, f32)>>,
+    /// Term -> its id, the index into `postings`.
+    vocab: HashMap<String, u32>,
+    postings: Vec<Vec<(u32, f32)>>,
+    /// Per document, per tool: the tool's term ids (name and description), sorted, unique.
+    tool_terms: Vec<Vec<Vec<u32>>>,
     docs: usize,
 }
 
 impl Bm25 {
     pub fn build(servers: &[ServerRecord]) -> Self {
-        let mut per_doc: Vec<HashMap<String, f32>> = Vec::with_capacity(servers.len());
+        let mut vocab: HashMap<String, u32> = HashMap::new();
+        let mut intern = |t: String| {
+            let next = vocab.len() as u32;
+            *vocab.entry(t).or_insert(next)
+        };
+        let mut per_doc: Vec<HashMap<u32, f32>> = Vec::with_capacity(servers.len());
         let mut lengths = Vec::with_capacity(servers.len());
+        let mut tool_terms = Vec::with_capacity(servers.len());
         for s in servers {
-            let mut tf: HashMap<String, f32> = HashMap::new();
+            let mut tf: HashMap<u32, f32> = HashMap::new();
             let mut len = 0.0;
-            let mut add = |text: &str, weight: f32| {
+            let mut add = |text: &str, weight: f32, seen: &mut Vec<u32>| {
                 for t in terms(text) {
-                    *tf.entry(t).or_default() += weight;
+                    let id = intern(t);
+                    seen.push(id);
+                    *tf.entry(id).or_default() += weight;
                     len += weight;
                 }
             };
-            add(&s.name, NAME);
-            add(&s.id, NAME / 3.0);
+            let mut ignored = Vec::new();
+            add(&s.name, NAME, &mut ignored);
+            add(&s.id, NAME / 3.0, &mut ignored);
             for c in &s.categories {
-                add(c, CATEGORY);
+                add(c, CATEGORY, &mut ignored);
             }
-            add(&s.description, DESCRIPTION);
+            add(&s.description, DESCRIPTION, &mut ignored);
+            let mut tools = Vec::with_capacity(s.tools.len());
             for tool in &s.tools {
-                add(&tool.name, TOOL_NAME);
-                add(&tool.description, TOOL_DESCRIPTION);
+                let mut ids = Vec::new();
+                add(&tool.name, TOOL_NAME, &mut ids);
+                add(&tool.description, TOOL_DESCRIPTION, &mut ids);
+                ids.sort_unstable();
+                ids.dedup();
+                tools.push(ids);
             }
+            tool_terms.push(tools);
             per_doc.push(tf);
             lengths.push(len);
         }
         let docs = servers.len();
         let avg = (lengths.iter().sum::<f32>() / docs.max(1) as f32).max(1.0);
-        let mut df: HashMap<&str, u32> = HashMap::new();
+        let mut df = vec![0u32; vocab.len()];
         for tf in &per_doc {
-            for t in tf.keys() {
-                *df.entry(t.as_str()).or_default() += 1;
+            for &t in tf.keys() {
+                df[t as usize] += 1;
             }
         }
-        let idf: HashMap<String, f32> = df
+        let idf: Vec<f32> = df
             .into_iter()
-            .map(|(t, n)| {
+            .map(|n| {
                 let n = n as f32;
-                (t.to_owned(), (1.0 + (docs as f32 - n + 0.5) / (n + 0.5)).ln())
+                (1.0 + (docs as f32 - n + 0.5) / (n + 0.5)).ln()
             })
             .collect();
-        let mut postings: HashMap<String, Vec<(u32, f32)>> = HashMap::new();
+        let mut postings: Vec<Vec<(u32, f32)>> = vec![Vec::new(); vocab.len()];
         for (doc, tf) in per_doc.into_iter().enumerate() {
             let norm = K1 * (1.0 - B + B * lengths[doc] / avg);
             for (term, f) in tf {
-                let weight = idf[&term] * f * (K1 + 1.0) / (f + norm);
-                postings.entry(term).or_default().push((doc as u32, weight));
+                let weight = idf[term as usize] * f * (K1 + 1.0) / (f + norm);
+                postings[term as usize].push((doc as u32, weight));
             }
         }
-        Self { postings, docs }
+        Self { vocab, postings, tool_terms, docs }
+    }
+
+    fn posting(&self, term: &str) -> &[(u32, f32)] {
+        self.vocab.get(term).map_or(&[], |&id| &self.postings[id as usize])
+    }
+
+    /// The ids of the query's terms that occur in the index, sorted, unique.
+    pub fn term_ids(&self, query: &str) -> Vec<u32> {
+        let mut ids: Vec<u32> = terms(query).iter().filter_map(|t| self.vocab.get(t).copied()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// How many of `wanted` (sorted term ids) each tool of a document shares: `(tool, overlap)`
+    /// for the tools sharing at least one.
+    pub fn tool_overlaps(&self, doc: u32, wanted: &[u32]) -> Vec<(u32, usize)> {
+        let Some(tools) = self.tool_terms.get(doc as usize) else { return Vec::new() };
+        tools
+            .iter()
+            .enumerate()
+            .map(|(i, ids)| (i as u32, ids.iter().filter(|t| wanted.binary_search(t).is_ok()).count()))
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 
     /// Scores every document against the query's terms; returns `(doc, score)` for the matches,
@@ -87,7 +130,7 @@ impl Bm25 {
         let mut scores = vec![0f32; self.docs];
         let mut touched = Vec::new();
         for t in &query_terms {
-            for &(doc, w) in self.postings.get(t).map(Vec::as_slice).unwrap_or_default() {
+            for &(doc, w) in self.posting(t) {
                 let slot = &mut scores[doc as usize];
                 if *slot == 0.0 {
                     touched.push(doc);
@@ -102,12 +145,12 @@ impl Bm25 {
 
     /// In how many documents a (stemmed) term occurs.
     pub fn document_frequency(&self, term: &str) -> usize {
-        self.postings.get(term).map_or(0, Vec::len)
+        self.posting(term).len()
     }
 
     /// Whether any of the query's terms occur in the index at all.
     pub fn knows_any(&self, query: &str) -> bool {
-        terms(query).iter().any(|t| self.postings.contains_key(t))
+        terms(query).iter().any(|t| self.vocab.contains_key(t))
     }
 }
 

@@ -1,6 +1,11 @@
 //! Dense retrieval: one vector per server (name, description, categories, tool names) and one per
-//! tool, int8-quantised (a quarter of f32's memory, integer dot products) and scanned exactly.
+//! tool, int8-quantised (a quarter of f32's memory, integer dot products).
 //! A server is found through its own vector or through its best-matching tool.
+//!
+//! Large scans run in two passes: the Hamming distance between sign bits (6 machine words per
+//! 384-dim vector) picks a generous shortlist, which is then scored exactly in int8. The shortlist is
+//! many times the number of hits asked for, so the ranking matches the exact scan in practice
+//! (`eval` shows the same recall); small sets are scanned exactly.
 
 use super::bm25::top_k;
 
@@ -10,11 +15,20 @@ pub struct Quantized {
     dims: usize,
     data: Vec<i8>,
     scales: Vec<f32>,
+    /// Sign bits of each vector, `words` u64 per vector.
+    bits: Vec<u64>,
 }
+
+/// Below this many vectors a scan is exact; above it, sign bits pick the shortlist first.
+const EXACT_BELOW: usize = 4096;
 
 impl Quantized {
     pub fn new(dims: usize) -> Self {
-        Self { dims, data: Vec::new(), scales: Vec::new() }
+        Self { dims, data: Vec::new(), scales: Vec::new(), bits: Vec::new() }
+    }
+
+    fn words(&self) -> usize {
+        self.dims.div_ceil(64)
     }
 
     pub fn len(&self) -> usize {
@@ -33,8 +47,58 @@ impl Quantized {
     /// nothing) rather than shifting every later one.
     pub fn push(&mut self, v: &[f32]) {
         let (q, scale) = if v.len() == self.dims { quantize(v) } else { (vec![0; self.dims], 0.0) };
+        self.bits.extend(sign_bits(&q));
         self.data.extend_from_slice(&q);
         self.scales.push(scale);
+    }
+
+    /// The `shortlist` stored vectors most likely nearest the query, by sign-bit Hamming distance,
+    /// in no particular order; every vector when the set is small.
+    fn candidates(&self, query: &[i8], shortlist: usize) -> Vec<u32> {
+        let n = self.len();
+        if n < EXACT_BELOW || shortlist >= n {
+            return (0..n as u32).collect();
+        }
+        let q = sign_bits(query);
+        let words = self.words();
+        let distances: Vec<u16> = if words == 6 {
+            // 384 dimensions (MiniLM, bge-small): a fixed-size loop the compiler unrolls.
+            let q: [u64; 6] = std::array::from_fn(|w| q[w]);
+            self.bits.chunks_exact(6).map(|row| hamming::<6>(&q, row)).collect()
+        } else {
+            self.bits.chunks_exact(words).map(|row| hamming_slice(&q, row)).collect()
+        };
+        // Counting selection: the smallest distance whose cumulative count reaches the shortlist.
+        let mut histogram = vec![0usize; words * 64 + 1];
+        for &d in &distances {
+            histogram[usize::from(d)] += 1;
+        }
+        let mut cutoff = 0;
+        let mut seen = 0;
+        for (d, count) in histogram.iter().enumerate() {
+            seen += count;
+            cutoff = d as u16;
+            if seen >= shortlist {
+                break;
+            }
+        }
+        distances.iter().enumerate().filter(|(_, d)| **d <= cutoff).map(|(i, _)| i as u32).collect()
+    }
+
+    /// Cosine similarity of `query` (normalised) with the stored vectors most likely to be near it
+    /// (at least `shortlist` of them, or all): `(index, score)`, unordered.
+    pub fn nearest(&self, query: &[f32], shortlist: usize) -> Vec<(u32, f32)> {
+        if query.len() != self.dims || self.dims == 0 {
+            return Vec::new();
+        }
+        let (q, qs) = quantize(query);
+        self.candidates(&q, shortlist)
+            .into_iter()
+            .map(|i| {
+                let at = i as usize * self.dims;
+                (i, dot_i8(&q, &self.data[at..at + self.dims]) as f32 * qs * self.scales[i as usize])
+            })
+            .collect()
     }
 
     /// Cosine similarity of `query` (normalised) with every stored vector, in order.
@@ -53,6 +117,28 @@ impl Quantized {
     pub fn get(&self, i: usize) -> Vec<f32> {
         self.data[i * self.dims..(i + 1) * self.dims].iter().map(|&x| f32::from(x) * self.scales[i]).collect()
     }
+}
+
+fn hamming<const W: usize>(q: &[u64; W], row: &[u64]) -> u16 {
+    let mut d = 0;
+    for w in 0..W {
+        d += (q[w] ^ row[w]).count_ones();
+    }
+    d as u16
+}
+
+fn hamming_slice(q: &[u64], row: &[u64]) -> u16 {
+    q.iter().zip(row).map(|(a, b)| (a ^ b).count_ones()).sum::<u32>() as u16
+}
+
+fn sign_bits(q: &[i8]) -> Vec<u64> {
+    let mut bits = vec![0u64; q.len().div_ceil(64)];
+    for (i, &x) in q.iter().enumerate() {
+        if x > 0 {
+            bits[i / 64] |= 1 << (i % 64);
+        }
+    }
+    bits
 }
 
 fn quantize(v: &[f32]) -> (Vec<i8>, f32) {
@@ -81,6 +167,10 @@ fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
     sum
 }
 
+/// Shortlist sizes per hit asked for. Servers have about two tools each, so tools get more.
+const SERVER_SHORTLIST: usize = 10;
+const TOOL_SHORTLIST: usize = 20;
+
 /// Server and tool vectors for a catalog, aligned with the search index's document order.
 #[derive(Debug, Default, Clone)]
 pub struct DenseIndex {
@@ -97,8 +187,7 @@ impl DenseIndex {
 
     /// The `k` servers whose own vector is nearest the query.
     pub fn search_servers(&self, query: &[f32], k: usize) -> Vec<(u32, f32)> {
-        let mut hits: Vec<(u32, f32)> =
-            self.servers.scores(query).into_iter().enumerate().map(|(i, s)| (i as u32, s)).collect();
+        let mut hits = self.servers.nearest(query, k * SERVER_SHORTLIST);
         top_k(&mut hits, k);
         hits
     }
@@ -106,18 +195,20 @@ impl DenseIndex {
     /// The `k` servers with the nearest tools, each scored by its best tool; with that tool's
     /// position.
     pub fn search_tools(&self, query: &[f32], k: usize) -> Vec<(u32, f32, u32)> {
-        let scores = self.tools.scores(query);
-        let mut best: std::collections::HashMap<u32, (f32, u32)> = std::collections::HashMap::new();
-        for (i, s) in scores.into_iter().enumerate() {
-            let (doc, tool) = self.tool_owner[i];
-            let entry = best.entry(doc).or_insert((f32::MIN, tool));
-            if s > entry.0 {
-                *entry = (s, tool);
+        let mut scores = self.tools.nearest(query, k * TOOL_SHORTLIST);
+        scores.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let mut seen = std::collections::HashSet::with_capacity(k);
+        let mut hits = Vec::with_capacity(k);
+        for (i, s) in scores {
+            let (doc, tool) = self.tool_owner[i as usize];
+            if seen.insert(doc) {
+                hits.push((doc, s, tool));
+                if hits.len() == k {
+                    break;
+                }
             }
         }
-        let mut hits: Vec<(u32, f32)> = best.iter().map(|(d, (s, _))| (*d, *s)).collect();
-        top_k(&mut hits, k);
-        hits.into_iter().map(|(d, s)| (d, s, best[&d].1)).collect()
+        hits
     }
 }
 
@@ -143,6 +234,49 @@ mod tests {
         assert!((s[0] - 1.0).abs() < 0.01, "{s:?}");
         assert!((s[1] - exact).abs() < 0.01, "{s:?} vs {exact}");
         assert_eq!(s[2], 0.0);
+    }
+
+    /// A deterministic pseudo-random unit vector.
+    fn noise(seed: u64, dims: usize) -> Vec<f32> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let v: Vec<f32> = (0..dims)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect();
+        unit(&v)
+    }
+
+    #[test]
+    fn the_sign_bit_shortlist_keeps_the_exact_nearest() {
+        let dims = 384;
+        let query = noise(1_000_003, dims);
+        let mut q = Quantized::new(dims);
+        // 20,000 vectors; every 1,000th is the query plus noise of growing size.
+        for i in 0..20_000u64 {
+            if i % 1000 == 0 {
+                let t = 0.2 + i as f32 / 80_000.0;
+                let mixed: Vec<f32> =
+                    query.iter().zip(noise(i + 1, dims)).map(|(a, b)| (1.0 - t) * a + t * b).collect();
+                q.push(&unit(&mixed));
+            } else {
+                q.push(&noise(i + 1, dims));
+            }
+        }
+        let exact = {
+            let mut all: Vec<(u32, f32)> =
+                q.scores(&query).into_iter().enumerate().map(|(i, s)| (i as u32, s)).collect();
+            top_k(&mut all, 20);
+            all
+        };
+        let mut fast = q.nearest(&query, 200);
+        assert!(fast.len() >= 200 && fast.len() < 2_000, "shortlist of {}", fast.len());
+        top_k(&mut fast, 20);
+        assert_eq!(fast, exact);
+        assert_eq!(exact.iter().filter(|(i, _)| i % 1000 == 0).count(), 20, "{exact:?}");
     }
 
     #[test]

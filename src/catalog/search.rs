@@ -10,7 +10,7 @@ use super::bm25::{Bm25, top_k};
 use super::dense::DenseIndex;
 use super::needs::{self, ServiceLexicon};
 use super::record::{ServerRecord, Tool};
-use super::text::{terms, words};
+use super::text::words;
 
 /// How many candidates each retriever contributes to fusion.
 const CANDIDATES: usize = 100;
@@ -211,13 +211,14 @@ impl SearchIndex {
                 self.finish(fuse(&lists), config)
             })
             .collect();
+        let wanted: Vec<Vec<u32>> = needs.iter().map(|n| self.bm25.term_ids(n.text)).collect();
         let hits = interleave(&per_need, limit)
             .into_iter()
             .map(|(need, doc, score)| Hit {
                 doc,
                 score,
                 need,
-                matched_tools: self.matched_tools(doc, needs[need].text, best_tools[need].get(&doc).copied()),
+                matched_tools: self.matched_tools(doc, &wanted[need], best_tools[need].get(&doc).copied()),
             })
             .collect();
         Found { needs: needs.iter().map(|n| n.text.to_owned()).collect(), hits }
@@ -268,32 +269,21 @@ impl SearchIndex {
     }
 
     /// The tools that answer the need: the one dense retrieval matched first, then those sharing
-    /// terms with it, most overlapping first.
-    fn matched_tools(&self, doc: u32, need: &str, dense_tool: Option<u32>) -> Vec<String> {
+    /// terms with it (`wanted`, the need's term ids), most overlapping first.
+    fn matched_tools(&self, doc: u32, wanted: &[u32], dense_tool: Option<u32>) -> Vec<String> {
         let tools = &self.servers[doc as usize].tools;
-        let wanted: HashSet<String> = terms(need).into_iter().collect();
-        let mut scored: Vec<(usize, usize)> = tools
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                let overlap = terms(&format!("{} {}", t.name, t.description))
-                    .into_iter()
-                    .collect::<HashSet<_>>()
-                    .intersection(&wanted)
-                    .count();
-                (overlap, i)
-            })
-            .filter(|(n, _)| *n > 0)
-            .collect();
-        scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut scored = self.bm25.tool_overlaps(doc, wanted);
+        scored.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         let mut out: Vec<String> =
             dense_tool.and_then(|t| tools.get(t as usize)).map(|t| t.name.clone()).into_iter().collect();
-        for (_, i) in scored {
+        for (i, _) in scored {
             if out.len() == 5 {
                 break;
             }
-            if !out.contains(&tools[i].name) {
-                out.push(tools[i].name.clone());
+            if let Some(tool) = tools.get(i as usize)
+                && !out.contains(&tool.name)
+            {
+                out.push(tool.name.clone());
             }
         }
         out
