@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::catalog::dense::{DenseIndex, Quantized};
-use crate::catalog::{QueryText, SearchConfig, SearchIndex, ServerRecord, TextKind};
+use crate::catalog::{DenseBackend, QueryText, SearchConfig, SearchIndex, ServerRecord, TextKind};
 use crate::config::BenchArgs;
-use crate::store;
+use crate::store::{self, Scan};
 
 /// Queries in users' words, separate from the eval set's, so the numbers are not tuned to it.
 const QUERIES: &[&str] = &[
@@ -92,8 +92,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let texts: Vec<String> = QUERIES.iter().map(|q| (*q).to_owned()).collect();
     let vectors = embedder.embed(texts.clone(), TextKind::Query).await?;
     let config = SearchConfig { decompose: false, ..SearchConfig::default() };
-    let query =
-        |i: usize| QueryText { text: QUERIES[i % QUERIES.len()], vector: Some(&vectors[i % QUERIES.len()]) };
+    let query = |i: usize| QueryText {
+        text: QUERIES[i % QUERIES.len()],
+        vector: Some(&vectors[i % QUERIES.len()]),
+        hits: None,
+    };
     println!("\n-- index part at {} servers (query vectors precomputed) --", index.len());
     row(
         "BM25 only",
@@ -144,10 +147,50 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let v = embedder
                 .embed_blocking(&texts[i % texts.len()..=i % texts.len()], TextKind::Query)
                 .unwrap_or_default();
-            let q = QueryText { text: QUERIES[i % QUERIES.len()], vector: v.first().map(Vec::as_slice) };
+            let q = QueryText {
+                text: QUERIES[i % QUERIES.len()],
+                vector: v.first().map(Vec::as_slice),
+                hits: None,
+            };
             index.search(q, &[], 10, config).hits.len()
         }),
     );
+
+    if let Some(db) = store.vectors().filter(|_| catalog.dense_backend() == DenseBackend::Pgvector) {
+        println!("\n-- pgvector in PostgreSQL, the same vectors (one query per round trip) --");
+        let rounds = rounds.min(200);
+        for (name, scan) in [("exact scan", Scan::Exact), ("HNSW", Scan::Hnsw)] {
+            let mut servers = Vec::with_capacity(rounds);
+            let mut tools = Vec::with_capacity(rounds);
+            for i in 0..rounds {
+                let v = &vectors[i % QUERIES.len()];
+                let start = Instant::now();
+                db.nearest_servers(v, 100, scan).await?;
+                servers.push(start.elapsed());
+                let start = Instant::now();
+                db.nearest_tools(v, 300, scan).await?;
+                tools.push(start.elapsed());
+            }
+            row(&format!("pgvector {name}: 100 nearest servers"), &stats(servers));
+            row(&format!("pgvector {name}: 300 nearest tools"), &stats(tools));
+        }
+        let (mut found, mut wanted) = (0usize, 0usize);
+        for v in &vectors {
+            let exact = db.nearest_servers(v, 10, Scan::Exact).await?;
+            let hnsw = db.nearest_servers(v, 10, Scan::Hnsw).await?;
+            found += exact.iter().filter(|(id, _)| hnsw.iter().any(|(h, _)| h == id)).count();
+            wanted += exact.len();
+        }
+        println!("HNSW recall@10 against the exact scan: {:.3}", found as f64 / wanted.max(1) as f64);
+        let mut e2e = Vec::with_capacity(rounds);
+        for i in 0..rounds {
+            let start = Instant::now();
+            // A fresh query text each round so the query-vector cache does not answer.
+            catalog.search(&format!("{} {i}", QUERIES[i % QUERIES.len()]), 10, config).await?;
+            e2e.push(start.elapsed());
+        }
+        row("embed + hybrid search with pgvector HNSW (end to end)", &stats(e2e));
+    }
 
     println!("\n-- synthetic catalog of {} servers --", args.synthetic);
     let big = synthetic(&index, args.synthetic);

@@ -26,7 +26,9 @@ async fn open(args: &StoreArgs) -> anyhow::Result<(Arc<dyn Store>, Catalog)> {
 pub async fn import(args: ImportArgs) -> anyhow::Result<()> {
     let store = store::open(&args.store).await.context("could not open the store")?;
     let embedder = crate::state::load_embedder(&args.store).await;
-    let catalog = Catalog::open(store.clone(), embedder).await.context("could not load the catalog")?;
+    let catalog = Catalog::open(store.clone(), embedder, args.store.dense_backend)
+        .await
+        .context("could not load the catalog")?;
     let mut failed = 0;
     let mut keep = HashSet::new();
     for path in &args.files {

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::catalog::DenseBackend;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// dynamcp: turn a plain-language request into a working MCP agent.
@@ -139,6 +140,11 @@ pub struct StoreArgs {
     /// Run without the embedding model even if it is present (lexical search only).
     #[arg(long, env = "DYNAMCP_NO_MODEL", default_value_t = false, action = clap::ArgAction::Set)]
     pub no_model: bool,
+
+    /// Where vector search runs: `auto` uses pgvector's HNSW index on PostgreSQL and the
+    /// in-process index on SQLite; `in-process` is the fastest on either.
+    #[arg(long, env = "DYNAMCP_DENSE_BACKEND", value_enum, default_value_t = DenseBackend::Auto)]
+    pub dense_backend: DenseBackend,
 }
 
 impl StoreArgs {
@@ -217,6 +223,7 @@ impl ServeArgs {
                 default_catalog: false,
                 model_dir: PathBuf::from("./models/all-MiniLM-L6-v2"),
                 no_model: true,
+                dense_backend: DenseBackend::Auto,
             },
             cors_origins: Vec::new(),
             request_timeout_secs: 30,

@@ -87,7 +87,7 @@ pub async fn load_embedder(args: &StoreArgs) -> Option<Arc<dyn Embedder>> {
 /// has none (and the configuration allows), and builds the index, embedding what is not cached.
 pub async fn open_catalog(store: Arc<dyn Store>, args: &StoreArgs) -> Result<Catalog, CatalogError> {
     let embedder = load_embedder(args).await;
-    let catalog = Catalog::open(store, embedder).await?;
+    let catalog = Catalog::open(store, embedder, args.dense_backend).await?;
     let mut changed = false;
     if args.default_catalog {
         let progress = Progress::new("importing the default catalog");
@@ -107,6 +107,7 @@ pub async fn open_catalog(store: Arc<dyn Store>, args: &StoreArgs) -> Result<Cat
     tracing::info!(
         servers = catalog.index().len(),
         dense = catalog.index().dense().is_some(),
+        dense_backend = ?catalog.dense_backend(),
         "catalog ready"
     );
     Ok(catalog)

@@ -167,9 +167,11 @@ fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
     sum
 }
 
-/// Shortlist sizes per hit asked for. Servers have about two tools each, so tools get more.
+/// Shortlist sizes per hit asked for, and at least `MIN_SHORTLIST`. Servers have about two tools
+/// each, so tools get more.
 const SERVER_SHORTLIST: usize = 10;
 const TOOL_SHORTLIST: usize = 20;
+const MIN_SHORTLIST: usize = 1000;
 
 /// Server and tool vectors for a catalog, aligned with the search index's document order.
 #[derive(Debug, Default, Clone)]
@@ -187,7 +189,7 @@ impl DenseIndex {
 
     /// The `k` servers whose own vector is nearest the query.
     pub fn search_servers(&self, query: &[f32], k: usize) -> Vec<(u32, f32)> {
-        let mut hits = self.servers.nearest(query, k * SERVER_SHORTLIST);
+        let mut hits = self.servers.nearest(query, (k * SERVER_SHORTLIST).max(MIN_SHORTLIST));
         top_k(&mut hits, k);
         hits
     }
@@ -195,21 +197,47 @@ impl DenseIndex {
     /// The `k` servers with the nearest tools, each scored by its best tool; with that tool's
     /// position.
     pub fn search_tools(&self, query: &[f32], k: usize) -> Vec<(u32, f32, u32)> {
-        let mut scores = self.tools.nearest(query, k * TOOL_SHORTLIST);
-        scores.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        let mut seen = std::collections::HashSet::with_capacity(k);
-        let mut hits = Vec::with_capacity(k);
-        for (i, s) in scores {
-            let (doc, tool) = self.tool_owner[i as usize];
-            if seen.insert(doc) {
-                hits.push((doc, s, tool));
-                if hits.len() == k {
-                    break;
-                }
-            }
-        }
-        hits
+        let scores = self.tools.nearest(query, (k * TOOL_SHORTLIST).max(MIN_SHORTLIST));
+        best_per_server(
+            scores
+                .into_iter()
+                .map(|(i, s)| (self.tool_owner[i as usize].0, s, self.tool_owner[i as usize].1)),
+            k,
+        )
     }
+
+    /// Both dense rankings of one query, as [`SearchIndex`](super::SearchIndex) fuses them.
+    pub fn hits(&self, query: &[f32], k: usize, servers: bool, tools: bool) -> DenseHits {
+        DenseHits {
+            servers: if servers { self.search_servers(query, k) } else { Vec::new() },
+            tools: if tools { self.search_tools(query, k) } else { Vec::new() },
+        }
+    }
+}
+
+/// One query's dense rankings: servers by their own vector `(doc, score)`, and servers by their
+/// best tool `(doc, score, tool position)`; from the in-process index or from pgvector.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DenseHits {
+    pub servers: Vec<(u32, f32)>,
+    pub tools: Vec<(u32, f32, u32)>,
+}
+
+/// Scored tools `(doc, score, tool)` -> the `k` best servers, each with its best tool.
+pub fn best_per_server(tools: impl IntoIterator<Item = (u32, f32, u32)>, k: usize) -> Vec<(u32, f32, u32)> {
+    let mut tools: Vec<(u32, f32, u32)> = tools.into_iter().collect();
+    tools.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)).then(a.2.cmp(&b.2)));
+    let mut seen = std::collections::HashSet::with_capacity(k);
+    let mut hits = Vec::with_capacity(k);
+    for (doc, s, tool) in tools {
+        if hits.len() == k {
+            break;
+        }
+        if seen.insert(doc) {
+            hits.push((doc, s, tool));
+        }
+    }
+    hits
 }
 
 #[cfg(test)]

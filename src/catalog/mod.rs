@@ -25,8 +25,8 @@ use std::sync::{Arc, RwLock};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::store::{CatalogRow, CatalogStore, InstructionRow, StoreError, UpsertCounts};
-use dense::{DenseIndex, Quantized};
+use crate::store::{CatalogRow, CatalogStore, InstructionRow, Scan, StoreError, UpsertCounts, VectorSet};
+use dense::{DenseHits, DenseIndex, Quantized};
 pub use embed::{EmbedError, Embedder, TextKind};
 pub use import::{EntryIssue, Format, ImportError};
 use query_cache::QueryCache;
@@ -50,6 +50,23 @@ pub enum CatalogError {
     Interrupted,
     #[error(transparent)]
     Embed(#[from] EmbedError),
+    #[error(
+        "dense search through pgvector needs the PostgreSQL store and a 384-dimension embedding model; \
+         use --dense-backend in-process"
+    )]
+    PgvectorUnavailable,
+}
+
+/// Where dense (vector) retrieval runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum DenseBackend {
+    /// pgvector on PostgreSQL, the in-process index on SQLite.
+    #[default]
+    Auto,
+    /// The in-process int8 index (fastest; both backends).
+    InProcess,
+    /// pgvector's HNSW index (`match_mcp_servers`, `match_mcp_tools`); PostgreSQL only.
+    Pgvector,
 }
 
 /// What importing one file did.
@@ -74,26 +91,53 @@ pub struct Catalog {
     embedder: Option<Arc<dyn Embedder>>,
     index: RwLock<Arc<SearchIndex>>,
     queries: QueryCache,
+    /// Dense retrieval through pgvector (with this scan) instead of the in-process index.
+    pgvector: Option<Scan>,
 }
 
 /// Query vectors kept for repeated searches.
 const QUERY_CACHE: usize = 4096;
 /// Texts embedded per call while building the index (progress is reported between calls).
 const EMBED_CHUNK: usize = 512;
+/// Tools fetched from pgvector per server hit wanted (several tools of one server may lead).
+const PG_TOOL_SHORTLIST: usize = 3;
 
 impl Catalog {
     /// Loads the stored catalog and builds its index. Without an embedder, search is lexical only.
     pub async fn open(
         store: Arc<dyn CatalogStore>,
         embedder: Option<Arc<dyn Embedder>>,
+        backend: DenseBackend,
     ) -> Result<Self, CatalogError> {
-        let index = build_index(store.as_ref(), embedder.as_deref(), &|_, _| {}).await?;
+        let usable = store.vectors().is_some()
+            && embedder.as_ref().is_some_and(|e| e.dims() == crate::store::vectors::DIMS);
+        let pgvector = match backend {
+            DenseBackend::InProcess => None,
+            DenseBackend::Auto => usable.then_some(Scan::Hnsw),
+            DenseBackend::Pgvector if usable => Some(Scan::Hnsw),
+            DenseBackend::Pgvector => return Err(CatalogError::PgvectorUnavailable),
+        };
+        let index = build_index(store.as_ref(), embedder.as_deref(), pgvector.is_some(), &|_, _| {}).await?;
         Ok(Self {
             store,
             embedder,
             index: RwLock::new(Arc::new(index)),
             queries: QueryCache::new(QUERY_CACHE),
+            pgvector,
         })
+    }
+
+    /// Where dense retrieval runs now.
+    pub fn dense_backend(&self) -> DenseBackend {
+        if self.pgvector.is_some() { DenseBackend::Pgvector } else { DenseBackend::InProcess }
+    }
+
+    /// Switches between pgvector's HNSW index and its exact scan (for benchmarks and tests); no
+    /// effect when dense retrieval runs in process.
+    pub fn set_pgvector_scan(&mut self, scan: Scan) {
+        if self.pgvector.is_some() {
+            self.pgvector = Some(scan);
+        }
     }
 
     pub fn embedder(&self) -> Option<&Arc<dyn Embedder>> {
@@ -132,14 +176,46 @@ impl Catalog {
             }
             _ => None,
         };
-        let vector = |i: usize| vectors.as_ref().map(|v| v[i].as_slice());
-        let whole = QueryText { text: &request, vector: vector(0) };
+        let hits = match (&vectors, self.pgvector) {
+            (Some(vectors), Some(scan)) => Some(self.pgvector_hits(&index, vectors, scan).await?),
+            _ => None,
+        };
+        let query = |i: usize, text| QueryText {
+            text,
+            vector: vectors.as_ref().map(|v| v[i].as_slice()),
+            hits: hits.as_ref().map(|h| &h[i]),
+        };
+        let whole = query(0, &request);
         let need_queries: Vec<QueryText> = if needs.len() > 1 {
-            needs.iter().enumerate().map(|(i, n)| QueryText { text: n, vector: vector(i + 1) }).collect()
+            needs.iter().enumerate().map(|(i, n)| query(i + 1, n)).collect()
         } else {
             vec![whole]
         };
         Ok(index.search(whole, &need_queries, limit, config))
+    }
+
+    /// Dense hits for each query vector from pgvector, as index documents.
+    async fn pgvector_hits(
+        &self,
+        index: &SearchIndex,
+        vectors: &[Vec<f32>],
+        scan: Scan,
+    ) -> Result<Vec<DenseHits>, CatalogError> {
+        let Some(db) = self.store.vectors() else { return Ok(Vec::new()) };
+        let k = search::CANDIDATES;
+        let mut out = Vec::with_capacity(vectors.len());
+        for v in vectors {
+            let servers = db.nearest_servers(v, k, scan).await?;
+            let tools = db.nearest_tools(v, k * PG_TOOL_SHORTLIST, scan).await?;
+            out.push(DenseHits {
+                servers: servers.into_iter().filter_map(|(id, s)| Some((index.doc(&id)?, s))).collect(),
+                tools: dense::best_per_server(
+                    tools.into_iter().filter_map(|(id, t, s)| Some((index.doc(&id)?, s, t))),
+                    k,
+                ),
+            });
+        }
+        Ok(out)
     }
 
     /// The current index. Cheap: an `Arc` clone; searches never wait for an import.
@@ -218,7 +294,10 @@ impl Catalog {
         &self,
         progress: &(dyn Fn(u64, u64) + Sync),
     ) -> Result<(), CatalogError> {
-        let index = Arc::new(build_index(self.store.as_ref(), self.embedder.as_deref(), progress).await?);
+        let index = Arc::new(
+            build_index(self.store.as_ref(), self.embedder.as_deref(), self.pgvector.is_some(), progress)
+                .await?,
+        );
         match self.index.write() {
             Ok(mut guard) => *guard = index,
             Err(poisoned) => *poisoned.into_inner() = index,
@@ -245,6 +324,7 @@ fn to_row(s: &ServerRecord) -> CatalogRow {
 async fn build_index(
     store: &dyn CatalogStore,
     embedder: Option<&dyn Embedder>,
+    pgvector: bool,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<SearchIndex, CatalogError> {
     let rows = store.catalog_records().await?;
@@ -263,7 +343,7 @@ async fn build_index(
     .await
     .map_err(|_| CatalogError::Interrupted)??;
     if let Some(embedder) = embedder {
-        let dense = dense_index(store, embedder, &index, progress).await?;
+        let dense = dense_index(store, embedder, &index, pgvector, progress).await?;
         index.attach_dense(dense);
     }
     Ok(index)
@@ -326,6 +406,7 @@ async fn dense_index(
     store: &dyn CatalogStore,
     embedder: &dyn Embedder,
     index: &SearchIndex,
+    pgvector: bool,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<DenseIndex, CatalogError> {
     let (server_texts, tool_texts) = index.embedding_texts();
@@ -346,7 +427,59 @@ async fn dense_index(
         dense.tools.push(&vector(hash));
         dense.tool_owner.push(*owner);
     }
+    if pgvector && let Some(db) = store.vectors() {
+        sync_pgvector(db, embedder.id(), index, &hashes, &cached, server_texts.len()).await?;
+    }
     Ok(dense)
+}
+
+/// Copies the catalog's vectors into pgvector, unless the stored ones already came from the same
+/// model and texts (a digest of every text hash decides).
+async fn sync_pgvector(
+    db: &dyn crate::store::VectorSearch,
+    model: &str,
+    index: &SearchIndex,
+    hashes: &[String],
+    cached: &HashMap<String, Vec<u8>>,
+    n_servers: usize,
+) -> Result<(), CatalogError> {
+    let (_, tool_texts) = index.embedding_texts();
+    let mut digest = Sha256::new();
+    digest.update(model.as_bytes());
+    for (doc, hash) in hashes[..n_servers].iter().enumerate() {
+        digest.update(index.record(doc as u32).id.as_bytes());
+        digest.update(hash.as_bytes());
+    }
+    for (((doc, tool), _), hash) in tool_texts.iter().zip(&hashes[n_servers..]) {
+        digest.update(index.record(*doc).id.as_bytes());
+        digest.update(tool.to_le_bytes());
+        digest.update(hash.as_bytes());
+    }
+    let digest = record::hex(&digest.finalize()[..16]);
+    let vectors: Vec<Vec<f32>> =
+        hashes.iter().map(|h| cached.get(h).map(|b| from_bytes(b)).unwrap_or_default()).collect();
+    let set = VectorSet {
+        model,
+        digest: &digest,
+        servers: (0..n_servers)
+            .map(|doc| (index.record(doc as u32).id.as_str(), vectors[doc].as_slice()))
+            .collect(),
+        tools: tool_texts
+            .iter()
+            .zip(&vectors[n_servers..])
+            .map(|(((doc, tool), _), v)| (index.record(*doc).id.as_str(), *tool, v.as_slice()))
+            .collect(),
+    };
+    let started = std::time::Instant::now();
+    if db.sync_vectors(&set).await? {
+        tracing::info!(
+            servers = set.servers.len(),
+            tools = set.tools.len(),
+            secs = started.elapsed().as_secs_f64(),
+            "copied the catalog's vectors into pgvector"
+        );
+    }
+    Ok(())
 }
 
 /// The cache hash of every text, and the cached vectors (little-endian f32 bytes) by hash, after

@@ -7,13 +7,13 @@
 use std::collections::{HashMap, HashSet};
 
 use super::bm25::{Bm25, top_k};
-use super::dense::DenseIndex;
+use super::dense::{DenseHits, DenseIndex};
 use super::needs::{self, ServiceLexicon};
 use super::record::{ServerRecord, Tool};
 use super::text::words;
 
 /// How many candidates each retriever contributes to fusion.
-const CANDIDATES: usize = 100;
+pub(crate) const CANDIDATES: usize = 100;
 /// Reciprocal-rank fusion constant: larger flattens the head of each ranking.
 const RRF_K: f32 = 60.0;
 
@@ -63,11 +63,13 @@ impl Default for SearchConfig {
     }
 }
 
-/// A query text and, when an embedder is loaded, its vector.
-#[derive(Debug, Clone, Copy)]
+/// A query text and, when an embedder is loaded, its vector; with dense hits computed elsewhere
+/// (pgvector), the index uses those instead of its own vectors.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct QueryText<'a> {
     pub text: &'a str,
     pub vector: Option<&'a [f32]>,
+    pub hits: Option<&'a DenseHits>,
 }
 
 /// One server found, with the tools that matched and the need it answers.
@@ -164,6 +166,11 @@ impl SearchIndex {
         self.by_id.get(id).map(|&i| &self.servers[i as usize])
     }
 
+    /// The document number of a server id.
+    pub fn doc(&self, id: &str) -> Option<u32> {
+        self.by_id.get(id).copied()
+    }
+
     /// The needs of a request: its workflow steps, or, when it names more services than it has
     /// steps, one need per named service.
     pub fn needs(&self, request: &str) -> Vec<String> {
@@ -228,22 +235,27 @@ impl SearchIndex {
     fn rank(&self, query: QueryText, config: SearchConfig) -> Ranked {
         let mut lists = Vec::new();
         let mut best_tool = HashMap::new();
-        let dense = match (&self.dense, query.vector) {
-            (Some(d), Some(v)) if config.dense || config.tools => Some((d, v)),
+        let computed;
+        let dense = match (query.hits, &self.dense, query.vector) {
+            _ if !(config.dense || config.tools) => None,
+            (Some(hits), _, _) => Some(hits),
+            (None, Some(d), Some(v)) => {
+                computed = d.hits(v, CANDIDATES, config.dense, config.tools);
+                Some(&computed)
+            }
             _ => None,
         };
         let w = config.weights;
         if config.lexical || dense.is_none() {
             lists.push((w.lexical, self.bm25.search(query.text, CANDIDATES)));
         }
-        if let Some((d, v)) = dense {
+        if let Some(hits) = dense {
             if config.dense {
-                lists.push((w.dense, d.search_servers(v, CANDIDATES)));
+                lists.push((w.dense, hits.servers.clone()));
             }
             if config.tools {
-                let hits = d.search_tools(v, CANDIDATES);
-                best_tool = hits.iter().map(|&(doc, _, tool)| (doc, tool)).collect();
-                lists.push((w.tools, hits.into_iter().map(|(doc, s, _)| (doc, s)).collect()));
+                best_tool = hits.tools.iter().map(|&(doc, _, tool)| (doc, tool)).collect();
+                lists.push((w.tools, hits.tools.iter().map(|&(doc, s, _)| (doc, s)).collect()));
             }
         }
         Ranked { list: fuse(&lists), best_tool }
@@ -373,8 +385,14 @@ pub(crate) mod tests {
     /// A lexical-only search, as the index runs without an embedder.
     pub(crate) fn search(index: &SearchIndex, request: &str, limit: usize) -> Found {
         let needs = index.needs(request);
-        let needs: Vec<QueryText> = needs.iter().map(|n| QueryText { text: n, vector: None }).collect();
-        index.search(QueryText { text: request, vector: None }, &needs, limit, SearchConfig::default())
+        let needs: Vec<QueryText> =
+            needs.iter().map(|n| QueryText { text: n, ..QueryText::default() }).collect();
+        index.search(
+            QueryText { text: request, ..QueryText::default() },
+            &needs,
+            limit,
+            SearchConfig::default(),
+        )
     }
 
     fn server(id: &str, name: &str, description: &str, runnable: bool, repo: Option<&str>) -> ServerRecord {

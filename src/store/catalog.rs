@@ -66,11 +66,18 @@ pub trait CatalogStore: Send + Sync {
     /// Every cached embedding of `model`, by text hash (little-endian f32 bytes).
     async fn embeddings(&self, model: &str) -> Result<HashMap<String, Vec<u8>>, StoreError>;
     async fn put_embeddings(&self, model: &str, items: &[(String, Vec<u8>)]) -> Result<(), StoreError>;
+
+    /// Dense search inside the database (PostgreSQL with pgvector); `None` where the backend has
+    /// none and the in-process index serves alone.
+    fn vectors(&self) -> Option<&dyn super::VectorSearch> {
+        None
+    }
 }
 
-/// Implements [`CatalogStore`] for a backend struct with a `pool` field.
+/// Implements [`CatalogStore`] for a backend struct with a `pool` field; extra items (such as
+/// `vectors`) go into the impl as given.
 macro_rules! impl_catalog_store {
-    ($store:ty) => {
+    ($store:ty $(, $extra:item)*) => {
         #[async_trait::async_trait]
         impl $crate::store::CatalogStore for $store {
             async fn catalog_count(&self) -> Result<u64, $crate::store::StoreError> {
@@ -236,6 +243,8 @@ macro_rules! impl_catalog_store {
                 tx.commit().await?;
                 Ok(())
             }
+
+            $($extra)*
         }
     };
 }

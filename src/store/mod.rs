@@ -9,6 +9,7 @@ mod catalog;
 mod postgres;
 mod sql;
 mod sqlite;
+pub mod vectors;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -26,6 +27,7 @@ use crate::config::StoreArgs;
 pub use catalog::{CatalogRow, CatalogStore, InstructionRow, UpsertCounts};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use vectors::{Scan, VectorSearch, VectorSet};
 
 /// Which database a store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

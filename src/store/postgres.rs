@@ -28,4 +28,9 @@ impl PgStore {
 }
 
 super::sql::impl_store!(PgStore, Backend::Postgres);
-super::catalog::impl_catalog_store!(PgStore);
+super::catalog::impl_catalog_store!(
+    PgStore,
+    fn vectors(&self) -> Option<&dyn super::VectorSearch> {
+        Some(self)
+    }
+);

@@ -1,0 +1,226 @@
+//! Dense search inside PostgreSQL with pgvector: the catalog's server and tool vectors are copied
+//! into `vector(384)` columns with HNSW indexes, and queried through `match_mcp_servers` /
+//! `match_mcp_tools` (approximate, HNSW) or by an exact scan. SQLite has no counterpart: there the
+//! in-process index is the only dense path.
+
+use async_trait::async_trait;
+
+use super::StoreError;
+use super::postgres::PgStore;
+
+/// The dimension of the pgvector columns (all-MiniLM-L6-v2 and bge-small both have 384).
+pub const DIMS: usize = 384;
+
+/// How to search: through the HNSW index, or by scanning every vector (the reference).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scan {
+    Hnsw,
+    Exact,
+}
+
+/// One set of vectors to store: per server `(id, vector)`, per tool `(server id, tool position,
+/// vector)`, and a digest of the texts they came from.
+pub struct VectorSet<'a> {
+    pub model: &'a str,
+    pub digest: &'a str,
+    pub servers: Vec<(&'a str, &'a [f32])>,
+    pub tools: Vec<(&'a str, u32, &'a [f32])>,
+}
+
+#[async_trait]
+pub trait VectorSearch: Send + Sync {
+    /// Replaces the stored vectors with `set`, unless they already are its model's and digest's.
+    /// Returns whether anything was written.
+    async fn sync_vectors(&self, set: &VectorSet<'_>) -> Result<bool, StoreError>;
+    /// The `k` servers whose own vector is nearest: `(id, cosine similarity)`, best first.
+    async fn nearest_servers(
+        &self,
+        v: &[f32],
+        k: usize,
+        scan: Scan,
+    ) -> Result<Vec<(String, f32)>, StoreError>;
+    /// The `k` nearest tools: `(server id, tool position, cosine similarity)`, best first.
+    async fn nearest_tools(
+        &self,
+        v: &[f32],
+        k: usize,
+        scan: Scan,
+    ) -> Result<Vec<(String, u32, f32)>, StoreError>;
+}
+
+/// pgvector's text form of a vector, `[x,y,...]`.
+fn literal(v: &[f32]) -> String {
+    let mut out = String::with_capacity(v.len() * 11 + 2);
+    out.push('[');
+    for (i, x) in v.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&x.to_string());
+    }
+    out.push(']');
+    out
+}
+
+/// Rows per statement when copying vectors in.
+const BATCH: usize = 2000;
+const SYNC_NAME: &str = "catalog";
+
+#[async_trait]
+impl VectorSearch for PgStore {
+    async fn sync_vectors(&self, set: &VectorSet<'_>) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // One sync at a time: a second process starting against the same database waits here.
+        sqlx::query("SELECT pg_advisory_xact_lock(7177260001)").execute(&mut *tx).await?;
+        let current: Option<(String, String)> =
+            sqlx::query_as("SELECT model, digest FROM vector_sync WHERE name = $1")
+                .bind(SYNC_NAME)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if current.as_ref().is_some_and(|(m, d)| m == set.model && d == set.digest) {
+            return Ok(false);
+        }
+        // Building an HNSW index once over all rows is many times faster than growing it row by
+        // row: drop both indexes, load, rebuild (inside the transaction; readers wait at start).
+        for statement in [
+            "SELECT set_config('maintenance_work_mem', '256MB', true)",
+            "DROP INDEX IF EXISTS mcp_server_cache_embedding_idx",
+            "DROP INDEX IF EXISTS mcp_tool_embeddings_embedding_idx",
+            "UPDATE mcp_server_cache SET embedding = NULL WHERE embedding IS NOT NULL",
+            "DELETE FROM mcp_tool_embeddings",
+        ] {
+            sqlx::query(statement).execute(&mut *tx).await?;
+        }
+        for chunk in set.servers.chunks(BATCH) {
+            let ids: Vec<&str> = chunk.iter().map(|(id, _)| *id).collect();
+            let vectors: Vec<String> = chunk.iter().map(|(_, v)| literal(v)).collect();
+            sqlx::query(
+                "UPDATE mcp_server_cache c SET embedding = v.e::vector \
+                 FROM UNNEST($1::text[], $2::text[]) AS v(id, e) WHERE c.id = v.id",
+            )
+            .bind(ids)
+            .bind(vectors)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for chunk in set.tools.chunks(BATCH) {
+            let ids: Vec<&str> = chunk.iter().map(|(id, _, _)| *id).collect();
+            let tools: Vec<i32> =
+                chunk.iter().map(|(_, t, _)| i32::try_from(*t).unwrap_or(i32::MAX)).collect();
+            let vectors: Vec<String> = chunk.iter().map(|(_, _, v)| literal(v)).collect();
+            sqlx::query(
+                "INSERT INTO mcp_tool_embeddings (server_id, tool, embedding) \
+                 SELECT v.id, v.t, v.e::vector FROM UNNEST($1::text[], $2::int4[], $3::text[]) AS v(id, t, e) \
+                 WHERE EXISTS (SELECT 1 FROM mcp_server_cache c WHERE c.id = v.id)",
+            )
+            .bind(ids)
+            .bind(tools)
+            .bind(vectors)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for statement in [
+            "CREATE INDEX mcp_server_cache_embedding_idx ON mcp_server_cache \
+             USING hnsw (embedding vector_cosine_ops)",
+            "CREATE INDEX mcp_tool_embeddings_embedding_idx ON mcp_tool_embeddings \
+             USING hnsw (embedding vector_cosine_ops)",
+        ] {
+            sqlx::query(statement).execute(&mut *tx).await?;
+        }
+        sqlx::query(
+            "INSERT INTO vector_sync (name, model, digest, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (name) DO UPDATE SET model = excluded.model, digest = excluded.digest, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(SYNC_NAME)
+        .bind(set.model)
+        .bind(set.digest)
+        .bind(super::sql::now())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn nearest_servers(
+        &self,
+        v: &[f32],
+        k: usize,
+        scan: Scan,
+    ) -> Result<Vec<(String, f32)>, StoreError> {
+        let k = i32::try_from(k).unwrap_or(i32::MAX);
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<(String, f64)> = match scan {
+            Scan::Hnsw => {
+                ef_search(&mut tx, k).await?;
+                sqlx::query_as("SELECT id, similarity FROM match_mcp_servers($1::vector, -2, $2)")
+                    .bind(literal(v))
+                    .bind(k)
+                    .fetch_all(&mut *tx)
+                    .await?
+            }
+            // `+ 0` keeps the planner off the HNSW index: an exact scan.
+            Scan::Exact => {
+                sqlx::query_as(
+                    "SELECT id, 1 - (embedding <=> $1::vector) FROM mcp_server_cache \
+                     WHERE embedding IS NOT NULL ORDER BY (embedding <=> $1::vector) + 0, id LIMIT $2",
+                )
+                .bind(literal(v))
+                .bind(k)
+                .fetch_all(&mut *tx)
+                .await?
+            }
+        };
+        tx.commit().await?;
+        Ok(rows.into_iter().map(|(id, s)| (id, s as f32)).collect())
+    }
+
+    async fn nearest_tools(
+        &self,
+        v: &[f32],
+        k: usize,
+        scan: Scan,
+    ) -> Result<Vec<(String, u32, f32)>, StoreError> {
+        let k = i32::try_from(k).unwrap_or(i32::MAX);
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<(String, i32, f64)> = match scan {
+            Scan::Hnsw => {
+                ef_search(&mut tx, k).await?;
+                sqlx::query_as("SELECT server_id, tool, similarity FROM match_mcp_tools($1::vector, $2)")
+                    .bind(literal(v))
+                    .bind(k)
+                    .fetch_all(&mut *tx)
+                    .await?
+            }
+            Scan::Exact => {
+                sqlx::query_as(
+                    "SELECT server_id, tool, 1 - (embedding <=> $1::vector) FROM mcp_tool_embeddings \
+                     ORDER BY (embedding <=> $1::vector) + 0, server_id, tool LIMIT $2",
+                )
+                .bind(literal(v))
+                .bind(k)
+                .fetch_all(&mut *tx)
+                .await?
+            }
+        };
+        tx.commit().await?;
+        Ok(rows.into_iter().map(|(id, t, s)| (id, u32::try_from(t).unwrap_or(0), s as f32)).collect())
+    }
+}
+
+/// HNSW returns at most `ef_search` rows (default 40): widen it to the number asked for.
+async fn ef_search(tx: &mut sqlx::PgConnection, k: i32) -> Result<(), StoreError> {
+    sqlx::query("SELECT set_config('hnsw.ef_search', $1, true)")
+        .bind(k.clamp(40, 1000).to_string())
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn vectors_are_written_in_pgvector_text_form() {
+        assert_eq!(super::literal(&[0.5, -1.0, 0.125]), "[0.5,-1,0.125]");
+    }
+}
