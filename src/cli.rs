@@ -215,3 +215,58 @@ pub async fn pack_embeddings(args: PackArgs) -> anyhow::Result<()> {
     store.close().await;
     Ok(())
 }
+
+/// `dynamcp vault rotate`: re-wraps every data key under a new master key in one transaction.
+pub async fn vault_rotate(args: crate::config::RotateArgs) -> anyhow::Result<()> {
+    use crate::vault::{KEY_FILE, MasterKey, Vault};
+    let store = store::open(&args.store).await.context("could not open the store")?;
+    let current = Vault::open(store.as_ref(), args.store.encryption_key.as_ref(), &args.store.data_dir)
+        .await
+        .context("could not open the vault with the current key")?;
+    let from_env = crate::config::secret_from_env("NEW_ENCRYPTION_KEY");
+    let next_key = match &from_env {
+        Some(text) => MasterKey::parse(text).context("NEW_ENCRYPTION_KEY")?,
+        None => MasterKey::generate(),
+    };
+    if next_key.id() == current.key_id() {
+        anyhow::bail!("the new key is the current key; nothing to rotate");
+    }
+    let key_file = args.store.data_dir.join(KEY_FILE);
+    let uses_key_file = args.store.encryption_key.is_none();
+    // With a key file, the new key is made durable before the database changes, and takes the
+    // file's place only after they are committed.
+    let staged = key_file.with_extension("key.new");
+    if uses_key_file {
+        next_key.write_file(&staged)?;
+    }
+    let printable = next_key.to_base64();
+    let next = Vault::new(next_key);
+    let count = crate::vault::rotate(store.as_ref(), &current, &next).await?;
+    if uses_key_file {
+        std::fs::rename(&staged, &key_file).with_context(|| {
+            format!(
+                "re-wrapped under the key in {}, but could not move it to {}",
+                staged.display(),
+                key_file.display()
+            )
+        })?;
+        println!(
+            "re-wrapped {count} credential(s); the new key (id {}) is in {}",
+            next.key_id(),
+            key_file.display()
+        );
+    } else if from_env.is_some() {
+        println!(
+            "re-wrapped {count} credential(s) under NEW_ENCRYPTION_KEY (id {}); set ENCRYPTION_KEY to it",
+            next.key_id()
+        );
+    } else {
+        println!(
+            "re-wrapped {count} credential(s) under a new key (id {}). Set ENCRYPTION_KEY to this value; it is shown once:",
+            next.key_id()
+        );
+        println!("{}", printable.expose());
+    }
+    store.close().await;
+    Ok(())
+}

@@ -8,8 +8,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::catalog::DenseBackend;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::catalog::DenseBackend;
+use crate::vault::Secret;
 
 /// dynamcp: turn a plain-language request into a working MCP agent.
 #[derive(Debug, Parser)]
@@ -32,6 +34,23 @@ pub enum Command {
     Eval(EvalArgs),
     /// Measure search and embedding speed (prints numbers; compares side by side in one run).
     Bench(BenchArgs),
+    /// Manage the credential vault.
+    #[command(subcommand)]
+    Vault(VaultCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VaultCommand {
+    /// Re-wrap every stored data key under a new master key, in one transaction. The new key comes
+    /// from `NEW_ENCRYPTION_KEY`, or is generated: written to the data dir's key file when that is
+    /// where the current key lives, else printed once for you to set as `ENCRYPTION_KEY`.
+    Rotate(RotateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Debug, Args)]
@@ -145,6 +164,16 @@ pub struct StoreArgs {
     /// in-process index on SQLite; `in-process` is the fastest on either.
     #[arg(long, env = "DYNAMCP_DENSE_BACKEND", value_enum, default_value_t = DenseBackend::Auto)]
     pub dense_backend: DenseBackend,
+
+    /// The vault's master key, from `ENCRYPTION_KEY` only (32 bytes as base64 or hex); never a
+    /// flag, which would show in process listings. Unset: a key file in the data dir.
+    #[arg(skip = secret_from_env("ENCRYPTION_KEY"))]
+    pub encryption_key: Option<Secret>,
+}
+
+/// A secret read from the environment (or `.env`), never from the command line.
+pub fn secret_from_env(name: &str) -> Option<Secret> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty()).map(Secret::new)
 }
 
 impl StoreArgs {
@@ -224,6 +253,7 @@ impl ServeArgs {
                 model_dir: PathBuf::from("./models/all-MiniLM-L6-v2"),
                 no_model: true,
                 dense_backend: DenseBackend::Auto,
+                encryption_key: None,
             },
             cors_origins: Vec::new(),
             request_timeout_secs: 30,
@@ -276,6 +306,12 @@ mod tests {
                 }
             }
             stack.extend(cmd.get_subcommands().cloned());
+        }
+        // Secrets read from the environment only (not clap arguments).
+        for env in ["ENCRYPTION_KEY"] {
+            if !example.contains(&format!("{env}=")) {
+                missing.push(env.to_owned());
+            }
         }
         assert!(missing.is_empty(), ".env.example lacks {missing:?}");
     }

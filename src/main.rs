@@ -3,7 +3,7 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use dynamcp::config::{CatalogCommand, Cli, Command, LogFormat};
+use dynamcp::config::{CatalogCommand, Cli, Command, LogFormat, VaultCommand};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -34,6 +34,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Eval(args) => {
             init_tracing(LogFormat::Text, "warn");
             dynamcp::cli::eval(args).await
+        }
+        Command::Vault(VaultCommand::Rotate(args)) => {
+            init_tracing(LogFormat::Text, "warn");
+            dynamcp::cli::vault_rotate(args).await
         }
     }
 }

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use crate::catalog::embed::LocalEmbedder;
 use crate::catalog::{Catalog, CatalogError, Embedder};
 use crate::config::{ServeArgs, StoreArgs};
-use crate::planner::MasterAgent;
+use crate::planner::{MasterAgent, OfflinePlanner, Planner};
 use crate::progress::Progress;
 use crate::store::{self, Store, StoreError};
+use crate::vault::{Vault, VaultError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -16,6 +17,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("could not load the catalog: {0}")]
     Catalog(#[from] CatalogError),
+    #[error("could not open the credential vault: {0}")]
+    Vault(#[from] VaultError),
 }
 
 /// Everything a request handler may use. Cheap to clone.
@@ -23,6 +26,7 @@ pub enum StartError {
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub catalog: Arc<Catalog>,
+    pub vault: Arc<Vault>,
     pub master: Arc<MasterAgent>,
     pub limits: Limits,
 }
@@ -39,16 +43,26 @@ impl AppState {
     /// Opens the store (applying migrations), loads the catalog and wires the domain services.
     pub async fn build(args: &ServeArgs) -> Result<Self, StartError> {
         let store = store::open(&args.store).await?;
+        let vault =
+            Vault::open(store.as_ref(), args.store.encryption_key.as_ref(), &args.store.data_dir).await?;
+        tracing::info!(key_id = vault.key_id(), "credential vault ready");
         let catalog = open_catalog(store.clone(), &args.store).await?;
-        Ok(Self::from_parts(store, Arc::new(catalog), args))
+        Ok(Self::from_parts(store, Arc::new(catalog), Arc::new(vault), args))
     }
 
-    /// Wires the services around an already-open store and catalog.
-    pub fn from_parts(store: Arc<dyn Store>, catalog: Arc<Catalog>, args: &ServeArgs) -> Self {
+    /// Wires the services around an already-open store, catalog and vault.
+    pub fn from_parts(
+        store: Arc<dyn Store>,
+        catalog: Arc<Catalog>,
+        vault: Arc<Vault>,
+        args: &ServeArgs,
+    ) -> Self {
+        let planner: Arc<dyn Planner> = Arc::new(OfflinePlanner::new(catalog.clone()));
         Self {
-            master: Arc::new(MasterAgent::new(store.clone())),
+            master: Arc::new(MasterAgent::new(store.clone(), catalog.clone(), vault.clone(), planner, None)),
             store,
             catalog,
+            vault,
             limits: Limits {
                 body_bytes: args.body_limit_bytes,
                 request_timeout: args.request_timeout(),

@@ -24,7 +24,8 @@ on_both_backends!(
     path_ids_must_be_uuids,
 );
 
-const PLANNING_UNAVAILABLE: &str = dynamcp::planner::PLANNING_UNAVAILABLE;
+/// These servers start with an empty catalog (no default import, no model): every plan is empty.
+const NO_SERVER_FOUND: &str = dynamcp::planner::NO_SERVER_FOUND;
 
 async fn root_answers_the_design_identity(db: Db) {
     let server = TestServer::start(db).await;
@@ -81,7 +82,7 @@ async fn session_creation_returns_an_id(db: Db) {
 
 fn chat_reply(session_id: &Value) -> Value {
     json!({
-        "reply": PLANNING_UNAVAILABLE,
+        "reply": NO_SERVER_FOUND,
         "session_id": session_id,
         "required_credentials": [],
         "required_files": [],
@@ -101,10 +102,7 @@ async fn chat_returns_a_session_id_and_records_the_turn(db: Db) {
 
     let messages = server.store.messages(id).await.unwrap();
     let turns: Vec<(Role, &str)> = messages.iter().map(|m| (m.role, m.message.as_str())).collect();
-    assert_eq!(
-        turns,
-        vec![(Role::User, "check my Gmail for invoices"), (Role::Assistant, PLANNING_UNAVAILABLE)]
-    );
+    assert_eq!(turns, vec![(Role::User, "check my Gmail for invoices"), (Role::Assistant, NO_SERVER_FOUND)]);
 
     let (_, session) = server.get(&format!("/api/sessions/{id}")).await;
     let history: Vec<(&str, &str)> = session["messages"]
@@ -113,7 +111,7 @@ async fn chat_returns_a_session_id_and_records_the_turn(db: Db) {
         .iter()
         .map(|m| (m["role"].as_str().unwrap(), m["message"].as_str().unwrap()))
         .collect();
-    assert_eq!(history, vec![("user", "check my Gmail for invoices"), ("assistant", PLANNING_UNAVAILABLE)]);
+    assert_eq!(history, vec![("user", "check my Gmail for invoices"), ("assistant", NO_SERVER_FOUND)]);
     server.stop().await;
 }
 
@@ -164,7 +162,8 @@ async fn chat_rejects_credentials_and_stores_nothing(db: Db) {
         serde_json::from_str::<Value>(&text).unwrap(),
         error_body(
             "unexpected_credentials",
-            "this session expects no credentials yet, but some were sent for `gmail`; nothing was stored"
+            "this session has no plan yet, so it expects no credentials or files (got some for `gmail`); \
+             describe the workflow first. Nothing was stored"
         )
     );
     // A credential of the wrong type must not be echoed by the type error either.

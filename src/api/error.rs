@@ -106,11 +106,8 @@ impl From<PlannerError> for ApiError {
         match err {
             PlannerError::SessionNotFound(id) => ApiError::SessionNotFound(id),
             PlannerError::Store(e) => e.into(),
-            e @ (PlannerError::EmptyMessage
-            | PlannerError::UnexpectedCredentials { .. }
-            | PlannerError::UnexpectedFiles) => {
-                ApiError::Unprocessable { code: e.code(), message: e.to_string() }
-            }
+            e if e.is_client_error() => ApiError::Unprocessable { code: e.code(), message: e.to_string() },
+            e => ApiError::Internal(e.into()),
         }
     }
 }

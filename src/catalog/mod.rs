@@ -30,7 +30,7 @@ use dense::{DenseHits, DenseIndex, Quantized};
 pub use embed::{EmbedError, Embedder, TextKind};
 pub use import::{EntryIssue, Format, ImportError};
 use query_cache::QueryCache;
-pub use record::{CredentialKind, CredentialSpec, ServerRecord, Tool};
+pub use record::{CredentialKind, CredentialSpec, LaunchKind, LaunchOption, ServerRecord, Tool};
 pub use search::{Found, Hit, QueryText, SearchConfig, SearchIndex};
 
 /// The default catalog, compiled in (see `catalog/README.md` for its sources and licences).

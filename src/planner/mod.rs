@@ -1,19 +1,27 @@
-//! The master agent: turns a chat turn into a reply, the credentials still missing, and, when
-//! nothing is missing, a created agent.
+//! The master agent: turns a chat turn into a plan (needs, one server per need, workflow), the
+//! credentials still missing with instructions, and, when nothing is missing, a created agent.
 //!
-//! Owns the conversation flow (which session, which turn, what status); it asks `store` to
-//! persist and never knows HTTP. Planning itself (catalog search, credential requirements, agent
-//! creation) is not built yet: until it is, a turn is recorded and answered honestly, and no plan,
-//! credential or file is accepted.
+//! Owns the conversation flow; asks [`Planner`] for plans, the catalog for records, the vault to
+//! seal what the user sends, and the store to persist. Never knows HTTP.
 
-use std::collections::BTreeMap;
+pub mod agent_config;
+pub mod instructions;
+mod plan;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use serde::Serialize;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::store::{NewMessage, Role, Store, StoreError};
-use crate::vault::Secret;
+pub use plan::{ChosenServer, OfflinePlanner, Plan, PlannedNeed, Planner};
+
+use crate::catalog::{Catalog, CatalogError, CredentialKind, CredentialSpec, ServerRecord};
+use crate::store::{
+    NewAgent, NewMessage, Role, SealedCredential, SecretKind, Session, SessionState, Store, StoreError,
+};
+use crate::vault::{Binding, Secret, SecretBytes, Vault, VaultError};
 
 /// What the user sent in one turn.
 #[derive(Debug, Default)]
@@ -28,6 +36,7 @@ pub struct ChatTurn {
 /// A file sent inline with a turn (e.g. a service-account JSON), base64-encoded.
 #[derive(Debug)]
 pub struct InlineFile {
+    /// The file's key (`GOOGLE_APPLICATION_CREDENTIALS`), or `<mcp_server>/<key>`.
     pub name: String,
     pub content_base64: Secret,
 }
@@ -52,7 +61,7 @@ impl ChatStatus {
 }
 
 /// One credential the user still has to provide.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RequiredCredential {
     /// The server it is for; send the value back keyed by this exact string.
     pub mcp_server: String,
@@ -64,7 +73,7 @@ pub struct RequiredCredential {
 }
 
 /// One file the user still has to provide (e.g. a Google service-account JSON).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RequiredFile {
     pub mcp_server: String,
     /// The environment variable that will hold the file's path.
@@ -90,10 +99,25 @@ pub enum PlannerError {
     EmptyMessage,
     #[error("session {0} not found")]
     SessionNotFound(Uuid),
-    #[error("this session expects no credentials yet, but some were sent for `{server}`; nothing was stored")]
+    #[error(
+        "this session has no plan yet, so it expects no credentials or files (got some for `{server}`); \
+         describe the workflow first. Nothing was stored"
+    )]
     UnexpectedCredentials { server: String },
-    #[error("this session expects no files yet; nothing was stored")]
-    UnexpectedFiles,
+    #[error("`{server}` is not a server of this session's plan; expected one of: {}. Nothing was stored", expected.join(", "))]
+    UnknownServer { server: String, expected: Vec<String> },
+    #[error("`{server}` has no credential `{key}`; expected one of: {}. Nothing was stored", expected.join(", "))]
+    UnknownKey { server: String, key: String, expected: Vec<String> },
+    #[error("the value of `{server}`/`{key}` is empty. Nothing was stored")]
+    EmptyCredential { server: String, key: String },
+    #[error("`{name}` is not a file this session's plan asks for; expected one of: {}. Nothing was stored", expected.join(", "))]
+    UnknownFile { name: String, expected: Vec<String> },
+    #[error("the file `{name}` is empty or not valid base64. Nothing was stored")]
+    InvalidFile { name: String },
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Vault(#[from] VaultError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -105,63 +129,607 @@ impl PlannerError {
             PlannerError::EmptyMessage => "empty_message",
             PlannerError::SessionNotFound(_) => "session_not_found",
             PlannerError::UnexpectedCredentials { .. } => "unexpected_credentials",
-            PlannerError::UnexpectedFiles => "unexpected_files",
-            PlannerError::Store(_) => "internal_error",
+            PlannerError::UnknownServer { .. } => "unknown_credential_server",
+            PlannerError::UnknownKey { .. } => "unknown_credential_key",
+            PlannerError::EmptyCredential { .. } => "empty_credential",
+            PlannerError::UnknownFile { .. } => "unknown_file",
+            PlannerError::InvalidFile { .. } => "invalid_file",
+            PlannerError::Catalog(_) | PlannerError::Vault(_) | PlannerError::Store(_) => "internal_error",
         }
+    }
+
+    /// Whether the client caused it (a 4xx) rather than the service.
+    pub fn is_client_error(&self) -> bool {
+        !matches!(self, PlannerError::Catalog(_) | PlannerError::Vault(_) | PlannerError::Store(_))
     }
 }
 
-/// The reply while planning is not available. Honest: no plan is invented.
-pub const PLANNING_UNAVAILABLE: &str = "I have recorded your request. Planning — choosing MCP \
-servers from the catalog and working out the credentials they need — is not available in this \
-version of dynamcp yet, so no agent was created.";
+/// The reply when the catalog has nothing for a request.
+pub const NO_SERVER_FOUND: &str = "I could not find an MCP server in the catalog for this request. Try naming \
+the service or the action, e.g. \"read my Gmail\" or \"post to Slack\".";
+
+/// The planner-owned part of a session, kept in `sessions.context`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Context {
+    #[serde(default)]
+    plan: Option<Plan>,
+    /// The agent created for the current plan, if any.
+    #[serde(default)]
+    agent_id: Option<Uuid>,
+    /// Every agent this session created.
+    #[serde(default)]
+    agents: Vec<Uuid>,
+}
+
+/// What one credential or file of a plan is, with the user-facing texts.
+struct Need<'a> {
+    server: &'a ServerRecord,
+    spec: &'a CredentialSpec,
+}
+
+impl Need<'_> {
+    fn kind(&self) -> SecretKind {
+        if self.spec.kind == CredentialKind::File { SecretKind::File } else { SecretKind::Env }
+    }
+}
+
+/// What the user is doing with a turn's message.
+enum Intent {
+    /// A (new) workflow request.
+    Request(String),
+    /// "use X instead of Y": the current request with Y swapped for X.
+    Refine { old: String, new: String },
+    /// Commentary alongside credentials, or small talk: the plan stands.
+    Keep,
+}
 
 /// The master agent.
 pub struct MasterAgent {
     store: Arc<dyn Store>,
+    catalog: Arc<Catalog>,
+    vault: Arc<Vault>,
+    planner: Arc<dyn Planner>,
+    /// The LLM model agents are created with (`None`: none configured).
+    agent_model: Option<String>,
 }
 
 impl MasterAgent {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+    pub fn new(
+        store: Arc<dyn Store>,
+        catalog: Arc<Catalog>,
+        vault: Arc<Vault>,
+        planner: Arc<dyn Planner>,
+        agent_model: Option<String>,
+    ) -> Self {
+        Self { store, catalog, vault, planner, agent_model }
     }
 
-    /// Handles one turn: validates it, resolves or opens the session, and records the turn and
-    /// the reply together.
-    #[tracing::instrument(skip_all, fields(session_id = ?turn.session_id))]
+    /// Handles one turn. Everything the turn sends is validated before anything is written, so a
+    /// rejected turn leaves no trace.
+    #[tracing::instrument(skip_all, fields(session_id = ?turn.session_id, planner = self.planner.name()))]
     pub async fn chat(&self, turn: ChatTurn) -> Result<ChatOutcome, PlannerError> {
-        if turn.message.trim().is_empty() {
+        let sends_values = !turn.credentials.is_empty() || !turn.files.is_empty();
+        if turn.message.trim().is_empty() && !sends_values {
             return Err(PlannerError::EmptyMessage);
         }
-        // Validate everything before any write, so a rejected turn leaves no trace.
-        if let Some(server) = turn.credentials.keys().next() {
-            return Err(PlannerError::UnexpectedCredentials { server: server.clone() });
+        let existing = match turn.session_id {
+            Some(id) => Some(self.store.get_session(id).await?.ok_or(PlannerError::SessionNotFound(id))?),
+            None => None,
+        };
+        let mut context: Context = existing
+            .as_ref()
+            .and_then(|s| serde_json::from_value(s.context.clone()).ok())
+            .unwrap_or_default();
+        let history = match &existing {
+            Some(s) => self.store.messages(s.id).await?,
+            None => Vec::new(),
+        };
+
+        // Credentials and files answer a plan's requests: with no plan (or one that found no
+        // server) nothing asks for them.
+        let first_value =
+            || turn.credentials.keys().next().cloned().or_else(|| turn.files.first().map(|f| f.name.clone()));
+        if sends_values && context.plan.as_ref().is_none_or(|p| p.servers().is_empty()) {
+            return Err(PlannerError::UnexpectedCredentials { server: first_value().unwrap_or_default() });
         }
-        if !turn.files.is_empty() {
-            return Err(PlannerError::UnexpectedFiles);
+
+        // 1. The plan this turn leaves in place.
+        let intent = classify(&turn.message, context.plan.as_ref(), sends_values);
+        let plan = match (&intent, &context.plan) {
+            (Intent::Request(text), _) => Some(self.planner.plan(text, &history).await?),
+            (Intent::Refine { old, new }, Some(current)) => {
+                Some(self.planner.plan(&refined(&current.request, old, new), &history).await?)
+            }
+            _ => context.plan.clone(),
+        };
+        let Some(plan) = plan else {
+            return Err(PlannerError::UnexpectedCredentials { server: first_value().unwrap_or_default() });
+        };
+        let records = self.records(&plan);
+
+        // 2. Validate what the user sent before anything is written (sealing checks everything).
+        if existing.is_none() {
+            self.seal_turn(Uuid::nil(), &records, &turn)?;
         }
-        let session = match turn.session_id {
-            Some(id) => self.store.get_session(id).await?.ok_or(PlannerError::SessionNotFound(id))?,
+
+        // 3. Write: the session (when new), the values sealed to it (one transaction), the state.
+        let session = match existing {
+            Some(s) => s,
             None => self.store.create_session().await?,
         };
-        let outcome = ChatOutcome {
-            reply: PLANNING_UNAVAILABLE.to_owned(),
-            session_id: session.id,
-            required_credentials: Vec::new(),
-            required_files: Vec::new(),
-            status: ChatStatus::PendingCredentials,
-            agent_id: None,
-        };
+        let sealed = self.seal_turn(session.id, &records, &turn)?;
+        if !sealed.is_empty() {
+            self.store
+                .put_credentials(session.id, &sealed)
+                .await
+                .map_err(|e| missing_session(e, session.id))?;
+        }
+        let plan_changed = context.plan.as_ref() != Some(&plan);
+        if plan_changed {
+            context.agent_id = None;
+        }
+        let outcome = self.settle(&session, &mut context, plan, records, &intent).await?;
+
         let mut reply = NewMessage::new(Role::Assistant, &outcome.reply);
-        reply.metadata = serde_json::json!({ "status": outcome.status.as_str() });
+        reply.agent_id = outcome.agent_id;
+        reply.metadata = serde_json::json!({
+            "status": outcome.status.as_str(),
+            "planner": self.planner.name(),
+            "credentials_received": sealed.iter().map(|c| format!("{}/{}", c.server, c.key)).collect::<Vec<_>>(),
+        });
+        let user =
+            if turn.message.trim().is_empty() { "(credentials sent)".to_owned() } else { turn.message };
         self.store
-            .append_messages(session.id, &[NewMessage::new(Role::User, turn.message), reply])
+            .append_messages(session.id, &[NewMessage::new(Role::User, user), reply])
             .await
-            .map_err(|e| match e {
-                // Deleted between the lookup and the write.
-                StoreError::MissingParent(_) => PlannerError::SessionNotFound(session.id),
-                other => other.into(),
-            })?;
+            .map_err(|e| missing_session(e, session.id))?;
         Ok(outcome)
+    }
+
+    /// Stores files sent apart from a chat turn (`POST /api/sessions/{id}/files`): each named by
+    /// its key or `<mcp_server>/<key>`; all or none. Returns what is still missing.
+    pub async fn add_files(
+        &self,
+        session_id: Uuid,
+        files: Vec<(String, SecretBytes)>,
+    ) -> Result<ChatOutcome, PlannerError> {
+        let session =
+            self.store.get_session(session_id).await?.ok_or(PlannerError::SessionNotFound(session_id))?;
+        let mut context: Context = serde_json::from_value(session.context.clone()).unwrap_or_default();
+        let Some(plan) = context.plan.clone().filter(|p| !p.servers().is_empty()) else {
+            let name = files.first().map(|(n, _)| n.clone()).unwrap_or_default();
+            return Err(PlannerError::UnexpectedCredentials { server: name });
+        };
+        let records = self.records(&plan);
+        let needs = needs_of(&records);
+        let mut sealed = Vec::with_capacity(files.len());
+        for (name, content) in &files {
+            let need = resolve_file(&needs, name)?;
+            if content.expose().is_empty() {
+                return Err(PlannerError::InvalidFile { name: name.clone() });
+            }
+            sealed.push(self.seal_one(session_id, &need, content.expose())?);
+        }
+        if !sealed.is_empty() {
+            self.store
+                .put_credentials(session_id, &sealed)
+                .await
+                .map_err(|e| missing_session(e, session_id))?;
+        }
+        self.settle(&session, &mut context, plan, records, &Intent::Keep).await
+    }
+
+    /// The catalog records of a plan's servers (a server gone from the catalog is left out).
+    fn records(&self, plan: &Plan) -> Vec<ServerRecord> {
+        let index = self.catalog.index();
+        plan.servers().iter().filter_map(|s| index.get(&s.id).cloned()).collect()
+    }
+
+    fn seal_one(
+        &self,
+        session_id: Uuid,
+        need: &Need<'_>,
+        value: &[u8],
+    ) -> Result<SealedCredential, PlannerError> {
+        let binding =
+            Binding { session_id, server: &need.server.id, key: &need.spec.name, kind: need.kind() };
+        Ok(self.vault.seal(binding, value)?)
+    }
+
+    /// Checks every credential and file of a turn against the plan and seals them all; the first
+    /// problem fails the whole turn.
+    fn seal_turn(
+        &self,
+        session_id: Uuid,
+        records: &[ServerRecord],
+        turn: &ChatTurn,
+    ) -> Result<Vec<SealedCredential>, PlannerError> {
+        let needs = needs_of(records);
+        let mut sealed = Vec::new();
+        for (server, values) in &turn.credentials {
+            let record = resolve_server(records, server)?;
+            for (key, value) in values {
+                let need = resolve_key(&needs, record, key)?;
+                if value.is_blank() {
+                    return Err(PlannerError::EmptyCredential { server: server.clone(), key: key.clone() });
+                }
+                sealed.push(self.seal_one(session_id, &need, value.expose().trim().as_bytes())?);
+            }
+        }
+        for file in &turn.files {
+            let need = resolve_file(&needs, &file.name)?;
+            let content = base64::engine::general_purpose::STANDARD
+                .decode(file.content_base64.expose().trim())
+                .ok()
+                .filter(|c| !c.is_empty())
+                .map(SecretBytes::new)
+                .ok_or_else(|| PlannerError::InvalidFile { name: file.name.clone() })?;
+            sealed.push(self.seal_one(session_id, &need, content.expose())?);
+        }
+        Ok(sealed)
+    }
+
+    /// Works out what is missing, creates the agent when nothing is, saves the session state, and
+    /// writes the reply.
+    async fn settle(
+        &self,
+        session: &Session,
+        context: &mut Context,
+        plan: Plan,
+        records: Vec<ServerRecord>,
+        intent: &Intent,
+    ) -> Result<ChatOutcome, PlannerError> {
+        let stored: BTreeSet<(String, String)> =
+            self.store.credentials(session.id).await?.into_iter().map(|c| (c.server, c.key)).collect();
+        let needs = needs_of(&records);
+        let mut required_credentials = Vec::new();
+        let mut required_files = Vec::new();
+        let mut optional = Vec::new();
+        for need in &needs {
+            if stored.contains(&(need.server.id.clone(), need.spec.name.clone())) {
+                continue;
+            }
+            if !need.spec.required {
+                optional.push(format!("{} ({})", need.spec.name, need.server.id));
+                continue;
+            }
+            let description = instructions::description(need.spec, need.server);
+            let steps = instructions::instructions(need.spec, need.server);
+            match need.kind() {
+                SecretKind::File => required_files.push(RequiredFile {
+                    mcp_server: need.server.id.clone(),
+                    file_key: need.spec.name.clone(),
+                    description,
+                    instructions: steps,
+                }),
+                SecretKind::Env => required_credentials.push(RequiredCredential {
+                    mcp_server: need.server.id.clone(),
+                    credential_key: need.spec.name.clone(),
+                    description,
+                    instructions: steps,
+                }),
+            }
+        }
+        // Success needs something to run: a plan without servers stays pending.
+        let complete = required_credentials.is_empty() && required_files.is_empty() && !records.is_empty();
+        let mut created = None;
+        if complete && context.agent_id.is_none() && !records.is_empty() {
+            let record_refs: Vec<&ServerRecord> = records.iter().collect();
+            let (mcp_config, skipped) = agent_config::mcp_config(&record_refs, &stored);
+            let agent = self
+                .store
+                .create_agent(&NewAgent {
+                    session_id: session.id,
+                    name: agent_name(&plan),
+                    mcp_config,
+                    workflow: workflow_text(&plan),
+                    model: self.agent_model.clone(),
+                    metadata: serde_json::json!({
+                        "planner": self.planner.name(),
+                        "servers": records.iter().map(|r| &r.id).collect::<Vec<_>>(),
+                        "not_launchable": skipped,
+                        "plan": plan,
+                    }),
+                })
+                .await
+                .map_err(|e| missing_session(e, session.id))?;
+            tracing::info!(agent_id = %agent.id, servers = records.len(), "agent created");
+            context.agent_id = Some(agent.id);
+            context.agents.push(agent.id);
+            created = Some(agent.id);
+        }
+        let status = if complete { ChatStatus::Success } else { ChatStatus::PendingCredentials };
+        let agent_id = if complete { context.agent_id } else { None };
+        let reply = compose_reply(
+            &plan,
+            &records,
+            &required_credentials,
+            &required_files,
+            &optional,
+            agent_id,
+            created.is_some(),
+            intent,
+        );
+        context.plan = Some(plan);
+        let state = SessionState {
+            status: status.as_str().to_owned(),
+            context: serde_json::to_value(&*context).unwrap_or_default(),
+            required_credentials: serde_json::json!({
+                "credentials": required_credentials,
+                "files": required_files,
+            }),
+        };
+        if !self.store.update_session_state(session.id, &state).await? {
+            return Err(PlannerError::SessionNotFound(session.id));
+        }
+        Ok(ChatOutcome {
+            reply,
+            session_id: session.id,
+            required_credentials,
+            required_files,
+            status,
+            agent_id,
+        })
+    }
+}
+
+fn missing_session(e: StoreError, id: Uuid) -> PlannerError {
+    match e {
+        // Deleted between the lookup and the write.
+        StoreError::MissingParent(_) => PlannerError::SessionNotFound(id),
+        other => other.into(),
+    }
+}
+
+/// Every credential and file the plan's servers declare (settings with defaults excluded).
+fn needs_of(records: &[ServerRecord]) -> Vec<Need<'_>> {
+    records
+        .iter()
+        .flat_map(|server| {
+            server
+                .credentials
+                .iter()
+                .filter(|c| !instructions::is_setting(c))
+                .map(move |spec| Need { server, spec })
+        })
+        .collect()
+}
+
+/// The plan's server a user-sent name means: the `mcp_server` string (the catalog id) exactly,
+/// or the id or the name in any case.
+fn resolve_server<'a>(records: &'a [ServerRecord], name: &str) -> Result<&'a ServerRecord, PlannerError> {
+    let name = name.trim();
+    records
+        .iter()
+        .find(|r| r.id == name)
+        .or_else(|| {
+            records.iter().find(|r| r.id.eq_ignore_ascii_case(name) || r.name.eq_ignore_ascii_case(name))
+        })
+        .ok_or_else(|| PlannerError::UnknownServer {
+            server: name.to_owned(),
+            expected: records.iter().map(|r| r.id.clone()).collect(),
+        })
+}
+
+fn resolve_key<'a>(needs: &[Need<'a>], record: &ServerRecord, key: &str) -> Result<Need<'a>, PlannerError> {
+    let own: Vec<&Need<'a>> =
+        needs.iter().filter(|n| n.server.id == record.id && n.kind() == SecretKind::Env).collect();
+    own.iter()
+        .find(|n| n.spec.name == key.trim())
+        .or_else(|| own.iter().find(|n| n.spec.name.eq_ignore_ascii_case(key.trim())))
+        .map(|n| Need { server: n.server, spec: n.spec })
+        .ok_or_else(|| PlannerError::UnknownKey {
+            server: record.id.clone(),
+            key: key.to_owned(),
+            expected: own.iter().map(|n| n.spec.name.clone()).collect(),
+        })
+}
+
+/// A file named by its key (when only one server asks for it) or by `<mcp_server>/<key>`.
+fn resolve_file<'a>(needs: &[Need<'a>], name: &str) -> Result<Need<'a>, PlannerError> {
+    let files: Vec<&Need<'a>> = needs.iter().filter(|n| n.kind() == SecretKind::File).collect();
+    let name = name.trim();
+    let matching: Vec<&&Need<'a>> = match name.split_once('/') {
+        Some((server, key)) => files
+            .iter()
+            .filter(|n| {
+                (n.server.id.eq_ignore_ascii_case(server) || n.server.name.eq_ignore_ascii_case(server))
+                    && n.spec.name.eq_ignore_ascii_case(key)
+            })
+            .collect(),
+        None => files.iter().filter(|n| n.spec.name.eq_ignore_ascii_case(name)).collect(),
+    };
+    match matching.as_slice() {
+        [one] => Ok(Need { server: one.server, spec: one.spec }),
+        _ => Err(PlannerError::UnknownFile {
+            name: name.to_owned(),
+            expected: files.iter().map(|n| format!("{}/{}", n.server.id, n.spec.name)).collect(),
+        }),
+    }
+}
+
+/// Decides what a message means given the current plan.
+fn classify(message: &str, plan: Option<&Plan>, sends_values: bool) -> Intent {
+    let text = message.trim();
+    if text.is_empty() {
+        return Intent::Keep;
+    }
+    if plan.is_some()
+        && let Some((old, new)) = refinement(text)
+    {
+        return Intent::Refine { old, new };
+    }
+    match plan {
+        None => Intent::Request(text.to_owned()),
+        // With a plan in place, a message sent with credentials comments on them, and a word or two
+        // ("thanks", "done") is small talk; anything longer asks for something new.
+        Some(_) if sends_values || text.split_whitespace().count() < 3 => Intent::Keep,
+        Some(_) => Intent::Request(text.to_owned()),
+    }
+}
+
+/// "use Outlook instead of Gmail", "Outlook rather than Gmail", "replace Gmail with Outlook",
+/// "swap Gmail for Outlook", "switch from Gmail to Outlook" → `(old, new)`.
+fn refinement(text: &str) -> Option<(String, String)> {
+    let lower = text.to_lowercase();
+    let lower = lower.trim_end_matches(['.', '!', '?']).trim();
+    let clean = |s: &str| {
+        let s = s.trim().trim_matches(|c: char| !c.is_alphanumeric()).trim();
+        let s = ["please ", "let's ", "lets ", "can you ", "could you "]
+            .iter()
+            .fold(s, |s, p| s.strip_prefix(p).unwrap_or(s));
+        let s = ["use ", "switch to ", "go with ", "try ", "pick "]
+            .iter()
+            .fold(s, |s, p| s.strip_prefix(p).unwrap_or(s));
+        s.trim().to_owned()
+    };
+    let pair = |old: &str, new: &str| {
+        let (old, new) = (clean(old), clean(new));
+        (!old.is_empty() && !new.is_empty() && old != new).then_some((old, new))
+    };
+    for marker in [" instead of ", " rather than "] {
+        if let Some((new, old)) = lower.split_once(marker) {
+            return pair(old, new);
+        }
+    }
+    for (start, middle) in
+        [("replace ", " with "), ("swap ", " for "), ("switch from ", " to "), ("change ", " to ")]
+    {
+        if let Some(rest) = lower.strip_prefix(start).or_else(|| lower.split_once(start).map(|(_, r)| r))
+            && let Some((old, new)) = rest.split_once(middle)
+        {
+            return pair(old, new);
+        }
+    }
+    None
+}
+
+/// The request with `old` swapped for `new` (case-insensitively), or, when it does not mention
+/// `old`, the request with the preference added.
+fn refined(request: &str, old: &str, new: &str) -> String {
+    let lower = request.to_lowercase();
+    match lower.find(old) {
+        Some(at) => format!("{}{}{}", &request[..at], new, &request[at + old.len()..]),
+        None => format!("{request} (use {new}, not {old})"),
+    }
+}
+
+fn agent_name(plan: &Plan) -> String {
+    let names: Vec<&str> = plan.servers().iter().map(|s| s.name.as_str()).collect();
+    if names.is_empty() {
+        return "Agent".to_owned();
+    }
+    format!("{} agent", names.join(" + "))
+}
+
+fn workflow_text(plan: &Plan) -> String {
+    let steps: Vec<String> =
+        plan.workflow.iter().enumerate().map(|(i, s)| format!("{}. {s}", i + 1)).collect();
+    format!("{}\n\n{}", plan.request, steps.join("\n"))
+}
+
+#[allow(clippy::too_many_arguments, reason = "one reply, many facts")]
+fn compose_reply(
+    plan: &Plan,
+    records: &[ServerRecord],
+    credentials: &[RequiredCredential],
+    files: &[RequiredFile],
+    optional: &[String],
+    agent_id: Option<Uuid>,
+    created_now: bool,
+    intent: &Intent,
+) -> String {
+    let mut out = String::new();
+    if let Intent::Refine { old, new } = intent {
+        out.push_str(&format!("Switched from {old} to {new}. "));
+    }
+    let servers = plan.servers();
+    if servers.is_empty() {
+        out.push_str(NO_SERVER_FOUND);
+        return out;
+    }
+    let n = plan.needs.len();
+    out.push_str(&format!(
+        "I read your request as {n} need{}, and chose one MCP server for each:\n",
+        if n == 1 { "" } else { "s" }
+    ));
+    for (i, need) in plan.needs.iter().enumerate() {
+        match &need.server {
+            Some(s) => {
+                out.push_str(&format!("{}. \"{}\" → {} ({}): {}.\n", i + 1, need.need, s.name, s.id, s.why))
+            }
+            None => {
+                out.push_str(&format!("{}. \"{}\" → no server found in the catalog.\n", i + 1, need.need))
+            }
+        }
+    }
+    out.push_str("\nWorkflow:\n");
+    for (i, step) in plan.workflow.iter().enumerate() {
+        out.push_str(&format!("{}. {step}\n", i + 1));
+    }
+    let not_launchable: Vec<&str> = records.iter().filter(|r| !r.runnable()).map(|r| r.id.as_str()).collect();
+    if !not_launchable.is_empty() {
+        out.push_str(&format!(
+            "\nNote: {} has no launch spec in the catalog, so the agent cannot start it.\n",
+            not_launchable.join(", ")
+        ));
+    }
+    if !credentials.is_empty() || !files.is_empty() {
+        let mut wanted: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for c in credentials {
+            wanted.entry(&c.mcp_server).or_default().push(&c.credential_key);
+        }
+        for f in files {
+            wanted.entry(&f.mcp_server).or_default().push(&f.file_key);
+        }
+        let list: Vec<String> = wanted.iter().map(|(s, keys)| format!("{s}: {}", keys.join(", "))).collect();
+        out.push_str(&format!(
+            "\nStill needed before I can create the agent — {}. Each item in required_credentials and required_files says how to get it. Send values as credentials {{\"<mcp_server>\": {{\"KEY\": \"value\"}}}} and files inline or to /api/sessions/<id>/files; they are stored encrypted and never shown again.",
+            list.join("; ")
+        ));
+    } else if let Some(id) = agent_id {
+        if created_now {
+            out.push_str(&format!(
+                "\nEvery required credential is in place. I created the agent {id}; its mcpServers config references your stored credentials without containing them. Export it with GET /api/agents/{id}/config?format=claude (or cursor, fast-agent)."
+            ));
+        } else {
+            out.push_str(&format!("\nEvery required credential is in place; the agent is {id}."));
+        }
+    }
+    if !optional.is_empty() {
+        out.push_str(&format!("\nOptional (not required): {}.", optional.join(", ")));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refinements_are_recognised() {
+        assert_eq!(refinement("use Outlook instead of Gmail"), Some(("gmail".into(), "outlook".into())));
+        assert_eq!(
+            refinement("Please use outlook rather than gmail."),
+            Some(("gmail".into(), "outlook".into()))
+        );
+        assert_eq!(refinement("replace gmail with outlook"), Some(("gmail".into(), "outlook".into())));
+        assert_eq!(refinement("switch from Slack to Discord"), Some(("slack".into(), "discord".into())));
+        assert_eq!(refinement("check my gmail for invoices"), None);
+        assert_eq!(refined("monitor my Gmail inbox", "gmail", "outlook"), "monitor my outlook inbox");
+        assert_eq!(refined("monitor mail", "gmail", "outlook"), "monitor mail (use outlook, not gmail)");
+    }
+
+    #[test]
+    fn messages_are_classified_against_the_plan() {
+        let plan = Plan { request: "x".into(), needs: vec![], workflow: vec![] };
+        assert!(matches!(classify("monitor gmail", None, false), Intent::Request(_)));
+        assert!(matches!(classify("thanks!", Some(&plan), false), Intent::Keep));
+        assert!(matches!(classify("here is my token for gmail", Some(&plan), true), Intent::Keep));
+        assert!(matches!(
+            classify("now also post a summary to slack", Some(&plan), false),
+            Intent::Request(_)
+        ));
+        assert!(matches!(classify("use Outlook instead of Gmail", Some(&plan), true), Intent::Refine { .. }));
     }
 }

@@ -6,6 +6,7 @@
 //! never sees a credential in clear: the vault hands it ciphertext only.
 
 mod catalog;
+pub(crate) mod credentials;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -25,6 +26,7 @@ use uuid::Uuid;
 use crate::config::StoreArgs;
 
 pub use catalog::{CatalogRow, CatalogStore, InstructionRow, UpsertCounts};
+pub use credentials::{CredentialStore, Rewrapped, SealedCredential, SecretKind};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use vectors::{Scan, VectorSearch, VectorSet};
@@ -190,7 +192,7 @@ pub struct Page {
 /// The persistence interface. Every method is one transaction: it either happens whole or not at
 /// all, and once it returns `Ok` the write is durable.
 #[async_trait]
-pub trait Store: CatalogStore + Send + Sync + 'static {
+pub trait Store: CatalogStore + CredentialStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     /// A cheap round trip that proves the database answers.

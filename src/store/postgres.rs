@@ -34,3 +34,4 @@ super::catalog::impl_catalog_store!(
         Some(self)
     }
 );
+super::credentials::impl_credential_store!(PgStore);

@@ -42,3 +42,4 @@ impl SqliteStore {
 
 super::sql::impl_store!(SqliteStore, Backend::Sqlite);
 super::catalog::impl_catalog_store!(SqliteStore);
+super::credentials::impl_credential_store!(SqliteStore);

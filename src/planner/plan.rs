@@ -1,0 +1,158 @@
+//! A plan: the request's needs, one chosen server per need, and the workflow steps. Planners
+//! produce it; the master agent turns it into credential requests and, once complete, an agent.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::PlannerError;
+use crate::catalog::{Catalog, LaunchKind, SearchConfig, ServerRecord};
+use crate::store::Message;
+
+/// One server chosen for a need.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChosenServer {
+    /// Catalog id: the `mcp_server` string in `required_credentials` and the `mcpServers` key.
+    pub id: String,
+    pub name: String,
+    /// Why it was picked, in a sentence.
+    pub why: String,
+    /// The tools that answer the need.
+    #[serde(default)]
+    pub tools: Vec<String>,
+}
+
+/// One need of the request and the server chosen for it (`None`: nothing in the catalog fits).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedNeed {
+    pub need: String,
+    pub server: Option<ChosenServer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The request this plan answers (after refinements).
+    pub request: String,
+    pub needs: Vec<PlannedNeed>,
+    pub workflow: Vec<String>,
+}
+
+impl Plan {
+    /// The chosen servers, each once, in need order.
+    pub fn servers(&self) -> Vec<&ChosenServer> {
+        let mut out: Vec<&ChosenServer> = Vec::new();
+        for s in self.needs.iter().filter_map(|n| n.server.as_ref()) {
+            if !out.iter().any(|o| o.id == s.id) {
+                out.push(s);
+            }
+        }
+        out
+    }
+}
+
+/// Turns a request (and the conversation so far) into a plan.
+#[async_trait]
+pub trait Planner: Send + Sync {
+    /// A short name for logs and the agent's metadata.
+    fn name(&self) -> &'static str;
+    async fn plan(&self, request: &str, history: &[Message]) -> Result<Plan, PlannerError>;
+}
+
+/// Hits considered per request: enough for every need to have runnable alternatives.
+const CANDIDATES: usize = 12;
+
+/// The deterministic planner that needs no LLM: the search engine splits the request into needs
+/// and ranks servers per need; the first runnable server with known tools wins each need.
+pub struct OfflinePlanner {
+    catalog: Arc<Catalog>,
+}
+
+impl OfflinePlanner {
+    pub fn new(catalog: Arc<Catalog>) -> Self {
+        Self { catalog }
+    }
+}
+
+#[async_trait]
+impl Planner for OfflinePlanner {
+    fn name(&self) -> &'static str {
+        "offline"
+    }
+
+    async fn plan(&self, request: &str, _history: &[Message]) -> Result<Plan, PlannerError> {
+        let found = self.catalog.search(request, CANDIDATES, SearchConfig::default()).await?;
+        let index = self.catalog.index();
+        let needs_text =
+            if found.needs.is_empty() { vec![request.trim().to_owned()] } else { found.needs.clone() };
+        let mut needs = Vec::with_capacity(needs_text.len());
+        for (i, need) in needs_text.iter().enumerate() {
+            let candidates: Vec<_> = found.hits.iter().filter(|h| h.need == i).collect();
+            // Runnable with known tools, then runnable, then anything: in rank order within each.
+            let pick = candidates
+                .iter()
+                .find(|h| {
+                    let r = index.record(h.doc);
+                    r.runnable() && !r.tools.is_empty()
+                })
+                .or_else(|| candidates.iter().find(|h| index.record(h.doc).runnable()))
+                .or_else(|| candidates.first());
+            let server = pick.map(|h| {
+                let record = index.record(h.doc);
+                let rank = candidates.iter().position(|c| c.doc == h.doc).unwrap_or(0) + 1;
+                ChosenServer {
+                    id: record.id.clone(),
+                    name: record.name.clone(),
+                    why: why(record, &h.matched_tools, rank),
+                    tools: h.matched_tools.clone(),
+                }
+            });
+            needs.push(PlannedNeed { need: need.clone(), server });
+        }
+        let workflow = needs
+            .iter()
+            .map(|n| match &n.server {
+                Some(s) if !s.tools.is_empty() => {
+                    format!("{} — with {} ({})", capitalise(&n.need), s.name, s.tools.join(", "))
+                }
+                Some(s) => format!("{} — with {}", capitalise(&n.need), s.name),
+                None => format!("{} — no catalog server found", capitalise(&n.need)),
+            })
+            .collect();
+        Ok(Plan { request: request.trim().to_owned(), needs, workflow })
+    }
+}
+
+fn capitalise(s: &str) -> String {
+    let mut chars = s.trim().chars();
+    match chars.next() {
+        Some(c) => c.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// Why a server was chosen: its rank for the need, what runs it, and the tools that matched.
+fn why(record: &ServerRecord, tools: &[String], rank: usize) -> String {
+    let launch = record.launch.iter().find(|l| l.is_runnable()).map(|l| match l.kind {
+        LaunchKind::Npm => format!("runs with npx {}", l.package.as_deref().unwrap_or(&record.id)),
+        LaunchKind::Pypi => format!("runs with uvx {}", l.package.as_deref().unwrap_or(&record.id)),
+        LaunchKind::Docker => format!("runs in Docker ({})", l.package.as_deref().unwrap_or("image")),
+        LaunchKind::Remote => "a hosted (remote) server".to_owned(),
+        LaunchKind::Command | LaunchKind::Source => "has a launch command".to_owned(),
+    });
+    let mut parts = vec![if rank == 1 {
+        "the best match in the catalog".to_owned()
+    } else {
+        format!("the best runnable match (#{rank} by relevance)")
+    }];
+    match launch {
+        Some(l) => parts.push(l),
+        None => parts.push("no launch spec in the catalog, so it cannot be started yet".to_owned()),
+    }
+    if !tools.is_empty() {
+        parts.push(format!("matching tools: {}", tools.join(", ")));
+    } else if !record.tools.is_empty() {
+        parts.push(format!("{} known tools", record.tools.len()));
+    }
+    parts.join("; ")
+}
