@@ -3,9 +3,9 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -13,11 +13,59 @@ use uuid::Uuid;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Path, Query};
 use super::pagination::Pagination;
+use crate::planner::Exported;
+use crate::planner::agent_config::ExportFormat;
 use crate::state::AppState;
 use crate::store::Agent;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list_agents)).routes(routes!(get_agent, delete_agent))
+    OpenApiRouter::new()
+        .routes(routes!(list_agents))
+        .routes(routes!(get_agent, delete_agent))
+        .routes(routes!(export_config))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ExportQuery {
+    /// `claude` (Claude Desktop), `cursor`, or `fast-agent` (YAML).
+    pub format: Option<ExportFormat>,
+    /// Put the decrypted credential values in the config. Off by default: the config then holds
+    /// `REPLACE_WITH_<KEY>` placeholders.
+    #[serde(default)]
+    pub include_secrets: bool,
+}
+
+/// The agent's config in a client's format: `claude` (`claude_desktop_config.json`), `cursor`
+/// (`.cursor/mcp.json`) or `fast-agent` (`fastagent.config.yaml`). Secrets only with
+/// `include_secrets=true`.
+#[utoipa::path(get, path = "/api/agents/{id}/config", tag = "agents",
+    params(("id" = Uuid, Path, description = "Agent id"), ExportQuery),
+    responses(
+        (status = 200, description = "JSON for claude and cursor, YAML for fast-agent", body = Object),
+        (status = 400, description = "Bad id or query", body = ErrorBody),
+        (status = 404, description = "No such agent", body = ErrorBody),
+    ))]
+async fn export_config(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    Query(query): Query<ExportQuery>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let format = query.format.unwrap_or(ExportFormat::Claude);
+    let exported = state.master.export_config(id, format, query.include_secrets).await?;
+    let mut response = match exported {
+        Exported::Json(value) => axum::Json(value).into_response(),
+        Exported::Yaml(text) => {
+            ([(axum::http::header::CONTENT_TYPE, "application/yaml")], text).into_response()
+        }
+    };
+    if query.include_secrets {
+        response
+            .headers_mut()
+            .insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    }
+    Ok(response)
 }
 
 /// A created agent: its standard `mcpServers` config, workflow and model.

@@ -23,6 +23,8 @@ pub enum ApiError {
     InvalidQuery(String),
     #[error("{0}")]
     InvalidId(String),
+    #[error("{0}")]
+    InvalidForm(String),
     #[error("request body must be JSON with `Content-Type: application/json`")]
     UnsupportedMediaType,
     #[error("request body is larger than the configured limit")]
@@ -61,9 +63,10 @@ pub struct ErrorDetail {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::InvalidJson(_) | ApiError::InvalidQuery(_) | ApiError::InvalidId(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::InvalidJson(_)
+            | ApiError::InvalidQuery(_)
+            | ApiError::InvalidId(_)
+            | ApiError::InvalidForm(_) => StatusCode::BAD_REQUEST,
             ApiError::InvalidRequest(_) | ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -82,6 +85,7 @@ impl ApiError {
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::InvalidQuery(_) => "invalid_query",
             ApiError::InvalidId(_) => "invalid_id",
+            ApiError::InvalidForm(_) => "invalid_form",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::RouteNotFound { .. } => "not_found",
@@ -105,6 +109,7 @@ impl From<PlannerError> for ApiError {
     fn from(err: PlannerError) -> Self {
         match err {
             PlannerError::SessionNotFound(id) => ApiError::SessionNotFound(id),
+            PlannerError::AgentNotFound(id) => ApiError::AgentNotFound(id),
             PlannerError::Store(e) => e.into(),
             e if e.is_client_error() => ApiError::Unprocessable { code: e.code(), message: e.to_string() },
             e => ApiError::Internal(e.into()),

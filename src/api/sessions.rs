@@ -16,9 +16,75 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::Path;
 use crate::state::AppState;
 use crate::store::{Message, Role, Session};
+use crate::vault::SecretBytes;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(create_session)).routes(routes!(get_session, delete_session))
+    OpenApiRouter::new()
+        .routes(routes!(create_session))
+        .routes(routes!(get_session, delete_session))
+        .routes(routes!(upload_files))
+}
+
+/// The multipart form of `POST /api/sessions/{id}/files` (for the OpenAPI document).
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "documents the form; the handler reads it part by part")]
+pub struct FileUpload {
+    /// One part per file, named by its `file_key` (or `<mcp_server>/<file_key>`).
+    #[schema(value_type = String, format = Binary)]
+    pub file: Vec<u8>,
+}
+
+/// Uploads files the session's plan asks for in `required_files` (e.g. a Google service-account
+/// JSON). Each part is named by its `file_key`, or `<mcp_server>/<file_key>`. All parts are
+/// stored encrypted, or none; the answer is the chat's, with what is still missing.
+#[utoipa::path(post, path = "/api/sessions/{id}/files", tag = "sessions",
+    params(("id" = Uuid, Path, description = "Session id")),
+    request_body(content = FileUpload, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, body = super::chat::ChatResponse),
+        (status = 400, description = "Not a multipart form, or a malformed one", body = ErrorBody),
+        (status = 404, description = "No such session", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 422, description = "A part the plan does not ask for, or an empty one", body = ErrorBody),
+    ))]
+async fn upload_files(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    form: Result<axum::extract::Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Result<axum::Json<super::chat::ChatResponse>, ApiError> {
+    let mut form = form.map_err(|e| {
+        ApiError::InvalidForm(format!("expected a multipart/form-data body: {}", e.body_text()))
+    })?;
+    let mut files = Vec::new();
+    loop {
+        let field = match form.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(ApiError::PayloadTooLarge),
+            Err(e) => {
+                return Err(ApiError::InvalidForm(format!("malformed multipart body: {}", e.body_text())));
+            }
+        };
+        let name = field.name().unwrap_or_default().to_owned();
+        if name.is_empty() {
+            return Err(ApiError::InvalidRequest(
+                "every part needs a name: the file_key it holds".to_owned(),
+            ));
+        }
+        let bytes = match field.bytes().await {
+            Ok(b) => b,
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(ApiError::PayloadTooLarge),
+            Err(e) => {
+                return Err(ApiError::InvalidForm(format!("malformed multipart body: {}", e.body_text())));
+            }
+        };
+        files.push((name, SecretBytes::new(bytes.to_vec())));
+    }
+    if files.is_empty() {
+        return Err(ApiError::InvalidRequest("the form has no file part".to_owned()));
+    }
+    let outcome = state.master.add_files(id, files).await?;
+    Ok(axum::Json(outcome.into()))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -321,17 +321,19 @@ pub fn tool_text(s: &ServerRecord, t: &Tool) -> String {
 }
 
 /// A multiplier near 1 that prefers servers a user can run today: runnable, vouched for, with
-/// known tools. Small on purpose: it only reorders near-ties.
+/// known tools. Small on purpose: adjacent ranks differ by about 1.6% in reciprocal-rank fusion,
+/// so at most 2% only reorders near-ties. (At 8% it overturned clear lexical wins; the held-out
+/// set's Recall@5 went from 0.777 to 0.793 when it shrank.)
 fn prior(s: &ServerRecord) -> f32 {
     let mut p = 1.0;
     if s.runnable() {
-        p += 0.04;
+        p += 0.01;
     }
     if s.verified() {
-        p += 0.02;
+        p += 0.005;
     }
     if !s.tools.is_empty() {
-        p += 0.02;
+        p += 0.005;
     }
     p
 }

@@ -424,6 +424,8 @@ fn is_placeholder(text: &str) -> bool {
         || t.ends_with("-here")
         || t.ends_with(" here")
         || t.starts_with("xxx")
+        || t.starts_with("/path/")
+        || t.contains("path/to/")
         || t.starts_with("sk-...")
         || t.split_whitespace().count() == 1 && t.contains(['_', '-'])
 }

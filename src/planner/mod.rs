@@ -99,6 +99,8 @@ pub enum PlannerError {
     EmptyMessage,
     #[error("session {0} not found")]
     SessionNotFound(Uuid),
+    #[error("agent {0} not found")]
+    AgentNotFound(Uuid),
     #[error(
         "this session has no plan yet, so it expects no credentials or files (got some for `{server}`); \
          describe the workflow first. Nothing was stored"
@@ -128,6 +130,7 @@ impl PlannerError {
         match self {
             PlannerError::EmptyMessage => "empty_message",
             PlannerError::SessionNotFound(_) => "session_not_found",
+            PlannerError::AgentNotFound(_) => "agent_not_found",
             PlannerError::UnexpectedCredentials { .. } => "unexpected_credentials",
             PlannerError::UnknownServer { .. } => "unknown_credential_server",
             PlannerError::UnknownKey { .. } => "unknown_credential_key",
@@ -148,6 +151,13 @@ impl PlannerError {
 pub const NO_SERVER_FOUND: &str = "I could not find an MCP server in the catalog for this request. Try naming \
 the service or the action, e.g. \"read my Gmail\" or \"post to Slack\".";
 
+/// An exported agent config.
+#[derive(Debug)]
+pub enum Exported {
+    Json(serde_json::Value),
+    Yaml(String),
+}
+
 /// The planner-owned part of a session, kept in `sessions.context`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Context {
@@ -159,6 +169,10 @@ struct Context {
     /// Every agent this session created.
     #[serde(default)]
     agents: Vec<Uuid>,
+    /// Files the plan still needs (the credentials still needed are the session's
+    /// `required_credentials`).
+    #[serde(default)]
+    required_files: Vec<RequiredFile>,
 }
 
 /// What one credential or file of a plan is, with the user-facing texts.
@@ -319,6 +333,43 @@ impl MasterAgent {
         self.settle(&session, &mut context, plan, records, &Intent::Keep).await
     }
 
+    /// An agent's config for a client. Credential references become placeholders, or, only with
+    /// `include_secrets`, the decrypted values (files stay placeholders: they live on this host).
+    pub async fn export_config(
+        &self,
+        agent_id: Uuid,
+        format: agent_config::ExportFormat,
+        include_secrets: bool,
+    ) -> Result<Exported, PlannerError> {
+        let agent = self.store.get_agent(agent_id).await?.ok_or(PlannerError::AgentNotFound(agent_id))?;
+        let mut values: BTreeMap<(String, String), String> = BTreeMap::new();
+        if include_secrets {
+            for sealed in self.store.credentials(agent.session_id).await? {
+                if sealed.kind == SecretKind::Env {
+                    let value = self.vault.open_sealed(&sealed)?;
+                    values.insert(
+                        (sealed.server, sealed.key),
+                        String::from_utf8_lossy(value.expose()).into_owned(),
+                    );
+                }
+            }
+            tracing::info!(agent_id = %agent_id, count = values.len(), "exported an agent config with its secrets");
+        }
+        let resolve = |reference: &str| match agent_config::parse_ref(reference) {
+            Some((false, server, key)) => values
+                .get(&(server.to_owned(), key.to_owned()))
+                .cloned()
+                .unwrap_or_else(|| format!("REPLACE_WITH_{key}")),
+            Some((true, _, key)) => format!("REPLACE_WITH_PATH_TO_{key}"),
+            None => reference.to_owned(),
+        };
+        let config = agent_config::export(&agent.mcp_config, format, &resolve);
+        Ok(match format {
+            agent_config::ExportFormat::FastAgent => Exported::Yaml(agent_config::fast_agent_yaml(&config)),
+            _ => Exported::Json(config),
+        })
+    }
+
     /// The catalog records of a plan's servers (a server gone from the catalog is left out).
     fn records(&self, plan: &Plan) -> Vec<ServerRecord> {
         let index = self.catalog.index();
@@ -451,13 +502,11 @@ impl MasterAgent {
             intent,
         );
         context.plan = Some(plan);
+        context.required_files = required_files.clone();
         let state = SessionState {
             status: status.as_str().to_owned(),
             context: serde_json::to_value(&*context).unwrap_or_default(),
-            required_credentials: serde_json::json!({
-                "credentials": required_credentials,
-                "files": required_files,
-            }),
+            required_credentials: serde_json::to_value(&required_credentials).unwrap_or_default(),
         };
         if !self.store.update_session_state(session.id, &state).await? {
             return Err(PlannerError::SessionNotFound(session.id));

@@ -63,7 +63,7 @@ pub trait Planner: Send + Sync {
 const CANDIDATES: usize = 12;
 
 /// The deterministic planner that needs no LLM: the search engine splits the request into needs
-/// and ranks servers per need; the first runnable server with known tools wins each need.
+/// and ranks servers per need; the most relevant runnable server wins each need.
 pub struct OfflinePlanner {
     catalog: Arc<Catalog>,
 }
@@ -81,22 +81,22 @@ impl Planner for OfflinePlanner {
     }
 
     async fn plan(&self, request: &str, _history: &[Message]) -> Result<Plan, PlannerError> {
-        let found = self.catalog.search(request, CANDIDATES, SearchConfig::default()).await?;
         let index = self.catalog.index();
-        let needs_text =
-            if found.needs.is_empty() { vec![request.trim().to_owned()] } else { found.needs.clone() };
+        let mut needs_text = index.needs(request);
+        if needs_text.is_empty() {
+            needs_text.push(request.trim().to_owned());
+        }
         let mut needs = Vec::with_capacity(needs_text.len());
-        for (i, need) in needs_text.iter().enumerate() {
-            let candidates: Vec<_> = found.hits.iter().filter(|h| h.need == i).collect();
-            // Runnable with known tools, then runnable, then anything: in rank order within each.
-            let pick = candidates
-                .iter()
-                .find(|h| {
-                    let r = index.record(h.doc);
-                    r.runnable() && !r.tools.is_empty()
-                })
-                .or_else(|| candidates.iter().find(|h| index.record(h.doc).runnable()))
-                .or_else(|| candidates.first());
+        for need in &needs_text {
+            // Each need is ranked on its own: the request-wide search interleaves the needs and
+            // gives each server to one need only.
+            let single = SearchConfig { decompose: false, ..SearchConfig::default() };
+            let found = self.catalog.search(need, CANDIDATES, single).await?;
+            let candidates: Vec<_> = found.hits.iter().collect();
+            // Relevance first (the search already prefers runnable servers with known tools in
+            // near-ties); a server that cannot be launched only when nothing runnable fits.
+            let pick =
+                candidates.iter().find(|h| index.record(h.doc).runnable()).or_else(|| candidates.first());
             let server = pick.map(|h| {
                 let record = index.record(h.doc);
                 let rank = candidates.iter().position(|c| c.doc == h.doc).unwrap_or(0) + 1;

@@ -68,6 +68,14 @@ impl TestServer {
         Self::start_with(args, dir).await
     }
 
+    /// A server over a small real catalog (six servers copied from the default catalog, see
+    /// `tests/fixtures/`), lexical search only: fast and deterministic.
+    pub async fn start_with_fixture_catalog(db: Db) -> Self {
+        let (args, dir) = test_args(db).await;
+        import_fixture_catalog(&args).await;
+        Self::start_with(args, dir).await
+    }
+
     pub async fn start_with(args: ServeArgs, dir: TempDir) -> Self {
         let state = AppState::build(&args).await.unwrap();
         let store = state.store.clone();
@@ -123,6 +131,18 @@ impl TestServer {
             task.await.unwrap().unwrap();
         }
     }
+}
+
+/// Imports `tests/fixtures/planner-catalog.json` into the store `args` name.
+pub async fn import_fixture_catalog(args: &ServeArgs) {
+    let store = store::open(&args.store).await.unwrap();
+    let catalog =
+        dynamcp::catalog::Catalog::open(store.clone(), None, dynamcp::catalog::DenseBackend::InProcess)
+            .await
+            .unwrap();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/planner-catalog.json");
+    catalog.import_file(&path, &|_, _| {}).await.unwrap();
+    store.close().await;
 }
 
 /// The standard error body.
