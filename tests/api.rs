@@ -375,12 +375,14 @@ async fn openapi_and_swagger_ui_are_served() {
             "/",
             "/api/agents",
             "/api/agents/{id}",
+            "/api/agents/{id}/config",
             "/api/chat",
             "/api/servers",
             "/api/servers/search",
             "/api/servers/{id}",
             "/api/sessions/create",
             "/api/sessions/{id}",
+            "/api/sessions/{id}/files",
             "/health"
         ]
     );

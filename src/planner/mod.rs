@@ -699,7 +699,7 @@ fn compose_reply(
     }
     let n = plan.needs.len();
     out.push_str(&format!(
-        "I read your request as {n} need{}, and chose one MCP server for each:\n",
+        "I read your request as {n} step{} and chose an MCP server for each step that needs one:\n",
         if n == 1 { "" } else { "s" }
     ));
     for (i, need) in plan.needs.iter().enumerate() {
@@ -707,6 +707,11 @@ fn compose_reply(
             Some(s) => {
                 out.push_str(&format!("{}. \"{}\" → {} ({}): {}.\n", i + 1, need.need, s.name, s.id, s.why))
             }
+            None if need.by_model => out.push_str(&format!(
+                "{}. \"{}\" → the agent's model does this itself; no server needed.\n",
+                i + 1,
+                need.need
+            )),
             None => {
                 out.push_str(&format!("{}. \"{}\" → no server found in the catalog.\n", i + 1, need.need))
             }

@@ -23,11 +23,15 @@ pub struct ChosenServer {
     pub tools: Vec<String>,
 }
 
-/// One need of the request and the server chosen for it (`None`: nothing in the catalog fits).
+/// One need of the request and the server chosen for it (`None`: the agent's model does it
+/// itself, or nothing in the catalog fits).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlannedNeed {
     pub need: String,
     pub server: Option<ChosenServer>,
+    /// A step such as "extract the data" or "summarise it": work for the agent's model, not a tool.
+    #[serde(default)]
+    pub by_model: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,12 +86,17 @@ impl Planner for OfflinePlanner {
 
     async fn plan(&self, request: &str, _history: &[Message]) -> Result<Plan, PlannerError> {
         let index = self.catalog.index();
+        let request = strip_preamble(request);
         let mut needs_text = index.needs(request);
         if needs_text.is_empty() {
             needs_text.push(request.trim().to_owned());
         }
         let mut needs = Vec::with_capacity(needs_text.len());
         for need in &needs_text {
+            if is_model_step(need) {
+                needs.push(PlannedNeed { need: need.clone(), server: None, by_model: true });
+                continue;
+            }
             // Each need is ranked on its own: the request-wide search interleaves the needs and
             // gives each server to one need only.
             let single = SearchConfig { decompose: false, ..SearchConfig::default() };
@@ -107,7 +116,7 @@ impl Planner for OfflinePlanner {
                     tools: h.matched_tools.clone(),
                 }
             });
-            needs.push(PlannedNeed { need: need.clone(), server });
+            needs.push(PlannedNeed { need: need.clone(), server, by_model: false });
         }
         let workflow = needs
             .iter()
@@ -116,11 +125,101 @@ impl Planner for OfflinePlanner {
                     format!("{} — with {} ({})", capitalise(&n.need), s.name, s.tools.join(", "))
                 }
                 Some(s) => format!("{} — with {}", capitalise(&n.need), s.name),
+                None if n.by_model => {
+                    format!("{} — by the agent's model, no tool needed", capitalise(&n.need))
+                }
                 None => format!("{} — no catalog server found", capitalise(&n.need)),
             })
             .collect();
         Ok(Plan { request: request.trim().to_owned(), needs, workflow })
     }
+}
+
+/// "Create an agent that monitors my Gmail" → "monitors my Gmail": the framing names no need.
+fn strip_preamble(request: &str) -> &str {
+    let trimmed = request.trim();
+    let lower = trimmed.to_lowercase();
+    for verb in ["create", "build", "make", "set up", "setup", "give me", "i want", "i need", "i'd like"] {
+        for article in [" an ", " a ", " me an ", " me a "] {
+            for noun in ["agent", "bot", "assistant", "workflow", "automation"] {
+                for link in [" that ", " which ", " to ", " who "] {
+                    let prefix = format!("{verb}{article}{noun}{link}");
+                    if lower.starts_with(&prefix) {
+                        return trimmed[prefix.len()..].trim();
+                    }
+                }
+            }
+        }
+    }
+    trimmed
+}
+
+/// Verbs of a step the model does on its own: processing what other steps fetched.
+const MODEL_VERBS: &[&str] = &[
+    "extract",
+    "extracts",
+    "extracting",
+    "parse",
+    "parses",
+    "parsing",
+    "summarize",
+    "summarizes",
+    "summarise",
+    "summarises",
+    "summarizing",
+    "analyze",
+    "analyzes",
+    "analyse",
+    "analyses",
+    "classify",
+    "classifies",
+    "categorize",
+    "categorise",
+    "process",
+    "processes",
+    "pull",
+    "pulls",
+    "figure",
+    "determine",
+];
+
+/// Objects such a step works on.
+const MODEL_OBJECTS: &[&str] = &[
+    "out",
+    "data",
+    "details",
+    "detail",
+    "info",
+    "information",
+    "fields",
+    "content",
+    "contents",
+    "key",
+    "relevant",
+    "important",
+    "amounts",
+    "totals",
+    "text",
+    "summary",
+    "it",
+    "them",
+    "this",
+    "that",
+    "these",
+    "those",
+    "each",
+    "one",
+];
+
+/// Whether a need is only processing ("extracts the data", "summarise them"): a processing verb,
+/// and nothing but generic objects besides (no service, no place to read or write).
+fn is_model_step(need: &str) -> bool {
+    let words: Vec<String> = crate::catalog::text::words(need)
+        .into_iter()
+        .filter(|w| !crate::catalog::text::is_stop_word(w))
+        .collect();
+    words.iter().any(|w| MODEL_VERBS.contains(&w.as_str()))
+        && words.iter().all(|w| MODEL_VERBS.contains(&w.as_str()) || MODEL_OBJECTS.contains(&w.as_str()))
 }
 
 fn capitalise(s: &str) -> String {
@@ -155,4 +254,21 @@ fn why(record: &ServerRecord, tools: &[String], rank: usize) -> String {
         parts.push(format!("{} known tools", record.tools.len()));
     }
     parts.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framing_and_processing_steps_are_not_services() {
+        assert_eq!(strip_preamble("Create an agent that monitors my Gmail"), "monitors my Gmail");
+        assert_eq!(strip_preamble("build me a bot to post to Slack"), "post to Slack");
+        assert_eq!(strip_preamble("what time is it in Tokyo"), "what time is it in Tokyo");
+        assert!(is_model_step("extracts the data"));
+        assert!(is_model_step("summarise them"));
+        assert!(!is_model_step("saves it to a Google Sheet"));
+        assert!(!is_model_step("extract text from a PDF"));
+        assert!(!is_model_step("the data"));
+    }
 }

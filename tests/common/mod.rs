@@ -59,7 +59,7 @@ pub struct TestServer {
     pub store: Arc<dyn Store>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl TestServer {
@@ -90,7 +90,7 @@ impl TestServer {
             },
             Duration::from_secs(5),
         ));
-        Self { base, http: reqwest::Client::new(), store, stop: Some(stop), task: Some(task), _dir: dir }
+        Self { base, http: reqwest::Client::new(), store, stop: Some(stop), task: Some(task), dir }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -123,13 +123,15 @@ impl TestServer {
     }
 
     /// Stops the server gracefully and waits for it.
-    pub async fn stop(mut self) {
+    /// Stops the server and waits for it; returns its data dir (deleted when dropped).
+    pub async fn stop(mut self) -> TempDir {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
             task.await.unwrap().unwrap();
         }
+        self.dir
     }
 }
 
