@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::catalog::DenseBackend;
+use crate::llm::{LlmSettings, Provider};
 use crate::vault::Secret;
 
 /// dynamcp: turn a plain-language request into a working MCP agent.
@@ -171,6 +172,63 @@ pub struct StoreArgs {
     pub encryption_key: Option<Secret>,
 }
 
+/// The language model the planner (and, later, agents) use. Keys come from the environment only.
+#[derive(Debug, Clone, Args)]
+pub struct LlmArgs {
+    /// `auto` picks Anthropic when `ANTHROPIC_API_KEY` is set, else OpenAI when `OPENAI_API_KEY` is,
+    /// else none (the offline planner).
+    #[arg(long, env = "DYNAMCP_LLM_PROVIDER", value_enum, default_value_t = Provider::Auto)]
+    pub llm_provider: Provider,
+    /// Model name (default: claude-sonnet-4-5 for Anthropic, gpt-4o-mini for OpenAI).
+    #[arg(long, env = "DYNAMCP_LLM_MODEL")]
+    pub llm_model: Option<String>,
+    /// API base URL: for OpenAI-compatible servers, up to `/v1` (e.g. a local Ollama's
+    /// `http://127.0.0.1:11434/v1`).
+    #[arg(long, env = "DYNAMCP_LLM_BASE_URL")]
+    pub llm_base_url: Option<String>,
+    /// Seconds to wait for one model answer.
+    #[arg(long, env = "DYNAMCP_LLM_TIMEOUT_SECS", default_value_t = 60)]
+    pub llm_timeout_secs: u64,
+    /// Retries after a 429, a 5xx, a timeout or a connection failure (with exponential backoff).
+    #[arg(long, env = "DYNAMCP_LLM_MAX_RETRIES", default_value_t = 3)]
+    pub llm_max_retries: u32,
+    /// Most tool rounds the planner's model gets before the offline planner answers instead.
+    #[arg(long, env = "DYNAMCP_PLANNER_MAX_ROUNDS", default_value_t = 8)]
+    pub planner_max_rounds: usize,
+    #[arg(skip = secret_from_env("ANTHROPIC_API_KEY"))]
+    pub anthropic_api_key: Option<Secret>,
+    #[arg(skip = secret_from_env("OPENAI_API_KEY"))]
+    pub openai_api_key: Option<Secret>,
+}
+
+impl LlmArgs {
+    pub fn settings(&self) -> LlmSettings {
+        LlmSettings {
+            provider: self.llm_provider,
+            model: self.llm_model.clone().filter(|m| !m.trim().is_empty()),
+            base_url: self.llm_base_url.clone().filter(|u| !u.trim().is_empty()),
+            anthropic_key: self.anthropic_api_key.clone(),
+            openai_key: self.openai_api_key.clone(),
+            timeout: Duration::from_secs(self.llm_timeout_secs.max(1)),
+            max_retries: self.llm_max_retries,
+        }
+    }
+
+    /// No model at all (tests, and the offline default when no key is set).
+    pub fn none() -> Self {
+        Self {
+            llm_provider: Provider::None,
+            llm_model: None,
+            llm_base_url: None,
+            llm_timeout_secs: 60,
+            llm_max_retries: 3,
+            planner_max_rounds: 8,
+            anthropic_api_key: None,
+            openai_api_key: None,
+        }
+    }
+}
+
 /// A secret read from the environment (or `.env`), never from the command line.
 pub fn secret_from_env(name: &str) -> Option<Secret> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty()).map(Secret::new)
@@ -207,6 +265,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub store: StoreArgs,
+
+    #[command(flatten)]
+    pub llm: LlmArgs,
 
     /// Origins allowed by CORS, comma-separated; `*` allows any origin. Empty: no CORS headers.
     #[arg(long, env = "DYNAMCP_CORS_ORIGINS", value_delimiter = ',', default_value = "")]
@@ -255,6 +316,7 @@ impl ServeArgs {
                 dense_backend: DenseBackend::Auto,
                 encryption_key: None,
             },
+            llm: LlmArgs::none(),
             cors_origins: Vec::new(),
             request_timeout_secs: 30,
             body_limit_bytes: 2 * 1024 * 1024,
@@ -308,7 +370,7 @@ mod tests {
             stack.extend(cmd.get_subcommands().cloned());
         }
         // Secrets read from the environment only (not clap arguments).
-        for env in ["ENCRYPTION_KEY"] {
+        for env in ["ENCRYPTION_KEY", "ANTHROPIC_API_KEY", "OPENAI_API_KEY"] {
             if !example.contains(&format!("{env}=")) {
                 missing.push(env.to_owned());
             }

@@ -5,10 +5,13 @@
 //! - [`config`]: the `clap` command line and environment; parsing only, no I/O.
 //! - [`state`]: [`state::AppState`], where configuration becomes open resources.
 //! - [`api`]: HTTP (axum) and nothing else: one file per resource, the one error shape, OpenAPI.
-//! - [`planner`]: the master agent; from a chat turn to a reply, missing credentials, an agent.
+//! - [`planner`]: the master agent; from a chat turn to a plan (offline, or an LLM's tool loop),
+//!   the missing credentials with instructions, and an agent with its `mcpServers` config.
 //! - [`catalog`]: MCP server records, import from every common format, hybrid search.
+//! - [`llm`]: language-model providers (Anthropic, OpenAI-compatible) behind one trait.
 //! - [`store`]: persistence behind one trait; SQLite (default) and PostgreSQL + pgvector.
-//! - [`vault`]: credential values: the redacting [`vault::Secret`] type (and, next, encryption).
+//! - [`vault`]: credential values: the redacting [`vault::Secret`] type and envelope encryption
+//!   (AES-256-GCM data keys wrapped by the master key).
 //! - [`cli`]: the non-serving subcommands (import, search, eval); [`progress`] reports on them.
 //!
 //! `main.rs` only parses the command line, sets up tracing and dispatches to [`run`] or [`cli`].
@@ -18,6 +21,7 @@ pub mod bench;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod llm;
 pub mod planner;
 pub mod progress;
 pub mod state;

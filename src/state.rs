@@ -6,7 +6,8 @@ use std::sync::Arc;
 use crate::catalog::embed::LocalEmbedder;
 use crate::catalog::{Catalog, CatalogError, Embedder};
 use crate::config::{ServeArgs, StoreArgs};
-use crate::planner::{MasterAgent, OfflinePlanner, Planner};
+use crate::llm::LlmClient;
+use crate::planner::{LlmPlanner, MasterAgent, OfflinePlanner, Planner};
 use crate::progress::Progress;
 use crate::store::{self, Store, StoreError};
 use crate::vault::{Vault, VaultError};
@@ -19,6 +20,8 @@ pub enum StartError {
     Catalog(#[from] CatalogError),
     #[error("could not open the credential vault: {0}")]
     Vault(#[from] VaultError),
+    #[error("invalid language-model configuration: {0}")]
+    Llm(String),
 }
 
 /// Everything a request handler may use. Cheap to clone.
@@ -46,8 +49,13 @@ impl AppState {
         let vault =
             Vault::open(store.as_ref(), args.store.encryption_key.as_ref(), &args.store.data_dir).await?;
         tracing::info!(key_id = vault.key_id(), "credential vault ready");
+        let llm = crate::llm::from_settings(&args.llm.settings()).map_err(StartError::Llm)?;
+        match &llm {
+            Some(llm) => tracing::info!(model = %llm.describe(), "planning with a language model"),
+            None => tracing::info!("no language model configured: the offline planner plans"),
+        }
         let catalog = open_catalog(store.clone(), &args.store).await?;
-        Ok(Self::from_parts(store, Arc::new(catalog), Arc::new(vault), args))
+        Ok(Self::from_parts(store, Arc::new(catalog), Arc::new(vault), llm, args))
     }
 
     /// Wires the services around an already-open store, catalog and vault.
@@ -55,11 +63,22 @@ impl AppState {
         store: Arc<dyn Store>,
         catalog: Arc<Catalog>,
         vault: Arc<Vault>,
+        llm: Option<Arc<dyn LlmClient>>,
         args: &ServeArgs,
     ) -> Self {
-        let planner: Arc<dyn Planner> = Arc::new(OfflinePlanner::new(catalog.clone()));
+        let planner: Arc<dyn Planner> = match &llm {
+            Some(llm) => Arc::new(LlmPlanner::new(llm.clone(), catalog.clone(), args.llm.planner_max_rounds)),
+            None => Arc::new(OfflinePlanner::new(catalog.clone())),
+        };
+        let agent_model = llm.as_ref().map(|l| l.describe());
         Self {
-            master: Arc::new(MasterAgent::new(store.clone(), catalog.clone(), vault.clone(), planner, None)),
+            master: Arc::new(MasterAgent::new(
+                store.clone(),
+                catalog.clone(),
+                vault.clone(),
+                planner,
+                agent_model,
+            )),
             store,
             catalog,
             vault,

@@ -77,7 +77,8 @@ fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitSt
 async fn sigterm_shuts_down_gracefully() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = start(dir.path(), &[]);
-    let body: Value = reqwest::get(format!("{}/", server.base)).await.unwrap().json().await.unwrap();
+    let body: Value =
+        common::http_client().get(format!("{}/", server.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!(body, json!({"message": "Dynamic MCP Agent API", "version": "1.0.0"}));
 
     let pid = server.child.id().to_string();
@@ -100,7 +101,7 @@ async fn acknowledged_writes_survive_kill_9(database_url: Option<String>) {
     let dir = tempfile::tempdir().unwrap();
     let env: Vec<(&str, &str)> = database_url.iter().map(|url| ("DATABASE_URL", url.as_str())).collect();
     let mut server = start(dir.path(), &env);
-    let http = reqwest::Client::new();
+    let http = common::http_client();
     let mut acknowledged = Vec::new();
     for i in 0..40 {
         let resp = http

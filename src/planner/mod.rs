@@ -6,6 +6,7 @@
 
 pub mod agent_config;
 pub mod instructions;
+mod llm_planner;
 mod plan;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,6 +16,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use llm_planner::LlmPlanner;
 pub use plan::{ChosenServer, OfflinePlanner, Plan, PlannedNeed, Planner};
 
 use crate::catalog::{Catalog, CatalogError, CredentialKind, CredentialSpec, ServerRecord};
@@ -692,6 +694,10 @@ fn compose_reply(
     if let Intent::Refine { old, new } = intent {
         out.push_str(&format!("Switched from {old} to {new}. "));
     }
+    if let Some(note) = &plan.note {
+        out.push_str(note);
+        out.push('\n');
+    }
     let servers = plan.servers();
     if servers.is_empty() {
         out.push_str(NO_SERVER_FOUND);
@@ -776,7 +782,7 @@ mod tests {
 
     #[test]
     fn messages_are_classified_against_the_plan() {
-        let plan = Plan { request: "x".into(), needs: vec![], workflow: vec![] };
+        let plan = Plan { request: "x".into(), needs: vec![], workflow: vec![], note: None };
         assert!(matches!(classify("monitor gmail", None, false), Intent::Request(_)));
         assert!(matches!(classify("thanks!", Some(&plan), false), Intent::Keep));
         assert!(matches!(classify("here is my token for gmail", Some(&plan), true), Intent::Keep));

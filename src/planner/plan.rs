@@ -40,6 +40,10 @@ pub struct Plan {
     pub request: String,
     pub needs: Vec<PlannedNeed>,
     pub workflow: Vec<String>,
+    /// Something the user should know about how the plan was made (e.g. the model failed and the
+    /// offline planner answered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl Plan {
@@ -131,7 +135,7 @@ impl Planner for OfflinePlanner {
                 None => format!("{} — no catalog server found", capitalise(&n.need)),
             })
             .collect();
-        Ok(Plan { request: request.trim().to_owned(), needs, workflow })
+        Ok(Plan { request: request.trim().to_owned(), needs, workflow, note: None })
     }
 }
 

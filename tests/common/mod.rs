@@ -90,7 +90,7 @@ impl TestServer {
             },
             Duration::from_secs(5),
         ));
-        Self { base, http: reqwest::Client::new(), store, stop: Some(stop), task: Some(task), dir }
+        Self { base, http: http_client(), store, stop: Some(stop), task: Some(task), dir }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -133,6 +133,12 @@ impl TestServer {
         }
         self.dir
     }
+}
+
+/// An HTTP client for tests (TLS through ring, as the service itself uses).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
 }
 
 /// Imports `tests/fixtures/planner-catalog.json` into the store `args` name.

@@ -1,0 +1,304 @@
+//! Language-model providers behind one trait: Anthropic's Messages API and OpenAI-compatible Chat
+//! Completions (OpenAI, OpenRouter, Ollama, vLLM, llama.cpp's server). Provider-neutral messages
+//! with text, tool calls and tool results; timeouts, retries with backoff on 429 and 5xx, and
+//! token usage in the logs. Knows nothing of planning or HTTP routes.
+
+mod anthropic;
+mod openai;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+pub use anthropic::Anthropic;
+pub use openai::OpenAi;
+
+use crate::vault::Secret;
+
+/// Who said a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+/// One piece of a message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Part {
+    Text(String),
+    /// The model asks for a tool. `input` is what the model sent: usually an object, but a model
+    /// can send anything, and the caller must check.
+    ToolCall {
+        id: String,
+        name: String,
+        input: Value,
+    },
+    /// The answer to a tool call.
+    ToolResult {
+        id: String,
+        content: String,
+        is_error: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub role: Role,
+    pub parts: Vec<Part>,
+}
+
+impl Message {
+    pub fn user(text: impl Into<String>) -> Self {
+        Self { role: Role::User, parts: vec![Part::Text(text.into())] }
+    }
+}
+
+/// A tool the model may call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    /// JSON Schema of the arguments.
+    pub input_schema: Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub system: String,
+    pub messages: Vec<Message>,
+    pub tools: Vec<ToolSpec>,
+    pub max_tokens: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+/// The model's turn.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// Text and tool calls, in order.
+    pub parts: Vec<Part>,
+    pub usage: Usage,
+}
+
+impl Reply {
+    pub fn tool_calls(&self) -> impl Iterator<Item = (&str, &str, &Value)> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::ToolCall { id, name, input } => Some((id.as_str(), name.as_str(), input)),
+            _ => None,
+        })
+    }
+
+    pub fn text(&self) -> String {
+        self.parts
+            .iter()
+            .filter_map(|p| match p {
+                Part::Text(t) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LlmError {
+    #[error("the {provider} API did not answer within {secs} s")]
+    Timeout { provider: &'static str, secs: u64 },
+    #[error("the {provider} API answered HTTP {status} after {attempts} attempt(s): {message}")]
+    Status { provider: &'static str, status: u16, attempts: u32, message: String },
+    #[error("could not reach the {provider} API: {message}")]
+    Transport { provider: &'static str, message: String },
+    #[error("the {provider} API answered something unreadable: {message}")]
+    Malformed { provider: &'static str, message: String },
+}
+
+#[async_trait]
+pub trait LlmClient: Send + Sync {
+    /// `provider/model`, for logs and the agent's record.
+    fn describe(&self) -> String;
+    fn model(&self) -> &str;
+    async fn complete(&self, request: &Request) -> Result<Reply, LlmError>;
+}
+
+/// Which provider, from configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Provider {
+    /// Anthropic if `ANTHROPIC_API_KEY` is set, else OpenAI if `OPENAI_API_KEY` is, else none.
+    #[default]
+    Auto,
+    Anthropic,
+    /// Any OpenAI-compatible Chat Completions server.
+    Openai,
+    /// No model: the offline planner, and agents cannot run.
+    None,
+}
+
+/// Everything needed to build a client.
+#[derive(Debug, Clone)]
+pub struct LlmSettings {
+    pub provider: Provider,
+    pub model: Option<String>,
+    pub base_url: Option<String>,
+    pub anthropic_key: Option<Secret>,
+    pub openai_key: Option<Secret>,
+    pub timeout: Duration,
+    pub max_retries: u32,
+}
+
+/// The configured client, or `None` when no provider is configured.
+pub fn from_settings(s: &LlmSettings) -> Result<Option<std::sync::Arc<dyn LlmClient>>, String> {
+    let provider = match s.provider {
+        Provider::Auto if s.anthropic_key.is_some() => Provider::Anthropic,
+        Provider::Auto if s.openai_key.is_some() => Provider::Openai,
+        Provider::Auto => Provider::None,
+        other => other,
+    };
+    let http = Http::new(s.timeout, s.max_retries)?;
+    Ok(match provider {
+        Provider::None | Provider::Auto => None,
+        Provider::Anthropic => {
+            let key = s.anthropic_key.clone().ok_or("the anthropic provider needs ANTHROPIC_API_KEY")?;
+            Some(std::sync::Arc::new(Anthropic::new(
+                http,
+                s.base_url.clone().unwrap_or_else(|| anthropic::DEFAULT_BASE_URL.to_owned()),
+                key,
+                s.model.clone().unwrap_or_else(|| anthropic::DEFAULT_MODEL.to_owned()),
+            )))
+        }
+        Provider::Openai => {
+            // Local servers (Ollama, llama.cpp) take any key or none.
+            let key = s.openai_key.clone();
+            if key.is_none() && s.base_url.is_none() {
+                return Err(
+                    "the openai provider needs OPENAI_API_KEY (or a base URL of a local server)".into()
+                );
+            }
+            Some(std::sync::Arc::new(OpenAi::new(
+                http,
+                s.base_url.clone().unwrap_or_else(|| openai::DEFAULT_BASE_URL.to_owned()),
+                key,
+                s.model.clone().unwrap_or_else(|| openai::DEFAULT_MODEL.to_owned()),
+            )))
+        }
+    })
+}
+
+/// The HTTP side shared by the providers: one client, a per-request timeout, and retries with
+/// exponential backoff (honouring `Retry-After`) on 429, 5xx and connection failures.
+#[derive(Clone)]
+pub struct Http {
+    client: reqwest::Client,
+    timeout: Duration,
+    max_retries: u32,
+}
+
+impl Http {
+    pub fn new(timeout: Duration, max_retries: u32) -> Result<Self, String> {
+        // One process-wide TLS provider (ring, as the database driver uses).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| format!("could not set up the HTTP client: {e}"))?;
+        Ok(Self { client, timeout, max_retries })
+    }
+
+    /// POSTs `body` and returns the JSON answer; `headers` carry the key (never logged).
+    async fn post_json(
+        &self,
+        provider: &'static str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &Value,
+    ) -> Result<Value, LlmError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut request = self.client.post(url).json(body);
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            let retry_after;
+            match request.send().await {
+                Ok(response) if response.status().is_success() => {
+                    return response
+                        .json::<Value>()
+                        .await
+                        .map_err(|e| LlmError::Malformed { provider, message: e.to_string() });
+                }
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    retry_after = response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                        .map(|s| Duration::from_secs_f64(s.clamp(0.0, 30.0)));
+                    let text = response.text().await.unwrap_or_default();
+                    let retriable = status == 429 || status >= 500;
+                    if !retriable || attempt > self.max_retries {
+                        return Err(LlmError::Status {
+                            provider,
+                            status,
+                            attempts: attempt,
+                            message: error_message(&text),
+                        });
+                    }
+                    tracing::warn!(provider, status, attempt, "LLM API error; retrying");
+                }
+                Err(e) if e.is_timeout() => {
+                    if attempt > self.max_retries {
+                        return Err(LlmError::Timeout { provider, secs: self.timeout.as_secs() });
+                    }
+                    retry_after = None;
+                    tracing::warn!(provider, attempt, "LLM API timed out; retrying");
+                }
+                Err(e) => {
+                    if attempt > self.max_retries {
+                        return Err(LlmError::Transport { provider, message: without_url(&e) });
+                    }
+                    retry_after = None;
+                    tracing::warn!(provider, attempt, error = %without_url(&e), "LLM API unreachable; retrying");
+                }
+            }
+            let backoff = Duration::from_millis(250 * 2u64.pow(attempt.min(6) - 1));
+            tokio::time::sleep(retry_after.unwrap_or(backoff)).await;
+        }
+    }
+}
+
+/// The provider's own error message, if its body has one (never the request).
+fn error_message(body: &str) -> String {
+    let parsed: Option<Value> = serde_json::from_str(body).ok();
+    let message = parsed
+        .as_ref()
+        .and_then(|v| v.pointer("/error/message").or_else(|| v.get("message")))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| body.chars().take(200).collect());
+    message.chars().take(300).collect()
+}
+
+fn without_url(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    if let Some(url) = e.url() {
+        text = text.replace(url.as_str(), "<url>");
+    }
+    text
+}
+
+/// Logs one call's token usage.
+fn log_usage(provider: &'static str, model: &str, usage: Usage) {
+    tracing::info!(
+        provider,
+        model,
+        input_tokens = usage.input_tokens,
+        output_tokens = usage.output_tokens,
+        "LLM call"
+    );
+}

@@ -1,0 +1,280 @@
+//! The LLM planner: a tool-calling loop whose tools run over the real catalog. The model searches
+//! (`search_mcp_servers`), inspects (`get_server_details`, `get_credential_requirements`) and
+//! proposes the agent (`create_agent`: one server per need and the workflow). dynamcp checks every
+//! argument; a bad call gets an error result the model can correct. When the provider fails or
+//! the model never proposes a plan within the rounds allowed, the offline planner answers, and the
+//! plan says why.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+use super::plan::{ChosenServer, OfflinePlanner, Plan, PlannedNeed, Planner};
+use super::{PlannerError, instructions};
+use crate::catalog::{Catalog, SearchConfig};
+use crate::llm::{LlmClient, Message, Part, Request, Role, ToolSpec};
+use crate::store::Message as StoredMessage;
+
+const SYSTEM: &str = "You are dynamcp's planner. A user describes a workflow; you choose MCP servers \
+from dynamcp's catalog to build an agent for it. Split the request into needs (one per service or \
+capability). For each need, call search_mcp_servers with a short query naming the service and action, \
+inspect promising candidates with get_server_details, and prefer servers that are runnable and have \
+known tools. Steps the agent's own model can do (extracting, summarising, deciding) need no server: \
+mark them by_model. Finish by calling create_agent exactly once with every need, the chosen server_id \
+per need, a one-sentence why, and the workflow steps. Never ask for or repeat credential values.";
+
+/// Tokens the model may write per turn.
+const MAX_TOKENS: u32 = 2048;
+/// Longest description sent back to the model.
+const DESCRIPTION_CHARS: usize = 300;
+
+pub struct LlmPlanner {
+    llm: Arc<dyn LlmClient>,
+    catalog: Arc<Catalog>,
+    fallback: OfflinePlanner,
+    max_rounds: usize,
+}
+
+impl LlmPlanner {
+    pub fn new(llm: Arc<dyn LlmClient>, catalog: Arc<Catalog>, max_rounds: usize) -> Self {
+        let fallback = OfflinePlanner::new(catalog.clone());
+        Self { llm, catalog, fallback, max_rounds: max_rounds.max(1) }
+    }
+
+    fn tools() -> Vec<ToolSpec> {
+        let id = json!({"type": "object", "properties": {"id": {"type": "string", "description": "Catalog id of the server"}}, "required": ["id"]});
+        vec![
+            ToolSpec {
+                name: "search_mcp_servers".into(),
+                description: "Search the catalog of MCP servers by meaning. Returns the best matches with their tools, credential keys and whether dynamcp can run them.".into(),
+                input_schema: json!({"type": "object", "properties": {
+                    "query": {"type": "string", "description": "What the server must do, e.g. 'read Gmail messages'"},
+                    "limit": {"type": "integer", "minimum": 1, "maximum": 10, "default": 5}
+                }, "required": ["query"]}),
+            },
+            ToolSpec {
+                name: "get_server_details".into(),
+                description: "The full catalog record of one server: description, launch options, tools and credentials.".into(),
+                input_schema: id.clone(),
+            },
+            ToolSpec {
+                name: "get_credential_requirements".into(),
+                description: "The credentials a server needs: key, whether required, and what it is.".into(),
+                input_schema: id,
+            },
+            ToolSpec {
+                name: "create_agent".into(),
+                description: "Propose the agent: every need with its chosen server (or by_model), and the workflow steps. dynamcp then asks the user for the missing credentials and creates the agent.".into(),
+                input_schema: json!({"type": "object", "properties": {
+                    "needs": {"type": "array", "minItems": 1, "items": {"type": "object", "properties": {
+                        "need": {"type": "string"},
+                        "server_id": {"type": "string", "description": "Catalog id; omit when by_model"},
+                        "why": {"type": "string"},
+                        "by_model": {"type": "boolean"}
+                    }, "required": ["need"]}},
+                    "workflow": {"type": "array", "items": {"type": "string"}}
+                }, "required": ["needs", "workflow"]}),
+            },
+        ]
+    }
+
+    /// Runs one tool call: `Ok(content)` or `Err(message for the model)`; `create_agent` also
+    /// yields the plan.
+    async fn call(&self, request: &str, name: &str, input: &Value) -> (Result<String, String>, Option<Plan>) {
+        let Some(args) = input.as_object() else {
+            return (Err(format!("the arguments of {name} must be a JSON object, got: {input}")), None);
+        };
+        let index = self.catalog.index();
+        let text = |key: &str| args.get(key).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty());
+        match name {
+            "search_mcp_servers" => {
+                let Some(query) = text("query") else {
+                    return (Err("`query` (a non-empty string) is required".into()), None);
+                };
+                let limit = args.get("limit").and_then(Value::as_u64).unwrap_or(5).clamp(1, 10) as usize;
+                let config = SearchConfig { decompose: false, ..SearchConfig::default() };
+                match self.catalog.search(query, limit, config).await {
+                    Ok(found) => {
+                        let results: Vec<Value> = found
+                            .hits
+                            .iter()
+                            .map(|h| {
+                                let r = index.record(h.doc);
+                                let tools: Vec<&str> = if h.matched_tools.is_empty() {
+                                    r.tools.iter().take(8).map(|t| t.name.as_str()).collect()
+                                } else {
+                                    h.matched_tools.iter().map(String::as_str).collect()
+                                };
+                                json!({
+                                    "id": r.id, "name": r.name, "description": clip(&r.description),
+                                    "runnable": r.runnable(), "tools": tools,
+                                    "credentials": credentials(r),
+                                })
+                            })
+                            .collect();
+                        (Ok(json!({ "results": results }).to_string()), None)
+                    }
+                    Err(e) => (Err(format!("search failed: {e}")), None),
+                }
+            }
+            "get_server_details" | "get_credential_requirements" => {
+                let Some(id) = text("id") else {
+                    return (Err("`id` (a catalog id) is required".into()), None);
+                };
+                let Some(r) = index.get(id) else {
+                    return (
+                        Err(format!("no server `{id}` in the catalog; use an id from search_mcp_servers")),
+                        None,
+                    );
+                };
+                let body = if name == "get_credential_requirements" {
+                    json!({ "id": r.id, "credentials": credentials(r) })
+                } else {
+                    json!({
+                        "id": r.id, "name": r.name, "description": clip(&r.description),
+                        "runnable": r.runnable(),
+                        "launch": r.launch.iter().map(|l| json!({"kind": l.kind, "package": l.package, "url": l.url})).collect::<Vec<_>>(),
+                        "tools": r.tools.iter().take(30).map(|t| json!({"name": t.name, "description": clip(&t.description)})).collect::<Vec<_>>(),
+                        "credentials": credentials(r),
+                    })
+                };
+                (Ok(body.to_string()), None)
+            }
+            "create_agent" => match self.plan_from(request, args) {
+                Ok(plan) => (
+                    Ok("Plan accepted. dynamcp will ask the user for the missing credentials.".into()),
+                    Some(plan),
+                ),
+                Err(message) => (Err(message), None),
+            },
+            other => (Err(format!("there is no tool `{other}`")), None),
+        }
+    }
+
+    /// Checks `create_agent`'s arguments against the catalog and turns them into a plan.
+    fn plan_from(&self, request: &str, args: &serde_json::Map<String, Value>) -> Result<Plan, String> {
+        let index = self.catalog.index();
+        let needs = args.get("needs").and_then(Value::as_array).filter(|n| !n.is_empty());
+        let Some(needs) = needs else { return Err("`needs` must be a non-empty list".into()) };
+        let mut planned = Vec::with_capacity(needs.len());
+        for (i, n) in needs.iter().enumerate() {
+            let need = n.get("need").and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty());
+            let Some(need) = need else { return Err(format!("needs[{i}].need must be a non-empty string")) };
+            let by_model = n.get("by_model").and_then(Value::as_bool).unwrap_or(false);
+            let server = match n
+                .get("server_id")
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+            {
+                Some(id) => {
+                    let Some(r) = index.get(id) else {
+                        return Err(format!("needs[{i}].server_id `{id}` is not in the catalog"));
+                    };
+                    let why = n.get("why").and_then(Value::as_str).unwrap_or("chosen by the planner").trim();
+                    Some(ChosenServer {
+                        id: r.id.clone(),
+                        name: r.name.clone(),
+                        why: if why.is_empty() { "chosen by the planner".to_owned() } else { why.to_owned() },
+                        tools: Vec::new(),
+                    })
+                }
+                None if by_model => None,
+                None => return Err(format!("needs[{i}] needs a server_id, or by_model: true")),
+            };
+            planned.push(PlannedNeed {
+                need: need.to_owned(),
+                server,
+                by_model: by_model && n.get("server_id").is_none(),
+            });
+        }
+        let workflow: Vec<String> = args
+            .get("workflow")
+            .and_then(Value::as_array)
+            .map(|w| w.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .unwrap_or_default();
+        let workflow =
+            if workflow.is_empty() { planned.iter().map(|n| n.need.clone()).collect() } else { workflow };
+        Ok(Plan { request: request.trim().to_owned(), needs: planned, workflow, note: None })
+    }
+}
+
+/// A record's credentials as the model sees them: key, required, kind (settings left out).
+fn credentials(r: &crate::catalog::ServerRecord) -> Vec<Value> {
+    r.credentials
+        .iter()
+        .filter(|c| !instructions::is_setting(c))
+        .map(|c| json!({"key": c.name, "required": c.required, "kind": c.kind, "description": clip(&c.description)}))
+        .collect()
+}
+
+fn clip(text: &str) -> String {
+    let t = text.trim();
+    if t.chars().count() <= DESCRIPTION_CHARS {
+        return t.to_owned();
+    }
+    let cut: String = t.chars().take(DESCRIPTION_CHARS).collect();
+    format!("{cut}…")
+}
+
+#[async_trait]
+impl Planner for LlmPlanner {
+    fn name(&self) -> &'static str {
+        "llm"
+    }
+
+    #[tracing::instrument(skip_all, fields(model = %self.llm.describe()))]
+    async fn plan(&self, request: &str, history: &[StoredMessage]) -> Result<Plan, PlannerError> {
+        let mut messages =
+            vec![Message::user(format!("Plan an agent for this request:\n\n{}", request.trim()))];
+        let tools = Self::tools();
+        let mut why_offline = format!("the model proposed no plan within {} rounds", self.max_rounds);
+        for round in 1..=self.max_rounds {
+            let llm_request = Request {
+                system: SYSTEM.to_owned(),
+                messages: messages.clone(),
+                tools: tools.clone(),
+                max_tokens: MAX_TOKENS,
+            };
+            let reply = match self.llm.complete(&llm_request).await {
+                Ok(reply) => reply,
+                Err(e) => {
+                    tracing::warn!(error = %e, round, "the LLM planner failed; planning offline");
+                    why_offline = e.to_string();
+                    break;
+                }
+            };
+            let calls: Vec<(String, String, Value)> = reply
+                .tool_calls()
+                .map(|(id, name, input)| (id.to_owned(), name.to_owned(), input.clone()))
+                .collect();
+            messages.push(Message { role: Role::Assistant, parts: reply.parts.clone() });
+            if calls.is_empty() {
+                why_offline = "the model answered without proposing a plan".to_owned();
+                break;
+            }
+            let mut results = Vec::with_capacity(calls.len());
+            let mut plan = None;
+            for (id, name, input) in calls {
+                tracing::debug!(round, tool = %name, "planner tool call");
+                let (outcome, proposed) = self.call(request, &name, &input).await;
+                plan = plan.or(proposed);
+                results.push(match outcome {
+                    Ok(content) => Part::ToolResult { id, content, is_error: false },
+                    Err(content) => Part::ToolResult { id, content, is_error: true },
+                });
+            }
+            messages.push(Message { role: Role::User, parts: results });
+            if let Some(plan) = plan {
+                tracing::info!(rounds = round, needs = plan.needs.len(), "the LLM planner proposed a plan");
+                return Ok(plan);
+            }
+        }
+        let mut plan = self.fallback.plan(request, history).await?;
+        plan.note = Some(format!(
+            "The language model could not plan this ({why_offline}); this plan comes from the offline planner."
+        ));
+        Ok(plan)
+    }
+}

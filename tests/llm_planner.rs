@@ -1,0 +1,312 @@
+//! The LLM planner against a local fake that speaks the real wire protocols (Anthropic Messages
+//! and OpenAI Chat Completions): a tool call then a plan, several rounds with malformed arguments
+//! corrected, a 429 retried, a 500 and a timeout falling back to the offline planner.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use common::{Db, TestServer};
+use dynamcp::llm::Provider;
+use dynamcp::vault::Secret;
+use serde_json::{Value, json};
+
+/// One scripted answer of the fake provider.
+enum Step {
+    Reply(Value),
+    Status(u16),
+    Slow(Duration),
+}
+
+/// A request the fake received: its auth header and its body.
+type Seen = (Option<String>, Value);
+
+#[derive(Clone, Default)]
+struct Fake {
+    script: Arc<Mutex<VecDeque<Step>>>,
+    /// Every request body received, with its auth header.
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+async fn answer(
+    State(fake): State<Fake>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> (StatusCode, Json<Value>) {
+    let auth = headers
+        .get("x-api-key")
+        .or_else(|| headers.get("authorization"))
+        .map(|v| v.to_str().unwrap().to_owned());
+    fake.seen.lock().unwrap().push((auth, body));
+    let step = fake.script.lock().unwrap().pop_front();
+    match step {
+        Some(Step::Reply(v)) => (StatusCode::OK, Json(v)),
+        Some(Step::Status(code)) => (
+            StatusCode::from_u16(code).unwrap(),
+            Json(json!({"error": {"type": "fake", "message": format!("scripted {code}")}})),
+        ),
+        Some(Step::Slow(d)) => {
+            tokio::time::sleep(d).await;
+            (StatusCode::OK, Json(json!({})))
+        }
+        None => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": {"message": "script exhausted"}}))),
+    }
+}
+
+async fn start_fake(script: Vec<Step>) -> (Fake, String) {
+    let fake = Fake { script: Arc::new(Mutex::new(script.into())), ..Fake::default() };
+    let app = axum::Router::new()
+        .route("/v1/messages", post(answer))
+        .route("/v1/chat/completions", post(answer))
+        .with_state(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (fake, url)
+}
+
+/// A provider's wire format for a turn with tool calls (and optional text).
+fn tool_turn(provider: Provider, calls: &[(&str, &str, Value)]) -> Value {
+    match provider {
+        Provider::Anthropic => json!({
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "fake-model",
+            "content": calls.iter().map(|(id, name, input)| json!({"type": "tool_use", "id": id, "name": name, "input": input})).collect::<Vec<_>>(),
+            "stop_reason": "tool_use", "usage": {"input_tokens": 100, "output_tokens": 20}
+        }),
+        _ => json!({
+            "id": "chatcmpl-1", "object": "chat.completion", "model": "fake-model",
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": null,
+                "tool_calls": calls.iter().map(|(id, name, input)| json!({"id": id, "type": "function", "function": {
+                    "name": name,
+                    // A string input is sent as the raw (possibly broken) arguments text.
+                    "arguments": input.as_str().map_or_else(|| input.to_string(), str::to_owned)
+                }})).collect::<Vec<_>>()}}],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}
+        }),
+    }
+}
+
+async fn server_with(provider: Provider, url: &str, timeout_secs: u64, retries: u32) -> TestServer {
+    let (mut args, dir) = common::test_args(Db::Sqlite).await;
+    common::import_fixture_catalog(&args).await;
+    args.llm.llm_provider = provider;
+    args.llm.llm_model = Some("fake-model".into());
+    args.llm.llm_timeout_secs = timeout_secs;
+    args.llm.llm_max_retries = retries;
+    match provider {
+        Provider::Anthropic => {
+            args.llm.llm_base_url = Some(url.to_owned());
+            args.llm.anthropic_api_key = Some(Secret::new("sk-ant-test"));
+        }
+        _ => {
+            args.llm.llm_base_url = Some(format!("{url}/v1"));
+            args.llm.openai_api_key = Some(Secret::new("sk-test"));
+        }
+    }
+    TestServer::start_with(args, dir).await
+}
+
+const TIME_PLAN: (&str, &str) = ("time-mcp-server", "tells the current time in any timezone");
+
+fn create_time_agent(id: &str) -> (&str, &'static str, Value) {
+    (
+        id,
+        "create_agent",
+        json!({"needs": [{"need": "tell the time in Tokyo", "server_id": TIME_PLAN.0, "why": TIME_PLAN.1}],
+               "workflow": ["Ask the time server for Asia/Tokyo"]}),
+    )
+}
+
+/// The tool results the planner sent back in a request, as (content, is_error).
+fn tool_results(provider: Provider, body: &Value) -> Vec<(String, bool)> {
+    let messages = body["messages"].as_array().unwrap();
+    match provider {
+        Provider::Anthropic => messages
+            .iter()
+            .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default())
+            .filter(|c| c["type"] == "tool_result")
+            .map(|c| (c["content"].as_str().unwrap().to_owned(), c["is_error"].as_bool().unwrap()))
+            .collect(),
+        _ => messages
+            .iter()
+            .filter(|m| m["role"] == "tool")
+            .map(|m| {
+                let content = m["content"].as_str().unwrap().to_owned();
+                let is_error = content.starts_with("Error: ");
+                (content, is_error)
+            })
+            .collect(),
+    }
+}
+
+async fn tool_call_then_plan(provider: Provider) {
+    let (fake, url) = start_fake(vec![
+        Step::Reply(tool_turn(
+            provider,
+            &[("c1", "search_mcp_servers", json!({"query": "current time in a timezone"}))],
+        )),
+        Step::Reply(tool_turn(provider, &[create_time_agent("c2")])),
+    ])
+    .await;
+    let server = server_with(provider, &url, 10, 0).await;
+    let (status, body) = server.post("/api/chat", json!({"message": "what time is it in Tokyo"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "success");
+    assert_eq!(body["agent_created"], true);
+    assert!(body["reply"].as_str().unwrap().contains(TIME_PLAN.1), "{body}");
+    let (_, agent) = server.get(&format!("/api/agents/{}", body["agent_id"].as_str().unwrap())).await;
+    assert_eq!(agent["mcp_config"]["mcpServers"][TIME_PLAN.0]["command"], "uvx");
+    let expected_model = match provider {
+        Provider::Anthropic => "anthropic/fake-model",
+        _ => "openai/fake-model",
+    };
+    assert_eq!(agent["model"], expected_model);
+
+    let seen = fake.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    let auth = seen[0].0.clone().unwrap();
+    assert!(auth == "sk-ant-test" || auth == "Bearer sk-test", "{auth}");
+    assert_eq!(seen[0].1["model"], "fake-model");
+    let tools: Vec<String> = match provider {
+        Provider::Anthropic => seen[0].1["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_owned())
+            .collect(),
+        _ => seen[0].1["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["function"]["name"].as_str().unwrap().to_owned())
+            .collect(),
+    };
+    assert_eq!(
+        tools,
+        ["search_mcp_servers", "get_server_details", "get_credential_requirements", "create_agent"]
+    );
+    // The search ran over the real catalog and its results went back to the model.
+    let results = tool_results(provider, &seen[1].1);
+    assert_eq!(results.len(), 1);
+    assert!(!results[0].1 && results[0].0.contains("\"id\":\"time-mcp-server\""), "{results:?}");
+    server.stop().await;
+}
+
+async fn several_rounds_with_malformed_arguments(provider: Provider) {
+    let broken = match provider {
+        Provider::Anthropic => json!("not an object"),
+        _ => json!("{\"query\": broken"),
+    };
+    let (fake, url) = start_fake(vec![
+        Step::Reply(tool_turn(provider, &[("c1", "search_mcp_servers", broken)])),
+        Step::Reply(tool_turn(provider, &[("c2", "get_server_details", json!({"id": "no-such-server"}))])),
+        Step::Reply(tool_turn(
+            provider,
+            &[
+                ("c3", "get_server_details", json!({"id": "gmail-mcp-2"})),
+                ("c4", "get_credential_requirements", json!({"id": "slack-mcp-server"})),
+            ],
+        )),
+        Step::Reply(tool_turn(provider, &[("c5", "create_agent", json!({"needs": [{"need": "watch gmail", "server_id": "gmail-mcp-9"}]}))])),
+        Step::Reply(tool_turn(
+            provider,
+            &[(
+                "c6",
+                "create_agent",
+                json!({"needs": [
+                    {"need": "watch my Gmail", "server_id": "gmail-mcp-2", "why": "reads and searches Gmail"},
+                    {"need": "work out what matters", "by_model": true},
+                    {"need": "notify Slack", "server_id": "slack-mcp-server", "why": "posts to Slack channels"}
+                ], "workflow": ["Search Gmail", "Decide", "Post to Slack"]}),
+            )],
+        )),
+    ])
+    .await;
+    let server = server_with(provider, &url, 10, 0).await;
+    let (status, body) =
+        server.post("/api/chat", json!({"message": "monitor Gmail and send Slack notifications"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "pending_credentials");
+    let servers: Vec<&str> = body["required_credentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["mcp_server"].as_str().unwrap())
+        .collect();
+    assert!(servers.contains(&"gmail-mcp-2") && servers.contains(&"slack-mcp-server"), "{body}");
+    assert!(body["reply"].as_str().unwrap().contains("the agent's model does this itself"), "{body}");
+
+    let seen = fake.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 5);
+    let last = tool_results(provider, &seen[4].1);
+    let errors: Vec<&String> = last.iter().filter(|(_, e)| *e).map(|(c, _)| c).collect();
+    assert_eq!(errors.len(), 3, "{last:?}");
+    assert!(errors[0].contains("must be a JSON object"), "{errors:?}");
+    assert!(errors[1].contains("no server `no-such-server`"), "{errors:?}");
+    assert!(errors[2].contains("`gmail-mcp-9` is not in the catalog"), "{errors:?}");
+    assert!(last.iter().any(|(c, e)| !e && c.contains("SLACK_BOT_TOKEN")), "{last:?}");
+    server.stop().await;
+}
+
+async fn retries_a_429(provider: Provider) {
+    let (fake, url) =
+        start_fake(vec![Step::Status(429), Step::Reply(tool_turn(provider, &[create_time_agent("c1")]))])
+            .await;
+    let server = server_with(provider, &url, 10, 2).await;
+    let (status, body) = server.post("/api/chat", json!({"message": "what time is it in Tokyo"})).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("success")), "{body}");
+    assert!(!body["reply"].as_str().unwrap().contains("offline planner"), "{body}");
+    assert_eq!(fake.seen.lock().unwrap().len(), 2);
+    server.stop().await;
+}
+
+async fn a_500_falls_back_to_the_offline_planner(provider: Provider) {
+    let (fake, url) = start_fake(vec![Step::Status(500), Step::Status(500), Step::Status(500)]).await;
+    let server = server_with(provider, &url, 10, 2).await;
+    let (status, body) = server.post("/api/chat", json!({"message": "what time is it in Tokyo"})).await;
+    assert_eq!(status, 200, "{body}");
+    let reply = body["reply"].as_str().unwrap();
+    assert!(reply.contains("HTTP 500 after 3 attempt(s): scripted 500"), "{reply}");
+    assert!(reply.contains("offline planner"), "{reply}");
+    // The offline plan still works.
+    assert_eq!(body["status"], "success");
+    assert_eq!(fake.seen.lock().unwrap().len(), 3);
+    server.stop().await;
+}
+
+async fn a_timeout_falls_back_to_the_offline_planner(provider: Provider) {
+    let (_fake, url) = start_fake(vec![Step::Slow(Duration::from_secs(5))]).await;
+    let server = server_with(provider, &url, 1, 0).await;
+    let (status, body) = server.post("/api/chat", json!({"message": "what time is it in Tokyo"})).await;
+    assert_eq!(status, 200, "{body}");
+    let reply = body["reply"].as_str().unwrap();
+    assert!(reply.contains("did not answer within 1 s"), "{reply}");
+    assert_eq!(body["status"], "success");
+    server.stop().await;
+}
+
+macro_rules! for_both_providers {
+    ($($name:ident),* $(,)?) => {
+        mod anthropic {
+            $( #[tokio::test] async fn $name() { super::$name(dynamcp::llm::Provider::Anthropic).await } )*
+        }
+        mod openai {
+            $( #[tokio::test] async fn $name() { super::$name(dynamcp::llm::Provider::Openai).await } )*
+        }
+    };
+}
+
+for_both_providers!(
+    tool_call_then_plan,
+    several_rounds_with_malformed_arguments,
+    retries_a_429,
+    a_500_falls_back_to_the_offline_planner,
+    a_timeout_falls_back_to_the_offline_planner,
+);
