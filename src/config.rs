@@ -166,6 +166,23 @@ pub struct StoreArgs {
     #[arg(long, env = "DYNAMCP_DENSE_BACKEND", value_enum, default_value_t = DenseBackend::Auto)]
     pub dense_backend: DenseBackend,
 
+    /// Where embeddings come from: `local` (the model in `--model-dir`, no network) or `openai` (an
+    /// OpenAI-compatible `/embeddings` endpoint; the design used text-embedding-3-small).
+    #[arg(long, env = "DYNAMCP_EMBEDDINGS", value_enum, default_value_t = EmbeddingSource::Local)]
+    pub embeddings: EmbeddingSource,
+
+    /// The remote embedding model (with `--embeddings openai`).
+    #[arg(long, env = "DYNAMCP_EMBEDDING_MODEL", default_value = "text-embedding-3-small")]
+    pub embedding_model: String,
+
+    /// The remote embeddings API, up to `/v1` (with `--embeddings openai`).
+    #[arg(long, env = "DYNAMCP_EMBEDDING_BASE_URL", default_value = "https://api.openai.com/v1")]
+    pub embedding_base_url: String,
+
+    /// Key for the remote embeddings API: `DYNAMCP_EMBEDDING_API_KEY`, else `OPENAI_API_KEY`.
+    #[arg(skip = secret_from_env("DYNAMCP_EMBEDDING_API_KEY").or_else(|| secret_from_env("OPENAI_API_KEY")))]
+    pub embedding_api_key: Option<Secret>,
+
     /// The vault's master key, from `ENCRYPTION_KEY` only (32 bytes as base64 or hex); never a
     /// flag, which would show in process listings. Unset: a key file in the data dir.
     #[arg(skip = secret_from_env("ENCRYPTION_KEY"))]
@@ -245,6 +262,12 @@ impl StoreArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EmbeddingSource {
+    Local,
+    Openai,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SqliteSync {
     Full,
     Normal,
@@ -314,6 +337,10 @@ impl ServeArgs {
                 model_dir: PathBuf::from("./models/all-MiniLM-L6-v2"),
                 no_model: true,
                 dense_backend: DenseBackend::Auto,
+                embeddings: EmbeddingSource::Local,
+                embedding_model: "text-embedding-3-small".to_owned(),
+                embedding_base_url: "https://api.openai.com/v1".to_owned(),
+                embedding_api_key: None,
                 encryption_key: None,
             },
             llm: LlmArgs::none(),
@@ -370,7 +397,7 @@ mod tests {
             stack.extend(cmd.get_subcommands().cloned());
         }
         // Secrets read from the environment only (not clap arguments).
-        for env in ["ENCRYPTION_KEY", "ANTHROPIC_API_KEY", "OPENAI_API_KEY"] {
+        for env in ["ENCRYPTION_KEY", "ANTHROPIC_API_KEY", "OPENAI_API_KEY", "DYNAMCP_EMBEDDING_API_KEY"] {
             if !example.contains(&format!("{env}=")) {
                 missing.push(env.to_owned());
             }

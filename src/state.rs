@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use crate::catalog::embed::LocalEmbedder;
+use crate::catalog::embed::{LocalEmbedder, RemoteEmbedder};
 use crate::catalog::{Catalog, CatalogError, Embedder};
-use crate::config::{ServeArgs, StoreArgs};
+use crate::config::{EmbeddingSource, ServeArgs, StoreArgs};
 use crate::llm::LlmClient;
 use crate::planner::{LlmPlanner, MasterAgent, OfflinePlanner, Planner};
 use crate::progress::Progress;
@@ -98,21 +98,41 @@ pub async fn load_embedder(args: &StoreArgs) -> Option<Arc<dyn Embedder>> {
         tracing::info!("embedding model disabled by configuration: search is lexical only");
         return None;
     }
-    let dir = args.model_dir.clone();
-    match tokio::task::spawn_blocking(move || LocalEmbedder::load(&dir)).await {
-        Ok(Ok(model)) => {
-            tracing::info!(model = model.id(), "embedding model loaded");
-            Some(Arc::new(model))
+    let loaded: Result<Arc<dyn Embedder>, String> = match args.embeddings {
+        EmbeddingSource::Local => {
+            let dir = args.model_dir.clone();
+            match tokio::task::spawn_blocking(move || LocalEmbedder::load(&dir)).await {
+                Ok(Ok(model)) => Ok(Arc::new(model)),
+                Ok(Err(e)) => Err(format!("{e}. Run `scripts/setup.sh --service` to fetch the local model")),
+                Err(_) => Err("loading the model was interrupted".to_owned()),
+            }
         }
-        Ok(Err(e)) => {
+        EmbeddingSource::Openai => match crate::llm::Http::new(std::time::Duration::from_secs(60), 3) {
+            Ok(http) => RemoteEmbedder::connect(
+                http,
+                &args.embedding_base_url,
+                args.embedding_api_key.clone(),
+                &args.embedding_model,
+            )
+            .await
+            .map(|e| Arc::new(e) as Arc<dyn Embedder>)
+            .map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        },
+    };
+    match loaded {
+        Ok(model) => {
+            tracing::info!(model = model.id(), dims = model.dims(), "embedding model loaded");
+            Some(model)
+        }
+        Err(e) => {
             tracing::warn!(
                 error = %e,
                 "NO EMBEDDING MODEL: search falls back to lexical (BM25) only and will miss requests \
-                 phrased differently from server descriptions. Run `scripts/setup.sh --service` to fetch it."
+                 phrased differently from server descriptions."
             );
             None
         }
-        Err(_) => None,
     }
 }
 

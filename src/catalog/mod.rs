@@ -132,14 +132,6 @@ impl Catalog {
         if self.pgvector.is_some() { DenseBackend::Pgvector } else { DenseBackend::InProcess }
     }
 
-    /// Switches between pgvector's HNSW index and its exact scan (for benchmarks and tests); no
-    /// effect when dense retrieval runs in process.
-    pub fn set_pgvector_scan(&mut self, scan: Scan) {
-        if self.pgvector.is_some() {
-            self.pgvector = Some(scan);
-        }
-    }
-
     pub fn embedder(&self) -> Option<&Arc<dyn Embedder>> {
         self.embedder.as_ref()
     }

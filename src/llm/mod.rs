@@ -209,7 +209,7 @@ impl Http {
     }
 
     /// POSTs `body` and returns the JSON answer; `headers` carry the key (never logged).
-    async fn post_json(
+    pub(crate) async fn post_json(
         &self,
         provider: &'static str,
         url: &str,

@@ -263,12 +263,8 @@ impl MasterAgent {
         };
         let records = self.records(&plan);
 
-        // 2. Validate what the user sent before anything is written (sealing checks everything).
-        if existing.is_none() {
-            self.seal_turn(Uuid::nil(), &records, &turn)?;
-        }
-
-        // 3. Write: the session (when new), the values sealed to it (one transaction), the state.
+        // 2. Write: the session (when new: then no values came, as there was no plan); the values,
+        // all checked and sealed before the one transaction that stores them; then the state.
         let session = match existing {
             Some(s) => s,
             None => self.store.create_session().await?,

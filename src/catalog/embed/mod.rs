@@ -3,6 +3,7 @@
 //! deployments can swap in another implementation.
 
 mod bert;
+mod remote;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use tokenizers::{Tokenizer, TruncationParams};
 
 use bert::Bert;
 pub use bert::Pooling;
+pub use remote::RemoteEmbedder;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmbedError {
