@@ -153,6 +153,7 @@ async fn tool_call_then_plan(provider: Provider) {
             &[("c1", "search_mcp_servers", json!({"query": "current time in a timezone"}))],
         )),
         Step::Reply(tool_turn(provider, &[create_time_agent("c2")])),
+        Step::Reply(tool_turn(provider, &[create_time_agent("c3")])),
     ])
     .await;
     let server = server_with(provider, &url, 10, 0).await;
@@ -169,8 +170,33 @@ async fn tool_call_then_plan(provider: Provider) {
     };
     assert_eq!(agent["model"], expected_model);
 
+    // A follow-up request in the same session: the model sees the earlier turn.
+    let (_, more) = server
+        .post(
+            "/api/chat",
+            json!({"message": "and another one for Lisbon time", "session_id": body["session_id"]}),
+        )
+        .await;
+    assert_eq!(more["agent_created"], true, "{more}");
+
     let seen = fake.seen.lock().unwrap().clone();
-    assert_eq!(seen.len(), 2);
+    assert_eq!(seen.len(), 3);
+    let first_user = |body: &Value| match provider {
+        Provider::Anthropic => body["messages"][0]["content"][0]["text"].as_str().unwrap().to_owned(),
+        _ => body["messages"][1]["content"].as_str().unwrap().to_owned(),
+    };
+    assert!(!first_user(&seen[0].1).contains("Earlier in this conversation"));
+    let followup = first_user(&seen[2].1);
+    assert!(
+        followup.contains(
+            "Earlier in this conversation the user said (latest first):\n- what time is it in Tokyo"
+        ),
+        "{followup}"
+    );
+    assert!(
+        followup.ends_with("Plan an agent for this request:\n\nand another one for Lisbon time"),
+        "{followup}"
+    );
     let auth = seen[0].0.clone().unwrap();
     assert!(auth == "sk-ant-test" || auth == "Bearer sk-test", "{auth}");
     assert_eq!(seen[0].1["model"], "fake-model");

@@ -226,8 +226,21 @@ impl Planner for LlmPlanner {
 
     #[tracing::instrument(skip_all, fields(model = %self.llm.describe()))]
     async fn plan(&self, request: &str, history: &[StoredMessage]) -> Result<Plan, PlannerError> {
+        // Earlier user turns give context (credentials never travel in messages).
+        let earlier: Vec<String> = history
+            .iter()
+            .filter(|m| m.role == crate::store::Role::User && m.message.trim() != request.trim())
+            .rev()
+            .take(5)
+            .map(|m| format!("- {}", m.message.trim()))
+            .collect();
+        let context = if earlier.is_empty() {
+            String::new()
+        } else {
+            format!("Earlier in this conversation the user said (latest first):\n{}\n\n", earlier.join("\n"))
+        };
         let mut messages =
-            vec![Message::user(format!("Plan an agent for this request:\n\n{}", request.trim()))];
+            vec![Message::user(format!("{context}Plan an agent for this request:\n\n{}", request.trim()))];
         let tools = Self::tools();
         let mut why_offline = format!("the model proposed no plan within {} rounds", self.max_rounds);
         for round in 1..=self.max_rounds {

@@ -148,30 +148,17 @@ impl VectorSearch for PgStore {
         k: usize,
         scan: Scan,
     ) -> Result<Vec<(String, f32)>, StoreError> {
-        let k = i32::try_from(k).unwrap_or(i32::MAX);
-        let mut tx = self.pool.begin().await?;
-        let rows: Vec<(String, f64)> = match scan {
-            Scan::Hnsw => {
-                ef_search(&mut tx, k).await?;
-                sqlx::query_as("SELECT id, similarity FROM match_mcp_servers($1::vector, -2, $2)")
-                    .bind(literal(v))
-                    .bind(k)
-                    .fetch_all(&mut *tx)
-                    .await?
-            }
-            // `+ 0` keeps the planner off the HNSW index: an exact scan.
-            Scan::Exact => {
-                sqlx::query_as(
-                    "SELECT id, 1 - (embedding <=> $1::vector) FROM mcp_server_cache \
-                     WHERE embedding IS NOT NULL ORDER BY (embedding <=> $1::vector) + 0, id LIMIT $2",
-                )
-                .bind(literal(v))
-                .bind(k)
-                .fetch_all(&mut *tx)
-                .await?
-            }
-        };
-        tx.commit().await?;
+        let rows: Vec<(String, f64)> = self
+            .nearest(
+                v,
+                k,
+                scan,
+                "SELECT id, similarity FROM match_mcp_servers($1::vector, -2, $2)",
+                // `+ 0` keeps the planner off the HNSW index: an exact scan.
+                "SELECT id, 1 - (embedding <=> $1::vector) FROM mcp_server_cache \
+                 WHERE embedding IS NOT NULL ORDER BY (embedding <=> $1::vector) + 0, id LIMIT $2",
+            )
+            .await?;
         Ok(rows.into_iter().map(|(id, s)| (id, s as f32)).collect())
     }
 
@@ -181,30 +168,46 @@ impl VectorSearch for PgStore {
         k: usize,
         scan: Scan,
     ) -> Result<Vec<(String, u32, f32)>, StoreError> {
+        let rows: Vec<(String, i32, f64)> = self
+            .nearest(
+                v,
+                k,
+                scan,
+                "SELECT server_id, tool, similarity FROM match_mcp_tools($1::vector, $2)",
+                "SELECT server_id, tool, 1 - (embedding <=> $1::vector) FROM mcp_tool_embeddings \
+                 ORDER BY (embedding <=> $1::vector) + 0, server_id, tool LIMIT $2",
+            )
+            .await?;
+        Ok(rows.into_iter().map(|(id, t, s)| (id, u32::try_from(t).unwrap_or(0), s as f32)).collect())
+    }
+}
+
+impl PgStore {
+    /// Runs a nearest-neighbour query (`$1` the vector, `$2` the count): through HNSW with
+    /// `ef_search` widened to `k`, or the exact scan.
+    async fn nearest<R>(
+        &self,
+        v: &[f32],
+        k: usize,
+        scan: Scan,
+        hnsw: &'static str,
+        exact: &'static str,
+    ) -> Result<Vec<R>, StoreError>
+    where
+        R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    {
         let k = i32::try_from(k).unwrap_or(i32::MAX);
         let mut tx = self.pool.begin().await?;
-        let rows: Vec<(String, i32, f64)> = match scan {
+        let sql = match scan {
             Scan::Hnsw => {
                 ef_search(&mut tx, k).await?;
-                sqlx::query_as("SELECT server_id, tool, similarity FROM match_mcp_tools($1::vector, $2)")
-                    .bind(literal(v))
-                    .bind(k)
-                    .fetch_all(&mut *tx)
-                    .await?
+                hnsw
             }
-            Scan::Exact => {
-                sqlx::query_as(
-                    "SELECT server_id, tool, 1 - (embedding <=> $1::vector) FROM mcp_tool_embeddings \
-                     ORDER BY (embedding <=> $1::vector) + 0, server_id, tool LIMIT $2",
-                )
-                .bind(literal(v))
-                .bind(k)
-                .fetch_all(&mut *tx)
-                .await?
-            }
+            Scan::Exact => exact,
         };
+        let rows = sqlx::query_as(sql).bind(literal(v)).bind(k).fetch_all(&mut *tx).await?;
         tx.commit().await?;
-        Ok(rows.into_iter().map(|(id, t, s)| (id, u32::try_from(t).unwrap_or(0), s as f32)).collect())
+        Ok(rows)
     }
 }
 
