@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{Embedding, LayerNorm, VarBuilder};
 use serde::Deserialize;
 
 use super::EmbedError;
@@ -44,14 +44,40 @@ pub enum Pooling {
     Cls,
 }
 
+/// A dense layer with its weight stored transposed (`in × out`, contiguous), so each call is one
+/// plain 2-D matrix product with no per-call transposition of the weights.
+struct Dense {
+    weight_t: Tensor,
+    bias: Tensor,
+}
+
+impl Dense {
+    /// Loads one or more Hugging Face linear layers (`weight` is `out × in`) side by side: several
+    /// layers that read the same input become one product (query, key and value).
+    fn load(parts: &[VarBuilder], input: usize, output: usize) -> candle_core::Result<Self> {
+        let mut weights = Vec::with_capacity(parts.len());
+        let mut biases = Vec::with_capacity(parts.len());
+        for vb in parts {
+            weights.push(vb.get((output, input), "weight")?);
+            biases.push(vb.get(output, "bias")?);
+        }
+        Ok(Self { weight_t: Tensor::cat(&weights, 0)?.t()?.contiguous()?, bias: Tensor::cat(&biases, 0)? })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (batch, seq, input) = x.dims3()?;
+        let out = x.reshape((batch * seq, input))?.matmul(&self.weight_t)?.broadcast_add(&self.bias)?;
+        out.reshape((batch, seq, self.bias.dim(0)?))
+    }
+}
+
 struct Layer {
-    query: Linear,
-    key: Linear,
-    value: Linear,
-    attention_out: Linear,
+    /// Query, key and value in one product: `hidden × 3·hidden`.
+    qkv: Dense,
+    attention_out: Dense,
     attention_norm: LayerNorm,
-    intermediate: Linear,
-    output: Linear,
+    intermediate: Dense,
+    output: Dense,
     output_norm: LayerNorm,
 }
 
@@ -91,15 +117,15 @@ impl Bert {
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
             let l = vb.pp(format!("encoder.layer.{i}"));
-            let lin = |vb: VarBuilder, i: usize, o: usize| candle_nn::linear(i, o, vb).map_err(model_err);
+            let dense =
+                |parts: &[VarBuilder], i: usize, o: usize| Dense::load(parts, i, o).map_err(model_err);
+            let attention = l.pp("attention.self");
             layers.push(Layer {
-                query: lin(l.pp("attention.self.query"), h, h)?,
-                key: lin(l.pp("attention.self.key"), h, h)?,
-                value: lin(l.pp("attention.self.value"), h, h)?,
-                attention_out: lin(l.pp("attention.output.dense"), h, h)?,
+                qkv: dense(&[attention.pp("query"), attention.pp("key"), attention.pp("value")], h, h)?,
+                attention_out: dense(&[l.pp("attention.output.dense")], h, h)?,
                 attention_norm: norm(l.pp("attention.output.LayerNorm"))?,
-                intermediate: lin(l.pp("intermediate.dense"), h, config.intermediate_size)?,
-                output: lin(l.pp("output.dense"), config.intermediate_size, h)?,
+                intermediate: dense(&[l.pp("intermediate.dense")], h, config.intermediate_size)?,
+                output: dense(&[l.pp("output.dense")], config.intermediate_size, h)?,
                 output_norm: norm(l.pp("output.LayerNorm"))?,
             });
         }
@@ -170,12 +196,16 @@ impl Bert {
         let bias = ((mask.ones_like()? - mask)? * -10_000.0)?.reshape((batch, 1, 1, seq))?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         for layer in &self.layers {
-            let split = |t: Tensor| -> candle_core::Result<Tensor> {
-                t.reshape((batch, seq, self.heads, self.head_dim))?.transpose(1, 2)?.contiguous()
+            let hidden = self.heads * self.head_dim;
+            let qkv = layer.qkv.forward(&x)?;
+            let split = |part: usize| -> candle_core::Result<Tensor> {
+                qkv.narrow(2, part * hidden, hidden)?
+                    .contiguous()?
+                    .reshape((batch, seq, self.heads, self.head_dim))?
+                    .transpose(1, 2)?
+                    .contiguous()
             };
-            let q = split(layer.query.forward(&x)?)?;
-            let k = split(layer.key.forward(&x)?)?;
-            let v = split(layer.value.forward(&x)?)?;
+            let (q, k, v) = (split(0)?, split(1)?, split(2)?);
             let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&bias)?;
             let probs = candle_nn::ops::softmax_last_dim(&scores)?;
             let context =
