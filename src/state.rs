@@ -107,18 +107,21 @@ pub async fn load_embedder(args: &StoreArgs) -> Option<Arc<dyn Embedder>> {
                 Err(_) => Err("loading the model was interrupted".to_owned()),
             }
         }
-        EmbeddingSource::Openai => match crate::llm::Http::new(std::time::Duration::from_secs(60), 3) {
-            Ok(http) => RemoteEmbedder::connect(
-                http,
-                &args.embedding_base_url,
-                args.embedding_api_key.clone(),
-                &args.embedding_model,
-            )
+        EmbeddingSource::Openai => {
+            async {
+                let http = crate::llm::Http::new(std::time::Duration::from_secs(60), 3)?;
+                let remote = RemoteEmbedder::connect(
+                    http,
+                    &args.embedding_base_url,
+                    args.embedding_api_key.clone(),
+                    &args.embedding_model,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                Ok(Arc::new(remote) as Arc<dyn Embedder>)
+            }
             .await
-            .map(|e| Arc::new(e) as Arc<dyn Embedder>)
-            .map_err(|e| e.to_string()),
-            Err(e) => Err(e),
-        },
+        }
     };
     match loaded {
         Ok(model) => {

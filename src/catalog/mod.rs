@@ -97,6 +97,11 @@ pub struct Catalog {
 
 /// Query vectors kept for repeated searches.
 const QUERY_CACHE: usize = 4096;
+/// A query with everyday phrasings expanded into catalog words, when the configuration asks.
+fn expand(text: &str, config: SearchConfig) -> String {
+    if config.intents { intents::expand(text).unwrap_or_else(|| text.to_owned()) } else { text.to_owned() }
+}
+
 /// Texts embedded per call while building the index (progress is reported between calls).
 const EMBED_CHUNK: usize = 512;
 /// Tools fetched from pgvector per server hit wanted (several tools of one server may lead).
@@ -145,33 +150,17 @@ impl Catalog {
         config: SearchConfig,
     ) -> Result<Found, CatalogError> {
         let index = self.index();
-        let expand = |text: &str| {
-            if config.intents {
-                intents::expand(text).unwrap_or_else(|| text.to_owned())
-            } else {
-                text.to_owned()
-            }
-        };
         let needs: Vec<String> = if config.decompose {
-            index.needs(request).iter().map(|n| expand(n)).collect()
+            index.needs(request).iter().map(|n| expand(n, config)).collect()
         } else {
-            vec![expand(request.trim())]
+            vec![expand(request.trim(), config)]
         };
-        let request = expand(request.trim());
+        let request = expand(request.trim(), config);
         let mut texts = vec![request.clone()];
         if needs.len() > 1 {
             texts.extend(needs.iter().cloned());
         }
-        let vectors = match (&self.embedder, index.dense()) {
-            (Some(embedder), Some(_)) if config.dense || config.tools => {
-                Some(self.queries.embed(embedder.as_ref(), texts).await?)
-            }
-            _ => None,
-        };
-        let hits = match (&vectors, self.pgvector) {
-            (Some(vectors), Some(scan)) => Some(self.pgvector_hits(&index, vectors, scan).await?),
-            _ => None,
-        };
+        let (vectors, hits) = self.dense_inputs(&index, texts, config).await?;
         let query = |i: usize, text| QueryText {
             text,
             vector: vectors.as_ref().map(|v| v[i].as_slice()),
@@ -186,6 +175,52 @@ impl Catalog {
         Ok(index.search(whole, &need_queries, limit, config))
     }
 
+    /// Searches each text on its own (no splitting): one ranking per text, the texts embedded in
+    /// one batch. For a planner that has already split a request into needs.
+    pub async fn search_each(
+        &self,
+        texts: &[String],
+        limit: usize,
+        config: SearchConfig,
+    ) -> Result<Vec<Found>, CatalogError> {
+        let index = self.index();
+        let texts: Vec<String> = texts.iter().map(|t| expand(t.trim(), config)).collect();
+        let (vectors, hits) = self.dense_inputs(&index, texts.clone(), config).await?;
+        Ok(texts
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                let query = QueryText {
+                    text,
+                    vector: vectors.as_ref().map(|v| v[i].as_slice()),
+                    hits: hits.as_ref().map(|h| &h[i]),
+                };
+                index.search(query, &[query], limit, config)
+            })
+            .collect())
+    }
+
+    /// The query vectors of `texts` (when dense retrieval is on), and their dense hits from
+    /// pgvector (when it serves dense retrieval).
+    async fn dense_inputs(
+        &self,
+        index: &SearchIndex,
+        texts: Vec<String>,
+        config: SearchConfig,
+    ) -> Result<(Option<Vec<Vec<f32>>>, Option<Vec<DenseHits>>), CatalogError> {
+        let vectors = match (&self.embedder, index.dense()) {
+            (Some(embedder), Some(_)) if config.dense || config.tools => {
+                Some(self.queries.embed(embedder.as_ref(), texts).await?)
+            }
+            _ => None,
+        };
+        let hits = match (&vectors, self.pgvector) {
+            (Some(vectors), Some(scan)) => Some(self.pgvector_hits(index, vectors, scan).await?),
+            _ => None,
+        };
+        Ok((vectors, hits))
+    }
+
     /// Dense hits for each query vector from pgvector, as index documents.
     async fn pgvector_hits(
         &self,
@@ -197,8 +232,10 @@ impl Catalog {
         let k = search::CANDIDATES;
         let mut out = Vec::with_capacity(vectors.len());
         for v in vectors {
-            let servers = db.nearest_servers(v, k, scan).await?;
-            let tools = db.nearest_tools(v, k * PG_TOOL_SHORTLIST, scan).await?;
+            let (servers, tools) = tokio::try_join!(
+                db.nearest_servers(v, k, scan),
+                db.nearest_tools(v, k * PG_TOOL_SHORTLIST, scan)
+            )?;
             out.push(DenseHits {
                 servers: servers.into_iter().filter_map(|(id, s)| Some((index.doc(&id)?, s))).collect(),
                 tools: dense::best_per_server(
@@ -420,34 +457,39 @@ async fn dense_index(
         dense.tool_owner.push(*owner);
     }
     if pgvector && let Some(db) = store.vectors() {
-        sync_pgvector(db, embedder.id(), index, &hashes, &cached, server_texts.len()).await?;
+        sync_pgvector(db, embedder.id(), index, &hashes, &cached, &dense.tool_owner).await?;
     }
     Ok(dense)
 }
 
 /// Copies the catalog's vectors into pgvector, unless the stored ones already came from the same
-/// model and texts (a digest of every text hash decides).
+/// model and texts (a digest of every text hash decides). `tool_owner` is aligned with the tool
+/// hashes, which follow the server hashes.
 async fn sync_pgvector(
     db: &dyn crate::store::VectorSearch,
     model: &str,
     index: &SearchIndex,
     hashes: &[String],
     cached: &HashMap<String, Vec<u8>>,
-    n_servers: usize,
+    tool_owner: &[(u32, u32)],
 ) -> Result<(), CatalogError> {
-    let (_, tool_texts) = index.embedding_texts();
+    let n_servers = hashes.len() - tool_owner.len();
     let mut digest = Sha256::new();
     digest.update(model.as_bytes());
     for (doc, hash) in hashes[..n_servers].iter().enumerate() {
         digest.update(index.record(doc as u32).id.as_bytes());
         digest.update(hash.as_bytes());
     }
-    for (((doc, tool), _), hash) in tool_texts.iter().zip(&hashes[n_servers..]) {
+    for ((doc, tool), hash) in tool_owner.iter().zip(&hashes[n_servers..]) {
         digest.update(index.record(*doc).id.as_bytes());
         digest.update(tool.to_le_bytes());
         digest.update(hash.as_bytes());
     }
     let digest = record::hex(&digest.finalize()[..16]);
+    // The usual start: nothing changed, so no vector is decoded or sent.
+    if db.is_synced(model, &digest).await? {
+        return Ok(());
+    }
     let vectors: Vec<Vec<f32>> =
         hashes.iter().map(|h| cached.get(h).map(|b| from_bytes(b)).unwrap_or_default()).collect();
     let set = VectorSet {
@@ -456,10 +498,10 @@ async fn sync_pgvector(
         servers: (0..n_servers)
             .map(|doc| (index.record(doc as u32).id.as_str(), vectors[doc].as_slice()))
             .collect(),
-        tools: tool_texts
+        tools: tool_owner
             .iter()
             .zip(&vectors[n_servers..])
-            .map(|(((doc, tool), _), v)| (index.record(*doc).id.as_str(), *tool, v.as_slice()))
+            .map(|((doc, tool), v)| (index.record(*doc).id.as_str(), *tool, v.as_slice()))
             .collect(),
     };
     let started = std::time::Instant::now();

@@ -83,7 +83,7 @@ pub struct Hit {
 }
 
 /// The result of a search: the needs the request was split into, and the hits, best first.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Found {
     pub needs: Vec<String>,
     pub hits: Vec<Hit>,

@@ -177,6 +177,13 @@ struct Context {
     required_files: Vec<RequiredFile>,
 }
 
+impl Context {
+    /// The plan, when it has servers that credentials and files could be for.
+    fn plan_with_servers(&self) -> Option<&Plan> {
+        self.plan.as_ref().filter(|p| !p.servers().is_empty())
+    }
+}
+
 /// What one credential or file of a plan is, with the user-facing texts.
 struct Need<'a> {
     server: &'a ServerRecord,
@@ -245,7 +252,7 @@ impl MasterAgent {
         // server) nothing asks for them.
         let first_value =
             || turn.credentials.keys().next().cloned().or_else(|| turn.files.first().map(|f| f.name.clone()));
-        if sends_values && context.plan.as_ref().is_none_or(|p| p.servers().is_empty()) {
+        if sends_values && context.plan_with_servers().is_none() {
             return Err(PlannerError::UnexpectedCredentials { server: first_value().unwrap_or_default() });
         }
 
@@ -308,20 +315,16 @@ impl MasterAgent {
         let session =
             self.store.get_session(session_id).await?.ok_or(PlannerError::SessionNotFound(session_id))?;
         let mut context: Context = serde_json::from_value(session.context.clone()).unwrap_or_default();
-        let Some(plan) = context.plan.clone().filter(|p| !p.servers().is_empty()) else {
+        let Some(plan) = context.plan_with_servers().cloned() else {
             let name = files.first().map(|(n, _)| n.clone()).unwrap_or_default();
             return Err(PlannerError::UnexpectedCredentials { server: name });
         };
         let records = self.records(&plan);
         let needs = needs_of(&records);
-        let mut sealed = Vec::with_capacity(files.len());
-        for (name, content) in &files {
-            let need = resolve_file(&needs, name)?;
-            if content.expose().is_empty() {
-                return Err(PlannerError::InvalidFile { name: name.clone() });
-            }
-            sealed.push(self.seal_one(session_id, &need, content.expose())?);
-        }
+        let sealed = files
+            .into_iter()
+            .map(|(name, content)| self.seal_file(session_id, &needs, &name, move || Some(content)))
+            .collect::<Result<Vec<_>, _>>()?;
         if !sealed.is_empty() {
             self.store
                 .put_credentials(session_id, &sealed)
@@ -406,16 +409,31 @@ impl MasterAgent {
             }
         }
         for file in &turn.files {
-            let need = resolve_file(&needs, &file.name)?;
-            let content = base64::engine::general_purpose::STANDARD
-                .decode(file.content_base64.expose().trim())
-                .ok()
-                .filter(|c| !c.is_empty())
-                .map(SecretBytes::new)
-                .ok_or_else(|| PlannerError::InvalidFile { name: file.name.clone() })?;
-            sealed.push(self.seal_one(session_id, &need, content.expose())?);
+            let decode = || {
+                base64::engine::general_purpose::STANDARD
+                    .decode(file.content_base64.expose().trim())
+                    .ok()
+                    .map(SecretBytes::new)
+            };
+            sealed.push(self.seal_file(session_id, &needs, &file.name, decode)?);
         }
         Ok(sealed)
+    }
+
+    /// Seals a file for the plan's file credential that `name` names. `content` is read only once
+    /// the name is known; unreadable (`None`) or empty content is refused.
+    fn seal_file(
+        &self,
+        session_id: Uuid,
+        needs: &[Need<'_>],
+        name: &str,
+        content: impl FnOnce() -> Option<SecretBytes>,
+    ) -> Result<SealedCredential, PlannerError> {
+        let need = resolve_file(needs, name)?;
+        let content = content()
+            .filter(|c| !c.expose().is_empty())
+            .ok_or_else(|| PlannerError::InvalidFile { name: name.to_owned() })?;
+        self.seal_one(session_id, &need, content.expose())
     }
 
     /// Works out what is missing, creates the agent when nothing is, saves the session state, and

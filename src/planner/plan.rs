@@ -95,16 +95,18 @@ impl Planner for OfflinePlanner {
         if needs_text.is_empty() {
             needs_text.push(request.trim().to_owned());
         }
+        // Each need is ranked on its own (the request-wide search interleaves the needs and gives
+        // each server to one need only); the needs are embedded together.
+        let searched: Vec<String> = needs_text.iter().filter(|n| !is_model_step(n)).cloned().collect();
+        let single = SearchConfig { decompose: false, ..SearchConfig::default() };
+        let mut found = self.catalog.search_each(&searched, CANDIDATES, single).await?.into_iter();
         let mut needs = Vec::with_capacity(needs_text.len());
         for need in &needs_text {
             if is_model_step(need) {
                 needs.push(PlannedNeed { need: need.clone(), server: None, by_model: true });
                 continue;
             }
-            // Each need is ranked on its own: the request-wide search interleaves the needs and
-            // gives each server to one need only.
-            let single = SearchConfig { decompose: false, ..SearchConfig::default() };
-            let found = self.catalog.search(need, CANDIDATES, single).await?;
+            let found = found.next().unwrap_or_default();
             let candidates: Vec<_> = found.hits.iter().collect();
             // Relevance first (the search already prefers runnable servers with known tools in
             // near-ties); a server that cannot be launched only when nothing runnable fits.

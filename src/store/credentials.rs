@@ -77,6 +77,8 @@ pub trait CredentialStore: Send + Sync {
     async fn credentials(&self, session_id: Uuid) -> Result<Vec<SealedCredential>, StoreError>;
     /// Every sealed credential (for key rotation).
     async fn all_credentials(&self) -> Result<Vec<SealedCredential>, StoreError>;
+    /// Any one sealed credential (to prove the master key at start), or none.
+    async fn any_credential(&self) -> Result<Option<SealedCredential>, StoreError>;
     /// Replaces wrapped data keys, all or none.
     async fn rewrap_credentials(&self, items: &[Rewrapped]) -> Result<(), StoreError>;
     /// The master key ids in use, with how many credentials each sealed.
@@ -207,6 +209,19 @@ macro_rules! impl_credential_store {
                 .fetch_all(&self.pool)
                 .await?;
                 rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn any_credential(
+                &self,
+            ) -> Result<Option<$crate::store::SealedCredential>, $crate::store::StoreError> {
+                let row: Option<$crate::store::credentials::CredentialRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    $crate::store::credentials::credential_columns!(),
+                    " FROM credentials LIMIT 1"
+                ))
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(TryInto::try_into).transpose()
             }
 
             async fn rewrap_credentials(

@@ -32,6 +32,9 @@ pub trait VectorSearch: Send + Sync {
     /// Replaces the stored vectors with `set`, unless they already are its model's and digest's.
     /// Returns whether anything was written.
     async fn sync_vectors(&self, set: &VectorSet<'_>) -> Result<bool, StoreError>;
+    /// Whether the stored vectors already are `model`'s for the texts `digest` names (a cheap
+    /// check before building a [`VectorSet`]; `sync_vectors` checks again under its lock).
+    async fn is_synced(&self, model: &str, digest: &str) -> Result<bool, StoreError>;
     /// The `k` servers whose own vector is nearest: `(id, cosine similarity)`, best first.
     async fn nearest_servers(
         &self,
@@ -140,6 +143,17 @@ impl VectorSearch for PgStore {
         .await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn is_synced(&self, model: &str, digest: &str) -> Result<bool, StoreError> {
+        let found: Option<(i32,)> =
+            sqlx::query_as("SELECT 1 FROM vector_sync WHERE name = $1 AND model = $2 AND digest = $3")
+                .bind(SYNC_NAME)
+                .bind(model)
+                .bind(digest)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
     }
 
     async fn nearest_servers(

@@ -110,8 +110,8 @@ impl Vault {
         }
         let vault = Self { master };
         // One real decryption proves the key, not only its id.
-        if let Some(c) = store.all_credentials().await?.first() {
-            vault.open_sealed(c)?;
+        if let Some(c) = store.any_credential().await? {
+            vault.open_sealed(&c)?;
         }
         Ok(vault)
     }
