@@ -4,7 +4,7 @@
 # resolve them from the machine's own configuration.
 #
 #   scripts/setup.sh            # everything the test suite needs
-#   scripts/setup.sh --service  # only what `serve` needs (the embedding model)
+#   scripts/setup.sh --service  # only what `serve` needs (the embedding model, npx and uvx)
 # The model goes to $DYNAMCP_MODEL_DIR (default: models/all-MiniLM-L6-v2 in the repository).
 set -euo pipefail
 
@@ -88,7 +88,17 @@ PY
     rm -rf "$work"
 }
 
+# The runtimes catalog launch specs name: npx (Node.js + npm) and uvx (uv, from PyPI).
+install_runtimes() {
+    if ! command -v npx >/dev/null 2>&1; then apt_install nodejs npm; fi
+    if ! command -v uvx >/dev/null 2>&1; then
+        log "pip install uv"
+        python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore uv >/dev/null
+    fi
+}
+
 install_model
+install_runtimes
 if [ "$mode" = "all" ] || [ "$mode" = "--test" ]; then
     install_postgres
 fi

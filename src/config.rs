@@ -25,7 +25,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP service.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage the MCP server catalog.
     #[command(subcommand)]
     Catalog(CatalogCommand),
@@ -246,6 +246,104 @@ impl LlmArgs {
     }
 }
 
+/// How agents' MCP servers are launched and supervised.
+#[derive(Debug, Clone, Args)]
+pub struct RuntimeArgs {
+    /// Programs a catalog launch spec may run, comma-separated; `remote` allows remote
+    /// (streamable HTTP) servers. Each is looked up once on dynamcp's PATH. No shell, ever.
+    #[arg(long, env = "DYNAMCP_RUNTIMES", value_delimiter = ',', default_value = "npx,uvx,docker,remote")]
+    pub runtimes: Vec<String>,
+    /// Names of dynamcp's own environment variables every server also gets (TLS trust and proxy
+    /// settings; never put credentials here). All else is built from nothing.
+    #[arg(
+        long,
+        env = "DYNAMCP_SERVER_PASS_ENV",
+        value_delimiter = ',',
+        default_value = "SSL_CERT_FILE,SSL_CERT_DIR,NODE_EXTRA_CA_CERTS,REQUESTS_CA_BUNDLE,HTTP_PROXY,HTTPS_PROXY,NO_PROXY,http_proxy,https_proxy,no_proxy,TZ"
+    )]
+    pub server_pass_env: Vec<String>,
+    /// Seconds a server may take to start the first time (its package is downloaded then).
+    #[arg(long, env = "DYNAMCP_SERVER_FIRST_START_SECS", default_value_t = 300)]
+    pub server_first_start_secs: u64,
+    /// Seconds a server may take to start once its package is cached.
+    #[arg(long, env = "DYNAMCP_SERVER_START_SECS", default_value_t = 30)]
+    pub server_start_secs: u64,
+    /// Seconds one tool call may take.
+    #[arg(long, env = "DYNAMCP_TOOL_CALL_SECS", default_value_t = 60)]
+    pub tool_call_secs: u64,
+    /// Seconds an unused server keeps running before it is stopped.
+    #[arg(long, env = "DYNAMCP_SERVER_IDLE_SECS", default_value_t = 300)]
+    pub server_idle_secs: u64,
+    /// Most MCP server processes running at once, across all agents.
+    #[arg(long, env = "DYNAMCP_MAX_SERVERS", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub max_servers: u64,
+    /// Most model rounds (answer, tool calls) in one agent run.
+    #[arg(long, env = "DYNAMCP_RUN_MAX_ROUNDS", default_value_t = 10)]
+    pub run_max_rounds: usize,
+    /// Where servers' package downloads (npm, uv) are cached; shared by all servers, so a second
+    /// start is fast. Default: `<data dir>/runtime/cache`.
+    #[arg(long, env = "DYNAMCP_RUNTIME_CACHE_DIR")]
+    pub runtime_cache_dir: Option<PathBuf>,
+    /// Seconds a whole agent run (or a tools request that starts servers) may take.
+    #[arg(long, env = "DYNAMCP_RUN_TIMEOUT_SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub run_timeout_secs: u64,
+}
+
+impl Default for RuntimeArgs {
+    fn default() -> Self {
+        Self {
+            runtimes: ["npx", "uvx", "docker", "remote"].map(str::to_owned).to_vec(),
+            server_pass_env: [
+                "SSL_CERT_FILE",
+                "SSL_CERT_DIR",
+                "NODE_EXTRA_CA_CERTS",
+                "REQUESTS_CA_BUNDLE",
+                "HTTP_PROXY",
+                "HTTPS_PROXY",
+                "NO_PROXY",
+                "http_proxy",
+                "https_proxy",
+                "no_proxy",
+                "TZ",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            server_first_start_secs: 300,
+            server_start_secs: 30,
+            tool_call_secs: 60,
+            server_idle_secs: 300,
+            max_servers: 16,
+            run_max_rounds: 10,
+            runtime_cache_dir: None,
+            run_timeout_secs: 900,
+        }
+    }
+}
+
+impl RuntimeArgs {
+    /// The supervisor's settings; servers live under `<data dir>/runtime`.
+    pub fn settings(&self, data_dir: &std::path::Path) -> crate::runtime::RuntimeSettings {
+        crate::runtime::RuntimeSettings {
+            runtimes: self.runtimes.clone(),
+            pass_env: self.server_pass_env.clone(),
+            first_start_timeout: Duration::from_secs(self.server_first_start_secs.max(1)),
+            start_timeout: Duration::from_secs(self.server_start_secs.max(1)),
+            call_timeout: Duration::from_secs(self.tool_call_secs.max(1)),
+            idle: Duration::from_secs(self.server_idle_secs.max(1)),
+            max_servers: usize::try_from(self.max_servers).unwrap_or(16),
+            max_rounds: self.run_max_rounds.max(1),
+            root: absolute(&data_dir.join("runtime")),
+            cache: absolute(
+                &self.runtime_cache_dir.clone().unwrap_or_else(|| data_dir.join("runtime/cache")),
+            ),
+        }
+    }
+}
+
+fn absolute(path: &std::path::Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
 /// A secret read from the environment (or `.env`), never from the command line.
 pub fn secret_from_env(name: &str) -> Option<Secret> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty()).map(Secret::new)
@@ -291,6 +389,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub llm: LlmArgs,
+
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 
     /// Origins allowed by CORS, comma-separated; `*` allows any origin. Empty: no CORS headers.
     #[arg(long, env = "DYNAMCP_CORS_ORIGINS", value_delimiter = ',', default_value = "")]
@@ -344,6 +445,7 @@ impl ServeArgs {
                 encryption_key: None,
             },
             llm: LlmArgs::none(),
+            runtime: RuntimeArgs::default(),
             cors_origins: Vec::new(),
             request_timeout_secs: 30,
             body_limit_bytes: 2 * 1024 * 1024,

@@ -10,6 +10,8 @@
 //! - [`catalog`]: MCP server records, import from every common format, hybrid search.
 //! - [`llm`]: language-model providers (Anthropic, OpenAI-compatible) behind one trait.
 //! - [`store`]: persistence behind one trait; SQLite (default) and PostgreSQL + pgvector.
+//! - [`runtime`]: runs agents: starts their MCP servers from catalog launch specs only (explicit
+//!   env, process groups, timeouts, idle stop), and the LLM tool loop that streams run events.
 //! - [`vault`]: credential values: the redacting [`vault::Secret`] type and envelope encryption
 //!   (AES-256-GCM data keys wrapped by the master key).
 //! - [`cli`]: the non-serving subcommands (import, search, eval); [`progress`] reports on them.
@@ -24,6 +26,7 @@ pub mod config;
 pub mod llm;
 pub mod planner;
 pub mod progress;
+pub mod runtime;
 pub mod state;
 pub mod store;
 pub mod vault;
@@ -58,6 +61,7 @@ pub async fn serve(
     grace: std::time::Duration,
 ) -> anyhow::Result<()> {
     let store = state.store.clone();
+    let runtime = state.runtime.clone();
     let app = api::router(state);
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -73,6 +77,7 @@ pub async fn serve(
         result = server => result.context("server error")?,
         () = drained => tracing::warn!(?grace, "in-flight requests did not finish in time; closing anyway"),
     }
+    runtime.shutdown().await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -13,7 +13,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             init_tracing(args.log_format, "info,sqlx=warn");
-            dynamcp::run(args, dynamcp::shutdown_signal()).await
+            dynamcp::run(*args, dynamcp::shutdown_signal()).await
         }
         Command::Catalog(CatalogCommand::Import(args)) => {
             init_tracing(LogFormat::Text, "warn");

@@ -9,6 +9,7 @@ use crate::config::{EmbeddingSource, ServeArgs, StoreArgs};
 use crate::llm::LlmClient;
 use crate::planner::{LlmPlanner, MasterAgent, OfflinePlanner, Planner};
 use crate::progress::Progress;
+use crate::runtime::Runtime;
 use crate::store::{self, Store, StoreError};
 use crate::vault::{Vault, VaultError};
 
@@ -31,6 +32,7 @@ pub struct AppState {
     pub catalog: Arc<Catalog>,
     pub vault: Arc<Vault>,
     pub master: Arc<MasterAgent>,
+    pub runtime: Arc<Runtime>,
     pub limits: Limits,
 }
 
@@ -40,6 +42,8 @@ pub struct Limits {
     pub body_bytes: usize,
     pub request_timeout: std::time::Duration,
     pub cors_origins: Vec<String>,
+    /// How long an agent run (or a tools request that starts servers) may take.
+    pub run_timeout: std::time::Duration,
 }
 
 impl AppState {
@@ -71,7 +75,15 @@ impl AppState {
             None => Arc::new(OfflinePlanner::new(catalog.clone())),
         };
         let agent_model = llm.as_ref().map(|l| l.describe());
+        let runtime = Runtime::new(
+            catalog.clone(),
+            store.clone(),
+            vault.clone(),
+            llm.clone(),
+            args.runtime.settings(&args.store.data_dir),
+        );
         Self {
+            runtime,
             master: Arc::new(MasterAgent::new(
                 store.clone(),
                 catalog.clone(),
@@ -86,6 +98,7 @@ impl AppState {
                 body_bytes: args.body_limit_bytes,
                 request_timeout: args.request_timeout(),
                 cors_origins: args.cors_origins.iter().filter(|o| !o.trim().is_empty()).cloned().collect(),
+                run_timeout: std::time::Duration::from_secs(args.runtime.run_timeout_secs),
             },
         }
     }

@@ -1,4 +1,4 @@
-//! `/api/agents`: list (paginated), read, delete.
+//! `/api/agents`: list (paginated), read, delete (which stops its running servers), export.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -155,6 +155,7 @@ async fn get_agent(
     ))]
 async fn delete_agent(State(state): State<AppState>, Path(id): Path<Uuid>) -> Result<StatusCode, ApiError> {
     if state.store.delete_agent(id).await? {
+        state.runtime.stop_agent(id).await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::AgentNotFound(id))

@@ -11,6 +11,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::planner::PlannerError;
+use crate::runtime::RuntimeError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +40,8 @@ pub enum ApiError {
     ServerNotFound(String),
     #[error("{message}")]
     Unprocessable { code: &'static str, message: String },
+    #[error(transparent)]
+    Runtime(RuntimeError),
     #[error("the store is unavailable")]
     Unavailable(#[source] StoreError),
     #[error("internal error")]
@@ -74,9 +77,16 @@ impl ApiError {
             | ApiError::SessionNotFound(_)
             | ApiError::AgentNotFound(_)
             | ApiError::ServerNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Runtime(e) => runtime_status(e),
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
+    }
+
+    /// Whether a 5xx message may be shown: a failing MCP server is the user's to know about,
+    /// an internal failure is not.
+    fn message_is_public(&self) -> bool {
+        matches!(self, ApiError::Runtime(e) if e.code() != "internal")
     }
 
     pub fn code(&self) -> &'static str {
@@ -93,6 +103,8 @@ impl ApiError {
             ApiError::AgentNotFound(_) => "agent_not_found",
             ApiError::ServerNotFound(_) => "server_not_found",
             ApiError::Unprocessable { code, .. } => code,
+            ApiError::Runtime(e) if e.code() == "internal" => "internal_error",
+            ApiError::Runtime(e) => e.code(),
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal_error",
         }
@@ -117,10 +129,45 @@ impl From<PlannerError> for ApiError {
     }
 }
 
+fn runtime_status(e: &RuntimeError) -> StatusCode {
+    match e {
+        RuntimeError::AgentNotFound(_)
+        | RuntimeError::ServerNotInAgent { .. }
+        | RuntimeError::ToolNotFound { .. } => StatusCode::NOT_FOUND,
+        RuntimeError::InvalidArguments { .. }
+        | RuntimeError::NotInCatalog(_)
+        | RuntimeError::NotLaunchable { .. }
+        | RuntimeError::BadCredential { .. }
+        | RuntimeError::CallRejected { .. }
+        | RuntimeError::EmptyInput => StatusCode::UNPROCESSABLE_ENTITY,
+        RuntimeError::NoLlm => StatusCode::CONFLICT,
+        RuntimeError::Capacity { .. } => StatusCode::TOO_MANY_REQUESTS,
+        RuntimeError::StartFailed { .. } | RuntimeError::ServerGone { .. } => StatusCode::BAD_GATEWAY,
+        RuntimeError::StartTimeout { .. } | RuntimeError::CallTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        RuntimeError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        RuntimeError::Store(_) | RuntimeError::Vault(_) | RuntimeError::Io { .. } => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    }
+}
+
+impl From<RuntimeError> for ApiError {
+    fn from(err: RuntimeError) -> Self {
+        match err {
+            RuntimeError::AgentNotFound(id) => ApiError::AgentNotFound(id),
+            e => ApiError::Runtime(e),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let message = if status.is_server_error() {
+        let retry_after = matches!(self, ApiError::Runtime(RuntimeError::Capacity { .. }));
+        let message = if status.is_server_error() && self.message_is_public() {
+            tracing::warn!(error = %self, "request failed upstream");
+            self.to_string()
+        } else if status.is_server_error() {
             // The detail is for operators, not clients.
             tracing::error!(error = ?self, "request failed");
             match self {
@@ -130,7 +177,11 @@ impl IntoResponse for ApiError {
         } else {
             self.to_string()
         };
-        error_response(status, self.code(), message)
+        let mut response = error_response(status, self.code(), message);
+        if retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        response
     }
 }
 

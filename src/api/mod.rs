@@ -8,6 +8,7 @@ pub mod error;
 mod extract;
 mod pagination;
 mod root;
+mod runs;
 mod servers;
 mod sessions;
 
@@ -50,7 +51,9 @@ struct ApiDoc;
 
 /// The OpenAPI document, as served at `/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes().split_for_parts().1
+    let mut doc = routes().split_for_parts().1;
+    doc.merge(runs::router().split_for_parts().1);
+    doc
 }
 
 fn routes() -> OpenApiRouter<AppState> {
@@ -64,18 +67,23 @@ fn routes() -> OpenApiRouter<AppState> {
 
 /// The whole application: routes, docs and layers.
 pub fn router(state: AppState) -> Router {
-    let (api, doc) = routes().split_for_parts();
+    let (api, mut doc) = routes().split_for_parts();
+    let (runs, runs_doc) = runs::router().split_for_parts();
+    doc.merge(runs_doc);
     let limits = state.limits.clone();
-    let app = api.merge(SwaggerUi::new("/docs").url("/openapi.json", doc)).with_state(state);
+    // Runs and tool calls may start servers (a first start downloads a package): they get the
+    // run timeout; every other route the request timeout.
+    let api = api.layer(timeout(limits.request_timeout));
+    let runs = runs.layer(timeout(limits.run_timeout));
+    let app = api.merge(runs).merge(SwaggerUi::new("/docs").url("/openapi.json", doc)).with_state(state);
     with_layers(app, &limits)
 }
 
-/// The cross-cutting layers every route gets, outermost last: body limit, timeout, CORS, panic
-/// catching, the uniform error shape, request tracing.
+/// The cross-cutting layers every route gets, outermost last: body limit, CORS, panic catching,
+/// the uniform error shape, request tracing. (Timeouts are per route group, see [`router`].)
 fn with_layers(app: Router, limits: &Limits) -> Router {
     app.fallback(not_found)
         .layer(DefaultBodyLimit::max(limits.body_bytes))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout))
         .layer(cors(limits))
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("a request handler panicked");
@@ -83,6 +91,11 @@ fn with_layers(app: Router, limits: &Limits) -> Router {
         }))
         .layer(axum::middleware::from_fn(error::normalize_errors))
         .layer(TraceLayer::new_for_http())
+}
+
+/// Answers 408 (in the standard error shape, see [`error::normalize_errors`]) after `limit`.
+fn timeout(limit: Duration) -> TimeoutLayer {
+    TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limit)
 }
 
 async fn not_found(request: Request) -> ApiError {
@@ -116,7 +129,12 @@ mod tests {
     use super::*;
 
     fn limits() -> Limits {
-        Limits { body_bytes: 1024, request_timeout: Duration::from_millis(50), cors_origins: Vec::new() }
+        Limits {
+            body_bytes: 1024,
+            request_timeout: Duration::from_millis(50),
+            cors_origins: Vec::new(),
+            run_timeout: Duration::from_secs(1),
+        }
     }
 
     async fn call(app: Router, uri: &str) -> anyhow::Result<(StatusCode, serde_json::Value)> {
@@ -136,6 +154,7 @@ mod tests {
                 "late"
             }),
         );
+        let app = app.layer(timeout(limits().request_timeout));
         let (status, body) = call(with_layers(app, &limits()), "/slow").await?;
         assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
         assert_eq!(

@@ -25,6 +25,9 @@ pub enum Db {
 pub async fn test_args(db: Db) -> (ServeArgs, TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut args = ServeArgs::for_data_dir(dir.path());
+    // MCP servers' package downloads are shared by every test (and kept between runs).
+    args.runtime.runtime_cache_dir =
+        Some(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("mcp-package-cache"));
     if db == Db::Postgres {
         args.store.database_url = Some(fresh_postgres_database().await);
     }
@@ -57,6 +60,7 @@ pub struct TestServer {
     pub base: String,
     pub http: reqwest::Client,
     pub store: Arc<dyn Store>,
+    pub runtime: Arc<dynamcp::runtime::Runtime>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
     dir: TempDir,
@@ -79,6 +83,7 @@ impl TestServer {
     pub async fn start_with(args: ServeArgs, dir: TempDir) -> Self {
         let state = AppState::build(&args).await.unwrap();
         let store = state.store.clone();
+        let runtime = state.runtime.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -90,7 +95,12 @@ impl TestServer {
             },
             Duration::from_secs(5),
         ));
-        Self { base, http: http_client(), store, stop: Some(stop), task: Some(task), dir }
+        Self { base, http: http_client(), store, runtime, stop: Some(stop), task: Some(task), dir }
+    }
+
+    /// The server's data dir (every MCP server it starts lives under it).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -150,6 +160,35 @@ pub async fn import_fixture_catalog(args: &ServeArgs) {
             .unwrap();
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/planner-catalog.json");
     catalog.import_file(&path, &|_, _| {}).await.unwrap();
+    store.close().await;
+}
+
+/// Imports the records `ids` exactly as the shipped default catalog (`catalog/mcp_catalog.json.gz`)
+/// has them, plus `extra` records, into the store `args` name (lexical search only).
+pub async fn import_default_records(args: &ServeArgs, ids: &[&str], extra: &[serde_json::Value]) {
+    use std::io::Read;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("catalog/mcp_catalog.json.gz");
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(&path).unwrap()).read_to_string(&mut text).unwrap();
+    let all: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut servers: Vec<serde_json::Value> = all["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| ids.contains(&s["id"].as_str().unwrap_or_default()))
+        .cloned()
+        .collect();
+    assert_eq!(servers.len(), ids.len(), "every id is in the default catalog");
+    servers.extend(extra.iter().cloned());
+    let file = args.store.data_dir.join("records.json");
+    std::fs::create_dir_all(&args.store.data_dir).unwrap();
+    std::fs::write(&file, serde_json::json!({"schema_version": 1, "servers": servers}).to_string()).unwrap();
+    let store = store::open(&args.store).await.unwrap();
+    let catalog =
+        dynamcp::catalog::Catalog::open(store.clone(), None, dynamcp::catalog::DenseBackend::InProcess)
+            .await
+            .unwrap();
+    catalog.import_file(&file, &|_, _| {}).await.unwrap();
     store.close().await;
 }
 

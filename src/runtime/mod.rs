@@ -1,0 +1,565 @@
+//! The agent runtime: one supervisor owns every MCP server dynamcp starts for an agent.
+//!
+//! - [`launch`]: catalog record → program, arguments and an environment built from nothing.
+//! - [`server`]: one running server (rmcp client session, process group, redacted stderr).
+//! - [`run`]: an agent run: the LLM sees every server's tools and calls them until it answers,
+//!   streaming [`RunEvent`]s.
+//! - [`schema`]: tool arguments checked against the tool's input schema.
+//!
+//! Servers are keyed by (agent, server): each agent's servers get only that agent's credentials.
+//! They start concurrently, at most `max_servers` at once (a semaphore; an idle server is stopped
+//! to make room), stop after `idle` without use, start again after a crash, and all stop, with
+//! their process groups, on [`Runtime::shutdown`]. Only `api/` knows HTTP.
+
+pub mod launch;
+pub mod run;
+pub mod schema;
+pub mod server;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use rmcp::model::CallToolResult;
+use serde_json::Value;
+use tokio::sync::{Mutex, Semaphore};
+use uuid::Uuid;
+
+use crate::catalog::Catalog;
+use crate::llm::LlmClient;
+use crate::store::{Agent, SecretKind, Store, StoreError};
+use crate::vault::{SecretBytes, Vault, VaultError};
+pub use launch::{Launcher, Target};
+pub use run::{RunEvent, RunStatus};
+use server::{CallFailure, Live, Redactor, StartParams};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("agent {0} not found")]
+    AgentNotFound(Uuid),
+    #[error("agent {agent} has no server {server:?} (its servers: {known})")]
+    ServerNotInAgent { agent: Uuid, server: String, known: String },
+    #[error("server {server:?} has no tool {tool:?} (its tools: {known})")]
+    ToolNotFound { server: String, tool: String, known: String },
+    #[error("invalid arguments for {server}/{tool}: {reason}")]
+    InvalidArguments { server: String, tool: String, reason: String },
+    #[error("server {0:?} is no longer in the catalog, so dynamcp will not launch it")]
+    NotInCatalog(String),
+    #[error("server {server:?} cannot be launched here: {reason}")]
+    NotLaunchable { server: String, reason: String },
+    #[error("the stored value of {server}/{key} cannot be sent as a header")]
+    BadCredential { server: String, key: String },
+    #[error("server {server:?} failed to start: {reason}")]
+    StartFailed { server: String, reason: String },
+    #[error("server {server:?} did not start within {secs} s")]
+    StartTimeout { server: String, secs: u64 },
+    #[error("{max} MCP servers are already running and none is idle; try again later")]
+    Capacity { max: usize },
+    #[error("server {server:?} stopped: {reason}; it starts again on the next call")]
+    ServerGone { server: String, reason: String },
+    #[error("{server}/{tool} did not answer within {secs} s")]
+    CallTimeout { server: String, tool: String, secs: u64 },
+    #[error("{server}/{tool} rejected the call: {reason}")]
+    CallRejected { server: String, tool: String, reason: String },
+    #[error(
+        "no language model is configured, so agents cannot run; set ANTHROPIC_API_KEY or OPENAI_API_KEY (the tools endpoints work without one)"
+    )]
+    NoLlm,
+    #[error("the input is empty: say what the agent should do")]
+    EmptyInput,
+    #[error("the service is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    #[error("could not {what}: {source}")]
+    Io { what: &'static str, source: std::io::Error },
+}
+
+impl RuntimeError {
+    pub(crate) fn io(what: &'static str, source: std::io::Error) -> Self {
+        Self::Io { what, source }
+    }
+
+    /// A stable machine-readable code, shared by HTTP errors and `error` events.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::AgentNotFound(_) => "agent_not_found",
+            Self::ServerNotInAgent { .. } => "server_not_in_agent",
+            Self::ToolNotFound { .. } => "tool_not_found",
+            Self::InvalidArguments { .. } => "invalid_arguments",
+            Self::NotInCatalog(_) => "server_not_in_catalog",
+            Self::NotLaunchable { .. } => "server_not_launchable",
+            Self::BadCredential { .. } => "bad_credential",
+            Self::StartFailed { .. } => "server_start_failed",
+            Self::StartTimeout { .. } => "server_start_timeout",
+            Self::Capacity { .. } => "too_many_servers",
+            Self::ServerGone { .. } => "server_crashed",
+            Self::CallTimeout { .. } => "tool_call_timeout",
+            Self::CallRejected { .. } => "tool_call_rejected",
+            Self::NoLlm => "llm_not_configured",
+            Self::EmptyInput => "empty_input",
+            Self::ShuttingDown => "shutting_down",
+            Self::Store(_) | Self::Vault(_) | Self::Io { .. } => "internal",
+        }
+    }
+}
+
+/// Supervision settings (from `RuntimeArgs`).
+#[derive(Debug, Clone)]
+pub struct RuntimeSettings {
+    pub runtimes: Vec<String>,
+    pub pass_env: Vec<String>,
+    pub first_start_timeout: Duration,
+    pub start_timeout: Duration,
+    pub call_timeout: Duration,
+    pub idle: Duration,
+    pub max_servers: usize,
+    pub max_rounds: usize,
+    /// Agents' servers live under `root/agents/<agent>/<server>`.
+    pub root: PathBuf,
+    /// Package caches (npm, uv), shared by all servers.
+    pub cache: PathBuf,
+}
+
+/// The live tools of one of an agent's servers, or why it is not running.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct ServerTools {
+    pub server: String,
+    /// `ready` or `error`.
+    pub status: &'static str,
+    #[schema(value_type = Vec<Object>)]
+    pub tools: Vec<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<&'static str>,
+}
+
+/// A running server, as the supervisor reports it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Running {
+    pub agent: Uuid,
+    pub server: String,
+    pub pid: Option<u32>,
+    pub tools: usize,
+}
+
+type Slot = Arc<Mutex<Option<Arc<Live>>>>;
+
+pub struct Runtime {
+    catalog: Arc<Catalog>,
+    store: Arc<dyn Store>,
+    vault: Arc<Vault>,
+    llm: Option<Arc<dyn LlmClient>>,
+    launcher: Launcher,
+    settings: RuntimeSettings,
+    slots: std::sync::Mutex<HashMap<(Uuid, String), Slot>>,
+    permits: Arc<Semaphore>,
+    stopping: AtomicBool,
+}
+
+impl Runtime {
+    /// Resolves the allowed runtimes on dynamcp's PATH and starts the idle reaper.
+    pub fn new(
+        catalog: Arc<Catalog>,
+        store: Arc<dyn Store>,
+        vault: Arc<Vault>,
+        llm: Option<Arc<dyn LlmClient>>,
+        settings: RuntimeSettings,
+    ) -> Arc<Self> {
+        let launcher = Launcher::new(
+            &settings.runtimes,
+            std::env::var_os("PATH"),
+            &settings.pass_env,
+            |name: &str| std::env::var_os(name),
+            settings.root.clone(),
+            settings.cache.clone(),
+        );
+        let runtime = Arc::new(Self {
+            catalog,
+            store,
+            vault,
+            llm,
+            launcher,
+            permits: Arc::new(Semaphore::new(settings.max_servers.max(1))),
+            settings,
+            slots: std::sync::Mutex::new(HashMap::new()),
+            stopping: AtomicBool::new(false),
+        });
+        tokio::spawn(reap_idle(Arc::downgrade(&runtime)));
+        runtime
+    }
+
+    pub fn settings(&self) -> &RuntimeSettings {
+        &self.settings
+    }
+
+    pub fn llm(&self) -> Option<&Arc<dyn LlmClient>> {
+        self.llm.as_ref()
+    }
+
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub async fn agent(&self, id: Uuid) -> Result<Agent, RuntimeError> {
+        self.store.get_agent(id).await?.ok_or(RuntimeError::AgentNotFound(id))
+    }
+
+    /// The server ids of an agent, from its stored config. Only the ids are taken from it: what
+    /// runs is always the catalog's launch spec for that id.
+    pub fn servers_of(agent: &Agent) -> Vec<String> {
+        agent
+            .mcp_config
+            .get("mcpServers")
+            .and_then(Value::as_object)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Starts (or reuses) every server of `agent` concurrently; each outcome in config order.
+    pub(crate) async fn start_all(
+        &self,
+        agent: &Agent,
+        events: &run::Emitter,
+    ) -> Vec<(String, Result<Arc<Live>, RuntimeError>)> {
+        let servers = Self::servers_of(agent);
+        let starts = servers.iter().map(|server| self.ensure(agent, server, events));
+        let outcomes = futures::future::join_all(starts).await;
+        servers.into_iter().zip(outcomes).collect()
+    }
+
+    /// The live server `server` of `agent`, started if it is not running (or crashed).
+    pub(crate) async fn ensure(
+        &self,
+        agent: &Agent,
+        server: &str,
+        events: &run::Emitter,
+    ) -> Result<Arc<Live>, RuntimeError> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(RuntimeError::ShuttingDown);
+        }
+        let slot = {
+            let mut slots = self.slots.lock().map_err(|_| RuntimeError::ShuttingDown)?;
+            slots.entry((agent.id, server.to_owned())).or_default().clone()
+        };
+        let mut guard = slot.lock().await;
+        if let Some(live) = guard.as_ref() {
+            if live.is_alive() {
+                live.touch();
+                return Ok(live.clone());
+            }
+            tracing::warn!(agent = %agent.id, server, "server had stopped since its last use; starting it again");
+            events.emit(RunEvent::Error {
+                server: Some(server.to_owned()),
+                code: "server_crashed".to_owned(),
+                message: format!("server {server:?} had stopped since its last use; starting it again"),
+            });
+            if let Some(dead) = guard.take() {
+                tokio::spawn(async move { dead.stop().await });
+            }
+        }
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(RuntimeError::ShuttingDown);
+        }
+        let live = Arc::new(self.start(agent, server, events).await?);
+        live.touch();
+        events.emit(RunEvent::ServerReady {
+            server: server.to_owned(),
+            tools: live.tools.len(),
+            ms: u64::try_from(live.started_in.as_millis()).unwrap_or(u64::MAX),
+        });
+        *guard = Some(live.clone());
+        Ok(live)
+    }
+
+    async fn start(&self, agent: &Agent, server: &str, events: &run::Emitter) -> Result<Live, RuntimeError> {
+        let record = self
+            .catalog
+            .index()
+            .get(server)
+            .cloned()
+            .ok_or_else(|| RuntimeError::NotInCatalog(server.to_owned()))?;
+        let target = self.launcher.target(&record)?;
+        let values = self.credentials(agent.session_id, server).await?;
+        let redactor =
+            Redactor::new(values.values().map(|v| String::from_utf8_lossy(v.expose()).into_owned()));
+        let cached = self.launcher.is_warm(&target);
+        let timeout = if cached || matches!(target, Target::Remote { .. }) {
+            self.settings.start_timeout
+        } else {
+            self.settings.first_start_timeout
+        };
+        events.emit(RunEvent::ServerStarting {
+            server: server.to_owned(),
+            launch: target.describe(),
+            cached,
+            timeout_secs: timeout.as_secs(),
+        });
+        let permit = self.permit(timeout).await?;
+        let params = StartParams { server: server.to_owned(), redactor, permit, timeout };
+        tracing::info!(agent = %agent.id, server, launch = %target.describe(), cached, "starting server");
+        let live = match &target {
+            Target::Stdio { program, args } => {
+                let work = self.launcher.work_dir(agent.id, server);
+                let env = self.launcher.environment(&record, &work, &values)?;
+                Live::start_stdio(params, program, args, env, &work).await?
+            }
+            Target::Remote { url } => {
+                let headers = self.launcher.headers(&record, &values)?;
+                Live::start_remote(params, url, headers).await?
+            }
+        };
+        self.launcher.mark_warm(&target);
+        tracing::info!(agent = %agent.id, server, pid = live.pid, tools = live.tools.len(), ms = live.started_in.as_millis() as u64, "server ready");
+        Ok(live)
+    }
+
+    /// A process slot: free, or made free by stopping the longest-idle server, or waited for.
+    async fn permit(&self, wait: Duration) -> Result<tokio::sync::OwnedSemaphorePermit, RuntimeError> {
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        if let Some(idle) = self.idlest() {
+            idle.stop().await;
+        }
+        tokio::time::timeout(wait.min(Duration::from_secs(30)), self.permits.clone().acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or(RuntimeError::Capacity { max: self.settings.max_servers })
+    }
+
+    /// Takes the live server nobody is using and that has been idle longest out of its slot.
+    fn idlest(&self) -> Option<Arc<Live>> {
+        let slots: Vec<Slot> = self.slots.lock().ok()?.values().cloned().collect();
+        let mut best: Option<(Duration, tokio::sync::OwnedMutexGuard<Option<Arc<Live>>>)> = None;
+        for slot in slots {
+            let Ok(guard) = slot.try_lock_owned() else { continue };
+            let Some(idle) = guard.as_ref().map(|l| l.idle_for()) else { continue };
+            if idle > Duration::ZERO && best.as_ref().is_none_or(|(b, _)| idle > *b) {
+                best = Some((idle, guard));
+            }
+        }
+        best.and_then(|(_, mut guard)| guard.take())
+    }
+
+    /// The decrypted credentials `session` stored for `server`, by key.
+    async fn credentials(
+        &self,
+        session: Uuid,
+        server: &str,
+    ) -> Result<BTreeMap<String, SecretBytes>, RuntimeError> {
+        let mut values = BTreeMap::new();
+        for sealed in self.store.credentials(session).await? {
+            if sealed.server == server && matches!(sealed.kind, SecretKind::Env | SecretKind::File) {
+                values.insert(sealed.key.clone(), self.vault.open_sealed(&sealed)?);
+            }
+        }
+        Ok(values)
+    }
+
+    /// Forgets a server that crashed, so the next use starts it again.
+    pub(crate) async fn forget(&self, agent: Uuid, server: &str) {
+        let slot = self.slots.lock().ok().and_then(|s| s.get(&(agent, server.to_owned())).cloned());
+        if let Some(slot) = slot {
+            let dead = slot.lock().await.take();
+            if let Some(dead) = dead {
+                dead.stop().await;
+            }
+        }
+    }
+
+    /// Every server of agent `id` with its live tools, starting them as needed. A server that
+    /// cannot start is reported with its error; the others still answer.
+    pub async fn tools(&self, id: Uuid) -> Result<Vec<ServerTools>, RuntimeError> {
+        let agent = self.agent(id).await?;
+        let events = run::Emitter::discard();
+        let mut out = Vec::new();
+        for (server, outcome) in self.start_all(&agent, &events).await {
+            out.push(match outcome {
+                Ok(live) => ServerTools {
+                    server,
+                    status: "ready",
+                    tools: live.tools.iter().filter_map(|t| serde_json::to_value(t).ok()).collect(),
+                    error: None,
+                    code: None,
+                },
+                Err(e) => ServerTools {
+                    server,
+                    status: "error",
+                    tools: Vec::new(),
+                    error: Some(e.to_string()),
+                    code: Some(e.code()),
+                },
+            });
+        }
+        Ok(out)
+    }
+
+    /// Calls one tool of one of the agent's servers directly, after checking the arguments
+    /// against its input schema. No language model is involved.
+    pub async fn call(
+        &self,
+        id: Uuid,
+        server: &str,
+        tool: &str,
+        arguments: Value,
+    ) -> Result<CallToolResult, RuntimeError> {
+        let agent = self.agent(id).await?;
+        let servers = Self::servers_of(&agent);
+        if !servers.iter().any(|s| s == server) {
+            return Err(RuntimeError::ServerNotInAgent {
+                agent: id,
+                server: server.to_owned(),
+                known: servers.join(", "),
+            });
+        }
+        let live = self.ensure(&agent, server, &run::Emitter::discard()).await?;
+        self.call_live(&agent, &live, tool, arguments).await
+    }
+
+    pub(crate) async fn call_live(
+        &self,
+        agent: &Agent,
+        live: &Live,
+        tool: &str,
+        arguments: Value,
+    ) -> Result<CallToolResult, RuntimeError> {
+        let server = live.server.clone();
+        let Some(spec) = live.tool(tool) else {
+            let known: Vec<&str> = live.tools.iter().map(|t| t.name.as_ref()).collect();
+            return Err(RuntimeError::ToolNotFound {
+                server,
+                tool: tool.to_owned(),
+                known: known.join(", "),
+            });
+        };
+        let arguments = match arguments {
+            Value::Null => Value::Object(Default::default()),
+            other => other,
+        };
+        let schema = Value::Object((*spec.input_schema).clone());
+        schema::validate(&schema, &arguments).map_err(|reason| RuntimeError::InvalidArguments {
+            server: server.clone(),
+            tool: tool.to_owned(),
+            reason,
+        })?;
+        let Value::Object(arguments) = arguments else {
+            return Err(RuntimeError::InvalidArguments {
+                server,
+                tool: tool.to_owned(),
+                reason: "arguments must be an object".to_owned(),
+            });
+        };
+        tracing::info!(agent = %agent.id, server = %server, tool, "tool call");
+        match live.call(tool, arguments, self.settings.call_timeout).await {
+            Ok(result) => Ok(redact_result(result, &live.redactor)),
+            Err(CallFailure::Gone(reason)) => {
+                self.forget(agent.id, &server).await;
+                Err(RuntimeError::ServerGone { server, reason })
+            }
+            Err(CallFailure::Timeout(t)) => {
+                Err(RuntimeError::CallTimeout { server, tool: tool.to_owned(), secs: t.as_secs() })
+            }
+            Err(CallFailure::Refused(reason)) => {
+                Err(RuntimeError::CallRejected { server, tool: tool.to_owned(), reason })
+            }
+        }
+    }
+
+    /// The servers running now.
+    pub async fn running(&self) -> Vec<Running> {
+        let slots: Vec<((Uuid, String), Slot)> = self
+            .slots
+            .lock()
+            .map(|s| s.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for ((agent, server), slot) in slots {
+            if let Some(live) = slot.lock().await.as_ref().filter(|l| l.is_alive()) {
+                out.push(Running { agent, server, pid: live.pid, tools: live.tools.len() });
+            }
+        }
+        out
+    }
+
+    /// Stops every server the runtime runs for `agent` (e.g. when it is deleted).
+    pub async fn stop_agent(&self, agent: Uuid) {
+        let slots: Vec<Slot> = self
+            .slots
+            .lock()
+            .map(|mut s| {
+                let keys: Vec<_> = s.keys().filter(|(a, _)| *a == agent).cloned().collect();
+                keys.into_iter().filter_map(|k| s.remove(&k)).collect()
+            })
+            .unwrap_or_default();
+        stop_slots(slots).await;
+    }
+
+    /// Refuses new starts and stops every server, each with its whole process group.
+    pub async fn shutdown(&self) {
+        self.stopping.store(true, Ordering::Release);
+        let slots: Vec<Slot> =
+            self.slots.lock().map(|mut s| s.drain().map(|(_, v)| v).collect()).unwrap_or_default();
+        let count = slots.len();
+        stop_slots(slots).await;
+        if count > 0 {
+            tracing::info!(servers = count, "runtime stopped every server");
+        }
+    }
+}
+
+/// A result with the server's own credential values blanked out, should it echo one.
+fn redact_result(result: CallToolResult, redactor: &Redactor) -> CallToolResult {
+    let Ok(text) = serde_json::to_string(&result) else { return result };
+    let clean = redactor.redact(&text);
+    if clean == text {
+        return result;
+    }
+    serde_json::from_str(&clean).unwrap_or(result)
+}
+
+async fn stop_slots(slots: Vec<Slot>) {
+    let stops = slots.into_iter().map(|slot| async move {
+        let live = slot.lock().await.take();
+        if let Some(live) = live {
+            live.stop().await;
+        }
+    });
+    futures::future::join_all(stops).await;
+}
+
+/// Stops servers idle longer than the configured time; ends when the runtime is dropped.
+async fn reap_idle(runtime: Weak<Runtime>) {
+    let every = runtime
+        .upgrade()
+        .map(|r| (r.settings.idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(30)))
+        .unwrap_or(Duration::from_secs(30));
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(runtime) = runtime.upgrade() else { return };
+        if runtime.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        let slots: Vec<((Uuid, String), Slot)> = runtime
+            .slots
+            .lock()
+            .map(|s| s.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        for ((agent, server), slot) in slots {
+            let Ok(mut guard) = slot.try_lock_owned() else { continue };
+            let expired =
+                guard.as_ref().is_some_and(|l| !l.is_alive() || l.idle_for() > runtime.settings.idle);
+            if expired && let Some(live) = guard.take() {
+                drop(guard);
+                tracing::info!(agent = %agent, server = %server, "stopping an idle server");
+                live.stop().await;
+            }
+        }
+    }
+}

@@ -1,0 +1,384 @@
+//! One running MCP server: the rmcp client session over a child process (in its own process
+//! group, so stopping it stops everything it spawned) or over streamable HTTP, its tools, its
+//! stderr turned into redacted `tracing` lines, and its credential files, deleted when it stops.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation, Tool,
+};
+use rmcp::service::{Peer, RunningService, ServiceError};
+use rmcp::transport::TokioChildProcess;
+use rmcp::{RoleClient, ServiceExt};
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::{OwnedSemaphorePermit, watch};
+
+use super::RuntimeError;
+use super::launch::ChildEnv;
+use crate::vault::Secret;
+
+/// Replaces a server's own credential values with `[redacted]` in anything it prints or returns.
+#[derive(Clone, Default)]
+pub struct Redactor(Arc<Vec<Secret>>);
+
+impl Redactor {
+    /// Values shorter than four characters are not looked for: they would blank out ordinary text.
+    pub fn new(values: impl IntoIterator<Item = String>) -> Self {
+        let mut secrets: Vec<Secret> =
+            values.into_iter().filter(|v| v.chars().count() >= 4).map(Secret::new).collect();
+        // Longest first, so a value that contains another is replaced whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.expose().len()));
+        Self(Arc::new(secrets))
+    }
+
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for secret in self.0.iter() {
+            if out.contains(secret.expose()) {
+                out = out.replace(secret.expose(), "[redacted]");
+            }
+        }
+        out
+    }
+}
+
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Redactor({} values)", self.0.len())
+    }
+}
+
+/// The last lines a child wrote to stderr (redacted), for error messages; and whether it closed.
+#[derive(Clone)]
+struct StderrTail {
+    lines: Arc<std::sync::Mutex<VecDeque<String>>>,
+    closed: watch::Receiver<bool>,
+}
+
+const STDERR_TAIL: usize = 8;
+
+impl StderrTail {
+    fn spawn(server: &str, stderr: Option<tokio::process::ChildStderr>, redactor: Redactor) -> Self {
+        let lines = Arc::new(std::sync::Mutex::new(VecDeque::new()));
+        let (tx, closed) = watch::channel(stderr.is_none());
+        if let Some(stderr) = stderr {
+            let lines = lines.clone();
+            let server = server.to_owned();
+            tokio::spawn(async move {
+                let mut reader = tokio::io::BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = reader.next_line().await {
+                    let line = redactor.redact(line.trim_end());
+                    if line.is_empty() {
+                        continue;
+                    }
+                    tracing::info!(target: "dynamcp::runtime::stderr", server = %server, "{line}");
+                    if let Ok(mut tail) = lines.lock() {
+                        if tail.len() == STDERR_TAIL {
+                            tail.pop_front();
+                        }
+                        tail.push_back(line);
+                    }
+                }
+                let _ = tx.send(true);
+            });
+        }
+        Self { lines, closed }
+    }
+
+    /// The tail, once the stream closed or `wait` passed.
+    async fn settled(&mut self, wait: Duration) -> String {
+        let _ = tokio::time::timeout(wait, self.closed.wait_for(|c| *c)).await;
+        self.lines.lock().map(|t| t.iter().cloned().collect::<Vec<_>>().join(" | ")).unwrap_or_default()
+    }
+}
+
+/// A started server, shared by the runs and calls that use it.
+pub struct Live {
+    pub server: String,
+    pub tools: Vec<Tool>,
+    pub pid: Option<u32>,
+    pub redactor: Redactor,
+    pub started_in: Duration,
+    peer: Peer<RoleClient>,
+    service: tokio::sync::Mutex<Option<RunningService<RoleClient, ClientConfig>>>,
+    stderr: Option<StderrTail>,
+    files: Vec<PathBuf>,
+    epoch: Instant,
+    last_used_ms: AtomicU64,
+    in_flight: AtomicUsize,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// How a tool call ended, short of a result.
+#[derive(Debug)]
+pub enum CallFailure {
+    /// The server is gone (crashed or stopped): the caller should drop it.
+    Gone(String),
+    Timeout(Duration),
+    /// The server answered with a JSON-RPC error.
+    Refused(String),
+}
+
+fn client_config() -> ClientConfig {
+    ClientConfig::new(
+        ClientCapabilities::default(),
+        Implementation::new("dynamcp", env!("CARGO_PKG_VERSION")),
+    )
+}
+
+/// What a start needs besides the target.
+pub struct StartParams {
+    pub server: String,
+    pub redactor: Redactor,
+    pub permit: OwnedSemaphorePermit,
+    pub timeout: Duration,
+}
+
+impl Live {
+    /// Spawns `program args` with exactly `env` in `work`, and initialises an MCP session with it.
+    pub async fn start_stdio(
+        params: StartParams,
+        program: &std::path::Path,
+        args: &[String],
+        env: ChildEnv,
+        work: &std::path::Path,
+    ) -> Result<Self, RuntimeError> {
+        let started = Instant::now();
+        let mut command = tokio::process::Command::new(program);
+        command.args(args).env_clear().envs(env.vars.iter().map(|(k, v)| (k, v))).current_dir(work);
+        let mut wrapped = process_wrap::tokio::CommandWrap::from(command);
+        wrapped.wrap(process_wrap::tokio::ProcessGroup::leader());
+        let (transport, stderr) = TokioChildProcess::builder(wrapped)
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| RuntimeError::StartFailed {
+                server: params.server.clone(),
+                reason: format!("could not spawn it: {e}"),
+            })?;
+        let pid = transport.id();
+        let mut tail = StderrTail::spawn(&params.server, stderr, params.redactor.clone());
+        tracing::info!(server = %params.server, pid, "server process started");
+        let fail = |reason: String| RuntimeError::StartFailed { server: params.server.clone(), reason };
+        let session = tokio::time::timeout(params.timeout, async {
+            let service = client_config().serve(transport).await.map_err(|e| e.to_string())?;
+            let tools = service.peer().list_all_tools().await.map_err(|e| e.to_string())?;
+            Ok::<_, String>((service, tools))
+        })
+        .await;
+        let group = pid.and_then(|p| i32::try_from(p).ok());
+        let (service, tools) = match session {
+            Ok(Ok(ok)) => ok,
+            Ok(Err(e)) => {
+                if let Some(group) = group {
+                    kill_group(group);
+                }
+                remove_files(&env.files);
+                let said = tail.settled(Duration::from_secs(2)).await;
+                let said = if said.is_empty() { String::new() } else { format!("; it said: {said}") };
+                return Err(fail(format!(
+                    "it stopped before answering ({}){said}",
+                    params.redactor.redact(&e)
+                )));
+            }
+            Err(_) => {
+                if let Some(group) = group {
+                    kill_group(group);
+                }
+                remove_files(&env.files);
+                return Err(RuntimeError::StartTimeout {
+                    server: params.server.clone(),
+                    secs: params.timeout.as_secs(),
+                });
+            }
+        };
+        Ok(Self::new(params, service, tools, pid, Some(tail), env.files, started))
+    }
+
+    /// Connects to a remote server over streamable HTTP with `headers`.
+    pub async fn start_remote(
+        params: StartParams,
+        url: &str,
+        headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    ) -> Result<Self, RuntimeError> {
+        use rmcp::transport::StreamableHttpClientTransport;
+        use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+        let started = Instant::now();
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client =
+            reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build().map_err(|e| {
+                RuntimeError::StartFailed {
+                    server: params.server.clone(),
+                    reason: format!("HTTP client: {e}"),
+                }
+            })?;
+        let config = StreamableHttpClientTransportConfig::with_uri(url.to_owned())
+            .custom_headers(headers.into_iter().collect());
+        let transport = StreamableHttpClientTransport::with_client(client, config);
+        let session = tokio::time::timeout(params.timeout, async {
+            let service = client_config().serve(transport).await.map_err(|e| e.to_string())?;
+            let tools = service.peer().list_all_tools().await.map_err(|e| e.to_string())?;
+            Ok::<_, String>((service, tools))
+        })
+        .await;
+        match session {
+            Ok(Ok((service, tools))) => {
+                Ok(Self::new(params, service, tools, None, None, Vec::new(), started))
+            }
+            Ok(Err(e)) => Err(RuntimeError::StartFailed {
+                server: params.server.clone(),
+                reason: format!("{url} did not answer as an MCP server: {}", params.redactor.redact(&e)),
+            }),
+            Err(_) => Err(RuntimeError::StartTimeout {
+                server: params.server.clone(),
+                secs: params.timeout.as_secs(),
+            }),
+        }
+    }
+
+    fn new(
+        params: StartParams,
+        service: RunningService<RoleClient, ClientConfig>,
+        tools: Vec<Tool>,
+        pid: Option<u32>,
+        stderr: Option<StderrTail>,
+        files: Vec<PathBuf>,
+        started: Instant,
+    ) -> Self {
+        let epoch = Instant::now();
+        Self {
+            server: params.server,
+            tools,
+            pid,
+            redactor: params.redactor,
+            started_in: started.elapsed(),
+            peer: service.peer().clone(),
+            service: tokio::sync::Mutex::new(Some(service)),
+            stderr,
+            files,
+            epoch,
+            last_used_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            _permit: params.permit,
+        }
+    }
+
+    /// False once the server's connection closed (it exited or crashed).
+    pub fn is_alive(&self) -> bool {
+        !self.peer.is_transport_closed()
+    }
+
+    pub fn tool(&self, name: &str) -> Option<&Tool> {
+        self.tools.iter().find(|t| t.name == name)
+    }
+
+    /// How long nobody has used it; zero while a call is in flight.
+    pub fn idle_for(&self) -> Duration {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return Duration::ZERO;
+        }
+        let last = Duration::from_millis(self.last_used_ms.load(Ordering::Acquire));
+        self.epoch.elapsed().saturating_sub(last)
+    }
+
+    pub fn touch(&self) {
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_used_ms.store(now, Ordering::Release);
+    }
+
+    /// Calls `tool`; dropping the future cancels the request on the server.
+    pub async fn call(
+        &self,
+        tool: &str,
+        arguments: serde_json::Map<String, serde_json::Value>,
+        timeout: Duration,
+    ) -> Result<CallToolResult, CallFailure> {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let _done = InFlight(self);
+        let params = CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments);
+        match tokio::time::timeout(timeout, self.peer.call_tool(params)).await {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(ServiceError::McpError(e))) => Err(CallFailure::Refused(self.redactor.redact(&e.message))),
+            Ok(Err(e @ (ServiceError::TransportClosed | ServiceError::TransportSend(_)))) => {
+                Err(CallFailure::Gone(self.gone_reason(&e.to_string()).await))
+            }
+            Ok(Err(e)) if !self.is_alive() => Err(CallFailure::Gone(self.gone_reason(&e.to_string()).await)),
+            Ok(Err(e)) => Err(CallFailure::Refused(self.redactor.redact(&e.to_string()))),
+            Err(_) => Err(CallFailure::Timeout(timeout)),
+        }
+    }
+
+    async fn gone_reason(&self, error: &str) -> String {
+        let said = match self.stderr.clone() {
+            Some(mut tail) => tail.settled(Duration::from_millis(500)).await,
+            None => String::new(),
+        };
+        let error = self.redactor.redact(error);
+        if said.is_empty() { error } else { format!("{error}; it said: {said}") }
+    }
+
+    /// Ends the session: closes stdin, waits, then SIGTERM and SIGKILL to the whole process group
+    /// (rmcp's shutdown sequence); deletes its credential files.
+    pub async fn stop(&self) {
+        let service = self.service.lock().await.take();
+        if let Some(mut service) = service {
+            match service.close_with_timeout(Duration::from_secs(10)).await {
+                Ok(Some(_)) => tracing::info!(server = %self.server, pid = self.pid, "server stopped"),
+                Ok(None) => {
+                    tracing::warn!(server = %self.server, pid = self.pid, "server did not stop in time")
+                }
+                Err(e) => tracing::warn!(server = %self.server, error = %e, "server shutdown task failed"),
+            }
+        }
+        // Closing stdin ends the leader; anything it left running in its group goes now.
+        if let Some(pgid) = self.pid.and_then(|p| i32::try_from(p).ok()) {
+            kill_group(pgid);
+        }
+        remove_files(&self.files);
+    }
+}
+
+/// SIGKILL to a server's process group; a group already empty is fine.
+pub fn kill_group(pgid: i32) {
+    use nix::sys::signal::{Signal, killpg};
+    match killpg(nix::unistd::Pid::from_raw(pgid), Signal::SIGKILL) {
+        Ok(()) => tracing::debug!(pgid, "killed what was left of a server's process group"),
+        Err(nix::errno::Errno::ESRCH) => {}
+        Err(e) => tracing::warn!(pgid, error = %e, "could not signal a server's process group"),
+    }
+}
+
+struct InFlight<'a>(&'a Live);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn remove_files(files: &[PathBuf]) {
+    for file in files {
+        if let Err(e) = std::fs::remove_file(file)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(error = %e, "could not delete a credential file");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Redactor;
+
+    #[test]
+    fn redacts_longest_values_and_ignores_tiny_ones() {
+        let r = Redactor::new(["tok-123".to_owned(), "tok-123-extended".to_owned(), "ab".to_owned()]);
+        assert_eq!(r.redact("a tok-123-extended b tok-123 c ab"), "a [redacted] b [redacted] c ab");
+        assert_eq!(format!("{r:?}"), "Redactor(2 values)");
+    }
+}

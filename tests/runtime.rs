@@ -1,0 +1,547 @@
+//! The agent runtime against real MCP servers, launched from the default catalog's own launch
+//! specs: npm `@modelcontextprotocol/server-everything` and `server-memory` through `npx`, PyPI
+//! `mcp-server-time` through `uvx`; `server-slack` without its token (exits at start); and a
+//! script that never answers. The LLM loop talks to a local fake speaking the OpenAI wire
+//! protocol. Every test ends with a process-table check: nothing started is left running.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::routing::post;
+use common::{Db, TestServer};
+use dynamcp::config::ServeArgs;
+use dynamcp::llm::Provider;
+use dynamcp::store::NewAgent;
+use dynamcp::vault::Secret;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+const FROM_DEFAULT_CATALOG: &[&str] =
+    &["everything-mcp-server", "memory-mcp-server", "time-mcp-server", "slack-mcp-server"];
+
+/// A catalog record whose launch spec runs `tests/fixtures/silent_server.py` with `python3`.
+fn silent_record() -> Value {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/silent_server.py");
+    json!({
+        "id": "silent-server", "name": "Silent Server", "description": "Starts, then never answers.",
+        "tools": [], "credentials": [],
+        "launch": [{"kind": "command", "transport": "stdio", "command": "python3", "args": [script]}]
+    })
+}
+
+async fn start(tune: impl FnOnce(&mut ServeArgs)) -> TestServer {
+    let (mut args, dir) = common::test_args(Db::Sqlite).await;
+    common::import_default_records(&args, FROM_DEFAULT_CATALOG, &[silent_record()]).await;
+    args.runtime.runtimes = ["npx", "uvx", "python3"].map(str::to_owned).to_vec();
+    tune(&mut args);
+    TestServer::start_with(args, dir).await
+}
+
+/// An agent over `servers`, stored as the planner stores one. The runtime reads only the server
+/// ids from `mcp_config`; what it launches comes from the catalog.
+async fn agent_with(server: &TestServer, servers: &[&str]) -> (Uuid, Uuid) {
+    let session = server.store.create_session().await.unwrap();
+    let config: serde_json::Map<String, Value> =
+        servers.iter().map(|s| (s.to_string(), json!({"command": "ignored", "args": ["ignored"]}))).collect();
+    let agent = server
+        .store
+        .create_agent(&NewAgent {
+            session_id: session.id,
+            name: "runtime test agent".into(),
+            mcp_config: json!({ "mcpServers": config }),
+            workflow: "Use the tools to answer.".into(),
+            model: None,
+            metadata: json!({}),
+        })
+        .await
+        .unwrap();
+    (agent.id, session.id)
+}
+
+/// Processes whose environment mentions `marker` (a test's data dir): every server it started.
+fn processes_with(marker: &str) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+        if String::from_utf8_lossy(&environ).contains(marker) {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            out.push((pid, String::from_utf8_lossy(&cmdline).replace('\0', " ")));
+        }
+    }
+    out
+}
+
+/// Waits (up to `within`) until no process mentions `marker`; returns what is left.
+async fn left_behind(marker: &str, within: Duration) -> Vec<(u32, String)> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let left = processes_with(marker);
+        if left.is_empty() || tokio::time::Instant::now() > deadline {
+            return left;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn environ(pid: u32) -> Vec<(String, String)> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    String::from_utf8_lossy(&raw)
+        .split('\0')
+        .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .collect()
+}
+
+fn tool_names(servers: &Value, server: &str) -> Vec<String> {
+    let entry = servers.as_array().unwrap().iter().find(|s| s["server"] == server).unwrap();
+    assert_eq!(entry["status"], "ready", "{entry}");
+    entry["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_owned()).collect()
+}
+
+/// The text of a `tools/call` answer.
+fn result_text(body: &Value) -> String {
+    body["result"]["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["text"].as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `mcp-server-time`'s answer for Tokyo, checked against the clock: a real time, not a canned one.
+fn assert_tokyo_now(text: &str) {
+    let answer: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(answer["timezone"], "Asia/Tokyo", "{answer}");
+    let at = chrono::DateTime::parse_from_rfc3339(answer["datetime"].as_str().unwrap()).unwrap();
+    assert_eq!(at.offset().local_minus_utc(), 9 * 3600, "{answer}");
+    let skew = (chrono::Utc::now() - at.with_timezone(&chrono::Utc)).num_seconds().abs();
+    assert!(skew < 300, "the server's time is {skew} s off: {answer}");
+}
+
+#[tokio::test]
+async fn real_servers_start_from_catalog_specs_list_tools_and_answer_calls() {
+    let server = start(|_| {}).await;
+    let marker = server.data_dir().to_string_lossy().into_owned();
+    let (agent, _) =
+        agent_with(&server, &["everything-mcp-server", "memory-mcp-server", "time-mcp-server"]).await;
+
+    let (status, body) = server.get(&format!("/api/agents/{agent}/tools")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["agent_id"], agent.to_string());
+    assert!(tool_names(&body["servers"], "everything-mcp-server").contains(&"echo".to_owned()), "{body}");
+    let memory = tool_names(&body["servers"], "memory-mcp-server");
+    assert!(
+        memory.contains(&"create_entities".to_owned()) && memory.contains(&"read_graph".to_owned()),
+        "{memory:?}"
+    );
+    assert_eq!(tool_names(&body["servers"], "time-mcp-server"), ["get_current_time", "convert_time"]);
+    let time_tool = &body["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["server"] == "time-mcp-server")
+        .unwrap()["tools"][0];
+    assert_eq!(time_tool["inputSchema"]["required"], json!(["timezone"]), "tools carry their input schemas");
+
+    // Each server is one process group, launched with the catalog's command and an env built
+    // from nothing: its own HOME under the data dir, none of this test process's variables.
+    let running = server.runtime.running().await;
+    assert_eq!(running.len(), 3, "{running:?}");
+    for r in &running {
+        let pid = r.pid.unwrap();
+        let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap().replace('\0', " ");
+        // (npm renames its process `npm exec <package>`.)
+        let expected = if r.server == "time-mcp-server" {
+            "uvx mcp-server-time"
+        } else {
+            "@modelcontextprotocol/server-"
+        };
+        assert!(cmdline.contains(expected), "{}: {cmdline}", r.server);
+        let env = environ(pid);
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert!(get("HOME").unwrap().starts_with(&marker), "{env:?}");
+        let leaked: Vec<&String> = env
+            .iter()
+            .map(|(k, _)| k)
+            .filter(|k| k.starts_with("CARGO") || k.starts_with("NEXTEST"))
+            .collect();
+        assert!(leaked.is_empty(), "the test process's env leaked into {}: {leaked:?}", r.server);
+        assert!(!get("PATH").unwrap().contains(".cargo"), "{:?}", get("PATH"));
+    }
+
+    let (status, body) = server
+        .post(
+            &format!("/api/agents/{agent}/tools/call"),
+            json!({"server": "everything-mcp-server", "tool": "echo", "arguments": {"message": "hello runtime"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["is_error"], false);
+    assert!(result_text(&body).contains("hello runtime"), "{body}");
+
+    let entity = format!("dynamcp-{}", Uuid::new_v4().simple());
+    let (status, body) = server
+        .post(
+            &format!("/api/agents/{agent}/tools/call"),
+            json!({"server": "memory-mcp-server", "tool": "create_entities", "arguments": {"entities": [
+                {"name": entity, "entityType": "project", "observations": ["runs MCP servers"]}
+            ]}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server
+        .post(
+            &format!("/api/agents/{agent}/tools/call"),
+            json!({"server": "memory-mcp-server", "tool": "read_graph"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(result_text(&body).contains(&entity), "the memory server keeps what it was told: {body}");
+
+    let (status, body) = server
+        .post(
+            &format!("/api/agents/{agent}/tools/call"),
+            json!({"server": "time-mcp-server", "tool": "get_current_time", "arguments": {"timezone": "Asia/Tokyo"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_tokyo_now(&result_text(&body));
+
+    // Bad calls: checked before they reach a server, each with the standard error body.
+    let call_path = format!("/api/agents/{agent}/tools/call");
+    let call = |body: Value| server.post(&call_path, body);
+    let (status, body) =
+        call(json!({"server": "time-mcp-server", "tool": "get_current_time", "arguments": {"timezone": 9}}))
+            .await;
+    assert_eq!(
+        (status, body),
+        (
+            422,
+            common::error_body(
+                "invalid_arguments",
+                "invalid arguments for time-mcp-server/get_current_time: arguments.timezone must be string (got number)",
+            )
+        )
+    );
+    let (status, body) = call(json!({"server": "time-mcp-server", "tool": "get_current_time"})).await;
+    assert_eq!(
+        (status, body["error"]["message"].as_str().unwrap()),
+        (422, "invalid arguments for time-mcp-server/get_current_time: arguments.timezone is required")
+    );
+    let (status, body) = call(json!({"server": "time-mcp-server", "tool": "rm_rf"})).await;
+    assert_eq!(
+        (status, body),
+        (
+            404,
+            common::error_body(
+                "tool_not_found",
+                "server \"time-mcp-server\" has no tool \"rm_rf\" (its tools: get_current_time, convert_time)",
+            )
+        )
+    );
+    let (status, body) = call(json!({"server": "slack-mcp-server", "tool": "x"})).await;
+    assert_eq!(status, 404, "a catalog server the agent does not have is not launched: {body}");
+    assert_eq!(body["error"]["code"], "server_not_in_agent");
+    let (status, body) =
+        call(json!({"server": "time-mcp-server", "tool": "get_current_time", "command": "sh"})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("invalid_request")),
+        "unknown fields are refused"
+    );
+    let missing = Uuid::new_v4();
+    let (status, body) = server.get(&format!("/api/agents/{missing}/tools")).await;
+    assert_eq!(
+        (status, body),
+        (404, common::error_body("agent_not_found", &format!("agent {missing} not found")))
+    );
+
+    // Deleting the agent stops its servers; shutting down leaves nothing behind.
+    let (status, _) = server.delete(&format!("/api/agents/{agent}")).await;
+    assert_eq!(status, 204);
+    assert!(server.runtime.running().await.is_empty());
+    server.stop().await;
+    assert_eq!(left_behind(&marker, Duration::from_secs(10)).await, vec![]);
+}
+
+#[tokio::test]
+async fn a_server_that_exits_at_start_fails_cleanly() {
+    let server = start(|_| {}).await;
+    let marker = server.data_dir().to_string_lossy().into_owned();
+    let (agent, _) = agent_with(&server, &["slack-mcp-server", "time-mcp-server"]).await;
+
+    let (status, body) = server.get(&format!("/api/agents/{agent}/tools")).await;
+    assert_eq!(status, 200, "{body}");
+    let slack =
+        body["servers"].as_array().unwrap().iter().find(|s| s["server"] == "slack-mcp-server").unwrap();
+    assert_eq!(slack["status"], "error");
+    assert_eq!(slack["code"], "server_start_failed");
+    let error = slack["error"].as_str().unwrap();
+    assert!(error.contains("SLACK_BOT_TOKEN"), "the server's own words reach the user: {error}");
+    // The other server is unaffected.
+    assert_eq!(tool_names(&body["servers"], "time-mcp-server"), ["get_current_time", "convert_time"]);
+
+    let (status, body) = server
+        .post(
+            &format!("/api/agents/{agent}/tools/call"),
+            json!({"server": "slack-mcp-server", "tool": "slack_list_channels"}),
+        )
+        .await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["code"], "server_start_failed");
+
+    let leftovers = processes_with(&marker);
+    assert!(leftovers.iter().all(|(_, cmd)| !cmd.contains("server-slack")), "{leftovers:?}");
+    server.stop().await;
+    assert_eq!(left_behind(&marker, Duration::from_secs(10)).await, vec![]);
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_times_out_and_its_whole_group_is_stopped() {
+    let server = start(|args| {
+        args.runtime.server_first_start_secs = 2;
+        args.runtime.server_start_secs = 2;
+    })
+    .await;
+    let marker = server.data_dir().to_string_lossy().into_owned();
+    let (agent, _) = agent_with(&server, &["silent-server"]).await;
+
+    let started = std::time::Instant::now();
+    let (status, body) = server.get(&format!("/api/agents/{agent}/tools")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["servers"],
+        json!([{"server": "silent-server", "status": "error", "tools": [], "code": "server_start_timeout",
+                "error": "server \"silent-server\" did not start within 2 s"}])
+    );
+    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+    // The script and the `sleep 600` it spawned are both gone: the group was killed.
+    assert_eq!(left_behind(&marker, Duration::from_secs(10)).await, vec![]);
+
+    let (status, body) = server
+        .post(
+            &format!("/api/agents/{agent}/tools/call"),
+            json!({"server": "silent-server", "tool": "anything"}),
+        )
+        .await;
+    assert_eq!((status, body["error"]["code"].as_str()), (504, Some("server_start_timeout")));
+    server.stop().await;
+    assert_eq!(left_behind(&marker, Duration::from_secs(10)).await, vec![]);
+}
+
+/// A fake OpenAI-compatible model: asks for Tokyo's time, then answers with what the tool said.
+#[derive(Clone, Default)]
+struct FakeModel {
+    seen: Arc<Mutex<Vec<Value>>>,
+}
+
+async fn complete(State(fake): State<FakeModel>, Json(body): Json<Value>) -> Json<Value> {
+    fake.seen.lock().unwrap().push(body.clone());
+    let last = body["messages"].as_array().unwrap().last().unwrap().clone();
+    let message = if last["role"] == "tool" {
+        let said: Value = serde_json::from_str(last["content"].as_str().unwrap()).unwrap_or(Value::Null);
+        json!({"role": "assistant", "content": format!("In Tokyo it is {}.", said["datetime"].as_str().unwrap_or("unknown"))})
+    } else {
+        json!({"role": "assistant", "content": "Let me check the clock.", "tool_calls": [{
+            "id": "call_1", "type": "function",
+            "function": {"name": "time-mcp-server__get_current_time", "arguments": "{\"timezone\":\"Asia/Tokyo\"}"}
+        }]})
+    };
+    Json(json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "model": "fake-model",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
+        "usage": {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60}
+    }))
+}
+
+async fn fake_model() -> (FakeModel, String) {
+    let fake = FakeModel::default();
+    let app = axum::Router::new().route("/v1/chat/completions", post(complete)).with_state(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (fake, url)
+}
+
+/// `event: name\ndata: json` blocks of an SSE body.
+fn sse_events(body: &str) -> Vec<(String, Value)> {
+    body.split("\n\n")
+        .filter_map(|block| {
+            let name = block.lines().find_map(|l| l.strip_prefix("event: "))?;
+            let data = block.lines().find_map(|l| l.strip_prefix("data: "))?;
+            Some((name.to_owned(), serde_json::from_str(data).unwrap()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_model_calls_a_real_tool_and_answers_streamed_stored_and_restarted_after_a_crash() {
+    let (fake, url) = fake_model().await;
+    let server = start(|args| {
+        args.llm.llm_provider = Provider::Openai;
+        args.llm.llm_base_url = Some(url.clone());
+        args.llm.llm_model = Some("fake-model".into());
+        args.llm.openai_api_key = Some(Secret::new("sk-test"));
+    })
+    .await;
+    let marker = server.data_dir().to_string_lossy().into_owned();
+    let (agent, session) = agent_with(&server, &["time-mcp-server"]).await;
+
+    let response = server
+        .http
+        .post(server.url(&format!("/api/agents/{agent}/run")))
+        .json(&json!({"input": "What time is it in Tokyo?"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let events = sse_events(&response.text().await.unwrap());
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["server_starting", "server_ready", "llm_message", "tool_call", "tool_result", "llm_message", "done"],
+        "{events:?}"
+    );
+    assert_eq!(events[0].1["server"], "time-mcp-server");
+    assert_eq!(events[1].1["tools"], 2);
+    assert_eq!(
+        events[3].1["arguments"],
+        json!({"timezone": "[redacted]"}),
+        "argument values never reach events"
+    );
+    assert_eq!(events[4].1["is_error"], false);
+    assert_tokyo_now(events[4].1["content"].as_str().unwrap());
+    let done = &events[6].1;
+    assert_eq!(done["status"], "completed");
+    assert!(done["answer"].as_str().unwrap().starts_with("In Tokyo it is 20"), "{done}");
+    assert_eq!(done["usage"], json!({"input_tokens": 100, "output_tokens": 20}));
+    assert_eq!(done["rounds"], 2);
+
+    // The model saw the server's tools by qualified name, and the real result.
+    let seen = fake.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    let offered: Vec<&str> = seen[0]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(offered, ["time-mcp-server__get_current_time", "time-mcp-server__convert_time"]);
+    assert_tokyo_now(seen[1]["messages"].as_array().unwrap().last().unwrap()["content"].as_str().unwrap());
+
+    // The run is in the conversation: the input, then the answer with its events.
+    let (_, body) = server.get(&format!("/api/sessions/{session}")).await;
+    let messages = body["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 2, "{body}");
+    assert_eq!(
+        (messages[0]["role"].as_str(), messages[0]["message"].as_str()),
+        (Some("user"), Some("What time is it in Tokyo?"))
+    );
+    assert_eq!(messages[1]["role"], "assistant");
+    assert_eq!(messages[1]["message"], done["answer"]);
+    assert_eq!(messages[1]["metadata"]["status"], "completed");
+    assert_eq!(messages[1]["metadata"]["run_id"], done["run_id"]);
+    assert_eq!(messages[1]["metadata"]["events"].as_array().unwrap().len(), 7);
+
+    // Crash: kill the server's whole process group. The next run says so and starts it again.
+    let before = server.runtime.running().await;
+    let pid = before[0].pid.unwrap();
+    nix_kill_group(pid);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !server.runtime.running().await.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, body) = server
+        .json(
+            server
+                .http
+                .post(server.url(&format!("/api/agents/{agent}/run")))
+                .header("accept", "application/json")
+                .json(&json!({"input": "And now?"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let names: Vec<&str> =
+        body["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "error",
+            "server_starting",
+            "server_ready",
+            "llm_message",
+            "tool_call",
+            "tool_result",
+            "llm_message",
+            "done"
+        ],
+        "{body}"
+    );
+    assert_eq!(body["events"][0]["code"], "server_crashed");
+    assert_eq!(body["status"], "completed");
+    let after = server.runtime.running().await;
+    assert_ne!(after[0].pid, Some(pid), "a new process");
+
+    server.stop().await;
+    assert_eq!(left_behind(&marker, Duration::from_secs(10)).await, vec![]);
+}
+
+fn nix_kill_group(pid: u32) {
+    let status =
+        std::process::Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status().unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn without_a_model_runs_are_refused_but_tools_work() {
+    let server = start(|_| {}).await;
+    let (agent, _) = agent_with(&server, &["time-mcp-server"]).await;
+    let (status, body) =
+        server.post(&format!("/api/agents/{agent}/run"), json!({"input": "What time is it?"})).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "llm_not_configured");
+    assert!(body["error"]["message"].as_str().unwrap().contains("the tools endpoints work without one"));
+    let (status, body) = server.post(&format!("/api/agents/{agent}/run"), json!({"input": "  "})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("empty_input")));
+    let (status, body) = server.post(&format!("/api/agents/{agent}/run"), json!({"prompt": "x"})).await;
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = server
+        .post(
+            &format!("/api/agents/{agent}/tools/call"),
+            json!({"server": "time-mcp-server", "tool": "convert_time",
+                   "arguments": {"source_timezone": "Europe/Paris", "time": "12:00", "target_timezone": "Asia/Tokyo"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(result_text(&body).contains("\"Asia/Tokyo\""), "{body}");
+    server.stop().await;
+}
+
+/// The end-to-end flow, offline: chat → agent → a real tool call through the runtime.
+#[tokio::test]
+async fn chat_to_a_time_agent_to_the_real_time_in_tokyo() {
+    let server = TestServer::start_with_fixture_catalog(Db::Sqlite).await;
+    let marker = server.data_dir().to_string_lossy().into_owned();
+    let (status, body) = server.post("/api/chat", json!({"message": "what time is it in Tokyo"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "success");
+    assert_eq!(body["agent_created"], true);
+    let agent = body["agent_id"].as_str().unwrap().to_owned();
+    let (status, body) = server
+        .post(
+            &format!("/api/agents/{agent}/tools/call"),
+            json!({"server": "time-mcp-server", "tool": "get_current_time", "arguments": {"timezone": "Asia/Tokyo"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_tokyo_now(&result_text(&body));
+    server.stop().await;
+    assert_eq!(left_behind(&marker, Duration::from_secs(10)).await, vec![]);
+}
