@@ -545,3 +545,199 @@ async fn chat_to_a_time_agent_to_the_real_time_in_tokyo() {
     server.stop().await;
     assert_eq!(left_behind(&marker, Duration::from_secs(10)).await, vec![]);
 }
+
+#[tokio::test]
+async fn idle_servers_stop_and_the_process_cap_stops_the_idlest_to_make_room() {
+    let server = start(|args| {
+        args.runtime.server_idle_secs = 1;
+        args.runtime.max_servers = 1;
+    })
+    .await;
+    let marker = server.data_dir().to_string_lossy().into_owned();
+    let (first, _) = agent_with(&server, &["time-mcp-server"]).await;
+    let (second, _) = agent_with(&server, &["everything-mcp-server"]).await;
+
+    let (status, body) = server.get(&format!("/api/agents/{first}/tools")).await;
+    assert_eq!(status, 200, "{body}");
+    let running = server.runtime.running().await;
+    assert_eq!(running.iter().map(|r| (r.agent, r.server.as_str())).collect::<Vec<_>>(), [(first, "time-mcp-server")]);
+    let first_pid = running[0].pid.unwrap();
+
+    // One process slot: the second agent's server takes the idle one's place.
+    let (status, body) = server.get(&format!("/api/agents/{second}/tools")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["servers"][0]["status"], "ready", "{body}");
+    let running = server.runtime.running().await;
+    assert_eq!(running.iter().map(|r| (r.agent, r.server.as_str())).collect::<Vec<_>>(), [(second, "everything-mcp-server")]);
+    assert!(!std::path::Path::new(&format!("/proc/{first_pid}")).exists(), "the evicted server's process is gone");
+
+    // Unused for a second: stopped, process group and all.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !server.runtime.running().await.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(server.runtime.running().await.is_empty());
+    assert_eq!(left_behind(&marker, Duration::from_secs(10)).await, vec![]);
+    // And it starts again when needed.
+    let (status, body) = server
+        .post(&format!("/api/agents/{first}/tools/call"), json!({"server": "time-mcp-server", "tool": "get_current_time", "arguments": {"timezone": "Asia/Tokyo"}}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    server.stop().await;
+    assert_eq!(left_behind(&marker, Duration::from_secs(10)).await, vec![]);
+}
+
+/// A fake model that never answers in time: the run is waiting on it when the client leaves.
+async fn slow_model() -> String {
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        post(|| async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Json(json!({}))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_cancels_its_run_and_the_run_is_stored_as_cancelled() {
+    let url = slow_model().await;
+    let server = start(|args| {
+        args.llm.llm_provider = Provider::Openai;
+        args.llm.llm_base_url = Some(url.clone());
+        args.llm.openai_api_key = Some(Secret::new("sk-test"));
+        args.llm.llm_timeout_secs = 120;
+    })
+    .await;
+    let (agent, session) = agent_with(&server, &["time-mcp-server"]).await;
+    let mut response = server
+        .http
+        .post(server.url(&format!("/api/agents/{agent}/run")))
+        .json(&json!({"input": "What time is it in Tokyo?"}))
+        .send()
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    while !seen.contains("event: server_ready") {
+        let chunk = tokio::time::timeout(Duration::from_secs(60), response.chunk()).await.unwrap().unwrap().unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    drop(response);
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let stored = loop {
+        let (_, body) = server.get(&format!("/api/sessions/{session}")).await;
+        let messages = body["messages"].as_array().unwrap().clone();
+        if messages.len() == 2 || tokio::time::Instant::now() > deadline {
+            break messages;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert_eq!(stored[1]["metadata"]["status"], "cancelled");
+    assert_eq!(stored[1]["message"], "The run was cancelled: the client disconnected.");
+    let events: Vec<&str> =
+        stored[1]["metadata"]["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(events, ["server_starting", "server_ready", "done"]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_remote_server_over_streamable_http() {
+    // The peer: server-everything in its streamable-HTTP mode, started by the test itself.
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("mcp-package-cache/npm");
+    let mut peer = tokio::process::Command::new("npx")
+        .args(["-y", "@modelcontextprotocol/server-everything", "streamableHttp"])
+        .env("PORT", port.to_string())
+        .env("npm_config_cache", &cache)
+        .process_group(0)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "the peer did not start");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let record = json!({
+        "id": "everything-remote", "name": "Everything (remote)", "description": "server-everything over HTTP",
+        "tools": [], "credentials": [],
+        "launch": [{"kind": "remote", "transport": "streamable-http", "url": url}]
+    });
+    let (mut args, dir) = common::test_args(Db::Sqlite).await;
+    common::import_default_records(&args, &[], &[record]).await;
+    args.runtime.runtimes = vec!["remote".to_owned()];
+    let server = TestServer::start_with(args, dir).await;
+    let (agent, _) = agent_with(&server, &["everything-remote"]).await;
+    let (status, body) = server
+        .post(
+            &format!("/api/agents/{agent}/tools/call"),
+            json!({"server": "everything-remote", "tool": "echo", "arguments": {"message": "over http"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(result_text(&body).contains("over http"), "{body}");
+    server.stop().await;
+    if let Some(pid) = peer.id() {
+        nix_kill_group(pid);
+    }
+    let _ = peer.wait().await;
+}
+
+#[tokio::test]
+async fn each_server_gets_only_its_own_credentials_and_never_shows_them() {
+    // server-everything as the default catalog has it, declaring one credential.
+    let mut with_token = silent_record();
+    with_token["id"] = json!("everything-with-token");
+    with_token["launch"] = json!([{"kind": "npm", "transport": "stdio", "command": "npx",
+        "args": ["-y", "@modelcontextprotocol/server-everything"]}]);
+    with_token["credentials"] = json!([{"name": "EVERYTHING_TOKEN", "required": true, "secret": true}]);
+    let (mut args, dir) = common::test_args(Db::Sqlite).await;
+    common::import_default_records(&args, &["time-mcp-server"], &[with_token]).await;
+    args.runtime.runtimes = vec!["npx".into(), "uvx".into()];
+    let server = TestServer::start_with(args, dir).await;
+    let (agent, session) = agent_with(&server, &["everything-with-token", "time-mcp-server"]).await;
+    let canary = format!("canary-{}", Uuid::new_v4().simple());
+    let binding = dynamcp::vault::Binding {
+        session_id: session,
+        server: "everything-with-token",
+        key: "EVERYTHING_TOKEN",
+        kind: dynamcp::store::SecretKind::Env,
+    };
+    let sealed = server.vault.seal(binding, canary.as_bytes()).unwrap();
+    server.store.put_credentials(session, &[sealed]).await.unwrap();
+
+    let (status, body) = server.get(&format!("/api/agents/{agent}/tools")).await;
+    assert_eq!(status, 200, "{body}");
+    for r in server.runtime.running().await {
+        let env = environ(r.pid.unwrap());
+        let token = env.iter().find(|(k, _)| k == "EVERYTHING_TOKEN").map(|(_, v)| v.as_str());
+        let expected = (r.server == "everything-with-token").then_some(canary.as_str());
+        assert_eq!(token, expected, "{}", r.server);
+        let anywhere = env.iter().any(|(_, v)| v.contains(&canary));
+        assert_eq!(anywhere, expected.is_some(), "{}", r.server);
+        let cmdline = std::fs::read_to_string(format!("/proc/{}/cmdline", r.pid.unwrap())).unwrap();
+        assert!(!cmdline.contains(&canary));
+    }
+
+    // A tool that echoes the credential back: the answer has it blanked out.
+    let (status, body) = server
+        .post(
+            &format!("/api/agents/{agent}/tools/call"),
+            json!({"server": "everything-with-token", "tool": "echo", "arguments": {"message": format!("token is {canary}")}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(result_text(&body), "Echo: token is [redacted]");
+    server.stop().await;
+}

@@ -61,6 +61,7 @@ pub struct TestServer {
     pub http: reqwest::Client,
     pub store: Arc<dyn Store>,
     pub runtime: Arc<dynamcp::runtime::Runtime>,
+    pub vault: Arc<dynamcp::vault::Vault>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
     dir: TempDir,
@@ -84,6 +85,7 @@ impl TestServer {
         let state = AppState::build(&args).await.unwrap();
         let store = state.store.clone();
         let runtime = state.runtime.clone();
+        let vault = state.vault.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -95,7 +97,7 @@ impl TestServer {
             },
             Duration::from_secs(5),
         ));
-        Self { base, http: http_client(), store, runtime, stop: Some(stop), task: Some(task), dir }
+        Self { base, http: http_client(), store, runtime, vault, stop: Some(stop), task: Some(task), dir }
     }
 
     /// The server's data dir (every MCP server it starts lives under it).
