@@ -35,6 +35,9 @@ pub enum Command {
     Eval(EvalArgs),
     /// Measure search and embedding speed (prints numbers; compares side by side in one run).
     Bench(BenchArgs),
+    /// Measure how long the runtime takes from a request to all of an agent's servers ready,
+    /// against starting the same servers with their plain commands one after another.
+    BenchRuntime(RuntimeBenchArgs),
     /// Manage the credential vault.
     #[command(subcommand)]
     Vault(VaultCommand),
@@ -64,6 +67,27 @@ pub struct BenchArgs {
     /// Size of the synthetic catalog.
     #[arg(long, default_value_t = 100_000)]
     pub synthetic: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct RuntimeBenchArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    /// Catalog ids of the servers to start (each must run without credentials).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "everything-mcp-server,memory-mcp-server,time-mcp-server"
+    )]
+    pub servers: Vec<String>,
+    /// Warm rounds (package caches filled).
+    #[arg(long, default_value_t = 10)]
+    pub rounds: usize,
+    /// Also measure one cold start of each kind, each with its own empty package cache (downloads).
+    #[arg(long)]
+    pub cold: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -560,7 +560,10 @@ async fn idle_servers_stop_and_the_process_cap_stops_the_idlest_to_make_room() {
     let (status, body) = server.get(&format!("/api/agents/{first}/tools")).await;
     assert_eq!(status, 200, "{body}");
     let running = server.runtime.running().await;
-    assert_eq!(running.iter().map(|r| (r.agent, r.server.as_str())).collect::<Vec<_>>(), [(first, "time-mcp-server")]);
+    assert_eq!(
+        running.iter().map(|r| (r.agent, r.server.as_str())).collect::<Vec<_>>(),
+        [(first, "time-mcp-server")]
+    );
     let first_pid = running[0].pid.unwrap();
 
     // One process slot: the second agent's server takes the idle one's place.
@@ -568,8 +571,14 @@ async fn idle_servers_stop_and_the_process_cap_stops_the_idlest_to_make_room() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["servers"][0]["status"], "ready", "{body}");
     let running = server.runtime.running().await;
-    assert_eq!(running.iter().map(|r| (r.agent, r.server.as_str())).collect::<Vec<_>>(), [(second, "everything-mcp-server")]);
-    assert!(!std::path::Path::new(&format!("/proc/{first_pid}")).exists(), "the evicted server's process is gone");
+    assert_eq!(
+        running.iter().map(|r| (r.agent, r.server.as_str())).collect::<Vec<_>>(),
+        [(second, "everything-mcp-server")]
+    );
+    assert!(
+        !std::path::Path::new(&format!("/proc/{first_pid}")).exists(),
+        "the evicted server's process is gone"
+    );
 
     // Unused for a second: stopped, process group and all.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -622,7 +631,8 @@ async fn a_client_that_disconnects_cancels_its_run_and_the_run_is_stored_as_canc
         .unwrap();
     let mut seen = String::new();
     while !seen.contains("event: server_ready") {
-        let chunk = tokio::time::timeout(Duration::from_secs(60), response.chunk()).await.unwrap().unwrap().unwrap();
+        let chunk =
+            tokio::time::timeout(Duration::from_secs(60), response.chunk()).await.unwrap().unwrap().unwrap();
         seen.push_str(&String::from_utf8_lossy(&chunk));
     }
     drop(response);
@@ -639,8 +649,12 @@ async fn a_client_that_disconnects_cancels_its_run_and_the_run_is_stored_as_canc
     assert_eq!(stored.len(), 2, "{stored:?}");
     assert_eq!(stored[1]["metadata"]["status"], "cancelled");
     assert_eq!(stored[1]["message"], "The run was cancelled: the client disconnected.");
-    let events: Vec<&str> =
-        stored[1]["metadata"]["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    let events: Vec<&str> = stored[1]["metadata"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
     assert_eq!(events, ["server_starting", "server_ready", "done"]);
     server.stop().await;
 }

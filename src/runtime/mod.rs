@@ -300,16 +300,32 @@ impl Runtime {
             cached,
             timeout_secs: timeout.as_secs(),
         });
-        let permit = self.permit(timeout).await?;
-        let params = StartParams { server: server.to_owned(), redactor, permit, timeout };
         tracing::info!(agent = %agent.id, server, launch = %target.describe(), cached, "starting server");
         let live = match &target {
             Target::Stdio { program, args } => {
                 let work = self.launcher.work_dir(agent.id, server);
-                let env = self.launcher.environment(&record, &work, &values)?;
-                Live::start_stdio(params, program, args, env, &work).await?
+                let start = |offline: bool, timeout: Duration| {
+                    let (record, work, values, redactor) = (&record, &work, &values, redactor.clone());
+                    async move {
+                        let permit = self.permit(timeout).await?;
+                        let params = StartParams { server: server.to_owned(), redactor, permit, timeout };
+                        let env = self.launcher.environment(record, work, values, offline)?;
+                        Live::start_stdio(params, program, args, env, work).await
+                    }
+                };
+                match start(cached, timeout).await {
+                    // A cached package that no longer starts from the cache alone (cache cleared,
+                    // say) gets one more try that may download.
+                    Err(RuntimeError::StartFailed { reason, .. }) if cached => {
+                        tracing::warn!(server, %reason, "a cached start failed; trying again with the registry");
+                        start(false, self.settings.first_start_timeout).await?
+                    }
+                    other => other?,
+                }
             }
             Target::Remote { url } => {
+                let permit = self.permit(timeout).await?;
+                let params = StartParams { server: server.to_owned(), redactor, permit, timeout };
                 let headers = self.launcher.headers(&record, &values)?;
                 Live::start_remote(params, url, headers).await?
             }

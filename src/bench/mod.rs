@@ -2,6 +2,8 @@
 //! not a test: numbers vary with the machine, so nothing here asserts a time.
 #![allow(clippy::print_stdout, reason = "a benchmark prints its numbers")]
 
+pub mod runtime;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
