@@ -436,6 +436,11 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "DYNAMCP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Serve Prometheus metrics at `http://<this address>/metrics`, apart from the API (e.g.
+    /// `127.0.0.1:9464`). Unset: no metrics listener.
+    #[arg(long, env = "DYNAMCP_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl ServeArgs {
@@ -475,6 +480,7 @@ impl ServeArgs {
             body_limit_bytes: 2 * 1024 * 1024,
             shutdown_grace_secs: 10,
             log_format: LogFormat::Text,
+            metrics_addr: None,
         }
     }
 }

@@ -44,6 +44,13 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
     let state = AppState::build(&args).await?;
     let listener =
         TcpListener::bind(args.addr).await.with_context(|| format!("could not listen on {}", args.addr))?;
+    if let Some(addr) = args.metrics_addr {
+        let metrics = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("could not listen for metrics on {addr}"))?;
+        tracing::info!(addr = %metrics.local_addr()?, "Prometheus metrics at /metrics");
+        tokio::spawn(serve_metrics(metrics));
+    }
     tracing::info!(
         addr = %listener.local_addr()?,
         database = %state.store.backend(),
@@ -81,6 +88,13 @@ pub async fn serve(
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Serves `GET /metrics` (Prometheus text format) on `listener` until the process ends.
+pub async fn serve_metrics(listener: TcpListener) {
+    if let Err(e) = axum::serve(listener, api::observe::metrics_router()).await {
+        tracing::error!(error = %e, "the metrics listener stopped");
+    }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

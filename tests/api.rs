@@ -376,6 +376,9 @@ async fn openapi_and_swagger_ui_are_served() {
             "/api/agents",
             "/api/agents/{id}",
             "/api/agents/{id}/config",
+            "/api/agents/{id}/run",
+            "/api/agents/{id}/tools",
+            "/api/agents/{id}/tools/call",
             "/api/chat",
             "/api/servers",
             "/api/servers/search",
@@ -430,5 +433,59 @@ async fn cors_is_off_by_default_and_configurable() {
     let other =
         server.http.get(server.url("/")).header("origin", "https://evil.example").send().await.unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn request_ids_are_kept_or_made_and_echoed() {
+    let server = TestServer::start(Db::Sqlite).await;
+    let resp = server.http.get(server.url("/")).header("x-request-id", "client-42").send().await.unwrap();
+    assert_eq!(resp.headers()["x-request-id"], "client-42");
+    let resp = server.http.get(server.url("/nowhere")).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    let made = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(Uuid::parse_str(&made).is_ok(), "a new UUID: {made}");
+    // An unusable one (too long) is replaced, never echoed into logs or responses.
+    let long = "x".repeat(300);
+    let resp = server.http.get(server.url("/")).header("x-request-id", &long).send().await.unwrap();
+    assert!(Uuid::parse_str(resp.headers()["x-request-id"].to_str().unwrap()).is_ok());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn prometheus_metrics_count_requests_by_route_and_status_on_their_own_listener() {
+    let server = TestServer::start(Db::Sqlite).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_url = format!("http://{}/metrics", listener.local_addr().unwrap());
+    tokio::spawn(dynamcp::serve_metrics(listener));
+    for _ in 0..3 {
+        server.get("/").await;
+    }
+    let session = Uuid::new_v4();
+    let (status, _) = server.get(&format!("/api/sessions/{session}")).await;
+    assert_eq!(status, 404);
+    let (status, _) = server.post("/api/servers/search", json!({"query": "calendar", "limit": 3})).await;
+    assert_eq!(status, 200);
+
+    let resp = server.http.get(&metrics_url).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    for line in [
+        r#"dynamcp_http_requests_total{method="GET",route="/",status="200"} 3"#,
+        r#"dynamcp_http_requests_total{method="GET",route="/api/sessions/{id}",status="404"} 1"#,
+        r#"dynamcp_http_requests_total{method="POST",route="/api/servers/search",status="200"} 1"#,
+        "dynamcp_search_duration_seconds_count 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
+    }
+    assert!(
+        text.contains(
+            "dynamcp_http_request_duration_seconds_bucket{method=\"GET\",route=\"/\",le=\"0.001\"}"
+        ),
+        "{text}"
+    );
+    // The API itself has no /metrics.
+    let (status, _) = server.get("/metrics").await;
+    assert_eq!(status, 404);
     server.stop().await;
 }

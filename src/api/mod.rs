@@ -6,6 +6,7 @@ mod agents;
 mod chat;
 pub mod error;
 mod extract;
+pub mod observe;
 mod pagination;
 mod root;
 mod runs;
@@ -21,7 +22,6 @@ use axum::response::IntoResponse;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
@@ -67,6 +67,7 @@ fn routes() -> OpenApiRouter<AppState> {
 
 /// The whole application: routes, docs and layers.
 pub fn router(state: AppState) -> Router {
+    observe::prometheus();
     let (api, mut doc) = routes().split_for_parts();
     let (runs, runs_doc) = runs::router().split_for_parts();
     doc.merge(runs_doc);
@@ -80,9 +81,11 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// The cross-cutting layers every route gets, outermost last: body limit, CORS, panic catching,
-/// the uniform error shape, request tracing. (Timeouts are per route group, see [`router`].)
+/// the uniform error shape, metrics, then the request id and the request's tracing span.
+/// (Timeouts are per route group, see [`router`].)
 fn with_layers(app: Router, limits: &Limits) -> Router {
-    app.fallback(not_found)
+    let app = app
+        .fallback(not_found)
         .layer(DefaultBodyLimit::max(limits.body_bytes))
         .layer(cors(limits))
         .layer(CatchPanicLayer::custom(|_| {
@@ -90,7 +93,8 @@ fn with_layers(app: Router, limits: &Limits) -> Router {
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }))
         .layer(axum::middleware::from_fn(error::normalize_errors))
-        .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(observe::track_metrics));
+    observe::with_request_ids(app).layer(axum::middleware::from_fn(observe::sanitize_request_id))
 }
 
 /// Answers 408 (in the standard error shape, see [`error::normalize_errors`]) after `limit`.
@@ -115,6 +119,7 @@ fn cors(limits: &Limits) -> CorsLayer {
         .allow_origin(origin)
         .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
         .allow_headers(Any)
+        .expose_headers([observe::REQUEST_ID])
         .max_age(Duration::from_secs(600))
 }
 

@@ -149,6 +149,18 @@ impl Catalog {
         limit: usize,
         config: SearchConfig,
     ) -> Result<Found, CatalogError> {
+        let started = std::time::Instant::now();
+        let found = self.search_inner(request, limit, config).await;
+        metrics::histogram!("dynamcp_search_duration_seconds").record(started.elapsed().as_secs_f64());
+        found
+    }
+
+    async fn search_inner(
+        &self,
+        request: &str,
+        limit: usize,
+        config: SearchConfig,
+    ) -> Result<Found, CatalogError> {
         let index = self.index();
         let needs: Vec<String> = if config.decompose {
             index.needs(request).iter().map(|n| expand(n, config)).collect()

@@ -301,4 +301,9 @@ fn log_usage(provider: &'static str, model: &str, usage: Usage) {
         output_tokens = usage.output_tokens,
         "LLM call"
     );
+    metrics::counter!("dynamcp_llm_calls_total", "provider" => provider).increment(1);
+    metrics::counter!("dynamcp_llm_tokens_total", "provider" => provider, "kind" => "input")
+        .increment(usage.input_tokens);
+    metrics::counter!("dynamcp_llm_tokens_total", "provider" => provider, "kind" => "output")
+        .increment(usage.output_tokens);
 }

@@ -569,13 +569,18 @@ async fn reap_idle(runtime: Weak<Runtime>) {
             .unwrap_or_default();
         for ((agent, server), slot) in slots {
             let Ok(mut guard) = slot.try_lock_owned() else { continue };
-            let expired =
-                guard.as_ref().is_some_and(|l| !l.is_alive() || l.idle_for() > runtime.settings.idle);
+            // A crashed server stays in its slot until its next use (which reports the crash) or
+            // until it has been idle as long as a live one would be.
+            let expired = guard.as_ref().is_some_and(|l| l.idle_for() > runtime.settings.idle);
             if expired && let Some(live) = guard.take() {
                 drop(guard);
                 tracing::info!(agent = %agent, server = %server, "stopping an idle server");
                 live.stop().await;
             }
+        }
+        // Forget empty slots nobody is using, so the map does not grow with every agent ever run.
+        if let Ok(mut slots) = runtime.slots.lock() {
+            slots.retain(|_, slot| slot.try_lock().map_or(true, |live| live.is_some()));
         }
     }
 }

@@ -250,6 +250,8 @@ impl Live {
         started: Instant,
     ) -> Self {
         let epoch = Instant::now();
+        metrics::gauge!("dynamcp_mcp_servers_running").increment(1.0);
+        metrics::histogram!("dynamcp_mcp_server_start_seconds").record(started.elapsed().as_secs_f64());
         Self {
             server: params.server,
             tools,
@@ -300,7 +302,10 @@ impl Live {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         let _done = InFlight(self);
         let params = CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments);
-        match tokio::time::timeout(timeout, self.peer.call_tool(params)).await {
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(timeout, self.peer.call_tool(params)).await;
+        metrics::histogram!("dynamcp_mcp_tool_call_seconds").record(started.elapsed().as_secs_f64());
+        match outcome {
             Ok(Ok(result)) => Ok(result),
             Ok(Err(ServiceError::McpError(e))) => Err(CallFailure::Refused(self.redactor.redact(&e.message))),
             Ok(Err(e @ (ServiceError::TransportClosed | ServiceError::TransportSend(_)))) => {
@@ -326,6 +331,7 @@ impl Live {
     pub async fn stop(&self) {
         let service = self.service.lock().await.take();
         if let Some(mut service) = service {
+            metrics::gauge!("dynamcp_mcp_servers_running").decrement(1.0);
             match service.close_with_timeout(Duration::from_secs(10)).await {
                 Ok(Some(_)) => tracing::info!(server = %self.server, pid = self.pid, "server stopped"),
                 Ok(None) => {

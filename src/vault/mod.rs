@@ -118,6 +118,7 @@ impl Vault {
 
     /// Seals `value` for `binding` under a fresh data key.
     pub fn seal(&self, binding: Binding<'_>, value: &[u8]) -> Result<SealedCredential, VaultError> {
+        metrics::counter!("dynamcp_vault_operations_total", "op" => "seal").increment(1);
         let data_key = Zeroizing::new(Aes256Gcm::generate_key(&mut OsRng).to_vec());
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
         let ciphertext = Aes256Gcm::new_from_slice(&data_key)
@@ -165,6 +166,7 @@ impl Vault {
 
     /// The value in clear. Call only to hand it to a server being launched (or an explicit export).
     pub fn open_sealed(&self, c: &SealedCredential) -> Result<SecretBytes, VaultError> {
+        metrics::counter!("dynamcp_vault_operations_total", "op" => "open").increment(1);
         let data_key = self.unwrap_key(c)?;
         let cipher = Aes256Gcm::new_from_slice(&data_key)
             .map_err(|_| VaultError::Undecryptable { server: c.server.clone(), key: c.key.clone() })?;
