@@ -270,3 +270,44 @@ pub async fn vault_rotate(args: crate::config::RotateArgs) -> anyhow::Result<()>
     store.close().await;
     Ok(())
 }
+
+/// `dynamcp keys create|list|revoke`.
+pub async fn keys(command: crate::config::KeysCommand) -> anyhow::Result<()> {
+    use crate::config::KeysCommand;
+    match command {
+        KeysCommand::Create(args) => {
+            let tenant = crate::access::Tenant::parse(&args.tenant).map_err(anyhow::Error::msg)?;
+            let store = store::open(&args.store).await.context("could not open the store")?;
+            let (record, key) = crate::access::create_key(store.as_ref(), &tenant, &args.label).await?;
+            store.close().await;
+            eprintln!("created key {} for tenant {tenant}; it is shown once, store it now:", record.id);
+            println!("{}", key.expose());
+        }
+        KeysCommand::List(args) => {
+            let store = store::open(&args.store).await.context("could not open the store")?;
+            for k in store.list_api_keys().await? {
+                let state = k
+                    .revoked_at
+                    .map_or_else(|| "active".to_owned(), |at| format!("revoked {}", at.to_rfc3339()));
+                println!(
+                    "{}  {:<24} {:<20} created {}  {state}",
+                    k.id,
+                    k.tenant,
+                    k.label,
+                    k.created_at.to_rfc3339()
+                );
+            }
+            store.close().await;
+        }
+        KeysCommand::Revoke(args) => {
+            let store = store::open(&args.store).await.context("could not open the store")?;
+            let revoked = store.revoke_api_key(args.id).await?;
+            store.close().await;
+            if !revoked {
+                anyhow::bail!("no active key with id {}", args.id);
+            }
+            eprintln!("revoked key {}", args.id);
+        }
+    }
+    Ok(())
+}

@@ -41,6 +41,45 @@ pub enum Command {
     /// Manage the credential vault.
     #[command(subcommand)]
     Vault(VaultCommand),
+    /// Manage API keys. With none, the service runs open (loopback only).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key for a tenant; it is printed once and only its hash is stored.
+    Create(KeyCreateArgs),
+    /// List keys (id, tenant, label, dates; never the keys).
+    List(KeyStoreArgs),
+    /// Revoke a key by id: requests with it answer 401 from then on.
+    Revoke(KeyRevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeyCreateArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The tenant the key acts for: 1-64 letters, digits, '.', '_' or '-'.
+    #[arg(long)]
+    pub tenant: String,
+    /// A note to tell keys apart (e.g. who holds it).
+    #[arg(long, default_value = "")]
+    pub label: String,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyStoreArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyRevokeArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The key's id, from `dynamcp keys list`.
+    pub id: uuid::Uuid,
 }
 
 #[derive(Debug, Subcommand)]
@@ -437,6 +476,11 @@ pub struct ServeArgs {
     #[arg(long, env = "DYNAMCP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// Allow serving on a non-loopback address without any API key. Without keys every caller is
+    /// the same open tenant: only for a trusted network.
+    #[arg(long, env = "DYNAMCP_INSECURE_NO_AUTH", default_value_t = false, action = clap::ArgAction::Set)]
+    pub insecure_no_auth: bool,
+
     /// Serve Prometheus metrics at `http://<this address>/metrics`, apart from the API (e.g.
     /// `127.0.0.1:9464`). Unset: no metrics listener.
     #[arg(long, env = "DYNAMCP_METRICS_ADDR")]
@@ -481,6 +525,7 @@ impl ServeArgs {
             shutdown_grace_secs: 10,
             log_format: LogFormat::Text,
             metrics_addr: None,
+            insecure_no_auth: false,
         }
     }
 }

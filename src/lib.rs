@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! Modules follow the data flow of a request; dependencies point one way, down this list.
+//! - [`access`]: tenants and their API keys (generation, hashing); every session belongs to one.
 //! - [`config`]: the `clap` command line and environment; parsing only, no I/O.
 //! - [`state`]: [`state::AppState`], where configuration becomes open resources.
 //! - [`api`]: HTTP (axum) and nothing else: one file per resource, the one error shape, OpenAPI.
@@ -18,6 +19,7 @@
 //!
 //! `main.rs` only parses the command line, sets up tracing and dispatches to [`run`] or [`cli`].
 
+pub mod access;
 pub mod api;
 pub mod bench;
 pub mod catalog;
@@ -42,6 +44,19 @@ use crate::state::AppState;
 /// `dynamcp serve`: builds the state, binds the configured address and serves until `shutdown`.
 pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let state = AppState::build(&args).await?;
+    if state.access.is_open().await? {
+        if !args.addr.ip().is_loopback() && !args.insecure_no_auth {
+            anyhow::bail!(
+                "refusing to serve {} without API keys: anyone who can reach it could use every session \
+                 and credential. Create a key with `dynamcp keys create --tenant NAME`, bind a loopback \
+                 address, or pass --insecure-no-auth on a trusted network",
+                args.addr
+            );
+        }
+        tracing::warn!(
+            "no API keys: the service is open to anyone who can reach it (create one with `dynamcp keys create`)"
+        );
+    }
     let listener =
         TcpListener::bind(args.addr).await.with_context(|| format!("could not listen on {}", args.addr))?;
     if let Some(addr) = args.metrics_addr {

@@ -39,6 +39,10 @@ async fn main() -> anyhow::Result<()> {
             init_tracing(LogFormat::Text, "warn");
             dynamcp::cli::eval(args).await
         }
+        Command::Keys(command) => {
+            init_tracing(LogFormat::Text, "warn");
+            dynamcp::cli::keys(command).await
+        }
         Command::Vault(VaultCommand::Rotate(args)) => {
             init_tracing(LogFormat::Text, "warn");
             dynamcp::cli::vault_rotate(args).await

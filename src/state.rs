@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::access::Access;
 use crate::catalog::embed::{LocalEmbedder, RemoteEmbedder};
 use crate::catalog::{Catalog, CatalogError, Embedder};
 use crate::config::{EmbeddingSource, ServeArgs, StoreArgs};
@@ -33,6 +34,7 @@ pub struct AppState {
     pub vault: Arc<Vault>,
     pub master: Arc<MasterAgent>,
     pub runtime: Arc<Runtime>,
+    pub access: Arc<Access>,
     pub limits: Limits,
 }
 
@@ -83,6 +85,7 @@ impl AppState {
             args.runtime.settings(&args.store.data_dir),
         );
         Self {
+            access: Arc::new(Access::new(store.clone())),
             runtime,
             master: Arc::new(MasterAgent::new(
                 store.clone(),

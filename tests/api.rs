@@ -272,6 +272,7 @@ async fn session_delete_cascades_to_agents(db: Db) {
 
 fn new_agent(session_id: Uuid, name: &str) -> NewAgent {
     NewAgent {
+        tenant: String::new(),
         session_id,
         name: name.to_owned(),
         mcp_config: json!({"mcpServers": {"time": {"command": "uvx", "args": ["mcp-server-time"], "env": {}}}}),
@@ -283,7 +284,7 @@ fn new_agent(session_id: Uuid, name: &str) -> NewAgent {
 
 async fn agents_are_listed_newest_first_with_pagination(db: Db) {
     let server = TestServer::start(db).await;
-    let session = server.store.create_session().await.unwrap();
+    let session = server.store.create_session("").await.unwrap();
     let mut ids = Vec::new();
     for i in 0..5 {
         ids.push(server.store.create_agent(&new_agent(session.id, &format!("agent-{i}"))).await.unwrap().id);
@@ -314,7 +315,7 @@ async fn agents_are_listed_newest_first_with_pagination(db: Db) {
 
 async fn agent_get_and_delete(db: Db) {
     let server = TestServer::start(db).await;
-    let session = server.store.create_session().await.unwrap();
+    let session = server.store.create_session("").await.unwrap();
     let agent = server.store.create_agent(&new_agent(session.id, "timekeeper")).await.unwrap();
     let (status, body) = server.get(&format!("/api/agents/{}", agent.id)).await;
     assert_eq!(status, 200);

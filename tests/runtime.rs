@@ -45,12 +45,13 @@ async fn start(tune: impl FnOnce(&mut ServeArgs)) -> TestServer {
 /// An agent over `servers`, stored as the planner stores one. The runtime reads only the server
 /// ids from `mcp_config`; what it launches comes from the catalog.
 async fn agent_with(server: &TestServer, servers: &[&str]) -> (Uuid, Uuid) {
-    let session = server.store.create_session().await.unwrap();
+    let session = server.store.create_session("").await.unwrap();
     let config: serde_json::Map<String, Value> =
         servers.iter().map(|s| (s.to_string(), json!({"command": "ignored", "args": ["ignored"]}))).collect();
     let agent = server
         .store
         .create_agent(&NewAgent {
+            tenant: String::new(),
             session_id: session.id,
             name: "runtime test agent".into(),
             mcp_config: json!({ "mcpServers": config }),

@@ -21,7 +21,7 @@ on_both_backends!(
 
 async fn sessions_round_trip(db: Db) {
     let (store, _dir) = fresh_store(db).await;
-    let created = store.create_session().await.unwrap();
+    let created = store.create_session("").await.unwrap();
     assert_eq!(created.status, "active");
     assert_eq!(store.get_session(created.id).await.unwrap(), Some(created.clone()));
     assert_eq!(store.get_session(Uuid::new_v4()).await.unwrap(), None);
@@ -32,7 +32,7 @@ async fn sessions_round_trip(db: Db) {
 
 async fn session_state_updates(db: Db) {
     let (store, _dir) = fresh_store(db).await;
-    let session = store.create_session().await.unwrap();
+    let session = store.create_session("").await.unwrap();
     let state = SessionState {
         status: "pending_credentials".into(),
         context: json!({"needs": ["email", "spreadsheet"]}),
@@ -51,7 +51,7 @@ async fn session_state_updates(db: Db) {
 
 async fn messages_keep_order_roles_and_metadata(db: Db) {
     let (store, _dir) = fresh_store(db).await;
-    let session = store.create_session().await.unwrap();
+    let session = store.create_session("").await.unwrap();
     let mut system = NewMessage::new(Role::System, "you are the master agent");
     system.metadata = json!({"k": [1, 2]});
     let first =
@@ -70,7 +70,7 @@ async fn messages_keep_order_roles_and_metadata(db: Db) {
 
 async fn messages_for_a_missing_session_are_rejected_whole(db: Db) {
     let (store, _dir) = fresh_store(db).await;
-    let session = store.create_session().await.unwrap();
+    let session = store.create_session("").await.unwrap();
     // The second message names an agent that does not exist: the whole batch must fail.
     let mut bad = NewMessage::new(Role::Assistant, "b");
     bad.agent_id = Some(Uuid::new_v4());
@@ -84,6 +84,7 @@ async fn messages_for_a_missing_session_are_rejected_whole(db: Db) {
 
 fn agent(session_id: Uuid, name: &str) -> NewAgent {
     NewAgent {
+        tenant: String::new(),
         session_id,
         name: name.into(),
         mcp_config: json!({"mcpServers": {"memory": {"command": "npx", "args": ["-y", "@modelcontextprotocol/server-memory"]}}}),
@@ -95,18 +96,18 @@ fn agent(session_id: Uuid, name: &str) -> NewAgent {
 
 async fn agents_round_trip_and_paginate(db: Db) {
     let (store, _dir) = fresh_store(db).await;
-    let session = store.create_session().await.unwrap();
+    let session = store.create_session("").await.unwrap();
     let mut created = Vec::new();
     for i in 0..7 {
         created.push(store.create_agent(&agent(session.id, &format!("a{i}"))).await.unwrap());
     }
     assert_eq!(store.get_agent(created[3].id).await.unwrap(), Some(created[3].clone()));
-    let (page, total) = store.list_agents(Page { limit: 3, offset: 0 }).await.unwrap();
+    let (page, total) = store.list_agents("", Page { limit: 3, offset: 0 }).await.unwrap();
     assert_eq!(total, 7);
     assert_eq!(page.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["a6", "a5", "a4"]);
-    let (page, _) = store.list_agents(Page { limit: 3, offset: 6 }).await.unwrap();
+    let (page, _) = store.list_agents("", Page { limit: 3, offset: 6 }).await.unwrap();
     assert_eq!(page.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["a0"]);
-    let (page, total) = store.list_agents(Page { limit: 3, offset: u64::MAX }).await.unwrap();
+    let (page, total) = store.list_agents("", Page { limit: 3, offset: u64::MAX }).await.unwrap();
     assert!(page.is_empty());
     assert_eq!(total, 7);
 
@@ -116,8 +117,8 @@ async fn agents_round_trip_and_paginate(db: Db) {
 
 async fn deleting_a_session_cascades(db: Db) {
     let (store, _dir) = fresh_store(db).await;
-    let keep = store.create_session().await.unwrap();
-    let doomed = store.create_session().await.unwrap();
+    let keep = store.create_session("").await.unwrap();
+    let doomed = store.create_session("").await.unwrap();
     let kept_agent = store.create_agent(&agent(keep.id, "keep")).await.unwrap();
     let doomed_agent = store.create_agent(&agent(doomed.id, "doomed")).await.unwrap();
     store.append_messages(doomed.id, &[NewMessage::new(Role::User, "bye")]).await.unwrap();
@@ -132,7 +133,7 @@ async fn deleting_a_session_cascades(db: Db) {
 
 async fn deleting_an_agent_keeps_its_messages(db: Db) {
     let (store, _dir) = fresh_store(db).await;
-    let session = store.create_session().await.unwrap();
+    let session = store.create_session("").await.unwrap();
     let a = store.create_agent(&agent(session.id, "runner")).await.unwrap();
     let mut run = NewMessage::new(Role::Assistant, "ran");
     run.agent_id = Some(a.id);
@@ -146,7 +147,7 @@ async fn deleting_an_agent_keeps_its_messages(db: Db) {
 async fn migrations_are_idempotent(db: Db) {
     let (args, _dir) = common::test_args(db).await;
     let first = dynamcp::store::open(&args.store).await.unwrap();
-    let session = first.create_session().await.unwrap();
+    let session = first.create_session("").await.unwrap();
     first.close().await;
     let second = dynamcp::store::open(&args.store).await.unwrap();
     assert_eq!(second.get_session(session.id).await.unwrap().map(|s| s.id), Some(session.id));

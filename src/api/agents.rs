@@ -10,6 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Path, Query};
 use super::pagination::Pagination;
@@ -48,12 +49,13 @@ pub struct ExportQuery {
     ))]
 async fn export_config(
     State(state): State<AppState>,
+    Caller(tenant): Caller,
     Path(id): Path<Uuid>,
     Query(query): Query<ExportQuery>,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
     let format = query.format.unwrap_or(ExportFormat::Claude);
-    let exported = state.master.export_config(id, format, query.include_secrets).await?;
+    let exported = state.master.export_config(&tenant, id, format, query.include_secrets).await?;
     let mut response = match exported {
         Exported::Json(value) => axum::Json(value).into_response(),
         Exported::Yaml(text) => {
@@ -119,10 +121,11 @@ pub struct AgentList {
 ))]
 async fn list_agents(
     State(state): State<AppState>,
+    Caller(tenant): Caller,
     Query(pagination): Query<Pagination>,
 ) -> Result<axum::Json<AgentList>, ApiError> {
     let page = pagination.page()?;
-    let (agents, total) = state.store.list_agents(page).await?;
+    let (agents, total) = state.store.list_agents(tenant.as_str(), page).await?;
     Ok(axum::Json(AgentList {
         agents: agents.into_iter().map(Into::into).collect(),
         total,
@@ -140,9 +143,10 @@ async fn list_agents(
     ))]
 async fn get_agent(
     State(state): State<AppState>,
+    Caller(tenant): Caller,
     Path(id): Path<Uuid>,
 ) -> Result<axum::Json<AgentView>, ApiError> {
-    let agent = state.store.get_agent(id).await?.ok_or(ApiError::AgentNotFound(id))?;
+    let agent = state.runtime.agent(&tenant, id).await?;
     Ok(axum::Json(agent.into()))
 }
 
@@ -153,7 +157,12 @@ async fn get_agent(
         (status = 400, description = "The id is not a UUID", body = ErrorBody),
         (status = 404, description = "No such agent", body = ErrorBody),
     ))]
-async fn delete_agent(State(state): State<AppState>, Path(id): Path<Uuid>) -> Result<StatusCode, ApiError> {
+async fn delete_agent(
+    State(state): State<AppState>,
+    Caller(tenant): Caller,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    state.runtime.agent(&tenant, id).await?;
     if state.store.delete_agent(id).await? {
         state.runtime.stop_agent(id).await;
         Ok(StatusCode::NO_CONTENT)

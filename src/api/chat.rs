@@ -10,6 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::extract::Json;
 use crate::planner::{ChatOutcome, ChatStatus, ChatTurn, InlineFile, RequiredCredential, RequiredFile};
@@ -79,9 +80,11 @@ impl From<ChatOutcome> for ChatResponse {
 ))]
 async fn chat(
     State(state): State<AppState>,
+    Caller(tenant): Caller,
     Json(request): Json<ChatRequest>,
 ) -> Result<axum::Json<ChatResponse>, ApiError> {
     let turn = ChatTurn {
+        tenant,
         message: request.message,
         session_id: request.session_id,
         credentials: request.credentials.unwrap_or_default(),

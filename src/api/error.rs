@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::access::AccessError;
 use crate::planner::PlannerError;
 use crate::runtime::RuntimeError;
 use crate::store::StoreError;
@@ -26,6 +27,8 @@ pub enum ApiError {
     InvalidId(String),
     #[error("{0}")]
     InvalidForm(String),
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("request body must be JSON with `Content-Type: application/json`")]
     UnsupportedMediaType,
     #[error("request body is larger than the configured limit")]
@@ -71,6 +74,7 @@ impl ApiError {
             | ApiError::InvalidId(_)
             | ApiError::InvalidForm(_) => StatusCode::BAD_REQUEST,
             ApiError::InvalidRequest(_) | ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RouteNotFound { .. }
@@ -96,6 +100,7 @@ impl ApiError {
             ApiError::InvalidQuery(_) => "invalid_query",
             ApiError::InvalidId(_) => "invalid_id",
             ApiError::InvalidForm(_) => "invalid_form",
+            ApiError::Unauthorized(_) => "unauthorized",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::RouteNotFound { .. } => "not_found",
@@ -151,6 +156,15 @@ fn runtime_status(e: &RuntimeError) -> StatusCode {
     }
 }
 
+impl From<AccessError> for ApiError {
+    fn from(err: AccessError) -> Self {
+        match err {
+            AccessError::Store(e) => e.into(),
+            e => ApiError::Unauthorized(e.to_string()),
+        }
+    }
+}
+
 impl From<RuntimeError> for ApiError {
     fn from(err: RuntimeError) -> Self {
         match err {
@@ -164,6 +178,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let retry_after = matches!(self, ApiError::Runtime(RuntimeError::Capacity { .. }));
+        let challenge = matches!(self, ApiError::Unauthorized(_));
         let message = if status.is_server_error() && self.message_is_public() {
             tracing::warn!(error = %self, "request failed upstream");
             self.to_string()
@@ -180,6 +195,9 @@ impl IntoResponse for ApiError {
         let mut response = error_response(status, self.code(), message);
         if retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        if challenge {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

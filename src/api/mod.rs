@@ -3,6 +3,7 @@
 //! shape) and serves the OpenAPI document and Swagger UI.
 
 mod agents;
+pub mod auth;
 mod chat;
 pub mod error;
 mod extract;
@@ -76,7 +77,11 @@ pub fn router(state: AppState) -> Router {
     // run timeout; every other route the request timeout.
     let api = api.layer(timeout(limits.request_timeout));
     let runs = runs.layer(timeout(limits.run_timeout));
-    let app = api.merge(runs).merge(SwaggerUi::new("/docs").url("/openapi.json", doc)).with_state(state);
+    let app = api
+        .merge(runs)
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
+        .with_state(state);
     with_layers(app, &limits)
 }
 

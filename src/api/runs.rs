@@ -15,6 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Json, Path};
 use crate::runtime::run::RunUsage;
@@ -61,11 +62,12 @@ pub struct RunView {
     ))]
 async fn run_agent(
     State(state): State<AppState>,
+    Caller(tenant): Caller,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
     Json(body): Json<RunRequest>,
 ) -> Result<Response, ApiError> {
-    let mut run = state.runtime.start_run(id, &body.input).await?;
+    let mut run = state.runtime.start_run(&tenant, id, &body.input).await?;
     if wants_json(&headers) {
         let mut events = Vec::new();
         while let Some(event) = run.events.recv().await {
@@ -113,9 +115,10 @@ pub struct ToolsView {
     ))]
 async fn agent_tools(
     State(state): State<AppState>,
+    Caller(tenant): Caller,
     Path(id): Path<Uuid>,
 ) -> Result<axum::Json<ToolsView>, ApiError> {
-    let servers = state.runtime.tools(id).await?;
+    let servers = state.runtime.tools(&tenant, id).await?;
     Ok(axum::Json(ToolsView { agent_id: id, servers }))
 }
 
@@ -159,10 +162,11 @@ pub struct ToolCallView {
     ))]
 async fn call_tool(
     State(state): State<AppState>,
+    Caller(tenant): Caller,
     Path(id): Path<Uuid>,
     Json(body): Json<ToolCallRequest>,
 ) -> Result<axum::Json<ToolCallView>, ApiError> {
-    let result = state.runtime.call(id, &body.server, &body.tool, body.arguments).await?;
+    let result = state.runtime.call(&tenant, id, &body.server, &body.tool, body.arguments).await?;
     let is_error = result.is_error.unwrap_or(false);
     let result = serde_json::to_value(&result).map_err(|e| ApiError::Internal(e.into()))?;
     Ok(axum::Json(ToolCallView { server: body.server, tool: body.tool, is_error, result }))

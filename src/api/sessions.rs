@@ -12,8 +12,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::extract::Path;
+use crate::access::Tenant;
 use crate::state::AppState;
 use crate::store::{Message, Role, Session};
 use crate::vault::SecretBytes;
@@ -49,6 +51,7 @@ pub struct FileUpload {
     ))]
 async fn upload_files(
     State(state): State<AppState>,
+    Caller(tenant): Caller,
     Path(id): Path<Uuid>,
     form: Result<axum::extract::Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<axum::Json<super::chat::ChatResponse>, ApiError> {
@@ -83,7 +86,7 @@ async fn upload_files(
     if files.is_empty() {
         return Err(ApiError::InvalidRequest("the form has no file part".to_owned()));
     }
-    let outcome = state.master.add_files(id, files).await?;
+    let outcome = state.master.add_files(&tenant, id, files).await?;
     Ok(axum::Json(outcome.into()))
 }
 
@@ -157,8 +160,9 @@ impl SessionView {
     responses((status = 201, description = "Session created", body = SessionCreated)))]
 async fn create_session(
     State(state): State<AppState>,
+    Caller(tenant): Caller,
 ) -> Result<(StatusCode, axum::Json<SessionCreated>), ApiError> {
-    let s = state.store.create_session().await?;
+    let s = state.store.create_session(tenant.as_str()).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(SessionCreated { id: s.id, status: s.status, created_at: s.created_at }),
@@ -175,9 +179,10 @@ async fn create_session(
     ))]
 async fn get_session(
     State(state): State<AppState>,
+    Caller(tenant): Caller,
     Path(id): Path<Uuid>,
 ) -> Result<axum::Json<SessionView>, ApiError> {
-    let session = state.store.get_session(id).await?.ok_or(ApiError::SessionNotFound(id))?;
+    let session = owned_session(&state, &tenant, id).await?;
     let messages = state.store.messages(id).await?;
     Ok(axum::Json(SessionView::new(session, messages)))
 }
@@ -190,10 +195,20 @@ async fn get_session(
         (status = 400, description = "The id is not a UUID", body = ErrorBody),
         (status = 404, description = "No such session", body = ErrorBody),
     ))]
-async fn delete_session(State(state): State<AppState>, Path(id): Path<Uuid>) -> Result<StatusCode, ApiError> {
+async fn delete_session(
+    State(state): State<AppState>,
+    Caller(tenant): Caller,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    owned_session(&state, &tenant, id).await?;
     if state.store.delete_session(id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::SessionNotFound(id))
     }
+}
+
+/// Session `id` if `tenant` owns it; another tenant's session is "not found", like a missing one.
+async fn owned_session(state: &AppState, tenant: &Tenant, id: Uuid) -> Result<Session, ApiError> {
+    state.store.get_session(id).await?.filter(|s| tenant.owns(&s.tenant)).ok_or(ApiError::SessionNotFound(id))
 }

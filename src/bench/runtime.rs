@@ -16,6 +16,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{row, stats};
+use crate::access::Tenant;
 use crate::catalog::{Catalog, LaunchKind, ServerRecord};
 use crate::config::RuntimeBenchArgs;
 use crate::runtime::{Runtime, RuntimeSettings};
@@ -132,11 +133,12 @@ fn runtime_with(
 }
 
 async fn agent(store: &dyn Store, servers: &[String]) -> anyhow::Result<Uuid> {
-    let session = store.create_session().await?;
+    let session = store.create_session("").await?;
     let config: serde_json::Map<String, serde_json::Value> =
         servers.iter().map(|s| (s.clone(), json!({}))).collect();
     let agent = store
         .create_agent(&NewAgent {
+            tenant: String::new(),
             session_id: session.id,
             name: "runtime benchmark".into(),
             mcp_config: json!({ "mcpServers": config }),
@@ -150,7 +152,7 @@ async fn agent(store: &dyn Store, servers: &[String]) -> anyhow::Result<Uuid> {
 
 /// Starts every server of `agent` (listing its tools); fails if one does not start.
 async fn ready(runtime: &Runtime, agent: Uuid) -> anyhow::Result<()> {
-    for server in runtime.tools(agent).await? {
+    for server in runtime.tools(&Tenant::open(), agent).await? {
         if let Some(error) = server.error {
             anyhow::bail!("{}: {error}", server.server);
         }

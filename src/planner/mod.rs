@@ -19,6 +19,7 @@ use uuid::Uuid;
 pub use llm_planner::LlmPlanner;
 pub use plan::{ChosenServer, OfflinePlanner, Plan, PlannedNeed, Planner};
 
+use crate::access::Tenant;
 use crate::catalog::{Catalog, CatalogError, CredentialKind, CredentialSpec, ServerRecord};
 use crate::store::{
     NewAgent, NewMessage, Role, SealedCredential, SecretKind, Session, SessionState, Store, StoreError,
@@ -28,6 +29,8 @@ use crate::vault::{Binding, Secret, SecretBytes, Vault, VaultError};
 /// What the user sent in one turn.
 #[derive(Debug, Default)]
 pub struct ChatTurn {
+    /// Who is asking: a session of another tenant is "not found".
+    pub tenant: Tenant,
     pub message: String,
     pub session_id: Option<Uuid>,
     /// `{"<mcp_server>": {"KEY": value}}`.
@@ -236,7 +239,7 @@ impl MasterAgent {
             return Err(PlannerError::EmptyMessage);
         }
         let existing = match turn.session_id {
-            Some(id) => Some(self.store.get_session(id).await?.ok_or(PlannerError::SessionNotFound(id))?),
+            Some(id) => Some(self.session(&turn.tenant, id).await?),
             None => None,
         };
         let mut context: Context = existing
@@ -274,7 +277,7 @@ impl MasterAgent {
         // all checked and sealed before the one transaction that stores them; then the state.
         let session = match existing {
             Some(s) => s,
-            None => self.store.create_session().await?,
+            None => self.store.create_session(turn.tenant.as_str()).await?,
         };
         let sealed = self.seal_turn(session.id, &records, &turn)?;
         if !sealed.is_empty() {
@@ -309,11 +312,11 @@ impl MasterAgent {
     /// its key or `<mcp_server>/<key>`; all or none. Returns what is still missing.
     pub async fn add_files(
         &self,
+        tenant: &Tenant,
         session_id: Uuid,
         files: Vec<(String, SecretBytes)>,
     ) -> Result<ChatOutcome, PlannerError> {
-        let session =
-            self.store.get_session(session_id).await?.ok_or(PlannerError::SessionNotFound(session_id))?;
+        let session = self.session(tenant, session_id).await?;
         let mut context: Context = serde_json::from_value(session.context.clone()).unwrap_or_default();
         let Some(plan) = context.plan_with_servers().cloned() else {
             let name = files.first().map(|(n, _)| n.clone()).unwrap_or_default();
@@ -338,11 +341,17 @@ impl MasterAgent {
     /// `include_secrets`, the decrypted values (files stay placeholders: they live on this host).
     pub async fn export_config(
         &self,
+        tenant: &Tenant,
         agent_id: Uuid,
         format: agent_config::ExportFormat,
         include_secrets: bool,
     ) -> Result<Exported, PlannerError> {
-        let agent = self.store.get_agent(agent_id).await?.ok_or(PlannerError::AgentNotFound(agent_id))?;
+        let agent = self
+            .store
+            .get_agent(agent_id)
+            .await?
+            .filter(|a| tenant.owns(&a.tenant))
+            .ok_or(PlannerError::AgentNotFound(agent_id))?;
         let mut values: BTreeMap<(String, String), String> = BTreeMap::new();
         if include_secrets {
             for sealed in self.store.credentials(agent.session_id).await? {
@@ -369,6 +378,15 @@ impl MasterAgent {
             agent_config::ExportFormat::FastAgent => Exported::Yaml(agent_config::fast_agent_yaml(&config)),
             _ => Exported::Json(config),
         })
+    }
+
+    /// Session `id`, if it is `tenant`'s: another tenant's session is "not found" as well.
+    async fn session(&self, tenant: &Tenant, id: Uuid) -> Result<Session, PlannerError> {
+        self.store
+            .get_session(id)
+            .await?
+            .filter(|s| tenant.owns(&s.tenant))
+            .ok_or(PlannerError::SessionNotFound(id))
     }
 
     /// The catalog records of a plan's servers (a server gone from the catalog is left out).
@@ -486,6 +504,7 @@ impl MasterAgent {
             let agent = self
                 .store
                 .create_agent(&NewAgent {
+                    tenant: session.tenant.clone(),
                     session_id: session.id,
                     name: agent_name(&plan),
                     mcp_config,

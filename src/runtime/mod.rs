@@ -27,6 +27,7 @@ use serde_json::Value;
 use tokio::sync::{Mutex, Semaphore};
 use uuid::Uuid;
 
+use crate::access::Tenant;
 use crate::catalog::Catalog;
 use crate::llm::LlmClient;
 use crate::store::{Agent, SecretKind, Store, StoreError};
@@ -206,8 +207,13 @@ impl Runtime {
         &self.store
     }
 
-    pub async fn agent(&self, id: Uuid) -> Result<Agent, RuntimeError> {
-        self.store.get_agent(id).await?.ok_or(RuntimeError::AgentNotFound(id))
+    /// Agent `id`, if it is `tenant`'s: another tenant's agent is "not found" as well.
+    pub async fn agent(&self, tenant: &Tenant, id: Uuid) -> Result<Agent, RuntimeError> {
+        self.store
+            .get_agent(id)
+            .await?
+            .filter(|a| tenant.owns(&a.tenant))
+            .ok_or(RuntimeError::AgentNotFound(id))
     }
 
     /// The server ids of an agent, from its stored config. Only the ids are taken from it: what
@@ -392,8 +398,8 @@ impl Runtime {
 
     /// Every server of agent `id` with its live tools, starting them as needed. A server that
     /// cannot start is reported with its error; the others still answer.
-    pub async fn tools(&self, id: Uuid) -> Result<Vec<ServerTools>, RuntimeError> {
-        let agent = self.agent(id).await?;
+    pub async fn tools(&self, tenant: &Tenant, id: Uuid) -> Result<Vec<ServerTools>, RuntimeError> {
+        let agent = self.agent(tenant, id).await?;
         let events = run::Emitter::discard();
         let mut out = Vec::new();
         for (server, outcome) in self.start_all(&agent, &events).await {
@@ -421,12 +427,13 @@ impl Runtime {
     /// against its input schema. No language model is involved.
     pub async fn call(
         &self,
+        tenant: &Tenant,
         id: Uuid,
         server: &str,
         tool: &str,
         arguments: Value,
     ) -> Result<CallToolResult, RuntimeError> {
-        let agent = self.agent(id).await?;
+        let agent = self.agent(tenant, id).await?;
         let servers = Self::servers_of(&agent);
         if !servers.iter().any(|s| s == server) {
             return Err(RuntimeError::ServerNotInAgent {

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::server::{Live, Redactor};
 use super::{Runtime, RuntimeError};
+use crate::access::Tenant;
 use crate::llm::{self, LlmClient, Message, Part, ToolSpec};
 use crate::store::{Agent, NewMessage, Role};
 
@@ -174,6 +175,7 @@ impl Runtime {
     /// cancelled when `events` is dropped.
     pub async fn start_run(
         self: &Arc<Self>,
+        tenant: &Tenant,
         agent_id: Uuid,
         input: &str,
     ) -> Result<StartedRun, RuntimeError> {
@@ -181,7 +183,7 @@ impl Runtime {
         if input.is_empty() {
             return Err(RuntimeError::EmptyInput);
         }
-        let agent = self.agent(agent_id).await?;
+        let agent = self.agent(tenant, agent_id).await?;
         let llm = self.llm().cloned().ok_or(RuntimeError::NoLlm)?;
         let run_id = Uuid::new_v4();
         let mut opening = NewMessage::new(Role::User, input);

@@ -117,6 +117,8 @@ pub type CredentialNames = BTreeMap<String, Vec<String>>;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Session {
     pub id: Uuid,
+    /// The tenant it belongs to (`""` when the service runs open, without API keys).
+    pub tenant: String,
     pub status: String,
     pub context: Value,
     pub required_credentials: Value,
@@ -161,6 +163,8 @@ impl NewMessage {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Agent {
     pub id: Uuid,
+    /// Its session's tenant.
+    pub tenant: String,
     pub session_id: Uuid,
     pub name: String,
     pub mcp_config: Value,
@@ -174,12 +178,24 @@ pub struct Agent {
 
 #[derive(Debug, Clone)]
 pub struct NewAgent {
+    /// Must be the session's tenant.
+    pub tenant: String,
     pub session_id: Uuid,
     pub name: String,
     pub mcp_config: Value,
     pub workflow: String,
     pub model: Option<String>,
     pub metadata: Value,
+}
+
+/// An API key's record. The key itself is never stored, only its hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKey {
+    pub id: Uuid,
+    pub tenant: String,
+    pub label: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
 }
 
 /// A window into a list, newest first.
@@ -198,7 +214,7 @@ pub trait Store: CatalogStore + CredentialStore + Send + Sync + 'static {
     /// A cheap round trip that proves the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
-    async fn create_session(&self) -> Result<Session, StoreError>;
+    async fn create_session(&self, tenant: &str) -> Result<Session, StoreError>;
     async fn get_session(&self, id: Uuid) -> Result<Option<Session>, StoreError>;
     /// Replaces the planner-owned state; `false` when the session does not exist.
     async fn update_session_state(&self, id: Uuid, state: &SessionState) -> Result<bool, StoreError>;
@@ -217,10 +233,21 @@ pub trait Store: CatalogStore + CredentialStore + Send + Sync + 'static {
     async fn create_agent(&self, agent: &NewAgent) -> Result<Agent, StoreError>;
     async fn get_agent(&self, id: Uuid) -> Result<Option<Agent>, StoreError>;
     /// A page of agents, newest first, and the total count.
-    async fn list_agents(&self, page: Page) -> Result<(Vec<Agent>, u64), StoreError>;
+    /// A tenant's agents, newest first, and how many it has.
+    async fn list_agents(&self, tenant: &str, page: Page) -> Result<(Vec<Agent>, u64), StoreError>;
     async fn delete_agent(&self, id: Uuid) -> Result<bool, StoreError>;
 
     /// Closes every connection; later calls fail.
+    /// Stores an API key's hash for `tenant`.
+    async fn create_api_key(&self, tenant: &str, key_hash: &str, label: &str) -> Result<ApiKey, StoreError>;
+    /// The tenant of an active (unrevoked) key, by its hash.
+    async fn api_key_tenant(&self, key_hash: &str) -> Result<Option<String>, StoreError>;
+    /// How many keys are active: none means the service runs open.
+    async fn active_api_keys(&self) -> Result<u64, StoreError>;
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError>;
+    /// Revokes a key; `false` if there is no such active key.
+    async fn revoke_api_key(&self, id: Uuid) -> Result<bool, StoreError>;
+
     async fn close(&self);
 }
 

@@ -26,6 +26,7 @@ pub(super) fn parent_missing(err: sqlx::Error, parent: &'static str) -> StoreErr
 #[derive(sqlx::FromRow)]
 pub(super) struct SessionRow {
     id: Uuid,
+    tenant: String,
     status: String,
     context: Json<Value>,
     required_credentials: Json<Value>,
@@ -38,6 +39,7 @@ impl From<SessionRow> for Session {
     fn from(r: SessionRow) -> Self {
         Session {
             id: r.id,
+            tenant: r.tenant,
             status: r.status,
             context: r.context.0,
             required_credentials: r.required_credentials.0,
@@ -78,6 +80,7 @@ impl TryFrom<MessageRow> for Message {
 #[derive(sqlx::FromRow)]
 pub(super) struct AgentRow {
     id: Uuid,
+    tenant: String,
     session_id: Uuid,
     name: String,
     mcp_config: Json<Value>,
@@ -93,6 +96,7 @@ impl From<AgentRow> for Agent {
     fn from(r: AgentRow) -> Self {
         Agent {
             id: r.id,
+            tenant: r.tenant,
             session_id: r.session_id,
             name: r.name,
             mcp_config: r.mcp_config.0,
@@ -109,12 +113,12 @@ impl From<AgentRow> for Agent {
 // Column lists as macros so the queries stay `&'static str` (sqlx only takes audited dynamic SQL).
 macro_rules! session_columns {
     () => {
-        "id, status, context, required_credentials, collected_credentials, created_at, updated_at"
+        "id, tenant, status, context, required_credentials, collected_credentials, created_at, updated_at"
     };
 }
 macro_rules! agent_columns {
     () => {
-        "id, session_id, name, mcp_config, workflow, model, status, metadata, created_at, updated_at"
+        "id, tenant, session_id, name, mcp_config, workflow, model, status, metadata, created_at, updated_at"
     };
 }
 macro_rules! message_columns {
@@ -138,11 +142,15 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn create_session(&self) -> Result<$crate::store::Session, $crate::store::StoreError> {
+            async fn create_session(
+                &self,
+                tenant: &str,
+            ) -> Result<$crate::store::Session, $crate::store::StoreError> {
                 use $crate::store::sql::*;
                 let now = now();
                 let session = $crate::store::Session {
                     id: uuid::Uuid::new_v4(),
+                    tenant: tenant.to_owned(),
                     status: "active".to_owned(),
                     context: serde_json::json!({}),
                     required_credentials: serde_json::json!([]),
@@ -153,9 +161,10 @@ macro_rules! impl_store {
                 sqlx::query(concat!(
                     "INSERT INTO sessions (",
                     $crate::store::sql::session_columns!(),
-                    ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
                 ))
                 .bind(session.id)
+                .bind(&session.tenant)
                 .bind(&session.status)
                 .bind(sqlx::types::Json(&session.context))
                 .bind(sqlx::types::Json(&session.required_credentials))
@@ -272,6 +281,7 @@ macro_rules! impl_store {
                 let now = now();
                 let created = $crate::store::Agent {
                     id: uuid::Uuid::new_v4(),
+                    tenant: agent.tenant.clone(),
                     session_id: agent.session_id,
                     name: agent.name.clone(),
                     mcp_config: agent.mcp_config.clone(),
@@ -286,9 +296,10 @@ macro_rules! impl_store {
                     "INSERT INTO agents (",
                     $crate::store::sql::agent_columns!(),
                     ") \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
                 ))
                 .bind(created.id)
+                .bind(&created.tenant)
                 .bind(created.session_id)
                 .bind(&created.name)
                 .bind(sqlx::types::Json(&created.mcp_config))
@@ -322,6 +333,7 @@ macro_rules! impl_store {
 
             async fn list_agents(
                 &self,
+                tenant: &str,
                 page: $crate::store::Page,
             ) -> Result<(Vec<$crate::store::Agent>, u64), $crate::store::StoreError> {
                 use $crate::store::sql::*;
@@ -329,20 +341,100 @@ macro_rules! impl_store {
                 let rows: Vec<AgentRow> = sqlx::query_as(concat!(
                     "SELECT ",
                     $crate::store::sql::agent_columns!(),
-                    " FROM agents ORDER BY created_at DESC, id LIMIT $1 OFFSET $2"
+                    " FROM agents WHERE tenant = $3 ORDER BY created_at DESC, id LIMIT $1 OFFSET $2"
                 ))
                 .bind(i64::from(page.limit))
                 .bind(offset)
+                .bind(tenant)
                 .fetch_all(&self.pool)
                 .await?;
-                let (total,): (i64,) =
-                    sqlx::query_as("SELECT COUNT(*) FROM agents").fetch_one(&self.pool).await?;
+                let (total,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM agents WHERE tenant = $1")
+                    .bind(tenant)
+                    .fetch_one(&self.pool)
+                    .await?;
                 Ok((rows.into_iter().map(Into::into).collect(), u64::try_from(total).unwrap_or(0)))
             }
 
             async fn delete_agent(&self, id: uuid::Uuid) -> Result<bool, $crate::store::StoreError> {
                 let done =
                     sqlx::query("DELETE FROM agents WHERE id = $1").bind(id).execute(&self.pool).await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn create_api_key(
+                &self,
+                tenant: &str,
+                key_hash: &str,
+                label: &str,
+            ) -> Result<$crate::store::ApiKey, $crate::store::StoreError> {
+                use $crate::store::sql::*;
+                let key = $crate::store::ApiKey {
+                    id: uuid::Uuid::new_v4(),
+                    tenant: tenant.to_owned(),
+                    label: label.to_owned(),
+                    created_at: now(),
+                    revoked_at: None,
+                };
+                sqlx::query(
+                    "INSERT INTO api_keys (id, tenant, key_hash, label, created_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(key.id)
+                .bind(&key.tenant)
+                .bind(key_hash)
+                .bind(&key.label)
+                .bind(key.created_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(key)
+            }
+
+            async fn api_key_tenant(&self, key_hash: &str) -> Result<Option<String>, $crate::store::StoreError> {
+                let row: Option<(String,)> =
+                    sqlx::query_as("SELECT tenant FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL")
+                        .bind(key_hash)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(row.map(|(t,)| t))
+            }
+
+            async fn active_api_keys(&self) -> Result<u64, $crate::store::StoreError> {
+                let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL")
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            }
+
+            async fn list_api_keys(&self) -> Result<Vec<$crate::store::ApiKey>, $crate::store::StoreError> {
+                let rows: Vec<(
+                    uuid::Uuid,
+                    String,
+                    String,
+                    chrono::DateTime<chrono::Utc>,
+                    Option<chrono::DateTime<chrono::Utc>>,
+                )> = sqlx::query_as(
+                    "SELECT id, tenant, label, created_at, revoked_at FROM api_keys ORDER BY created_at, id",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(id, tenant, label, created_at, revoked_at)| $crate::store::ApiKey {
+                        id,
+                        tenant,
+                        label,
+                        created_at,
+                        revoked_at,
+                    })
+                    .collect())
+            }
+
+            async fn revoke_api_key(&self, id: uuid::Uuid) -> Result<bool, $crate::store::StoreError> {
+                use $crate::store::sql::*;
+                let done = sqlx::query("UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+                    .bind(id)
+                    .bind(now())
+                    .execute(&self.pool)
+                    .await?;
                 Ok(done.rows_affected() > 0)
             }
 

@@ -1,0 +1,179 @@
+//! Who is asking: tenants and their API keys. A key is `dmcp_` + 43 characters of base64url (256
+//! random bits); only its SHA-256 is stored. Every session (and through it every agent,
+//! credential, file and run) belongs to one tenant; another tenant's ids answer "not found".
+//! With no key configured the service runs open, as the tenant [`Tenant::open`].
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+use crate::catalog::record::hex;
+use crate::store::{Store, StoreError};
+use crate::vault::Secret;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    #[error("this service needs an API key: send `Authorization: Bearer <key>`")]
+    MissingKey,
+    #[error("the API key is not valid (unknown, revoked or malformed)")]
+    BadKey,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How long the answer to "are any keys configured?" is reused. A key created with the CLI
+/// while the service runs is enforced within this time.
+const OPEN_CHECK_TTL: Duration = Duration::from_secs(2);
+
+/// Decides who a request is for.
+pub struct Access {
+    store: Arc<dyn Store>,
+    open_checked: std::sync::Mutex<Option<(Instant, bool)>>,
+}
+
+impl Access {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store, open_checked: std::sync::Mutex::new(None) }
+    }
+
+    /// Whether no API key is active, so every request is the open tenant's.
+    pub async fn is_open(&self) -> Result<bool, StoreError> {
+        if let Ok(cached) = self.open_checked.lock()
+            && let Some((at, open)) = *cached
+            && at.elapsed() < OPEN_CHECK_TTL
+        {
+            return Ok(open);
+        }
+        let open = self.store.active_api_keys().await? == 0;
+        if let Ok(mut cached) = self.open_checked.lock() {
+            *cached = Some((Instant::now(), open));
+        }
+        Ok(open)
+    }
+
+    /// The tenant of a request that sent `bearer` (the `Authorization: Bearer` token, if any).
+    pub async fn authenticate(&self, bearer: Option<&str>) -> Result<Tenant, AccessError> {
+        if self.is_open().await? {
+            return Ok(Tenant::open());
+        }
+        let key = bearer.map(str::trim).ok_or(AccessError::MissingKey)?;
+        if !looks_like_key(key) {
+            return Err(AccessError::BadKey);
+        }
+        match self.store.api_key_tenant(&key_hash(key)).await? {
+            Some(tenant) => Ok(Tenant::from_stored(tenant)),
+            None => Err(AccessError::BadKey),
+        }
+    }
+}
+
+/// Creates a key for `tenant`; the returned secret is the only copy of the key.
+pub async fn create_key(
+    store: &dyn Store,
+    tenant: &Tenant,
+    label: &str,
+) -> Result<(crate::store::ApiKey, Secret), StoreError> {
+    let key = generate_key();
+    let record = store.create_api_key(tenant.as_str(), &key_hash(key.expose()), label).await?;
+    Ok((record, key))
+}
+
+const KEY_PREFIX: &str = "dmcp_";
+
+/// A tenant name: 1–64 characters of letters, digits, `.`, `_` and `-`; `""` is the open service.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Tenant(String);
+
+impl Tenant {
+    /// The tenant of a service without API keys.
+    pub fn open() -> Self {
+        Self(String::new())
+    }
+
+    pub fn parse(name: &str) -> Result<Self, String> {
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if valid {
+            Ok(Self(name.to_owned()))
+        } else {
+            Err(format!("{name:?} is not a tenant name: use 1-64 letters, digits, '.', '_' or '-'"))
+        }
+    }
+
+    /// From the store (already validated when its key was created).
+    pub fn from_stored(name: String) -> Self {
+        Self(name)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether a row stored with `tenant` is this tenant's.
+    pub fn owns(&self, tenant: &str) -> bool {
+        self.0 == tenant
+    }
+}
+
+impl fmt::Display for Tenant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() { f.write_str("(open)") } else { f.write_str(&self.0) }
+    }
+}
+
+/// A new random API key, to be shown once.
+pub fn generate_key() -> Secret {
+    use aes_gcm::aead::rand_core::RngCore;
+    let mut bytes = [0u8; 32];
+    aes_gcm::aead::OsRng.fill_bytes(&mut bytes);
+    let key = Secret::new(format!(
+        "{KEY_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    ));
+    zeroize::Zeroize::zeroize(&mut bytes);
+    key
+}
+
+/// What the store keeps of a key: its SHA-256, hex.
+pub fn key_hash(key: &str) -> String {
+    hex(&Sha256::digest(key.trim().as_bytes()))
+}
+
+/// Whether `text` has the shape of one of our keys (cheap check before any lookup).
+pub fn looks_like_key(text: &str) -> bool {
+    text.len() == KEY_PREFIX.len() + 43
+        && text.starts_with(KEY_PREFIX)
+        && text[KEY_PREFIX.len()..].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_random_well_formed_and_hashed() {
+        let a = generate_key();
+        let b = generate_key();
+        assert_ne!(a.expose(), b.expose());
+        assert!(looks_like_key(a.expose()), "{}", a.expose());
+        assert!(!looks_like_key("dmcp_short") && !looks_like_key(&format!("sk_{}", &a.expose()[3..])));
+        assert_eq!(key_hash(a.expose()).len(), 64);
+        assert_ne!(key_hash(a.expose()), key_hash(b.expose()));
+        assert_eq!(format!("{a:?}"), "[redacted]");
+    }
+
+    #[test]
+    fn tenant_names() {
+        assert!(Tenant::parse("acme-corp.eu_1").is_ok());
+        for bad in ["", "has space", "x/y", &"a".repeat(65)] {
+            assert!(Tenant::parse(bad).is_err(), "{bad}");
+        }
+        assert!(Tenant::open().owns(""));
+        assert!(!Tenant::parse("a").unwrap().owns(""));
+        assert_eq!(Tenant::open().to_string(), "(open)");
+    }
+}

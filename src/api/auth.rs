@@ -1,0 +1,48 @@
+//! API keys on the wire: `Authorization: Bearer <key>` on every `/api/` route, resolved to a
+//! tenant by [`crate::access::Access`] and handed to handlers as [`Caller`]. The service's identity
+//! (`/`), `/health` and the API docs stay public.
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::header;
+use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use crate::access::Tenant;
+use crate::state::AppState;
+
+/// The tenant a request acts for.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Tenant);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        // `authenticate` runs on every /api/ route; a handler reached without it would be a
+        // wiring mistake, so it fails closed.
+        parts.extensions.get::<Caller>().cloned().ok_or(ApiError::Unauthorized(
+            "this route needs an API key: send `Authorization: Bearer <key>`".to_owned(),
+        ))
+    }
+}
+
+/// Resolves the caller of every `/api/` request, or answers 401.
+pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    if !request.uri().path().starts_with("/api/") {
+        return next.run(request).await;
+    }
+    let bearer = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+    match state.access.authenticate(bearer).await {
+        Ok(tenant) => {
+            request.extensions_mut().insert(Caller(tenant));
+            next.run(request).await
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
