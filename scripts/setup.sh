@@ -97,10 +97,18 @@ install_runtimes() {
     fi
 }
 
+# schemathesis fuzzes the API from its OpenAPI document in the test suite.
+install_schemathesis() {
+    if command -v st >/dev/null 2>&1 && st --version 2>/dev/null | grep -q "^st, version 4"; then return 0; fi
+    log "pip install schemathesis"
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "schemathesis>=4,<5" >/dev/null
+}
+
 install_model
 install_runtimes
 if [ "$mode" = "all" ] || [ "$mode" = "--test" ]; then
     install_postgres
+    install_schemathesis
 fi
 if ! command -v cargo-nextest >/dev/null 2>&1 && [ "$mode" != "--service" ]; then
     log "cargo install cargo-nextest"

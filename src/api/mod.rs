@@ -39,7 +39,7 @@ pub use root::ROOT_INFO;
         description = "Dynamic MCP Agent API: turn a plain-language request into a working MCP agent.",
         version = "1.0.0"
     ),
-    components(schemas(error::ErrorBody, error::ErrorDetail)),
+    components(schemas(error::ErrorBody, error::ErrorDetail, crate::planner::agent_config::ExportFormat)),
     tags(
         (name = "service", description = "Identity and health"),
         (name = "chat", description = "The master agent"),
@@ -54,7 +54,35 @@ struct ApiDoc;
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = routes().split_for_parts().1;
     doc.merge(runs::router().split_for_parts().1);
+    document_access(&mut doc);
     doc
+}
+
+/// Every `/api/` operation may answer 401 (when API keys are configured): say so once, here.
+fn document_access(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let unauthorized = ResponseBuilder::new()
+        .description("An API key is needed (`Authorization: Bearer <key>`), or the one sent is not valid")
+        .content(
+            "application/json",
+            ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
+        )
+        .build();
+    for (path, item) in doc.paths.paths.iter_mut() {
+        if !path.starts_with("/api/") {
+            continue;
+        }
+        for operation in [&mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.patch]
+            .into_iter()
+            .flatten()
+        {
+            operation
+                .responses
+                .responses
+                .entry("401".to_owned())
+                .or_insert_with(|| unauthorized.clone().into());
+        }
+    }
 }
 
 fn routes() -> OpenApiRouter<AppState> {
@@ -72,6 +100,7 @@ pub fn router(state: AppState) -> Router {
     let (api, mut doc) = routes().split_for_parts();
     let (runs, runs_doc) = runs::router().split_for_parts();
     doc.merge(runs_doc);
+    document_access(&mut doc);
     let limits = state.limits.clone();
     // Runs and tool calls may start servers (a first start downloads a package): they get the
     // run timeout; every other route the request timeout.

@@ -57,7 +57,9 @@ pub struct RunView {
         (status = 200, description = "`text/event-stream` of run events, or the finished run as JSON", body = RunView),
         (status = 400, description = "Bad id or body", body = ErrorBody),
         (status = 404, description = "No such agent", body = ErrorBody),
+        (status = 401, description = "An API key is needed", body = ErrorBody),
         (status = 409, description = "No language model is configured", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "Empty input", body = ErrorBody),
     ))]
 async fn run_agent(
@@ -154,7 +156,9 @@ pub struct ToolCallView {
     responses(
         (status = 200, body = ToolCallView),
         (status = 400, description = "Bad id or body", body = ErrorBody),
+        (status = 401, description = "An API key is needed", body = ErrorBody),
         (status = 404, description = "No such agent, server or tool", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "Arguments do not match the tool's input schema", body = ErrorBody),
         (status = 429, description = "Too many servers running", body = ErrorBody),
         (status = 502, description = "The server failed to start or crashed", body = ErrorBody),

@@ -57,6 +57,7 @@ pub struct CredentialSummary {
 #[utoipa::path(post, path = "/api/servers/search", tag = "servers", request_body = SearchRequest, responses(
     (status = 200, body = SearchResponse),
     (status = 400, description = "Malformed JSON", body = ErrorBody),
+    (status = 415, description = "Not JSON", body = ErrorBody),
     (status = 422, description = "Empty query or limit out of range", body = ErrorBody),
 ))]
 async fn search(
