@@ -347,6 +347,9 @@ pub struct RuntimeArgs {
     /// start is fast. Default: `<data dir>/runtime/cache`.
     #[arg(long, env = "DYNAMCP_RUNTIME_CACHE_DIR")]
     pub runtime_cache_dir: Option<PathBuf>,
+    /// Agent runs at once, across all tenants; more answer 429.
+    #[arg(long, env = "DYNAMCP_MAX_CONCURRENT_RUNS", default_value_t = 16)]
+    pub max_concurrent_runs: usize,
     /// Seconds a whole agent run (or a tools request that starts servers) may take.
     #[arg(long, env = "DYNAMCP_RUN_TIMEOUT_SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub run_timeout_secs: u64,
@@ -378,6 +381,7 @@ impl Default for RuntimeArgs {
             max_servers: 16,
             run_max_rounds: 10,
             runtime_cache_dir: None,
+            max_concurrent_runs: 16,
             run_timeout_secs: 900,
         }
     }
@@ -395,6 +399,7 @@ impl RuntimeArgs {
             idle: Duration::from_secs(self.server_idle_secs.max(1)),
             max_servers: usize::try_from(self.max_servers).unwrap_or(16),
             max_rounds: self.run_max_rounds.max(1),
+            max_runs: self.max_concurrent_runs.max(1),
             root: absolute(&data_dir.join("runtime")),
             cache: absolute(
                 &self.runtime_cache_dir.clone().unwrap_or_else(|| data_dir.join("runtime/cache")),
@@ -476,6 +481,17 @@ pub struct ServeArgs {
     #[arg(long, env = "DYNAMCP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// Requests per second each caller may make to `/api/` (a tenant, or a client IP when the
+    /// service runs open); 0: unlimited. Over it: 429 with `Retry-After`.
+    #[arg(long, env = "DYNAMCP_RATE_LIMIT_PER_SEC", default_value_t = 50)]
+    pub rate_limit_per_sec: u32,
+    /// Requests a caller may send at once before the per-second rate applies.
+    #[arg(long, env = "DYNAMCP_RATE_LIMIT_BURST", default_value_t = 100)]
+    pub rate_limit_burst: u32,
+    /// Chat turns planned at once; more wait (within the request timeout).
+    #[arg(long, env = "DYNAMCP_MAX_CONCURRENT_PLANS", default_value_t = 64)]
+    pub max_concurrent_plans: usize,
+
     /// Allow serving on a non-loopback address without any API key. Without keys every caller is
     /// the same open tenant: only for a trusted network.
     #[arg(long, env = "DYNAMCP_INSECURE_NO_AUTH", default_value_t = false, action = clap::ArgAction::Set)]
@@ -526,6 +542,9 @@ impl ServeArgs {
             log_format: LogFormat::Text,
             metrics_addr: None,
             insecure_no_auth: false,
+            rate_limit_per_sec: 0,
+            rate_limit_burst: 100,
+            max_concurrent_plans: 64,
         }
     }
 }

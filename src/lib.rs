@@ -86,6 +86,7 @@ pub async fn serve(
     let runtime = state.runtime.clone();
     let app = api::router(state);
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutting down: draining in-flight requests");

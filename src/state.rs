@@ -35,6 +35,10 @@ pub struct AppState {
     pub master: Arc<MasterAgent>,
     pub runtime: Arc<Runtime>,
     pub access: Arc<Access>,
+    /// Requests per caller (tenant, or IP when open); `None`: unlimited.
+    pub rate_limiter: Option<Arc<crate::api::rate_limit::RateLimiter>>,
+    /// At most this many chat turns plan at once; more wait their turn.
+    pub planning: Arc<tokio::sync::Semaphore>,
     pub limits: Limits,
 }
 
@@ -86,6 +90,12 @@ impl AppState {
         );
         Self {
             access: Arc::new(Access::new(store.clone())),
+            rate_limiter: crate::api::rate_limit::RateLimiter::new(
+                args.rate_limit_per_sec,
+                args.rate_limit_burst,
+            )
+            .map(Arc::new),
+            planning: Arc::new(tokio::sync::Semaphore::new(args.max_concurrent_plans.max(1))),
             runtime,
             master: Arc::new(MasterAgent::new(
                 store.clone(),

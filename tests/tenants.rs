@@ -163,3 +163,33 @@ async fn a_public_address_without_keys_refuses_to_start() {
     args.insecure_no_auth = true;
     dynamcp::run(args, async {}).await.unwrap();
 }
+
+#[tokio::test]
+async fn rate_limits_per_ip_when_open_and_per_tenant_with_keys() {
+    let (mut args, dir) = common::test_args(Db::Sqlite).await;
+    args.rate_limit_per_sec = 1;
+    args.rate_limit_burst = 2;
+    let server = TestServer::start_with(args, dir).await;
+    assert_eq!(server.get("/api/agents").await.0, 200);
+    assert_eq!(server.get("/api/agents").await.0, 200);
+    let resp = server.http.get(server.url("/api/agents")).send().await.unwrap();
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    assert_eq!(
+        resp.json::<Value>().await.unwrap(),
+        error_body("rate_limited", "too many requests: try again in 1 s")
+    );
+    // Only the API is limited.
+    assert_eq!(server.get("/health").await.0, 200);
+
+    // With keys, each tenant has its own budget, whatever IP it comes from.
+    let (_, a) = create_key(server.store.as_ref(), &Tenant::parse("a").unwrap(), "").await.unwrap();
+    let (_, b) = create_key(server.store.as_ref(), &Tenant::parse("b").unwrap(), "").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    for _ in 0..2 {
+        assert_eq!(call(&server, a.expose(), "GET", "/api/agents", None).await.0, 200);
+    }
+    assert_eq!(call(&server, a.expose(), "GET", "/api/agents", None).await.0, 429);
+    assert_eq!(call(&server, b.expose(), "GET", "/api/agents", None).await.0, 200);
+    server.stop().await;
+}

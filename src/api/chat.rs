@@ -83,6 +83,8 @@ async fn chat(
     Caller(tenant): Caller,
     Json(request): Json<ChatRequest>,
 ) -> Result<axum::Json<ChatResponse>, ApiError> {
+    // Bounded planning: a burst of turns queues here instead of piling onto the model and store.
+    let _planning = state.planning.acquire().await.map_err(|e| ApiError::Internal(e.into()))?;
     let turn = ChatTurn {
         tenant,
         message: request.message,

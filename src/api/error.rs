@@ -146,7 +146,7 @@ fn runtime_status(e: &RuntimeError) -> StatusCode {
         | RuntimeError::CallRejected { .. }
         | RuntimeError::EmptyInput => StatusCode::UNPROCESSABLE_ENTITY,
         RuntimeError::NoLlm => StatusCode::CONFLICT,
-        RuntimeError::Capacity { .. } => StatusCode::TOO_MANY_REQUESTS,
+        RuntimeError::Capacity { .. } | RuntimeError::TooManyRuns { .. } => StatusCode::TOO_MANY_REQUESTS,
         RuntimeError::StartFailed { .. } | RuntimeError::ServerGone { .. } => StatusCode::BAD_GATEWAY,
         RuntimeError::StartTimeout { .. } | RuntimeError::CallTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         RuntimeError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
@@ -177,7 +177,10 @@ impl From<RuntimeError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let retry_after = matches!(self, ApiError::Runtime(RuntimeError::Capacity { .. }));
+        let retry_after = matches!(
+            self,
+            ApiError::Runtime(RuntimeError::Capacity { .. } | RuntimeError::TooManyRuns { .. })
+        );
         let challenge = matches!(self, ApiError::Unauthorized(_));
         let message = if status.is_server_error() && self.message_is_public() {
             tracing::warn!(error = %self, "request failed upstream");

@@ -9,6 +9,7 @@ pub mod error;
 mod extract;
 pub mod observe;
 mod pagination;
+pub mod rate_limit;
 mod root;
 mod runs;
 mod servers;
@@ -58,16 +59,23 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc
 }
 
-/// Every `/api/` operation may answer 401 (when API keys are configured): say so once, here.
+/// Every `/api/` operation may answer 401 (when API keys are configured) and 429 (over the
+/// caller's rate limit): say so once, here.
 fn document_access(doc: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
-    let unauthorized = ResponseBuilder::new()
-        .description("An API key is needed (`Authorization: Bearer <key>`), or the one sent is not valid")
-        .content(
-            "application/json",
-            ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
-        )
-        .build();
+    let error = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
+            )
+            .build()
+    };
+    let common = [
+        ("401", error("An API key is needed (`Authorization: Bearer <key>`), or the one sent is not valid")),
+        ("429", error("Over the caller's rate limit; `Retry-After` says when to try again")),
+    ];
     for (path, item) in doc.paths.paths.iter_mut() {
         if !path.starts_with("/api/") {
             continue;
@@ -76,11 +84,13 @@ fn document_access(doc: &mut utoipa::openapi::OpenApi) {
             .into_iter()
             .flatten()
         {
-            operation
-                .responses
-                .responses
-                .entry("401".to_owned())
-                .or_insert_with(|| unauthorized.clone().into());
+            for (status, response) in &common {
+                operation
+                    .responses
+                    .responses
+                    .entry((*status).to_owned())
+                    .or_insert_with(|| response.clone().into());
+            }
         }
     }
 }
@@ -109,6 +119,8 @@ pub fn router(state: AppState) -> Router {
     let app = api
         .merge(runs)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
+        // Outermost last: the caller is named first, then held to its rate limit.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), rate_limit::limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .with_state(state);
     with_layers(app, &limits)

@@ -58,6 +58,8 @@ pub enum RuntimeError {
     StartTimeout { server: String, secs: u64 },
     #[error("{max} MCP servers are already running and none is idle; try again later")]
     Capacity { max: usize },
+    #[error("{max} agent runs are already in progress; try again later")]
+    TooManyRuns { max: usize },
     #[error("server {server:?} stopped: {reason}; it starts again on the next call")]
     ServerGone { server: String, reason: String },
     #[error("{server}/{tool} did not answer within {secs} s")]
@@ -98,6 +100,7 @@ impl RuntimeError {
             Self::StartFailed { .. } => "server_start_failed",
             Self::StartTimeout { .. } => "server_start_timeout",
             Self::Capacity { .. } => "too_many_servers",
+            Self::TooManyRuns { .. } => "too_many_runs",
             Self::ServerGone { .. } => "server_crashed",
             Self::CallTimeout { .. } => "tool_call_timeout",
             Self::CallRejected { .. } => "tool_call_rejected",
@@ -120,6 +123,8 @@ pub struct RuntimeSettings {
     pub idle: Duration,
     pub max_servers: usize,
     pub max_rounds: usize,
+    /// Agent runs at once.
+    pub max_runs: usize,
     /// Agents' servers live under `root/agents/<agent>/<server>`.
     pub root: PathBuf,
     /// Package caches (npm, uv), shared by all servers.
@@ -160,6 +165,7 @@ pub struct Runtime {
     settings: RuntimeSettings,
     slots: std::sync::Mutex<HashMap<(Uuid, String), Slot>>,
     permits: Arc<Semaphore>,
+    runs: Arc<Semaphore>,
     stopping: AtomicBool,
 }
 
@@ -187,6 +193,7 @@ impl Runtime {
             llm,
             launcher,
             permits: Arc::new(Semaphore::new(settings.max_servers.max(1))),
+            runs: Arc::new(Semaphore::new(settings.max_runs.max(1))),
             settings,
             slots: std::sync::Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
@@ -201,6 +208,14 @@ impl Runtime {
 
     pub fn llm(&self) -> Option<&Arc<dyn LlmClient>> {
         self.llm.as_ref()
+    }
+
+    /// A slot for one more run, or `TooManyRuns`.
+    pub(crate) fn run_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, RuntimeError> {
+        self.runs
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| RuntimeError::TooManyRuns { max: self.settings.max_runs })
     }
 
     pub(crate) fn store(&self) -> &Arc<dyn Store> {

@@ -185,6 +185,7 @@ impl Runtime {
         }
         let agent = self.agent(tenant, agent_id).await?;
         let llm = self.llm().cloned().ok_or(RuntimeError::NoLlm)?;
+        let permit = self.run_permit()?;
         let run_id = Uuid::new_v4();
         let mut opening = NewMessage::new(Role::User, input);
         opening.agent_id = Some(agent.id);
@@ -194,6 +195,7 @@ impl Runtime {
         let runtime = self.clone();
         let input = input.to_owned();
         tokio::spawn(async move {
+            let _permit = permit;
             let closed = emitter.tx.clone();
             let outcome = tokio::select! {
                 outcome = runtime.drive(&agent, llm.as_ref(), &input, &emitter) => outcome,
