@@ -21,8 +21,10 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(chat))
 }
 
-/// The design's ChatRequest.
+/// The design's ChatRequest. Unknown fields are refused: nothing else (a command, a config) can
+/// ride along.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ChatRequest {
     /// What the user wants, in plain language.
     #[schema(example = "Check my Gmail for invoices and put them in a Google Sheet")]
@@ -37,6 +39,7 @@ pub struct ChatRequest {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ChatFile {
     pub name: String,
     #[schema(value_type = String)]
