@@ -1,5 +1,6 @@
 //! Tests of the real `dynamcp` binary as a process: it starts, answers, shuts down cleanly on
-//! SIGTERM, and keeps every acknowledged write across `kill -9`.
+//! SIGTERM, and keeps every acknowledged write (sessions, credentials, agents) across a `kill -9`
+//! in the middle of a stream of writes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader};
@@ -97,34 +98,88 @@ async fn acknowledged_writes_survive_kill_9_on_postgres() {
     acknowledged_writes_survive_kill_9(Some(common::fresh_postgres_database().await)).await;
 }
 
+/// What the server acknowledged: a session with its first message, and, once credentials were
+/// accepted, the agent and the values it was sent.
+#[derive(Debug, Clone)]
+struct Acked {
+    session: String,
+    message: String,
+    agent: Option<(String, Vec<(String, String, String)>)>,
+}
+
+/// One writer: chats that need credentials, then sends them, until the server stops answering.
+async fn write_until_killed(base: String, tag: usize, acked: std::sync::Arc<std::sync::Mutex<Vec<Acked>>>) {
+    let http = common::http_client();
+    for i in 0.. {
+        let message = format!("post a message to our slack channel (writer {tag}, turn {i})");
+        let Ok(resp) = http.post(format!("{base}/api/chat")).json(&json!({"message": message})).send().await
+        else {
+            return;
+        };
+        let Ok(body) = resp.json::<Value>().await else { return };
+        let session = body["session_id"].as_str().unwrap().to_owned();
+        acked.lock().unwrap().push(Acked { session: session.clone(), message, agent: None });
+        let mut credentials = serde_json::Map::new();
+        let mut sent = Vec::new();
+        for item in body["required_credentials"].as_array().unwrap() {
+            let (server, key) =
+                (item["mcp_server"].as_str().unwrap(), item["credential_key"].as_str().unwrap());
+            let value = format!("value-{tag}-{i}-{key}");
+            credentials.entry(server.to_owned()).or_insert_with(|| json!({}))[key] = json!(value);
+            sent.push((server.to_owned(), key.to_owned(), value));
+        }
+        let request = json!({"message": "", "session_id": session, "credentials": credentials});
+        let Ok(resp) = http.post(format!("{base}/api/chat")).json(&request).send().await else { return };
+        let Ok(body) = resp.json::<Value>().await else { return };
+        if let Some(agent) = body["agent_id"].as_str() {
+            let mut acked = acked.lock().unwrap();
+            if let Some(last) = acked.iter_mut().rev().find(|a| a.session == session) {
+                last.agent = Some((agent.to_owned(), sent));
+            }
+        }
+    }
+}
+
 async fn acknowledged_writes_survive_kill_9(database_url: Option<String>) {
     let dir = tempfile::tempdir().unwrap();
     let env: Vec<(&str, &str)> = database_url.iter().map(|url| ("DATABASE_URL", url.as_str())).collect();
     let mut server = start(dir.path(), &env);
-    let http = common::http_client();
-    let mut acknowledged = Vec::new();
-    for i in 0..40 {
-        let resp = http
-            .post(format!("{}/api/chat", server.base))
-            .json(&json!({"message": format!("request number {i}")}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        let body: Value = resp.json().await.unwrap();
-        acknowledged.push((body["session_id"].as_str().unwrap().to_owned(), format!("request number {i}")));
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let writers: Vec<_> =
+        (0..4).map(|tag| tokio::spawn(write_until_killed(server.base.clone(), tag, acked.clone()))).collect();
+    // Kill in the middle of the stream of writes, once some credentials and agents are in.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.lock().unwrap().iter().filter(|a| a.agent.is_some()).count() < 8 {
+        assert!(Instant::now() < deadline, "the writers made no progress");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     server.child.kill().unwrap(); // SIGKILL: no shutdown hooks, no checkpoint.
     server.child.wait().unwrap();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
 
     let server = start(dir.path(), &env);
-    for (id, message) in &acknowledged {
-        let resp = http.get(format!("{}/api/sessions/{id}", server.base)).send().await.unwrap();
-        assert_eq!(resp.status(), 200, "session {id} lost");
+    let http = common::http_client();
+    for a in &acked {
+        let resp = http.get(format!("{}/api/sessions/{}", server.base, a.session)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "session {} lost", a.session);
         let session: Value = resp.json().await.unwrap();
-        assert_eq!(session["messages"][0]["message"], message.as_str());
+        assert_eq!(session["messages"][0]["message"], a.message.as_str());
         assert_eq!(session["messages"][1]["role"], "assistant");
+        let Some((agent, sent)) = &a.agent else { continue };
+        // The agent is there, and its credentials decrypt to exactly what was sent.
+        let url = format!("{}/api/agents/{agent}/config?format=cursor&include_secrets=true", server.base);
+        let resp = http.get(url).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "agent {agent} lost");
+        let config: Value = resp.json().await.unwrap();
+        for (server_id, key, value) in sent {
+            let got = &config["mcpServers"][server_id]["env"][key];
+            assert_eq!(got, value.as_str(), "credential {server_id}/{key} of agent {agent}: {config}");
+        }
     }
+    assert!(acked.iter().filter(|a| a.agent.is_some()).count() >= 8);
 }
 
 #[test]
