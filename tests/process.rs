@@ -98,13 +98,16 @@ async fn acknowledged_writes_survive_kill_9_on_postgres() {
     acknowledged_writes_survive_kill_9(Some(common::fresh_postgres_database().await)).await;
 }
 
+/// Credential values sent: (server id, key, value).
+type Sent = Vec<(String, String, String)>;
+
 /// What the server acknowledged: a session with its first message, and, once credentials were
 /// accepted, the agent and the values it was sent.
 #[derive(Debug, Clone)]
 struct Acked {
     session: String,
     message: String,
-    agent: Option<(String, Vec<(String, String, String)>)>,
+    agent: Option<(String, Sent)>,
 }
 
 /// One writer: chats that need credentials, then sends them, until the server stops answering.
