@@ -35,6 +35,8 @@ pub enum Command {
     Eval(EvalArgs),
     /// Measure search and embedding speed (prints numbers; compares side by side in one run).
     Bench(BenchArgs),
+    /// Load-test a running service: N connections for a fixed time, on search and/or offline chat.
+    BenchLoad(LoadArgs),
     /// Measure how long the runtime takes from a request to all of an agent's servers ready,
     /// against starting the same servers with their plain commands one after another.
     BenchRuntime(RuntimeBenchArgs),
@@ -106,6 +108,39 @@ pub struct BenchArgs {
     /// Size of the synthetic catalog.
     #[arg(long, default_value_t = 100_000)]
     pub synthetic: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// The service's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8000")]
+    pub url: String,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 256)]
+    pub connections: usize,
+    /// Seconds per scenario (after a 2 s warm-up).
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Scenarios to run, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "search,chat")]
+    pub scenarios: Vec<LoadScenario>,
+    /// An API key to send, if the service has keys: from `DYNAMCP_BENCH_KEY` only, never a flag.
+    #[arg(skip = std::env::var("DYNAMCP_BENCH_KEY").ok().filter(|k| !k.is_empty()))]
+    pub key: Option<String>,
+}
+
+impl LoadArgs {
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs(self.seconds.max(1))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LoadScenario {
+    /// `POST /api/servers/search` with queries in users' words.
+    Search,
+    /// `POST /api/chat` (a new session per request; the offline planner).
+    Chat,
 }
 
 #[derive(Debug, Args)]

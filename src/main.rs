@@ -31,6 +31,10 @@ async fn main() -> anyhow::Result<()> {
             init_tracing(LogFormat::Text, "warn");
             dynamcp::bench::run(args).await
         }
+        Command::BenchLoad(args) => {
+            init_tracing(LogFormat::Text, "warn");
+            dynamcp::bench::load::run(args).await
+        }
         Command::BenchRuntime(args) => {
             init_tracing(LogFormat::Text, "warn");
             dynamcp::bench::runtime::run(args).await

@@ -2,6 +2,7 @@
 //! not a test: numbers vary with the machine, so nothing here asserts a time.
 #![allow(clippy::print_stdout, reason = "a benchmark prints its numbers")]
 
+pub mod load;
 pub mod runtime;
 
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use crate::config::BenchArgs;
 use crate::store::{self, Scan};
 
 /// Queries in users' words, separate from the eval set's, so the numbers are not tuned to it.
-const QUERIES: &[&str] = &[
+pub(crate) const QUERIES: &[&str] = &[
     "check my gmail for invoices and put them in a google sheet",
     "what time is it in tokyo",
     "post a message to our slack channel when a deploy fails",
