@@ -90,6 +90,23 @@ async fn left_behind(marker: &str, within: Duration) -> Vec<(u32, String)> {
     }
 }
 
+/// Stops the server and checks that no process it started is left.
+async fn stop_leaving_nothing(server: TestServer) {
+    let marker = server.data_dir().to_string_lossy().into_owned();
+    server.stop().await;
+    assert_eq!(left_behind(&marker, Duration::from_secs(10)).await, vec![]);
+}
+
+/// `get_current_time` for Tokyo through the agent's time server.
+async fn tokyo_time(server: &TestServer, agent: impl std::fmt::Display) -> (u16, Value) {
+    server
+        .post(
+            &format!("/api/agents/{agent}/tools/call"),
+            json!({"server": "time-mcp-server", "tool": "get_current_time", "arguments": {"timezone": "Asia/Tokyo"}}),
+        )
+        .await
+}
+
 fn environ(pid: u32) -> Vec<(String, String)> {
     let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
     String::from_utf8_lossy(&raw)
@@ -205,12 +222,7 @@ async fn real_servers_start_from_catalog_specs_list_tools_and_answer_calls() {
     assert_eq!(status, 200, "{body}");
     assert!(result_text(&body).contains(&entity), "the memory server keeps what it was told: {body}");
 
-    let (status, body) = server
-        .post(
-            &format!("/api/agents/{agent}/tools/call"),
-            json!({"server": "time-mcp-server", "tool": "get_current_time", "arguments": {"timezone": "Asia/Tokyo"}}),
-        )
-        .await;
+    let (status, body) = tokyo_time(&server, &agent).await;
     assert_eq!(status, 200, "{body}");
     assert_tokyo_now(&result_text(&body));
 
@@ -267,8 +279,7 @@ async fn real_servers_start_from_catalog_specs_list_tools_and_answer_calls() {
     let (status, _) = server.delete(&format!("/api/agents/{agent}")).await;
     assert_eq!(status, 204);
     assert!(server.runtime.running().await.is_empty());
-    server.stop().await;
-    assert_eq!(left_behind(&marker, Duration::from_secs(10)).await, vec![]);
+    stop_leaving_nothing(server).await;
 }
 
 #[tokio::test]
@@ -299,8 +310,7 @@ async fn a_server_that_exits_at_start_fails_cleanly() {
 
     let leftovers = processes_with(&marker);
     assert!(leftovers.iter().all(|(_, cmd)| !cmd.contains("server-slack")), "{leftovers:?}");
-    server.stop().await;
-    assert_eq!(left_behind(&marker, Duration::from_secs(10)).await, vec![]);
+    stop_leaving_nothing(server).await;
 }
 
 #[tokio::test]
@@ -332,8 +342,7 @@ async fn a_server_that_never_answers_times_out_and_its_whole_group_is_stopped() 
         )
         .await;
     assert_eq!((status, body["error"]["code"].as_str()), (504, Some("server_start_timeout")));
-    server.stop().await;
-    assert_eq!(left_behind(&marker, Duration::from_secs(10)).await, vec![]);
+    stop_leaving_nothing(server).await;
 }
 
 /// A fake OpenAI-compatible model: asks for Tokyo's time, then answers with what the tool said.
@@ -391,7 +400,6 @@ async fn the_model_calls_a_real_tool_and_answers_streamed_stored_and_restarted_a
         args.llm.openai_api_key = Some(Secret::new("sk-test"));
     })
     .await;
-    let marker = server.data_dir().to_string_lossy().into_owned();
     let (agent, session) = agent_with(&server, &["time-mcp-server"]).await;
 
     let response = server
@@ -490,8 +498,7 @@ async fn the_model_calls_a_real_tool_and_answers_streamed_stored_and_restarted_a
     let after = server.runtime.running().await;
     assert_ne!(after[0].pid, Some(pid), "a new process");
 
-    server.stop().await;
-    assert_eq!(left_behind(&marker, Duration::from_secs(10)).await, vec![]);
+    stop_leaving_nothing(server).await;
 }
 
 fn nix_kill_group(pid: u32) {
@@ -529,22 +536,15 @@ async fn without_a_model_runs_are_refused_but_tools_work() {
 #[tokio::test]
 async fn chat_to_a_time_agent_to_the_real_time_in_tokyo() {
     let server = TestServer::start_with_fixture_catalog(Db::Sqlite).await;
-    let marker = server.data_dir().to_string_lossy().into_owned();
     let (status, body) = server.post("/api/chat", json!({"message": "what time is it in Tokyo"})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "success");
     assert_eq!(body["agent_created"], true);
     let agent = body["agent_id"].as_str().unwrap().to_owned();
-    let (status, body) = server
-        .post(
-            &format!("/api/agents/{agent}/tools/call"),
-            json!({"server": "time-mcp-server", "tool": "get_current_time", "arguments": {"timezone": "Asia/Tokyo"}}),
-        )
-        .await;
+    let (status, body) = tokyo_time(&server, &agent).await;
     assert_eq!(status, 200, "{body}");
     assert_tokyo_now(&result_text(&body));
-    server.stop().await;
-    assert_eq!(left_behind(&marker, Duration::from_secs(10)).await, vec![]);
+    stop_leaving_nothing(server).await;
 }
 
 #[tokio::test]
@@ -593,8 +593,7 @@ async fn idle_servers_stop_and_the_process_cap_stops_the_idlest_to_make_room() {
         .post(&format!("/api/agents/{first}/tools/call"), json!({"server": "time-mcp-server", "tool": "get_current_time", "arguments": {"timezone": "Asia/Tokyo"}}))
         .await;
     assert_eq!(status, 200, "{body}");
-    server.stop().await;
-    assert_eq!(left_behind(&marker, Duration::from_secs(10)).await, vec![]);
+    stop_leaving_nothing(server).await;
 }
 
 /// A fake model that never answers in time: the run is waiting on it when the client leaves.

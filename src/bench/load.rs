@@ -27,7 +27,8 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         // Warm up: connections open, caches filled, as a running service would have them.
         drive(&client, &base, *scenario, connections, Duration::from_secs(2), args.key.as_deref()).await;
         let started = Instant::now();
-        let results = drive(&client, &base, *scenario, connections, args.duration(), args.key.as_deref()).await;
+        let results =
+            drive(&client, &base, *scenario, connections, args.duration(), args.key.as_deref()).await;
         let elapsed = started.elapsed();
         let ok: Vec<Duration> = results.iter().filter(|r| r.1).map(|r| r.0).collect();
         let failed = results.len() - ok.len();
@@ -63,10 +64,12 @@ async fn drive(
             while Instant::now() < until {
                 let query = QUERIES[i % QUERIES.len()];
                 let request = match scenario {
-                    LoadScenario::Search => {
-                        client.post(format!("{base}/api/servers/search")).json(&json!({"query": query, "limit": 5}))
+                    LoadScenario::Search => client
+                        .post(format!("{base}/api/servers/search"))
+                        .json(&json!({"query": query, "limit": 5})),
+                    LoadScenario::Chat => {
+                        client.post(format!("{base}/api/chat")).json(&json!({"message": query}))
                     }
-                    LoadScenario::Chat => client.post(format!("{base}/api/chat")).json(&json!({"message": query})),
                 };
                 let request = match &key {
                     Some(key) => request.bearer_auth(key),
