@@ -191,5 +191,19 @@ async fn rate_limits_per_ip_when_open_and_per_tenant_with_keys() {
     }
     assert_eq!(call(&server, a.expose(), "GET", "/api/agents", None).await.0, 429);
     assert_eq!(call(&server, b.expose(), "GET", "/api/agents", None).await.0, 200);
+
+    // Failed attempts count against the client's IP: guessing keys is throttled too.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let guess = "dmcp_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let statuses: Vec<u16> = statuses_of(&server, guess, 4).await;
+    assert_eq!(statuses, [401, 401, 429, 429]);
     server.stop().await;
+}
+
+async fn statuses_of(server: &TestServer, key: &str, n: usize) -> Vec<u16> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(call(server, key, "GET", "/api/agents", None).await.0);
+    }
+    out
 }

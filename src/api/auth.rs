@@ -2,7 +2,9 @@
 //! tenant by [`crate::access::Access`] and handed to handlers as [`Caller`]. The service's identity
 //! (`/`), `/health` and the API docs stay public.
 
-use axum::extract::{FromRequestParts, Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::header;
 use axum::http::request::Parts;
 use axum::middleware::Next;
@@ -43,6 +45,16 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
             request.extensions_mut().insert(Caller(tenant));
             next.run(request).await
         }
-        Err(e) => ApiError::from(e).into_response(),
+        Err(e) => {
+            // Failed attempts count against the client IP's budget, so guessing keys (or just
+            // hammering the key lookup) is throttled like any other traffic.
+            let ip = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+            if let Some(limited) =
+                super::rate_limit::over_limit(&state, &format!("ip:{}", ip.unwrap_or_default()))
+            {
+                return limited;
+            }
+            ApiError::from(e).into_response()
+        }
     }
 }

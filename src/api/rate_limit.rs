@@ -59,8 +59,7 @@ impl RateLimiter {
 
 /// Applies the limit to `/api/` requests (after [`super::auth::authenticate`] named the caller).
 pub async fn limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(limiter) = state.rate_limiter.as_deref() else { return next.run(request).await };
-    if !request.uri().path().starts_with("/api/") {
+    if state.rate_limiter.is_none() || !request.uri().path().starts_with("/api/") {
         return next.run(request).await;
     }
     let tenant = request.extensions().get::<Caller>().map(|c| c.0.as_str().to_owned()).unwrap_or_default();
@@ -70,22 +69,26 @@ pub async fn limit(State(state): State<AppState>, request: Request, next: Next) 
     } else {
         format!("tenant:{tenant}")
     };
-    match limiter.check(&key) {
-        Ok(()) => next.run(request).await,
-        Err(wait) => {
-            metrics::counter!("dynamcp_rate_limited_total").increment(1);
-            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            let mut response = error_response(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!("too many requests: try again in {secs} s"),
-            );
-            if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
-            response
-        }
+    match over_limit(&state, &key) {
+        Some(limited) => limited,
+        None => next.run(request).await,
     }
+}
+
+/// Counts one request against `key`'s budget: the 429 to answer when it is over, else `None`.
+pub fn over_limit(state: &AppState, key: &str) -> Option<Response> {
+    let wait = state.rate_limiter.as_deref()?.check(key).err()?;
+    metrics::counter!("dynamcp_rate_limited_total").increment(1);
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut response = error_response(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("too many requests: try again in {secs} s"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    Some(response)
 }
 
 #[cfg(test)]
