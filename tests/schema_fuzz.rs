@@ -29,6 +29,8 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_response() {
             "--no-color",
         ])
         .env("SCHEMATHESIS_TELEMETRY", "false")
+        // Its cache and reports go to the test's temp dir, not the repository.
+        .current_dir(server.data_dir())
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(std::time::Duration::from_secs(600), run)
