@@ -11,7 +11,9 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 
 use crate::catalog::record::hex;
-use crate::store::{Store, StoreError};
+use uuid::Uuid;
+
+use crate::store::{Agent, Session, Store, StoreError};
 use crate::vault::Secret;
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +70,20 @@ impl Access {
             None => Err(AccessError::BadKey),
         }
     }
+}
+
+/// Session `id` if `tenant` owns it: another tenant's session is `None`, exactly like a missing one.
+pub async fn owned_session(
+    store: &dyn Store,
+    tenant: &Tenant,
+    id: Uuid,
+) -> Result<Option<Session>, StoreError> {
+    Ok(store.get_session(id).await?.filter(|s| tenant.owns(&s.tenant)))
+}
+
+/// Agent `id` if `tenant` owns it: another tenant's agent is `None`, exactly like a missing one.
+pub async fn owned_agent(store: &dyn Store, tenant: &Tenant, id: Uuid) -> Result<Option<Agent>, StoreError> {
+    Ok(store.get_agent(id).await?.filter(|a| tenant.owns(&a.tenant)))
 }
 
 /// Creates a key for `tenant`; the returned secret is the only copy of the key.

@@ -2,9 +2,7 @@
 //! tenant by [`crate::access::Access`] and handed to handlers as [`Caller`]. The service's identity
 //! (`/`), `/health` and the API docs stay public.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header;
 use axum::http::request::Parts;
 use axum::middleware::Next;
@@ -48,9 +46,7 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
         Err(e) => {
             // Failed attempts count against the client IP's budget, so guessing keys (or just
             // hammering the key lookup) is throttled like any other traffic.
-            let ip = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
-            if let Some(limited) =
-                super::rate_limit::over_limit(&state, &format!("ip:{}", ip.unwrap_or_default()))
+            if let Some(limited) = super::rate_limit::over_limit(&state, &super::rate_limit::ip_key(&request))
             {
                 return limited;
             }

@@ -63,16 +63,17 @@ pub async fn limit(State(state): State<AppState>, request: Request, next: Next) 
         return next.run(request).await;
     }
     let tenant = request.extensions().get::<Caller>().map(|c| c.0.as_str().to_owned()).unwrap_or_default();
-    let key = if tenant.is_empty() {
-        let ip = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
-        format!("ip:{}", ip.unwrap_or_default())
-    } else {
-        format!("tenant:{tenant}")
-    };
+    let key = if tenant.is_empty() { ip_key(&request) } else { format!("tenant:{tenant}") };
     match over_limit(&state, &key) {
         Some(limited) => limited,
         None => next.run(request).await,
     }
+}
+
+/// The budget key of the request's client IP.
+pub fn ip_key(request: &Request) -> String {
+    let ip = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+    format!("ip:{}", ip.unwrap_or_default())
 }
 
 /// Counts one request against `key`'s budget: the 429 to answer when it is over, else `None`.

@@ -210,5 +210,5 @@ async fn delete_session(
 
 /// Session `id` if `tenant` owns it; another tenant's session is "not found", like a missing one.
 async fn owned_session(state: &AppState, tenant: &Tenant, id: Uuid) -> Result<Session, ApiError> {
-    state.store.get_session(id).await?.filter(|s| tenant.owns(&s.tenant)).ok_or(ApiError::SessionNotFound(id))
+    crate::access::owned_session(state.store.as_ref(), tenant, id).await?.ok_or(ApiError::SessionNotFound(id))
 }

@@ -346,11 +346,8 @@ impl MasterAgent {
         format: agent_config::ExportFormat,
         include_secrets: bool,
     ) -> Result<Exported, PlannerError> {
-        let agent = self
-            .store
-            .get_agent(agent_id)
+        let agent = crate::access::owned_agent(self.store.as_ref(), tenant, agent_id)
             .await?
-            .filter(|a| tenant.owns(&a.tenant))
             .ok_or(PlannerError::AgentNotFound(agent_id))?;
         let mut values: BTreeMap<(String, String), String> = BTreeMap::new();
         if include_secrets {
@@ -382,10 +379,8 @@ impl MasterAgent {
 
     /// Session `id`, if it is `tenant`'s: another tenant's session is "not found" as well.
     async fn session(&self, tenant: &Tenant, id: Uuid) -> Result<Session, PlannerError> {
-        self.store
-            .get_session(id)
+        crate::access::owned_session(self.store.as_ref(), tenant, id)
             .await?
-            .filter(|s| tenant.owns(&s.tenant))
             .ok_or(PlannerError::SessionNotFound(id))
     }
 

@@ -224,10 +224,8 @@ impl Runtime {
 
     /// Agent `id`, if it is `tenant`'s: another tenant's agent is "not found" as well.
     pub async fn agent(&self, tenant: &Tenant, id: Uuid) -> Result<Agent, RuntimeError> {
-        self.store
-            .get_agent(id)
+        crate::access::owned_agent(self.store.as_ref(), tenant, id)
             .await?
-            .filter(|a| tenant.owns(&a.tenant))
             .ok_or(RuntimeError::AgentNotFound(id))
     }
 

@@ -164,12 +164,7 @@ impl Live {
         let mut tail = StderrTail::spawn(&params.server, stderr, params.redactor.clone());
         tracing::info!(server = %params.server, pid, "server process started");
         let fail = |reason: String| RuntimeError::StartFailed { server: params.server.clone(), reason };
-        let session = tokio::time::timeout(params.timeout, async {
-            let service = client_config().serve(transport).await.map_err(|e| e.to_string())?;
-            let tools = service.peer().list_all_tools().await.map_err(|e| e.to_string())?;
-            Ok::<_, String>((service, tools))
-        })
-        .await;
+        let session = tokio::time::timeout(params.timeout, handshake(transport)).await;
         let group = pid.and_then(|p| i32::try_from(p).ok());
         let (service, tools) = match session {
             Ok(Ok(ok)) => ok,
@@ -219,12 +214,7 @@ impl Live {
         let config = StreamableHttpClientTransportConfig::with_uri(url.to_owned())
             .custom_headers(headers.into_iter().collect());
         let transport = StreamableHttpClientTransport::with_client(client, config);
-        let session = tokio::time::timeout(params.timeout, async {
-            let service = client_config().serve(transport).await.map_err(|e| e.to_string())?;
-            let tools = service.peer().list_all_tools().await.map_err(|e| e.to_string())?;
-            Ok::<_, String>((service, tools))
-        })
-        .await;
+        let session = tokio::time::timeout(params.timeout, handshake(transport)).await;
         match session {
             Ok(Ok((service, tools))) => {
                 Ok(Self::new(params, service, tools, None, None, Vec::new(), started))
@@ -356,6 +346,19 @@ pub fn kill_group(pgid: i32) {
         Err(nix::errno::Errno::ESRCH) => {}
         Err(e) => tracing::warn!(pgid, error = %e, "could not signal a server's process group"),
     }
+}
+
+/// Initialises an MCP session over `transport` and lists the server's tools.
+async fn handshake<T, E, A>(
+    transport: T,
+) -> Result<(RunningService<RoleClient, ClientConfig>, Vec<Tool>), String>
+where
+    T: rmcp::transport::IntoTransport<RoleClient, E, A>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let service = client_config().serve(transport).await.map_err(|e| e.to_string())?;
+    let tools = service.peer().list_all_tools().await.map_err(|e| e.to_string())?;
+    Ok((service, tools))
 }
 
 struct InFlight<'a>(&'a Live);
