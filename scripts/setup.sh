@@ -104,11 +104,24 @@ install_schemathesis() {
     python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "schemathesis>=4,<5" >/dev/null
 }
 
+# Real clients for the tests: the official Python MCP SDK drives `dynamcp mcp` and `/mcp`;
+# Playwright drives Debian's Chromium through the web playground. (The MCP Inspector CLI comes from
+# npm when the tests first run it.)
+install_test_clients() {
+    apt_install chromium
+    if ! python3 -c 'import mcp, playwright' >/dev/null 2>&1; then
+        log "pip install mcp playwright"
+        python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+            "mcp>=1.20,<2" "playwright>=1.50,<2" >/dev/null
+    fi
+}
+
 install_model
 install_runtimes
 if [ "$mode" = "all" ] || [ "$mode" = "--test" ]; then
     install_postgres
     install_schemathesis
+    install_test_clients
 fi
 if ! command -v cargo-nextest >/dev/null 2>&1 && [ "$mode" != "--service" ]; then
     log "cargo install cargo-nextest"

@@ -311,3 +311,18 @@ pub async fn keys(command: crate::config::KeysCommand) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `dynamcp mcp`: dynamcp's tools over MCP on stdin/stdout. Logs go to stderr; stdout carries
+/// only the protocol.
+pub async fn mcp(args: crate::config::McpArgs) -> anyhow::Result<()> {
+    let state = crate::state::AppState::build(&args.serve).await?;
+    let key = args.api_key.as_ref().map(|k| k.expose());
+    let tenant = state.access.authenticate(key).await.map_err(|e| {
+        anyhow::anyhow!(
+            "{e}: this store has API keys, so `dynamcp mcp` acts for one; set DYNAMCP_API_KEY to a key \
+             from `dynamcp keys create`"
+        )
+    })?;
+    tracing::info!(tenant = %tenant, "serving dynamcp's tools over MCP on stdio");
+    crate::mcp::serve_stdio(state, tenant).await
+}

@@ -24,8 +24,11 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the HTTP service.
+    /// Run the HTTP service (with the web playground at `/` and MCP at `/mcp`).
     Serve(Box<ServeArgs>),
+    /// Serve dynamcp's own tools over MCP on stdin/stdout, for MCP clients (Claude Desktop,
+    /// Cursor, …). Takes the same options as `serve`; `DYNAMCP_API_KEY` picks the tenant.
+    Mcp(Box<McpArgs>),
     /// Manage the MCP server catalog.
     #[command(subcommand)]
     Catalog(CatalogCommand),
@@ -287,7 +290,15 @@ pub struct StoreArgs {
     pub encryption_key: Option<Secret>,
 }
 
-/// The language model the planner (and, later, agents) use. Keys come from the environment only.
+/// Which planner the master agent uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlannerChoice {
+    Auto,
+    Offline,
+    Llm,
+}
+
+/// The language model the planner and agents use. Keys come from the environment only.
 #[derive(Debug, Clone, Args)]
 pub struct LlmArgs {
     /// `auto` picks Anthropic when `ANTHROPIC_API_KEY` is set, else OpenAI when `OPENAI_API_KEY` is,
@@ -310,6 +321,10 @@ pub struct LlmArgs {
     /// Most tool rounds the planner's model gets before the offline planner answers instead.
     #[arg(long, env = "DYNAMCP_PLANNER_MAX_ROUNDS", default_value_t = 8)]
     pub planner_max_rounds: usize,
+    /// Who plans: `auto` (the model when one is configured, else offline), `offline` (the
+    /// deterministic planner even with a model, which then only runs agents), or `llm`.
+    #[arg(long, env = "DYNAMCP_PLANNER", value_enum, default_value_t = PlannerChoice::Auto)]
+    pub planner: PlannerChoice,
     #[arg(skip = secret_from_env("ANTHROPIC_API_KEY"))]
     pub anthropic_api_key: Option<Secret>,
     #[arg(skip = secret_from_env("OPENAI_API_KEY"))]
@@ -338,6 +353,7 @@ impl LlmArgs {
             llm_timeout_secs: 60,
             llm_max_retries: 3,
             planner_max_rounds: 8,
+            planner: PlannerChoice::Auto,
             anthropic_api_key: None,
             openai_api_key: None,
         }
@@ -480,6 +496,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// `dynamcp mcp`.
+#[derive(Debug, Clone, Args)]
+pub struct McpArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Act as this key's tenant (when the service has keys): from `DYNAMCP_API_KEY` only, never a
+    /// flag, so it stays out of process listings. Unset: the open tenant.
+    #[arg(skip = secret_from_env("DYNAMCP_API_KEY"))]
+    pub api_key: Option<Secret>,
+}
+
 /// `dynamcp serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -536,6 +563,11 @@ pub struct ServeArgs {
     /// `127.0.0.1:9464`). Unset: no metrics listener.
     #[arg(long, env = "DYNAMCP_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+
+    /// The address users reach the service at (e.g. `https://dynamcp.example.com`), for the links
+    /// MCP tools answer with (the playground, the credential route). Default: `http://<addr>`.
+    #[arg(long, env = "DYNAMCP_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 impl ServeArgs {
@@ -545,6 +577,14 @@ impl ServeArgs {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    /// Where users reach the service, without a trailing slash.
+    pub fn public_url(&self) -> String {
+        match self.public_url.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.addr),
+        }
     }
 
     /// Settings for tests and embedding: defaults everywhere, a given data dir, an ephemeral port,
@@ -576,6 +616,7 @@ impl ServeArgs {
             shutdown_grace_secs: 10,
             log_format: LogFormat::Text,
             metrics_addr: None,
+            public_url: None,
             insecure_no_auth: false,
             rate_limit_per_sec: 0,
             rate_limit_burst: 100,
@@ -628,7 +669,13 @@ mod tests {
             stack.extend(cmd.get_subcommands().cloned());
         }
         // Secrets read from the environment only (not clap arguments).
-        for env in ["ENCRYPTION_KEY", "ANTHROPIC_API_KEY", "OPENAI_API_KEY", "DYNAMCP_EMBEDDING_API_KEY"] {
+        for env in [
+            "ENCRYPTION_KEY",
+            "ANTHROPIC_API_KEY",
+            "OPENAI_API_KEY",
+            "DYNAMCP_EMBEDDING_API_KEY",
+            "DYNAMCP_API_KEY",
+        ] {
             if !example.contains(&format!("{env}=")) {
                 missing.push(env.to_owned());
             }

@@ -5,7 +5,10 @@
 //! - [`access`]: tenants and their API keys (generation, hashing); every session belongs to one.
 //! - [`config`]: the `clap` command line and environment; parsing only, no I/O.
 //! - [`state`]: [`state::AppState`], where configuration becomes open resources.
-//! - [`api`]: HTTP (axum) and nothing else: one file per resource, the one error shape, OpenAPI.
+//! - [`api`]: HTTP (axum) and nothing else: one file per resource, the one error shape, OpenAPI,
+//!   the web playground at `/`, and the MCP endpoint `/mcp`.
+//! - [`mcp`]: dynamcp's own tools for MCP clients (rmcp), over stdio or `/mcp`; no credential
+//!   ever passes through them.
 //! - [`planner`]: the master agent; from a chat turn to a plan (offline, or an LLM's tool loop),
 //!   the missing credentials with instructions, and an agent with its `mcpServers` config.
 //! - [`catalog`]: MCP server records, import from every common format, hybrid search.
@@ -26,6 +29,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod llm;
+pub mod mcp;
 pub mod planner;
 pub mod progress;
 pub mod runtime;
@@ -84,12 +88,14 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let store = state.store.clone();
     let runtime = state.runtime.clone();
+    let stopping = state.stopping.clone();
     let app = api::router(state);
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutting down: draining in-flight requests");
+        stopping.cancel();
         let _ = stopping_tx.send(());
     });
     let drained = async {

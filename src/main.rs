@@ -15,6 +15,10 @@ async fn main() -> anyhow::Result<()> {
             init_tracing(args.log_format, "info,sqlx=warn");
             dynamcp::run(*args, dynamcp::shutdown_signal()).await
         }
+        Command::Mcp(args) => {
+            init_tracing(args.serve.log_format, "warn");
+            dynamcp::cli::mcp(*args).await
+        }
         Command::Catalog(CatalogCommand::Import(args)) => {
             init_tracing(LogFormat::Text, "warn");
             dynamcp::cli::import(args).await

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::access::Access;
 use crate::catalog::embed::{LocalEmbedder, RemoteEmbedder};
 use crate::catalog::{Catalog, CatalogError, Embedder};
-use crate::config::{EmbeddingSource, ServeArgs, StoreArgs};
+use crate::config::{EmbeddingSource, PlannerChoice, ServeArgs, StoreArgs};
 use crate::llm::LlmClient;
 use crate::planner::{LlmPlanner, MasterAgent, OfflinePlanner, Planner};
 use crate::progress::Progress;
@@ -40,6 +40,10 @@ pub struct AppState {
     /// At most this many chat turns plan at once; more wait their turn.
     pub planning: Arc<tokio::sync::Semaphore>,
     pub limits: Limits,
+    /// Where users reach the service (no trailing slash), for links in MCP tool answers.
+    pub public_url: Arc<str>,
+    /// Cancelled when the service shuts down: long-lived streams (MCP sessions) end with it.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 /// Request limits the router enforces.
@@ -50,6 +54,8 @@ pub struct Limits {
     pub cors_origins: Vec<String>,
     /// How long an agent run (or a tools request that starts servers) may take.
     pub run_timeout: std::time::Duration,
+    /// Bound to a loopback address: `Host` headers are checked against loopback names.
+    pub loopback_only: bool,
 }
 
 impl AppState {
@@ -60,9 +66,18 @@ impl AppState {
             Vault::open(store.as_ref(), args.store.encryption_key.as_ref(), &args.store.data_dir).await?;
         tracing::info!(key_id = vault.key_id(), "credential vault ready");
         let llm = crate::llm::from_settings(&args.llm.settings()).map_err(StartError::Llm)?;
-        match &llm {
-            Some(llm) => tracing::info!(model = %llm.describe(), "planning with a language model"),
-            None => tracing::info!("no language model configured: the offline planner plans"),
+        match (&llm, args.llm.planner) {
+            (None, PlannerChoice::Llm) => {
+                return Err(StartError::Llm(
+                    "DYNAMCP_PLANNER=llm needs a language model: set ANTHROPIC_API_KEY or OPENAI_API_KEY"
+                        .to_owned(),
+                ));
+            }
+            (Some(llm), PlannerChoice::Offline) => {
+                tracing::info!(model = %llm.describe(), "the offline planner plans; agents run with a language model")
+            }
+            (Some(llm), _) => tracing::info!(model = %llm.describe(), "planning with a language model"),
+            (None, _) => tracing::info!("no language model configured: the offline planner plans"),
         }
         let catalog = open_catalog(store.clone(), &args.store).await?;
         Ok(Self::from_parts(store, Arc::new(catalog), Arc::new(vault), llm, args))
@@ -76,9 +91,11 @@ impl AppState {
         llm: Option<Arc<dyn LlmClient>>,
         args: &ServeArgs,
     ) -> Self {
-        let planner: Arc<dyn Planner> = match &llm {
-            Some(llm) => Arc::new(LlmPlanner::new(llm.clone(), catalog.clone(), args.llm.planner_max_rounds)),
-            None => Arc::new(OfflinePlanner::new(catalog.clone())),
+        let planner: Arc<dyn Planner> = match (&llm, args.llm.planner) {
+            (Some(llm), PlannerChoice::Auto | PlannerChoice::Llm) => {
+                Arc::new(LlmPlanner::new(llm.clone(), catalog.clone(), args.llm.planner_max_rounds))
+            }
+            _ => Arc::new(OfflinePlanner::new(catalog.clone())),
         };
         let agent_model = llm.as_ref().map(|l| l.describe());
         let runtime = Runtime::new(
@@ -107,11 +124,14 @@ impl AppState {
             store,
             catalog,
             vault,
+            public_url: args.public_url().into(),
+            stopping: tokio_util::sync::CancellationToken::new(),
             limits: Limits {
                 body_bytes: args.body_limit_bytes,
                 request_timeout: args.request_timeout(),
                 cors_origins: args.cors_origins.iter().filter(|o| !o.trim().is_empty()).cloned().collect(),
                 run_timeout: std::time::Duration::from_secs(args.runtime.run_timeout_secs),
+                loopback_only: args.addr.ip().is_loopback(),
             },
         }
     }

@@ -7,11 +7,9 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::State;
 use axum::routing::post;
 use common::{Db, TestServer};
 use dynamcp::config::ServeArgs;
@@ -345,40 +343,6 @@ async fn a_server_that_never_answers_times_out_and_its_whole_group_is_stopped() 
     stop_leaving_nothing(server).await;
 }
 
-/// A fake OpenAI-compatible model: asks for Tokyo's time, then answers with what the tool said.
-#[derive(Clone, Default)]
-struct FakeModel {
-    seen: Arc<Mutex<Vec<Value>>>,
-}
-
-async fn complete(State(fake): State<FakeModel>, Json(body): Json<Value>) -> Json<Value> {
-    fake.seen.lock().unwrap().push(body.clone());
-    let last = body["messages"].as_array().unwrap().last().unwrap().clone();
-    let message = if last["role"] == "tool" {
-        let said: Value = serde_json::from_str(last["content"].as_str().unwrap()).unwrap_or(Value::Null);
-        json!({"role": "assistant", "content": format!("In Tokyo it is {}.", said["datetime"].as_str().unwrap_or("unknown"))})
-    } else {
-        json!({"role": "assistant", "content": "Let me check the clock.", "tool_calls": [{
-            "id": "call_1", "type": "function",
-            "function": {"name": "time-mcp-server__get_current_time", "arguments": "{\"timezone\":\"Asia/Tokyo\"}"}
-        }]})
-    };
-    Json(json!({
-        "id": "chatcmpl-1", "object": "chat.completion", "model": "fake-model",
-        "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
-        "usage": {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60}
-    }))
-}
-
-async fn fake_model() -> (FakeModel, String) {
-    let fake = FakeModel::default();
-    let app = axum::Router::new().route("/v1/chat/completions", post(complete)).with_state(fake.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (fake, url)
-}
-
 /// `event: name\ndata: json` blocks of an SSE body.
 fn sse_events(body: &str) -> Vec<(String, Value)> {
     body.split("\n\n")
@@ -392,7 +356,7 @@ fn sse_events(body: &str) -> Vec<(String, Value)> {
 
 #[tokio::test]
 async fn the_model_calls_a_real_tool_and_answers_streamed_stored_and_restarted_after_a_crash() {
-    let (fake, url) = fake_model().await;
+    let (fake, url) = common::fake_model().await;
     let server = start(|args| {
         args.llm.llm_provider = Provider::Openai;
         args.llm.llm_base_url = Some(url.clone());

@@ -1,6 +1,7 @@
-//! API keys on the wire: `Authorization: Bearer <key>` on every `/api/` route, resolved to a
-//! tenant by [`crate::access::Access`] and handed to handlers as [`Caller`]. The service's identity
-//! (`/`), `/health` and the API docs stay public.
+//! API keys on the wire: `Authorization: Bearer <key>` on every `/api/` route and on `/mcp`,
+//! resolved to a tenant by [`crate::access::Access`] and handed to handlers as [`Caller`] (and to
+//! MCP tools as the request's [`Tenant`] extension). The service's identity and playground (`/`),
+//! `/health` and the API docs stay public.
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header;
@@ -28,9 +29,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
-/// Resolves the caller of every `/api/` request, or answers 401.
+/// Whether `path` needs a caller: the API and the MCP endpoint.
+pub fn is_guarded(path: &str) -> bool {
+    path.starts_with("/api/") || path == "/mcp" || path.starts_with("/mcp/")
+}
+
+/// Resolves the caller of every guarded request, or answers 401.
 pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    if !request.uri().path().starts_with("/api/") {
+    if !is_guarded(request.uri().path()) {
         return next.run(request).await;
     }
     let bearer = request
@@ -40,6 +46,7 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
     match state.access.authenticate(bearer).await {
         Ok(tenant) => {
+            request.extensions_mut().insert(tenant.clone());
             request.extensions_mut().insert(Caller(tenant));
             next.run(request).await
         }

@@ -93,6 +93,25 @@ impl ApiError {
         matches!(self, ApiError::Runtime(e) if e.code() != "internal")
     }
 
+    /// The message a client may see; a server-side failure is logged here with its detail and
+    /// told to the client in general terms.
+    pub fn public_message(&self) -> String {
+        let status = self.status();
+        if status.is_server_error() && self.message_is_public() {
+            tracing::warn!(error = %self, "request failed upstream");
+            self.to_string()
+        } else if status.is_server_error() {
+            // The detail is for operators, not clients.
+            tracing::error!(error = ?self, "request failed");
+            match self {
+                ApiError::Unavailable(_) => "the service is temporarily unavailable".to_owned(),
+                _ => "internal server error".to_owned(),
+            }
+        } else {
+            self.to_string()
+        }
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::InvalidJson(_) => "invalid_json",
@@ -182,19 +201,7 @@ impl IntoResponse for ApiError {
             ApiError::Runtime(RuntimeError::Capacity { .. } | RuntimeError::TooManyRuns { .. })
         );
         let challenge = matches!(self, ApiError::Unauthorized(_));
-        let message = if status.is_server_error() && self.message_is_public() {
-            tracing::warn!(error = %self, "request failed upstream");
-            self.to_string()
-        } else if status.is_server_error() {
-            // The detail is for operators, not clients.
-            tracing::error!(error = ?self, "request failed");
-            match self {
-                ApiError::Unavailable(_) => "the service is temporarily unavailable".to_owned(),
-                _ => "internal server error".to_owned(),
-            }
-        } else {
-            self.to_string()
-        };
+        let message = self.public_message();
         let mut response = error_response(status, self.code(), message);
         if retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));

@@ -8,11 +8,11 @@ mod chat;
 pub mod error;
 mod extract;
 pub mod observe;
-mod pagination;
+pub mod pagination;
 pub mod rate_limit;
 mod root;
 mod runs;
-mod servers;
+pub mod servers;
 mod sessions;
 
 use std::time::Duration;
@@ -118,12 +118,35 @@ pub fn router(state: AppState) -> Router {
     let runs = runs.layer(timeout(limits.run_timeout));
     let app = api
         .merge(runs)
+        .merge(mcp_endpoint(&state).layer(timeout(limits.run_timeout)))
         .merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
         // Outermost last: the caller is named first, then held to its rate limit.
         .layer(axum::middleware::from_fn_with_state(state.clone(), rate_limit::limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .with_state(state);
     with_layers(app, &limits)
+}
+
+/// dynamcp's own MCP tools over streamable HTTP at `/mcp`, behind the same keys and rate limits
+/// as `/api/`. Sessions end when the service shuts down.
+fn mcp_endpoint(state: &AppState) -> Router<AppState> {
+    use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+    use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+    let mut config = StreamableHttpServerConfig::default()
+        .with_cancellation_token(state.stopping.child_token())
+        .with_max_request_body_bytes(state.limits.body_bytes);
+    if !state.limits.loopback_only {
+        // Host checks guard a keyless local server against DNS rebinding; a public service is
+        // reached by its own names and guarded by its API keys.
+        config = config.disable_allowed_hosts();
+    }
+    let tools = state.clone();
+    let service = StreamableHttpService::new(
+        move || Ok(crate::mcp::DynamcpMcp::over_http(tools.clone())),
+        std::sync::Arc::new(LocalSessionManager::default()),
+        config,
+    );
+    Router::new().nest_service("/mcp", service)
 }
 
 /// The cross-cutting layers every route gets, outermost last: body limit, CORS, panic catching,
@@ -185,6 +208,7 @@ mod tests {
             request_timeout: Duration::from_millis(50),
             cors_origins: Vec::new(),
             run_timeout: Duration::from_secs(1),
+            loopback_only: true,
         }
     }
 

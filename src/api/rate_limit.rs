@@ -57,9 +57,9 @@ impl RateLimiter {
     }
 }
 
-/// Applies the limit to `/api/` requests (after [`super::auth::authenticate`] named the caller).
+/// Applies the limit to `/api/` and `/mcp` requests (after [`super::auth::authenticate`] named the caller).
 pub async fn limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if state.rate_limiter.is_none() || !request.uri().path().starts_with("/api/") {
+    if state.rate_limiter.is_none() || !super::auth::is_guarded(request.uri().path()) {
         return next.run(request).await;
     }
     let tenant = request.extensions().get::<Caller>().map(|c| c.0.as_str().to_owned()).unwrap_or_default();

@@ -1,7 +1,14 @@
-//! `GET /` (the design's identity answer, byte for byte) and `GET /health`.
+//! `GET /` (the design's identity answer, byte for byte; the web playground for browsers) and
+//! `GET /health`.
+
+use std::sync::LazyLock;
 
 use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{Html, IntoResponse, Response};
+use base64::Engine;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -24,10 +31,57 @@ pub struct RootInfo {
 
 pub const ROOT_INFO: RootInfo = RootInfo { message: "Dynamic MCP Agent API", version: "1.0.0" };
 
+/// The playground: one page, embedded in the binary, that talks to this API from the browser.
+const PLAYGROUND: &str = include_str!("playground.html");
+
+/// The playground's Content-Security-Policy: nothing but this origin, and only the page's own
+/// inline script and style, allowed by hash.
+static PLAYGROUND_CSP: LazyLock<String> = LazyLock::new(|| {
+    let hash = |open: &str, close: &str| {
+        let start = PLAYGROUND.find(open).map(|i| i + open.len()).unwrap_or(0);
+        let end = PLAYGROUND[start..].find(close).map(|i| start + i).unwrap_or(start);
+        let digest = Sha256::digest(&PLAYGROUND.as_bytes()[start..end]);
+        format!("'sha256-{}'", base64::engine::general_purpose::STANDARD.encode(digest))
+    };
+    format!(
+        "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; img-src 'self' data:; \
+         base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        hash("<script>", "</script>"),
+        hash("<style>", "</style>")
+    )
+});
+
+/// The service's identity; a browser (`Accept: text/html`) gets the web playground instead.
+/// Existing clients compare the JSON body byte for byte.
 #[utoipa::path(get, path = "/", tag = "service",
-    responses((status = 200, description = "Service identity", body = RootInfo)))]
-async fn root() -> axum::Json<RootInfo> {
-    axum::Json(ROOT_INFO)
+    responses((status = 200, description = "Service identity (JSON), or the playground page for `Accept: text/html`",
+        content((RootInfo = "application/json"), (String = "text/html")))))]
+async fn root(headers: HeaderMap) -> Response {
+    if wants_html(&headers) {
+        let mut page = Html(PLAYGROUND).into_response();
+        let out = page.headers_mut();
+        if let Ok(csp) = HeaderValue::from_str(&PLAYGROUND_CSP) {
+            out.insert(header::CONTENT_SECURITY_POLICY, csp);
+        }
+        out.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        out.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+        out.insert(header::VARY, HeaderValue::from_static("accept"));
+        return page;
+    }
+    let mut json = axum::Json(ROOT_INFO).into_response();
+    json.headers_mut().insert(header::VARY, HeaderValue::from_static("accept"));
+    json
+}
+
+/// A browser asks for HTML before JSON; API clients send `application/json`, `*/*` or nothing.
+fn wants_html(headers: &HeaderMap) -> bool {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let position = |kind: &str| accept.find(kind);
+    match (position("text/html"), position("application/json")) {
+        (Some(html), Some(json)) => html < json,
+        (Some(_), None) => true,
+        _ => false,
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -69,19 +69,16 @@ async fn run_agent(
     headers: HeaderMap,
     Json(body): Json<RunRequest>,
 ) -> Result<Response, ApiError> {
-    let mut run = state.runtime.start_run(&tenant, id, &body.input).await?;
+    let run = state.runtime.start_run(&tenant, id, &body.input).await?;
     if wants_json(&headers) {
-        let mut events = Vec::new();
-        while let Some(event) = run.events.recv().await {
-            let last = matches!(event, RunEvent::Done { .. });
-            events.push(event);
-            if last {
-                break;
-            }
-        }
-        let Some(RunEvent::Done { run_id, status, answer, usage, rounds }) = events.last().cloned() else {
-            return Err(ApiError::Internal(anyhow::anyhow!("run {} ended without a done event", run.run_id)));
+        let run_id = run.run_id;
+        let events = run.finish(|_| {}).await;
+        let Some(RunEvent::Done { run_id, status, answer, usage, rounds }) =
+            events.as_ref().and_then(|e| e.last()).cloned()
+        else {
+            return Err(ApiError::Internal(anyhow::anyhow!("run {run_id} ended without a done event")));
         };
+        let events = events.unwrap_or_default();
         return Ok(axum::Json(RunView { run_id, status, answer, usage, rounds, events }).into_response());
     }
     let stream = futures::stream::unfold(Some(run.events), |receiver| async move {

@@ -9,7 +9,7 @@ use utoipa_axum::routes;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Json, Path, Query};
 use super::pagination::Pagination;
-use crate::catalog::{SearchConfig, ServerRecord};
+use crate::catalog::{SearchResult, ServerRecord};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -32,27 +32,6 @@ pub struct SearchResponse {
     pub results: Vec<SearchResult>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SearchResult {
-    pub id: String,
-    pub name: String,
-    pub description: String,
-    /// Fused relevance; higher is better. Comparable within one response only.
-    pub score: f32,
-    /// The server's tools that match the request, best first.
-    pub matched_tools: Vec<String>,
-    pub credentials: Vec<CredentialSummary>,
-    /// Has a launch option dynamcp can run (npm, PyPI, docker, remote URL).
-    pub runnable: bool,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CredentialSummary {
-    pub key: String,
-    pub required: bool,
-    pub secret: bool,
-}
-
 /// Finds the servers a workflow needs.
 #[utoipa::path(post, path = "/api/servers/search", tag = "servers", request_body = SearchRequest, responses(
     (status = 200, body = SearchResponse),
@@ -71,36 +50,11 @@ async fn search(
     if request.query.trim().is_empty() {
         return Err(ApiError::InvalidRequest("query must not be empty".to_owned()));
     }
-    let found = state
+    let results = state
         .catalog
-        .search(&request.query, limit, SearchConfig::default())
+        .search_results(&request.query, limit)
         .await
         .map_err(|e| ApiError::Internal(e.into()))?;
-    let index = state.catalog.index();
-    let results = found
-        .hits
-        .into_iter()
-        .map(|hit| {
-            let r = index.record(hit.doc);
-            SearchResult {
-                id: r.id.clone(),
-                name: r.name.clone(),
-                description: r.description.clone(),
-                score: hit.score,
-                matched_tools: hit.matched_tools,
-                credentials: r
-                    .credentials
-                    .iter()
-                    .map(|c| CredentialSummary {
-                        key: c.name.clone(),
-                        required: c.required,
-                        secret: c.secret,
-                    })
-                    .collect(),
-                runnable: r.runnable(),
-            }
-        })
-        .collect();
     Ok(axum::Json(SearchResponse { results }))
 }
 

@@ -57,6 +57,30 @@ pub enum CatalogError {
     PgvectorUnavailable,
 }
 
+/// One search result as clients see it, over HTTP and MCP.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema, schemars::JsonSchema)]
+pub struct SearchResult {
+    /// Catalog id.
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    /// Fused relevance; higher is better. Comparable within one response only.
+    pub score: f32,
+    /// The server's tools that match the request, best first.
+    pub matched_tools: Vec<String>,
+    /// The credentials it reads, by name (never values).
+    pub credentials: Vec<CredentialSummary>,
+    /// Has a launch option dynamcp can run (npm, PyPI, docker, remote URL).
+    pub runnable: bool,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema, schemars::JsonSchema)]
+pub struct CredentialSummary {
+    pub key: String,
+    pub required: bool,
+    pub secret: bool,
+}
+
 /// Where dense (vector) retrieval runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum DenseBackend {
@@ -153,6 +177,40 @@ impl Catalog {
         let found = self.search_inner(request, limit, config).await;
         metrics::histogram!("dynamcp_search_duration_seconds").record(started.elapsed().as_secs_f64());
         found
+    }
+
+    /// [`Catalog::search`] with the default configuration, as client-facing results.
+    pub async fn search_results(
+        &self,
+        request: &str,
+        limit: usize,
+    ) -> Result<Vec<SearchResult>, CatalogError> {
+        let found = self.search(request, limit, SearchConfig::default()).await?;
+        let index = self.index();
+        Ok(found
+            .hits
+            .into_iter()
+            .map(|hit| {
+                let r = index.record(hit.doc);
+                SearchResult {
+                    id: r.id.clone(),
+                    name: r.name.clone(),
+                    description: r.description.clone(),
+                    score: hit.score,
+                    matched_tools: hit.matched_tools,
+                    credentials: r
+                        .credentials
+                        .iter()
+                        .map(|c| CredentialSummary {
+                            key: c.name.clone(),
+                            required: c.required,
+                            secret: c.secret,
+                        })
+                        .collect(),
+                    runnable: r.runnable(),
+                }
+            })
+            .collect())
     }
 
     async fn search_inner(

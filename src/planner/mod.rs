@@ -106,6 +106,8 @@ pub enum PlannerError {
     SessionNotFound(Uuid),
     #[error("agent {0} not found")]
     AgentNotFound(Uuid),
+    #[error("session {0} has no plan yet: describe the workflow first")]
+    NoPlan(Uuid),
     #[error(
         "this session has no plan yet, so it expects no credentials or files (got some for `{server}`); \
          describe the workflow first. Nothing was stored"
@@ -136,6 +138,7 @@ impl PlannerError {
             PlannerError::EmptyMessage => "empty_message",
             PlannerError::SessionNotFound(_) => "session_not_found",
             PlannerError::AgentNotFound(_) => "agent_not_found",
+            PlannerError::NoPlan(_) => "no_plan",
             PlannerError::UnexpectedCredentials { .. } => "unexpected_credentials",
             PlannerError::UnknownServer { .. } => "unknown_credential_server",
             PlannerError::UnknownKey { .. } => "unknown_credential_key",
@@ -150,6 +153,14 @@ impl PlannerError {
     pub fn is_client_error(&self) -> bool {
         !matches!(self, PlannerError::Catalog(_) | PlannerError::Vault(_) | PlannerError::Store(_))
     }
+}
+
+/// A plan made without a session: what a request would need.
+#[derive(Debug, Clone)]
+pub struct Preview {
+    pub plan: Plan,
+    pub required_credentials: Vec<RequiredCredential>,
+    pub required_files: Vec<RequiredFile>,
 }
 
 /// The reply when the catalog has nothing for a request.
@@ -337,6 +348,29 @@ impl MasterAgent {
         self.settle(&session, &mut context, plan, records, &Intent::Keep).await
     }
 
+    /// Plans `request` without writing anything: the needs, the chosen servers and every
+    /// credential and file they would ask for.
+    pub async fn preview(&self, request: &str) -> Result<Preview, PlannerError> {
+        if request.trim().is_empty() {
+            return Err(PlannerError::EmptyMessage);
+        }
+        let plan = self.planner.plan(request, &[]).await?;
+        let Missing { credentials, files, .. } = missing(&self.records(&plan), &BTreeSet::new());
+        Ok(Preview { plan, required_credentials: credentials, required_files: files })
+    }
+
+    /// Where session `session_id` stands now, without a new turn: what is still missing, and the
+    /// agent, created here if the last credential arrived some other way (e.g. a file upload).
+    pub async fn resume(&self, tenant: &Tenant, session_id: Uuid) -> Result<ChatOutcome, PlannerError> {
+        let session = self.session(tenant, session_id).await?;
+        let mut context: Context = serde_json::from_value(session.context.clone()).unwrap_or_default();
+        let Some(plan) = context.plan.clone() else {
+            return Err(PlannerError::NoPlan(session_id));
+        };
+        let records = self.records(&plan);
+        self.settle(&session, &mut context, plan, records, &Intent::Keep).await
+    }
+
     /// An agent's config for a client. Credential references become placeholders, or, only with
     /// `include_secrets`, the decrypted values (files stay placeholders: they live on this host).
     pub async fn export_config(
@@ -461,35 +495,8 @@ impl MasterAgent {
     ) -> Result<ChatOutcome, PlannerError> {
         let stored: BTreeSet<(String, String)> =
             self.store.credentials(session.id).await?.into_iter().map(|c| (c.server, c.key)).collect();
-        let needs = needs_of(&records);
-        let mut required_credentials = Vec::new();
-        let mut required_files = Vec::new();
-        let mut optional = Vec::new();
-        for need in &needs {
-            if stored.contains(&(need.server.id.clone(), need.spec.name.clone())) {
-                continue;
-            }
-            if !need.spec.required {
-                optional.push(format!("{} ({})", need.spec.name, need.server.id));
-                continue;
-            }
-            let description = instructions::description(need.spec, need.server);
-            let steps = instructions::instructions(need.spec, need.server);
-            match need.kind() {
-                SecretKind::File => required_files.push(RequiredFile {
-                    mcp_server: need.server.id.clone(),
-                    file_key: need.spec.name.clone(),
-                    description,
-                    instructions: steps,
-                }),
-                SecretKind::Env => required_credentials.push(RequiredCredential {
-                    mcp_server: need.server.id.clone(),
-                    credential_key: need.spec.name.clone(),
-                    description,
-                    instructions: steps,
-                }),
-            }
-        }
+        let Missing { credentials: required_credentials, files: required_files, optional } =
+            missing(&records, &stored);
         // Success needs something to run: a plan without servers stays pending.
         let complete = required_credentials.is_empty() && required_files.is_empty() && !records.is_empty();
         let mut created = None;
@@ -572,6 +579,44 @@ fn needs_of(records: &[ServerRecord]) -> Vec<Need<'_>> {
                 .map(move |spec| Need { server, spec })
         })
         .collect()
+}
+
+/// What a plan's servers still need, given the (server, key) pairs already stored.
+struct Missing {
+    credentials: Vec<RequiredCredential>,
+    files: Vec<RequiredFile>,
+    /// Optional credentials not sent, as `KEY (server)`: mentioned, never required.
+    optional: Vec<String>,
+}
+
+fn missing(records: &[ServerRecord], stored: &BTreeSet<(String, String)>) -> Missing {
+    let mut out = Missing { credentials: Vec::new(), files: Vec::new(), optional: Vec::new() };
+    for need in needs_of(records) {
+        if stored.contains(&(need.server.id.clone(), need.spec.name.clone())) {
+            continue;
+        }
+        if !need.spec.required {
+            out.optional.push(format!("{} ({})", need.spec.name, need.server.id));
+            continue;
+        }
+        let description = instructions::description(need.spec, need.server);
+        let steps = instructions::instructions(need.spec, need.server);
+        match need.kind() {
+            SecretKind::File => out.files.push(RequiredFile {
+                mcp_server: need.server.id.clone(),
+                file_key: need.spec.name.clone(),
+                description,
+                instructions: steps,
+            }),
+            SecretKind::Env => out.credentials.push(RequiredCredential {
+                mcp_server: need.server.id.clone(),
+                credential_key: need.spec.name.clone(),
+                description,
+                instructions: steps,
+            }),
+        }
+    }
+    out
 }
 
 /// The plan's server a user-sent name means: the `mcp_server` string (the catalog id) exactly,

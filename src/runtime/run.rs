@@ -170,6 +170,23 @@ pub struct StartedRun {
     pub events: mpsc::UnboundedReceiver<RunEvent>,
 }
 
+impl StartedRun {
+    /// Waits for the run to end and returns every event, `done` last; `on_event` sees each as it
+    /// comes. `None` if the run stopped without `done` (it always sends one; this is a guard).
+    pub async fn finish(mut self, mut on_event: impl FnMut(&RunEvent)) -> Option<Vec<RunEvent>> {
+        let mut events = Vec::new();
+        while let Some(event) = self.events.recv().await {
+            on_event(&event);
+            let last = matches!(event, RunEvent::Done { .. });
+            events.push(event);
+            if last {
+                return Some(events);
+            }
+        }
+        None
+    }
+}
+
 impl Runtime {
     /// Checks the request, stores the input, and starts the run in the background. The run is
     /// cancelled when `events` is dropped.

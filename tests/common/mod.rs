@@ -3,12 +3,13 @@
 //! `scripts/test.sh` starts), and a real HTTP client.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dynamcp::config::ServeArgs;
 use dynamcp::state::AppState;
 use dynamcp::store::{self, Store};
+use serde_json::{Value, json};
 use sqlx::Connection;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -210,4 +211,43 @@ macro_rules! on_both_backends {
             $( #[tokio::test] async fn $name() { super::$name($crate::common::Db::Postgres).await } )*
         }
     };
+}
+
+/// A fake OpenAI-compatible model: asks for Tokyo's time, then answers with what the tool said.
+#[derive(Clone, Default)]
+pub struct FakeModel {
+    pub seen: Arc<Mutex<Vec<Value>>>,
+}
+
+async fn complete(
+    axum::extract::State(fake): axum::extract::State<FakeModel>,
+    axum::Json(body): axum::Json<Value>,
+) -> axum::Json<Value> {
+    fake.seen.lock().unwrap().push(body.clone());
+    let last = body["messages"].as_array().unwrap().last().unwrap().clone();
+    let message = if last["role"] == "tool" {
+        let said: Value = serde_json::from_str(last["content"].as_str().unwrap()).unwrap_or(Value::Null);
+        json!({"role": "assistant", "content": format!("In Tokyo it is {}.", said["datetime"].as_str().unwrap_or("unknown"))})
+    } else {
+        json!({"role": "assistant", "content": "Let me check the clock.", "tool_calls": [{
+            "id": "call_1", "type": "function",
+            "function": {"name": "time-mcp-server__get_current_time", "arguments": "{\"timezone\":\"Asia/Tokyo\"}"}
+        }]})
+    };
+    axum::Json(json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "model": "fake-model",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
+        "usage": {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60}
+    }))
+}
+
+pub async fn fake_model() -> (FakeModel, String) {
+    let fake = FakeModel::default();
+    let app = axum::Router::new()
+        .route("/v1/chat/completions", axum::routing::post(complete))
+        .with_state(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (fake, url)
 }
