@@ -12,7 +12,9 @@ use std::process::Command;
 
 use common::{Db, TestServer};
 use dynamcp::access::{Tenant, create_key};
-use dynamcp::config::ServeArgs;
+use dynamcp::config::{PlannerChoice, ServeArgs};
+use dynamcp::llm::Provider;
+use dynamcp::vault::Secret;
 use serde_json::{Value, json};
 
 const RECORDS: &[&str] = &["time-mcp-server", "gmail-mcp-2", "google-sheets-mcp-5", "everything-mcp-server"];
@@ -188,8 +190,15 @@ async fn python_sdk_over_stdio_searches_plans_creates_and_calls_an_agent_tool() 
 }
 
 #[tokio::test]
-async fn python_sdk_over_http_acts_for_the_key_s_tenant_only() {
-    let (args, dir) = args_with_records().await;
+async fn python_sdk_over_http_acts_for_the_key_s_tenant_only_and_runs_its_agent() {
+    let (mut args, dir) = args_with_records().await;
+    // Agents run with a fake model speaking the OpenAI wire protocol; the offline planner plans.
+    let (_fake, model_url) = common::fake_model().await;
+    args.llm.llm_provider = Provider::Openai;
+    args.llm.llm_base_url = Some(model_url);
+    args.llm.llm_model = Some("fake-model".into());
+    args.llm.openai_api_key = Some(Secret::new("sk-test"));
+    args.llm.planner = PlannerChoice::Offline;
     let store = dynamcp::store::open(&args.store).await.unwrap();
     let tenant = |name: &str| Tenant::parse(name).unwrap();
     let (_, key_a) = create_key(store.as_ref(), &tenant("tenant-a"), "test").await.unwrap();
@@ -220,6 +229,16 @@ async fn python_sdk_over_http_acts_for_the_key_s_tenant_only() {
     assert_tools_listed(&a);
     let agent_a = structured(&a, "create_time")["agent_id"].as_str().unwrap().to_owned();
     assert_eq!(structured(&a, "list")["total"], 1);
+    // The run: the model called the real time server through the agent, and answered.
+    let run = structured(&a, "run");
+    assert_eq!(run["status"], "completed", "{run}");
+    assert!(run["answer"].as_str().unwrap().starts_with("In Tokyo it is 20"), "{run}");
+    let events: Vec<&str> =
+        run["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        events,
+        ["server_starting", "server_ready", "llm_message", "tool_call", "tool_result", "llm_message", "done"]
+    );
 
     let flow = format!("tenant:{agent_a}");
     let (b_url, b_key) = (url.clone(), key_b.expose().to_owned());
@@ -233,6 +252,7 @@ async fn python_sdk_over_http_acts_for_the_key_s_tenant_only() {
     assert_eq!(listed["total"], 1);
     assert_ne!(listed["agents"][0]["id"], agent_a);
     assert_eq!(error_code(&b, "other_agent"), "agent_not_found");
+    assert_eq!(structured(&b, "run")["status"], "completed");
     server.stop().await;
 }
 

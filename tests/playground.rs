@@ -132,8 +132,11 @@ async fn a_browser_plays_gmail_to_sheets_then_runs_a_time_agent_with_streamed_ev
     assert!(out["answer"].as_str().unwrap().starts_with("In Tokyo it is 20"), "{}", out["answer"]);
     assert!(out["run_status"].as_str().unwrap().starts_with("Status: completed"), "{}", out["run_status"]);
 
-    // Accessibility basics: every control is labelled; nothing failed in the console.
+    // Accessibility: every control is labelled, all text meets WCAG AA contrast in both colour
+    // schemes (the flow itself was driven by labels and the keyboard); nothing failed in the console.
     assert_eq!(out["unlabeled"], serde_json::json!([]), "controls without a label");
+    assert_eq!(out["low_contrast"], serde_json::json!([]), "text under WCAG AA contrast");
+    assert_eq!(out["low_contrast_dark"], serde_json::json!([]), "text under WCAG AA contrast (dark scheme)");
     let console: Vec<&str> = out["console"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
     assert!(
         !console.iter().any(|m| m.contains("Content Security Policy") || m.contains("Uncaught")),
