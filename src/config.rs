@@ -127,6 +127,10 @@ pub struct LoadArgs {
     /// Scenarios to run, comma-separated.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "search,chat")]
     pub scenarios: Vec<LoadScenario>,
+    /// Make every request's text unique (a number is appended), so no cache answers it: the cost
+    /// of requests never seen before (query embedding included).
+    #[arg(long, default_value_t = false)]
+    pub unique_queries: bool,
     /// An API key to send, if the service has keys: from `DYNAMCP_BENCH_KEY` only, never a flag.
     #[arg(skip = std::env::var("DYNAMCP_BENCH_KEY").ok().filter(|k| !k.is_empty()))]
     pub key: Option<String>,

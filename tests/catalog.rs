@@ -229,3 +229,35 @@ async fn server_detail_and_browse() {
     );
     server.stop().await;
 }
+
+/// Results are cached per index: a repeated search is answered the same, and an import (which
+/// replaces the index) is seen by the very next search.
+#[tokio::test]
+async fn a_repeated_search_is_stable_and_an_import_is_seen_at_once() {
+    let (store, dir) = common::fresh_store(Db::Sqlite).await;
+    let catalog = dynamcp::catalog::Catalog::open(store, None, dynamcp::catalog::DenseBackend::InProcess)
+        .await
+        .unwrap();
+    let first = write(
+        dir.path(),
+        "first.json",
+        &json!({"servers": [{"name": "Gmail", "description": "Read and send Gmail messages"}]}),
+    );
+    catalog.import_file(Path::new(&first), &|_, _| {}).await.unwrap();
+    catalog.reload().await.unwrap();
+    let ids =
+        |found: Vec<dynamcp::catalog::SearchResult>| found.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let query = "write rows to a google spreadsheet";
+    let before = ids(catalog.search_results(query, 5).await.unwrap());
+    assert_eq!(ids(catalog.search_results(query, 5).await.unwrap()), before, "a repeat answers the same");
+    assert!(!before.contains(&"google-sheets".to_owned()));
+
+    let second = write(
+        dir.path(),
+        "second.json",
+        &json!({"servers": [{"name": "Google Sheets", "description": "Write rows to a Google spreadsheet"}]}),
+    );
+    catalog.import_file(Path::new(&second), &|_, _| {}).await.unwrap();
+    catalog.reload().await.unwrap();
+    assert_eq!(ids(catalog.search_results(query, 5).await.unwrap())[0], "google-sheets");
+}

@@ -85,6 +85,9 @@ async fn a_browser_plays_gmail_to_sheets_then_runs_a_time_agent_with_streamed_ev
         let text = card["text"].as_str().unwrap();
         assert!(text.contains("Why chosen") && text.contains("Tools"), "{text}");
     }
+    let record: Value = serde_json::from_str(out["record_shown"].as_str().unwrap()).unwrap();
+    assert_eq!(record["id"], "gmail-mcp-2");
+    assert!(record["launch"].is_array() && record["credentials"].is_array(), "{record}");
     // 3. A password field per required credential, labelled, with its instructions beside it.
     let fields = out["fields"].as_array().unwrap();
     let names: Vec<&str> = fields.iter().map(|f| f["name"].as_str().unwrap()).collect();

@@ -4,6 +4,7 @@
 //! with `DYNAMCP_RATE_LIMIT_PER_SEC=0`, or the limiter (correctly) answers 429.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -25,10 +26,27 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     anyhow::ensure!(health.status().is_success(), "the service is not healthy: {}", health.status());
     for scenario in &args.scenarios {
         // Warm up: connections open, caches filled, as a running service would have them.
-        drive(&client, &base, *scenario, connections, Duration::from_secs(2), args.key.as_deref()).await;
+        drive(
+            &client,
+            &base,
+            *scenario,
+            connections,
+            Duration::from_secs(2),
+            args.key.as_deref(),
+            args.unique_queries,
+        )
+        .await;
         let started = Instant::now();
-        let results =
-            drive(&client, &base, *scenario, connections, args.duration(), args.key.as_deref()).await;
+        let results = drive(
+            &client,
+            &base,
+            *scenario,
+            connections,
+            args.duration(),
+            args.key.as_deref(),
+            args.unique_queries,
+        )
+        .await;
         let elapsed = started.elapsed();
         let ok: Vec<Duration> = results.iter().filter(|r| r.1).map(|r| r.0).collect();
         let failed = results.len() - ok.len();
@@ -45,6 +63,8 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+static UNIQUE: AtomicU64 = AtomicU64::new(0);
+
 /// Runs `connections` loops for `duration`; each result is (latency, success).
 async fn drive(
     client: &reqwest::Client,
@@ -53,6 +73,7 @@ async fn drive(
     connections: usize,
     duration: Duration,
     key: Option<&str>,
+    unique: bool,
 ) -> Vec<(Duration, bool)> {
     let until = Instant::now() + duration;
     let key: Option<Arc<str>> = key.map(Arc::from);
@@ -63,6 +84,12 @@ async fn drive(
             let mut i = c;
             while Instant::now() < until {
                 let query = QUERIES[i % QUERIES.len()];
+                // A number never sent before (across warm-up and measurement) when asked to.
+                let query = if unique {
+                    format!("{query} {}", UNIQUE.fetch_add(1, Ordering::Relaxed))
+                } else {
+                    query.to_owned()
+                };
                 let request = match scenario {
                     LoadScenario::Search => client
                         .post(format!("{base}/api/servers/search"))

@@ -20,7 +20,7 @@ mod query_cache;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -29,7 +29,7 @@ use crate::store::{CatalogRow, CatalogStore, InstructionRow, Scan, StoreError, U
 use dense::{DenseHits, DenseIndex, Quantized};
 pub use embed::{EmbedError, Embedder, TextKind};
 pub use import::{EntryIssue, Format, ImportError};
-use query_cache::QueryCache;
+use query_cache::{Bounded, QueryCache};
 pub use record::{CredentialKind, CredentialSpec, LaunchKind, LaunchOption, ServerRecord, Tool};
 pub use search::{Found, Hit, QueryText, SearchConfig, SearchIndex};
 
@@ -115,12 +115,17 @@ pub struct Catalog {
     embedder: Option<Arc<dyn Embedder>>,
     index: RwLock<Arc<SearchIndex>>,
     queries: QueryCache,
+    /// Whole results of recent searches, each with the index it was computed on: an entry from
+    /// an index that has since been replaced never matches.
+    results: Bounded<(Weak<SearchIndex>, Arc<Found>)>,
     /// Dense retrieval through pgvector (with this scan) instead of the in-process index.
     pgvector: Option<Scan>,
 }
 
 /// Query vectors kept for repeated searches.
 const QUERY_CACHE: usize = 4096;
+/// Search results kept for repeated searches.
+const RESULT_CACHE: usize = 4096;
 /// A query with everyday phrasings expanded into catalog words, when the configuration asks.
 fn expand(text: &str, config: SearchConfig) -> String {
     if config.intents { intents::expand(text).unwrap_or_else(|| text.to_owned()) } else { text.to_owned() }
@@ -152,6 +157,7 @@ impl Catalog {
             embedder,
             index: RwLock::new(Arc::new(index)),
             queries: QueryCache::new(QUERY_CACHE),
+            results: Bounded::new(RESULT_CACHE),
             pgvector,
         })
     }
@@ -174,7 +180,24 @@ impl Catalog {
         config: SearchConfig,
     ) -> Result<Found, CatalogError> {
         let started = std::time::Instant::now();
-        let found = self.search_inner(request, limit, config).await;
+        // Search is deterministic for an index, a request and a configuration: a repeated one is
+        // answered from the cache, as long as the index it was computed on is still the current.
+        let index = self.index();
+        let key = format!("{limit}\u{0}{config:?}\u{0}{request}");
+        let cached = self.results.get(&key).filter(|(on, _)| Weak::ptr_eq(on, &Arc::downgrade(&index)));
+        let found = match cached {
+            Some((_, found)) => {
+                metrics::counter!("dynamcp_search_cache_hits_total").increment(1);
+                Ok(found.as_ref().clone())
+            }
+            None => {
+                let found = self.search_inner(&index, request, limit, config).await;
+                if let Ok(found) = &found {
+                    self.results.insert(key, (Arc::downgrade(&index), Arc::new(found.clone())));
+                }
+                found
+            }
+        };
         metrics::histogram!("dynamcp_search_duration_seconds").record(started.elapsed().as_secs_f64());
         found
     }
@@ -215,11 +238,11 @@ impl Catalog {
 
     async fn search_inner(
         &self,
+        index: &Arc<SearchIndex>,
         request: &str,
         limit: usize,
         config: SearchConfig,
     ) -> Result<Found, CatalogError> {
-        let index = self.index();
         let needs: Vec<String> = if config.decompose {
             index.needs(request).iter().map(|n| expand(n, config)).collect()
         } else {
@@ -230,7 +253,7 @@ impl Catalog {
         if needs.len() > 1 {
             texts.extend(needs.iter().cloned());
         }
-        let (vectors, hits) = self.dense_inputs(&index, texts, config).await?;
+        let (vectors, hits) = self.dense_inputs(index, texts, config).await?;
         let query = |i: usize, text| QueryText {
             text,
             vector: vectors.as_ref().map(|v| v[i].as_slice()),
@@ -401,6 +424,8 @@ impl Catalog {
             Ok(mut guard) => *guard = index,
             Err(poisoned) => *poisoned.into_inner() = index,
         }
+        // Entries of the old index can no longer match; free them.
+        self.results.clear();
         Ok(())
     }
 }

@@ -356,6 +356,11 @@ impl DynamcpMcp {
             .ok_or_else(|| failure("unauthorized", "this endpoint needs an API key"))
     }
 
+    /// Planning is bounded as for `POST /api/chat`: a burst waits its turn.
+    async fn planning_permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Failure> {
+        self.state.planning.acquire().await.map_err(|e| fail(ApiError::Internal(e.into())))
+    }
+
     /// Where the user enters credentials for `session_id`.
     fn credentials_entry(&self, session_id: Uuid) -> CredentialsEntry {
         let base = &self.state.public_url;
@@ -414,6 +419,7 @@ impl DynamcpMcp {
         &self,
         Parameters(input): Parameters<PlanWorkflowInput>,
     ) -> Result<Json<PlanWorkflowOutput>, Failure> {
+        let _planning = self.planning_permit().await?;
         let preview = self.state.master.preview(&input.request).await.map_err(fail)?;
         let plan = preview.plan;
         Ok(Json(PlanWorkflowOutput {
@@ -443,8 +449,7 @@ impl DynamcpMcp {
             }
             (None, Some(id)) => self.state.master.resume(&tenant, id).await.map_err(fail)?,
             (Some(message), session_id) => {
-                let _planning =
-                    self.state.planning.acquire().await.map_err(|e| fail(ApiError::Internal(e.into())))?;
+                let _planning = self.planning_permit().await?;
                 let turn = ChatTurn { tenant, message, session_id, ..ChatTurn::default() };
                 self.state.master.chat(turn).await.map_err(fail)?
             }
