@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Db, fresh_store};
-use dynamcp::store::{NewAgent, NewMessage, Page, Role, SessionState, StoreError};
+use dynamcp::store::{Agent, NewAgent, NewMessage, Page, Role, Session, SessionState, StoreError, TurnWrite};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -17,6 +17,7 @@ on_both_backends!(
     deleting_a_session_cascades,
     deleting_an_agent_keeps_its_messages,
     migrations_are_idempotent,
+    a_turn_is_written_whole_or_not_at_all,
 );
 
 async fn sessions_round_trip(db: Db) {
@@ -192,4 +193,76 @@ async fn postgres_match_mcp_servers_ranks_by_cosine_similarity() {
     assert_eq!(ids, ["exact", "near"], "{rows:?}");
     assert!((rows[0].1 - 1.0).abs() < 1e-6);
     assert!((rows[1].1 - 1.0 / 1.25f64.sqrt()).abs() < 1e-4, "{rows:?}");
+}
+
+/// `save_turn`: a new session, its agent, its state and its messages in one transaction; for a
+/// session that is gone, nothing at all.
+async fn a_turn_is_written_whole_or_not_at_all(db: Db) {
+    let (store, _dir) = fresh_store(db).await;
+    let session = Session::new("acme");
+    let agent = Agent::new(&NewAgent {
+        tenant: "acme".into(),
+        session_id: session.id,
+        name: "turn agent".into(),
+        mcp_config: json!({"mcpServers": {}}),
+        workflow: "w".into(),
+        model: None,
+        metadata: json!({}),
+    });
+    let state = SessionState {
+        status: "success".into(),
+        context: json!({"agent_id": agent.id}),
+        required_credentials: json!([]),
+    };
+    let mut reply = NewMessage::new(Role::Assistant, "created");
+    reply.agent_id = Some(agent.id);
+    let messages = [NewMessage::new(Role::User, "do it"), reply];
+    let turn = TurnWrite {
+        new_session: Some(&session),
+        session_id: session.id,
+        agent: Some(&agent),
+        state: &state,
+        messages: &messages,
+    };
+    assert!(store.save_turn(&turn).await.unwrap());
+    let stored = store.get_session(session.id).await.unwrap().unwrap();
+    assert_eq!((stored.tenant.as_str(), stored.status.as_str()), ("acme", "success"));
+    assert_eq!(stored.context, json!({"agent_id": agent.id}));
+    assert_eq!(store.get_agent(agent.id).await.unwrap().unwrap(), agent);
+    let said: Vec<(Role, String, Option<Uuid>)> = store
+        .messages(session.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.role, m.message, m.agent_id))
+        .collect();
+    assert_eq!(
+        said,
+        [(Role::User, "do it".into(), None), (Role::Assistant, "created".into(), Some(agent.id))]
+    );
+
+    // An existing session that is gone: false, and the agent and messages are not written.
+    let ghost = Uuid::new_v4();
+    let orphan = Agent::new(&NewAgent {
+        tenant: "acme".into(),
+        session_id: ghost,
+        name: "orphan".into(),
+        mcp_config: json!({}),
+        workflow: "w".into(),
+        model: None,
+        metadata: json!({}),
+    });
+    let turn =
+        TurnWrite { new_session: None, session_id: ghost, agent: None, state: &state, messages: &messages };
+    assert!(!store.save_turn(&turn).await.unwrap());
+    assert!(store.messages(ghost).await.unwrap().is_empty());
+    let turn = TurnWrite {
+        new_session: None,
+        session_id: ghost,
+        agent: Some(&orphan),
+        state: &state,
+        messages: &[],
+    };
+    assert!(matches!(store.save_turn(&turn).await, Err(StoreError::MissingParent(_))));
+    assert!(store.get_agent(orphan.id).await.unwrap().is_none());
 }

@@ -22,7 +22,8 @@ pub use plan::{ChosenServer, OfflinePlanner, Plan, PlannedNeed, Planner};
 use crate::access::Tenant;
 use crate::catalog::{Catalog, CatalogError, CredentialKind, CredentialSpec, ServerRecord};
 use crate::store::{
-    NewAgent, NewMessage, Role, SealedCredential, SecretKind, Session, SessionState, Store, StoreError,
+    Agent, NewAgent, NewMessage, Role, SealedCredential, SecretKind, Session, SessionState, Store,
+    StoreError, TurnWrite,
 };
 use crate::vault::{Binding, Secret, SecretBytes, Vault, VaultError};
 
@@ -210,6 +211,14 @@ impl Need<'_> {
     }
 }
 
+/// A turn worked out, not yet written: the answer, the session's next state, and the agent it
+/// creates, if any.
+struct Settled {
+    outcome: ChatOutcome,
+    state: SessionState,
+    agent: Option<Agent>,
+}
+
 /// What the user is doing with a turn's message.
 enum Intent {
     /// A (new) workflow request.
@@ -284,12 +293,11 @@ impl MasterAgent {
         };
         let records = self.records(&plan);
 
-        // 2. Write: the session (when new: then no values came, as there was no plan); the values,
-        // all checked and sealed before the one transaction that stores them; then the state.
-        let session = match existing {
-            Some(s) => s,
-            None => self.store.create_session(turn.tenant.as_str()).await?,
-        };
+        // 2. Write. The values, all checked and sealed first, in their own transaction (only an
+        // existing session can receive any: a new one has no plan yet to ask for them). Then
+        // everything else in one: the session when new, the agent, the state, the messages.
+        let new_session = existing.is_none();
+        let session = existing.unwrap_or_else(|| Session::new(turn.tenant.as_str()));
         let sealed = self.seal_turn(session.id, &records, &turn)?;
         if !sealed.is_empty() {
             self.store
@@ -301,7 +309,8 @@ impl MasterAgent {
         if plan_changed {
             context.agent_id = None;
         }
-        let outcome = self.settle(&session, &mut context, plan, records, &intent).await?;
+        let settled = self.settle(&session, new_session, &mut context, plan, records, &intent).await?;
+        let outcome = settled.outcome.clone();
 
         let mut reply = NewMessage::new(Role::Assistant, &outcome.reply);
         reply.agent_id = outcome.agent_id;
@@ -312,11 +321,34 @@ impl MasterAgent {
         });
         let user =
             if turn.message.trim().is_empty() { "(credentials sent)".to_owned() } else { turn.message };
-        self.store
-            .append_messages(session.id, &[NewMessage::new(Role::User, user), reply])
-            .await
-            .map_err(|e| missing_session(e, session.id))?;
+        let messages = [NewMessage::new(Role::User, user), reply];
+        self.save(&session, new_session, &settled, &messages).await?;
         Ok(outcome)
+    }
+
+    /// Commits a settled turn: the session when new, the agent it created, its state and the
+    /// messages, in one transaction.
+    async fn save(
+        &self,
+        session: &Session,
+        new_session: bool,
+        settled: &Settled,
+        messages: &[NewMessage],
+    ) -> Result<(), PlannerError> {
+        let turn = TurnWrite {
+            new_session: new_session.then_some(session),
+            session_id: session.id,
+            agent: settled.agent.as_ref(),
+            state: &settled.state,
+            messages,
+        };
+        if !self.store.save_turn(&turn).await.map_err(|e| missing_session(e, session.id))? {
+            return Err(PlannerError::SessionNotFound(session.id));
+        }
+        if let Some(agent) = &settled.agent {
+            tracing::info!(agent_id = %agent.id, session_id = %session.id, "agent created");
+        }
+        Ok(())
     }
 
     /// Stores files sent apart from a chat turn (`POST /api/sessions/{id}/files`): each named by
@@ -345,7 +377,9 @@ impl MasterAgent {
                 .await
                 .map_err(|e| missing_session(e, session_id))?;
         }
-        self.settle(&session, &mut context, plan, records, &Intent::Keep).await
+        let settled = self.settle(&session, false, &mut context, plan, records, &Intent::Keep).await?;
+        self.save(&session, false, &settled, &[]).await?;
+        Ok(settled.outcome)
     }
 
     /// Plans `request` without writing anything: the needs, the chosen servers and every
@@ -368,7 +402,9 @@ impl MasterAgent {
             return Err(PlannerError::NoPlan(session_id));
         };
         let records = self.records(&plan);
-        self.settle(&session, &mut context, plan, records, &Intent::Keep).await
+        let settled = self.settle(&session, false, &mut context, plan, records, &Intent::Keep).await?;
+        self.save(&session, false, &settled, &[]).await?;
+        Ok(settled.outcome)
     }
 
     /// An agent's config for a client. Credential references become placeholders, or, only with
@@ -483,48 +519,48 @@ impl MasterAgent {
         self.seal_one(session_id, &need, content.expose())
     }
 
-    /// Works out what is missing, creates the agent when nothing is, saves the session state, and
-    /// writes the reply.
+    /// Works out what is missing, makes the agent when nothing is, and writes the reply and the
+    /// session's next state. Writes nothing: [`MasterAgent::save`] commits it all at once.
     async fn settle(
         &self,
         session: &Session,
+        new_session: bool,
         context: &mut Context,
         plan: Plan,
         records: Vec<ServerRecord>,
         intent: &Intent,
-    ) -> Result<ChatOutcome, PlannerError> {
-        let stored: BTreeSet<(String, String)> =
-            self.store.credentials(session.id).await?.into_iter().map(|c| (c.server, c.key)).collect();
+    ) -> Result<Settled, PlannerError> {
+        // A session this turn opens has nothing stored yet.
+        let stored: BTreeSet<(String, String)> = if new_session {
+            BTreeSet::new()
+        } else {
+            self.store.credentials(session.id).await?.into_iter().map(|c| (c.server, c.key)).collect()
+        };
         let Missing { credentials: required_credentials, files: required_files, optional } =
             missing(&records, &stored);
         // Success needs something to run: a plan without servers stays pending.
         let complete = required_credentials.is_empty() && required_files.is_empty() && !records.is_empty();
         let mut created = None;
-        if complete && context.agent_id.is_none() && !records.is_empty() {
+        if complete && context.agent_id.is_none() {
             let record_refs: Vec<&ServerRecord> = records.iter().collect();
             let (mcp_config, skipped) = agent_config::mcp_config(&record_refs, &stored);
-            let agent = self
-                .store
-                .create_agent(&NewAgent {
-                    tenant: session.tenant.clone(),
-                    session_id: session.id,
-                    name: agent_name(&plan),
-                    mcp_config,
-                    workflow: workflow_text(&plan),
-                    model: self.agent_model.clone(),
-                    metadata: serde_json::json!({
-                        "planner": self.planner.name(),
-                        "servers": records.iter().map(|r| &r.id).collect::<Vec<_>>(),
-                        "not_launchable": skipped,
-                        "plan": plan,
-                    }),
-                })
-                .await
-                .map_err(|e| missing_session(e, session.id))?;
-            tracing::info!(agent_id = %agent.id, servers = records.len(), "agent created");
+            let agent = Agent::new(&NewAgent {
+                tenant: session.tenant.clone(),
+                session_id: session.id,
+                name: agent_name(&plan),
+                mcp_config,
+                workflow: workflow_text(&plan),
+                model: self.agent_model.clone(),
+                metadata: serde_json::json!({
+                    "planner": self.planner.name(),
+                    "servers": records.iter().map(|r| &r.id).collect::<Vec<_>>(),
+                    "not_launchable": skipped,
+                    "plan": plan,
+                }),
+            });
             context.agent_id = Some(agent.id);
             context.agents.push(agent.id);
-            created = Some(agent.id);
+            created = Some(agent);
         }
         let status = if complete { ChatStatus::Success } else { ChatStatus::PendingCredentials };
         let agent_id = if complete { context.agent_id } else { None };
@@ -545,17 +581,15 @@ impl MasterAgent {
             context: serde_json::to_value(&*context).unwrap_or_default(),
             required_credentials: serde_json::to_value(&required_credentials).unwrap_or_default(),
         };
-        if !self.store.update_session_state(session.id, &state).await? {
-            return Err(PlannerError::SessionNotFound(session.id));
-        }
-        Ok(ChatOutcome {
+        let outcome = ChatOutcome {
             reply,
             session_id: session.id,
             required_credentials,
             required_files,
             status,
             agent_id,
-        })
+        };
+        Ok(Settled { outcome, state, agent: created })
     }
 }
 

@@ -138,7 +138,7 @@ macro_rules! impl_credential_store {
                 items: &[$crate::store::SealedCredential],
             ) -> Result<(), $crate::store::StoreError> {
                 let now = $crate::store::sql::now();
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 for c in items {
                     sqlx::query(concat!(
                         "INSERT INTO credentials (",
@@ -228,7 +228,7 @@ macro_rules! impl_credential_store {
                 &self,
                 items: &[$crate::store::Rewrapped],
             ) -> Result<(), $crate::store::StoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 for r in items {
                     sqlx::query(
                         "UPDATE credentials SET wrapped_key = $2, key_nonce = $3, master_key_id = $4 WHERE id = $1",

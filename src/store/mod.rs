@@ -127,6 +127,23 @@ pub struct Session {
     pub updated_at: DateTime<Utc>,
 }
 
+impl Session {
+    /// A new, empty session of `tenant` (not yet stored).
+    pub fn new(tenant: &str) -> Self {
+        let now = sql::now();
+        Session {
+            id: Uuid::new_v4(),
+            tenant: tenant.to_owned(),
+            status: "active".to_owned(),
+            context: Value::Object(Default::default()),
+            required_credentials: Value::Array(Vec::new()),
+            collected_credentials: Default::default(),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 /// The planner-owned state of a session, written as one unit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionState {
@@ -188,6 +205,38 @@ pub struct NewAgent {
     pub metadata: Value,
 }
 
+impl Agent {
+    /// The agent `new` describes, with a fresh id (not yet stored).
+    pub fn new(new: &NewAgent) -> Self {
+        let now = sql::now();
+        Agent {
+            id: Uuid::new_v4(),
+            tenant: new.tenant.clone(),
+            session_id: new.session_id,
+            name: new.name.clone(),
+            mcp_config: new.mcp_config.clone(),
+            workflow: new.workflow.clone(),
+            model: new.model.clone(),
+            status: "created".to_owned(),
+            metadata: new.metadata.clone(),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
+/// Everything one chat turn writes, committed in one transaction by [`Store::save_turn`].
+#[derive(Debug)]
+pub struct TurnWrite<'a> {
+    /// A session the turn opened: inserted first. `None`: `session_id` must exist already.
+    pub new_session: Option<&'a Session>,
+    pub session_id: Uuid,
+    /// An agent the turn created (see [`Agent::new`]), inserted as given.
+    pub agent: Option<&'a Agent>,
+    pub state: &'a SessionState,
+    pub messages: &'a [NewMessage],
+}
+
 /// An API key's record. The key itself is never stored, only its hash.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiKey {
@@ -231,6 +280,10 @@ pub trait Store: CatalogStore + CredentialStore + Send + Sync + 'static {
     async fn messages(&self, session_id: Uuid) -> Result<Vec<Message>, StoreError>;
 
     async fn create_agent(&self, agent: &NewAgent) -> Result<Agent, StoreError>;
+    /// A chat turn's writes in one transaction (one durable commit): the new session, the new
+    /// agent, the session's state, then the messages. `false` (nothing written) when an existing
+    /// session is gone.
+    async fn save_turn(&self, turn: &TurnWrite<'_>) -> Result<bool, StoreError>;
     async fn get_agent(&self, id: Uuid) -> Result<Option<Agent>, StoreError>;
     /// A page of agents, newest first, and the total count.
     /// A tenant's agents, newest first, and how many it has.

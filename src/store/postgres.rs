@@ -9,6 +9,8 @@ use super::{Backend, StoreError};
 
 pub struct PgStore {
     pub(super) pool: PgPool,
+    /// The same pool: PostgreSQL takes concurrent writers itself.
+    pub(super) writer: PgPool,
 }
 
 impl PgStore {
@@ -23,11 +25,11 @@ impl PgStore {
             .run(&pool)
             .await
             .map_err(|source| StoreError::Migrate { backend: Backend::Postgres, source })?;
-        Ok(Self { pool })
+        Ok(Self { writer: pool.clone(), pool })
     }
 }
 
-super::sql::impl_store!(PgStore, Backend::Postgres);
+super::sql::impl_store!(PgStore, sqlx::Postgres, Backend::Postgres);
 super::catalog::impl_catalog_store!(
     PgStore,
     fn vectors(&self) -> Option<&dyn super::VectorSearch> {

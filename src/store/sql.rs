@@ -128,9 +128,120 @@ macro_rules! message_columns {
 }
 pub(super) use {agent_columns, message_columns, session_columns};
 
-/// Implements [`Store`](super::Store) for a backend struct with a `pool` field.
+/// Implements [`Store`](super::Store) for a backend struct with a `pool` field (reads) and a
+/// `writer` field (every write: one connection on SQLite, so writers queue in the process instead
+/// of sleeping in SQLite's busy handler; the same pool on PostgreSQL).
 macro_rules! impl_store {
-    ($store:ty, $backend:expr) => {
+    ($store:ty, $db:ty, $backend:expr) => {
+        /// The statements several writes share, on one connection (or transaction).
+        impl $store {
+            async fn insert_session(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                session: &$crate::store::Session,
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query(concat!(
+                    "INSERT INTO sessions (",
+                    $crate::store::sql::session_columns!(),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                ))
+                .bind(session.id)
+                .bind(&session.tenant)
+                .bind(&session.status)
+                .bind(sqlx::types::Json(&session.context))
+                .bind(sqlx::types::Json(&session.required_credentials))
+                .bind(sqlx::types::Json(&session.collected_credentials))
+                .bind(session.created_at)
+                .bind(session.updated_at)
+                .execute(conn)
+                .await?;
+                Ok(())
+            }
+
+            async fn insert_agent(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                agent: &$crate::store::Agent,
+            ) -> Result<(), $crate::store::StoreError> {
+                use $crate::store::sql::*;
+                sqlx::query(concat!(
+                    "INSERT INTO agents (",
+                    $crate::store::sql::agent_columns!(),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                ))
+                .bind(agent.id)
+                .bind(&agent.tenant)
+                .bind(agent.session_id)
+                .bind(&agent.name)
+                .bind(sqlx::types::Json(&agent.mcp_config))
+                .bind(&agent.workflow)
+                .bind(&agent.model)
+                .bind(&agent.status)
+                .bind(sqlx::types::Json(&agent.metadata))
+                .bind(agent.created_at)
+                .bind(agent.updated_at)
+                .execute(conn)
+                .await
+                .map_err(|e| parent_missing(e, "session"))?;
+                Ok(())
+            }
+
+            async fn write_state(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                id: uuid::Uuid,
+                state: &$crate::store::SessionState,
+            ) -> Result<bool, $crate::store::StoreError> {
+                use $crate::store::sql::*;
+                let done = sqlx::query(
+                    "UPDATE sessions SET status = $2, context = $3, required_credentials = $4, \
+                     updated_at = $5 WHERE id = $1",
+                )
+                .bind(id)
+                .bind(&state.status)
+                .bind(sqlx::types::Json(&state.context))
+                .bind(sqlx::types::Json(&state.required_credentials))
+                .bind(now())
+                .execute(conn)
+                .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn insert_messages(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                session_id: uuid::Uuid,
+                messages: &[$crate::store::NewMessage],
+            ) -> Result<Vec<$crate::store::Message>, $crate::store::StoreError> {
+                use $crate::store::sql::*;
+                let mut stored = Vec::with_capacity(messages.len());
+                for m in messages {
+                    let message = $crate::store::Message {
+                        id: uuid::Uuid::new_v4(),
+                        session_id,
+                        agent_id: m.agent_id,
+                        role: m.role,
+                        message: m.message.clone(),
+                        timestamp: now(),
+                        metadata: m.metadata.clone(),
+                    };
+                    sqlx::query(concat!(
+                        "INSERT INTO conversations (",
+                        $crate::store::sql::message_columns!(),
+                        ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                    ))
+                    .bind(message.id)
+                    .bind(message.session_id)
+                    .bind(message.agent_id)
+                    .bind(message.role.as_str())
+                    .bind(&message.message)
+                    .bind(message.timestamp)
+                    .bind(sqlx::types::Json(&message.metadata))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| parent_missing(e, "session or agent"))?;
+                    stored.push(message);
+                }
+                Ok(stored)
+            }
+        }
+
         #[async_trait::async_trait]
         impl $crate::store::Store for $store {
             fn backend(&self) -> $crate::store::Backend {
@@ -146,33 +257,9 @@ macro_rules! impl_store {
                 &self,
                 tenant: &str,
             ) -> Result<$crate::store::Session, $crate::store::StoreError> {
-                use $crate::store::sql::*;
-                let now = now();
-                let session = $crate::store::Session {
-                    id: uuid::Uuid::new_v4(),
-                    tenant: tenant.to_owned(),
-                    status: "active".to_owned(),
-                    context: serde_json::json!({}),
-                    required_credentials: serde_json::json!([]),
-                    collected_credentials: Default::default(),
-                    created_at: now,
-                    updated_at: now,
-                };
-                sqlx::query(concat!(
-                    "INSERT INTO sessions (",
-                    $crate::store::sql::session_columns!(),
-                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-                ))
-                .bind(session.id)
-                .bind(&session.tenant)
-                .bind(&session.status)
-                .bind(sqlx::types::Json(&session.context))
-                .bind(sqlx::types::Json(&session.required_credentials))
-                .bind(sqlx::types::Json(&session.collected_credentials))
-                .bind(now)
-                .bind(now)
-                .execute(&self.pool)
-                .await?;
+                let session = $crate::store::Session::new(tenant);
+                let mut conn = self.writer.acquire().await?;
+                Self::insert_session(&mut conn, &session).await?;
                 Ok(session)
             }
 
@@ -197,24 +284,13 @@ macro_rules! impl_store {
                 id: uuid::Uuid,
                 state: &$crate::store::SessionState,
             ) -> Result<bool, $crate::store::StoreError> {
-                use $crate::store::sql::*;
-                let done = sqlx::query(
-                    "UPDATE sessions SET status = $2, context = $3, required_credentials = $4, \
-                     updated_at = $5 WHERE id = $1",
-                )
-                .bind(id)
-                .bind(&state.status)
-                .bind(sqlx::types::Json(&state.context))
-                .bind(sqlx::types::Json(&state.required_credentials))
-                .bind(now())
-                .execute(&self.pool)
-                .await?;
-                Ok(done.rows_affected() > 0)
+                let mut conn = self.writer.acquire().await?;
+                Ok(Self::write_state(&mut conn, id, state).await?)
             }
 
             async fn delete_session(&self, id: uuid::Uuid) -> Result<bool, $crate::store::StoreError> {
                 let done =
-                    sqlx::query("DELETE FROM sessions WHERE id = $1").bind(id).execute(&self.pool).await?;
+                    sqlx::query("DELETE FROM sessions WHERE id = $1").bind(id).execute(&self.writer).await?;
                 Ok(done.rows_affected() > 0)
             }
 
@@ -223,36 +299,8 @@ macro_rules! impl_store {
                 session_id: uuid::Uuid,
                 messages: &[$crate::store::NewMessage],
             ) -> Result<Vec<$crate::store::Message>, $crate::store::StoreError> {
-                use $crate::store::sql::*;
-                let mut tx = self.pool.begin().await?;
-                let mut stored = Vec::with_capacity(messages.len());
-                for m in messages {
-                    let message = $crate::store::Message {
-                        id: uuid::Uuid::new_v4(),
-                        session_id,
-                        agent_id: m.agent_id,
-                        role: m.role,
-                        message: m.message.clone(),
-                        timestamp: now(),
-                        metadata: m.metadata.clone(),
-                    };
-                    sqlx::query(concat!(
-                        "INSERT INTO conversations (",
-                        $crate::store::sql::message_columns!(),
-                        ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
-                    ))
-                    .bind(message.id)
-                    .bind(message.session_id)
-                    .bind(message.agent_id)
-                    .bind(message.role.as_str())
-                    .bind(&message.message)
-                    .bind(message.timestamp)
-                    .bind(sqlx::types::Json(&message.metadata))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| parent_missing(e, "session or agent"))?;
-                    stored.push(message);
-                }
+                let mut tx = self.writer.begin().await?;
+                let stored = Self::insert_messages(&mut tx, session_id, messages).await?;
                 tx.commit().await?;
                 Ok(stored)
             }
@@ -277,42 +325,30 @@ macro_rules! impl_store {
                 &self,
                 agent: &$crate::store::NewAgent,
             ) -> Result<$crate::store::Agent, $crate::store::StoreError> {
-                use $crate::store::sql::*;
-                let now = now();
-                let created = $crate::store::Agent {
-                    id: uuid::Uuid::new_v4(),
-                    tenant: agent.tenant.clone(),
-                    session_id: agent.session_id,
-                    name: agent.name.clone(),
-                    mcp_config: agent.mcp_config.clone(),
-                    workflow: agent.workflow.clone(),
-                    model: agent.model.clone(),
-                    status: "created".to_owned(),
-                    metadata: agent.metadata.clone(),
-                    created_at: now,
-                    updated_at: now,
-                };
-                sqlx::query(concat!(
-                    "INSERT INTO agents (",
-                    $crate::store::sql::agent_columns!(),
-                    ") \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-                ))
-                .bind(created.id)
-                .bind(&created.tenant)
-                .bind(created.session_id)
-                .bind(&created.name)
-                .bind(sqlx::types::Json(&created.mcp_config))
-                .bind(&created.workflow)
-                .bind(&created.model)
-                .bind(&created.status)
-                .bind(sqlx::types::Json(&created.metadata))
-                .bind(now)
-                .bind(now)
-                .execute(&self.pool)
-                .await
-                .map_err(|e| parent_missing(e, "session"))?;
+                let created = $crate::store::Agent::new(agent);
+                let mut conn = self.writer.acquire().await?;
+                Self::insert_agent(&mut conn, &created).await?;
                 Ok(created)
+            }
+
+            async fn save_turn(
+                &self,
+                turn: &$crate::store::TurnWrite<'_>,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.writer.begin().await?;
+                if let Some(session) = turn.new_session {
+                    Self::insert_session(&mut tx, session).await?;
+                }
+                if let Some(agent) = turn.agent {
+                    Self::insert_agent(&mut tx, agent).await?;
+                }
+                if !Self::write_state(&mut tx, turn.session_id, turn.state).await? {
+                    // Dropping the transaction rolls back whatever it wrote.
+                    return Ok(false);
+                }
+                Self::insert_messages(&mut tx, turn.session_id, turn.messages).await?;
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn get_agent(
@@ -357,7 +393,7 @@ macro_rules! impl_store {
 
             async fn delete_agent(&self, id: uuid::Uuid) -> Result<bool, $crate::store::StoreError> {
                 let done =
-                    sqlx::query("DELETE FROM agents WHERE id = $1").bind(id).execute(&self.pool).await?;
+                    sqlx::query("DELETE FROM agents WHERE id = $1").bind(id).execute(&self.writer).await?;
                 Ok(done.rows_affected() > 0)
             }
 
@@ -383,7 +419,7 @@ macro_rules! impl_store {
                 .bind(key_hash)
                 .bind(&key.label)
                 .bind(key.created_at)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(key)
             }
@@ -433,12 +469,13 @@ macro_rules! impl_store {
                 let done = sqlx::query("UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
                     .bind(id)
                     .bind(now())
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(done.rows_affected() > 0)
             }
 
             async fn close(&self) {
+                self.writer.close().await;
                 self.pool.close().await;
             }
         }
