@@ -126,6 +126,11 @@ pub struct Catalog {
 const QUERY_CACHE: usize = 4096;
 /// Search results kept for repeated searches.
 const RESULT_CACHE: usize = 4096;
+/// The result cache's key: everything a search's outcome depends on, besides the index.
+fn result_key(request: &str, limit: usize, config: SearchConfig) -> String {
+    format!("{limit}\u{0}{config:?}\u{0}{request}")
+}
+
 /// A query with everyday phrasings expanded into catalog words, when the configuration asks.
 fn expand(text: &str, config: SearchConfig) -> String {
     if config.intents { intents::expand(text).unwrap_or_else(|| text.to_owned()) } else { text.to_owned() }
@@ -183,17 +188,13 @@ impl Catalog {
         // Search is deterministic for an index, a request and a configuration: a repeated one is
         // answered from the cache, as long as the index it was computed on is still the current.
         let index = self.index();
-        let key = format!("{limit}\u{0}{config:?}\u{0}{request}");
-        let cached = self.results.get(&key).filter(|(on, _)| Weak::ptr_eq(on, &Arc::downgrade(&index)));
-        let found = match cached {
-            Some((_, found)) => {
-                metrics::counter!("dynamcp_search_cache_hits_total").increment(1);
-                Ok(found.as_ref().clone())
-            }
+        let key = result_key(request, limit, config);
+        let found = match self.cached_result(&key, &index) {
+            Some(found) => Ok(found),
             None => {
                 let found = self.search_inner(&index, request, limit, config).await;
                 if let Ok(found) = &found {
-                    self.results.insert(key, (Arc::downgrade(&index), Arc::new(found.clone())));
+                    self.remember_result(key, &index, found);
                 }
                 found
             }
@@ -236,6 +237,20 @@ impl Catalog {
             .collect())
     }
 
+    /// A cached result computed on `index` (the current one), if any.
+    fn cached_result(&self, key: &str, index: &Arc<SearchIndex>) -> Option<Found> {
+        let (on, found) = self.results.get(key)?;
+        if !Weak::ptr_eq(&on, &Arc::downgrade(index)) {
+            return None;
+        }
+        metrics::counter!("dynamcp_search_cache_hits_total").increment(1);
+        Some(found.as_ref().clone())
+    }
+
+    fn remember_result(&self, key: String, index: &Arc<SearchIndex>, found: &Found) {
+        self.results.insert(key, (Arc::downgrade(index), Arc::new(found.clone())));
+    }
+
     async fn search_inner(
         &self,
         index: &Arc<SearchIndex>,
@@ -276,21 +291,28 @@ impl Catalog {
         limit: usize,
         config: SearchConfig,
     ) -> Result<Vec<Found>, CatalogError> {
+        // Each text's ranking is the one `search` gives it without splitting, so the two share
+        // the result cache; only the texts not cached are embedded (together) and searched.
+        let config = SearchConfig { decompose: false, ..config };
         let index = self.index();
-        let texts: Vec<String> = texts.iter().map(|t| expand(t.trim(), config)).collect();
-        let (vectors, hits) = self.dense_inputs(&index, texts.clone(), config).await?;
-        Ok(texts
-            .iter()
-            .enumerate()
-            .map(|(i, text)| {
+        let keys: Vec<String> = texts.iter().map(|t| result_key(t, limit, config)).collect();
+        let mut out: Vec<Option<Found>> = keys.iter().map(|k| self.cached_result(k, &index)).collect();
+        let missing: Vec<usize> = (0..texts.len()).filter(|&i| out[i].is_none()).collect();
+        if !missing.is_empty() {
+            let expanded: Vec<String> = missing.iter().map(|&i| expand(texts[i].trim(), config)).collect();
+            let (vectors, hits) = self.dense_inputs(&index, expanded.clone(), config).await?;
+            for (j, &i) in missing.iter().enumerate() {
                 let query = QueryText {
-                    text,
-                    vector: vectors.as_ref().map(|v| v[i].as_slice()),
-                    hits: hits.as_ref().map(|h| &h[i]),
+                    text: &expanded[j],
+                    vector: vectors.as_ref().map(|v| v[j].as_slice()),
+                    hits: hits.as_ref().map(|h| &h[j]),
                 };
-                index.search(query, &[query], limit, config)
-            })
-            .collect())
+                let found = index.search(query, &[query], limit, config);
+                self.remember_result(keys[i].clone(), &index, &found);
+                out[i] = Some(found);
+            }
+        }
+        Ok(out.into_iter().map(Option::unwrap_or_default).collect())
     }
 
     /// The query vectors of `texts` (when dense retrieval is on), and their dense hits from

@@ -210,9 +210,9 @@ macro_rules! impl_store {
                 messages: &[$crate::store::NewMessage],
             ) -> Result<Vec<$crate::store::Message>, $crate::store::StoreError> {
                 use $crate::store::sql::*;
-                let mut stored = Vec::with_capacity(messages.len());
-                for m in messages {
-                    let message = $crate::store::Message {
+                let stored: Vec<$crate::store::Message> = messages
+                    .iter()
+                    .map(|m| $crate::store::Message {
                         id: uuid::Uuid::new_v4(),
                         session_id,
                         agent_id: m.agent_id,
@@ -220,23 +220,35 @@ macro_rules! impl_store {
                         message: m.message.clone(),
                         timestamp: now(),
                         metadata: m.metadata.clone(),
+                    })
+                    .collect();
+                // Two rows per statement (a chat turn writes a question and its answer): one
+                // round trip to the database instead of two, in the order given.
+                for pair in stored.chunks(2) {
+                    let query = match pair.len() {
+                        2 => sqlx::query(concat!(
+                            "INSERT INTO conversations (",
+                            $crate::store::sql::message_columns!(),
+                            ") VALUES ($1, $2, $3, $4, $5, $6, $7), ($8, $9, $10, $11, $12, $13, $14)"
+                        )),
+                        _ => sqlx::query(concat!(
+                            "INSERT INTO conversations (",
+                            $crate::store::sql::message_columns!(),
+                            ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                        )),
                     };
-                    sqlx::query(concat!(
-                        "INSERT INTO conversations (",
-                        $crate::store::sql::message_columns!(),
-                        ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
-                    ))
-                    .bind(message.id)
-                    .bind(message.session_id)
-                    .bind(message.agent_id)
-                    .bind(message.role.as_str())
-                    .bind(&message.message)
-                    .bind(message.timestamp)
-                    .bind(sqlx::types::Json(&message.metadata))
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(|e| parent_missing(e, "session or agent"))?;
-                    stored.push(message);
+                    let mut query = query;
+                    for message in pair {
+                        query = query
+                            .bind(message.id)
+                            .bind(message.session_id)
+                            .bind(message.agent_id)
+                            .bind(message.role.as_str())
+                            .bind(&message.message)
+                            .bind(message.timestamp)
+                            .bind(sqlx::types::Json(&message.metadata));
+                    }
+                    query.execute(&mut *conn).await.map_err(|e| parent_missing(e, "session or agent"))?;
                 }
                 Ok(stored)
             }
@@ -336,15 +348,29 @@ macro_rules! impl_store {
                 turn: &$crate::store::TurnWrite<'_>,
             ) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.writer.begin().await?;
-                if let Some(session) = turn.new_session {
-                    Self::insert_session(&mut tx, session).await?;
-                }
-                if let Some(agent) = turn.agent {
-                    Self::insert_agent(&mut tx, agent).await?;
-                }
-                if !Self::write_state(&mut tx, turn.session_id, turn.state).await? {
-                    // Dropping the transaction rolls back whatever it wrote.
-                    return Ok(false);
+                match turn.new_session {
+                    // A new session is inserted with its state already in place.
+                    Some(session) => {
+                        let session = $crate::store::Session {
+                            status: turn.state.status.clone(),
+                            context: turn.state.context.clone(),
+                            required_credentials: turn.state.required_credentials.clone(),
+                            ..session.clone()
+                        };
+                        Self::insert_session(&mut tx, &session).await?;
+                        if let Some(agent) = turn.agent {
+                            Self::insert_agent(&mut tx, agent).await?;
+                        }
+                    }
+                    None => {
+                        if let Some(agent) = turn.agent {
+                            Self::insert_agent(&mut tx, agent).await?;
+                        }
+                        if !Self::write_state(&mut tx, turn.session_id, turn.state).await? {
+                            // Dropping the transaction rolls back whatever it wrote.
+                            return Ok(false);
+                        }
+                    }
                 }
                 Self::insert_messages(&mut tx, turn.session_id, turn.messages).await?;
                 tx.commit().await?;
