@@ -39,7 +39,9 @@ async fn session_state_updates(db: Db) {
         context: json!({"needs": ["email", "spreadsheet"]}),
         required_credentials: json!([{"mcp_server": "gmail", "credential_key": "GMAIL_TOKEN"}]),
     };
-    assert!(store.update_session_state(session.id, &state).await.unwrap());
+    let update =
+        |id| TurnWrite { new_session: None, session_id: id, agent: None, state: &state, messages: &[] };
+    assert!(store.save_turn(&update(session.id)).await.unwrap());
     let read = store.get_session(session.id).await.unwrap().unwrap();
     assert_eq!(
         (read.status.as_str(), &read.context, &read.required_credentials),
@@ -47,7 +49,7 @@ async fn session_state_updates(db: Db) {
     );
     assert!(read.updated_at >= session.updated_at);
     assert_eq!(read.created_at, session.created_at);
-    assert!(!store.update_session_state(Uuid::new_v4(), &state).await.unwrap());
+    assert!(!store.save_turn(&update(Uuid::new_v4())).await.unwrap());
 }
 
 async fn messages_keep_order_roles_and_metadata(db: Db) {

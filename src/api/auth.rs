@@ -1,7 +1,6 @@
 //! API keys on the wire: `Authorization: Bearer <key>` on every `/api/` route and on `/mcp`,
-//! resolved to a tenant by [`crate::access::Access`] and handed to handlers as [`Caller`] (and to
-//! MCP tools as the request's [`Tenant`] extension). The service's identity and playground (`/`),
-//! `/health` and the API docs stay public.
+//! resolved to a tenant by [`crate::access::Access`] and handed to handlers (and MCP tools) as
+//! [`Caller`]. The service's identity and playground (`/`), `/health` and the API docs stay public.
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header;
@@ -46,7 +45,6 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
     match state.access.authenticate(bearer).await {
         Ok(tenant) => {
-            request.extensions_mut().insert(tenant.clone());
             request.extensions_mut().insert(Caller(tenant));
             next.run(request).await
         }

@@ -18,8 +18,8 @@ use uuid::Uuid;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Json, Path};
-use crate::runtime::run::RunUsage;
-use crate::runtime::{RunEvent, RunStatus, ServerTools};
+use crate::runtime::run::FinishedRun;
+use crate::runtime::{RunEvent, ServerTools};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -34,18 +34,6 @@ pub struct RunRequest {
     pub input: String,
 }
 
-/// A finished run, for `Accept: application/json`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct RunView {
-    pub run_id: Uuid,
-    pub status: RunStatus,
-    pub answer: String,
-    pub usage: RunUsage,
-    pub rounds: usize,
-    /// Every event of the run, `done` last.
-    pub events: Vec<RunEvent>,
-}
-
 /// Runs the agent on `input`: starts its servers, lets the model call their tools, and streams
 /// `server_starting`, `server_ready`, `llm_message`, `tool_call`, `tool_result`, `error` and
 /// finally `done` as Server-Sent Events. With `Accept: application/json` it answers once, at the
@@ -54,7 +42,7 @@ pub struct RunView {
     params(("id" = Uuid, Path, description = "Agent id")),
     request_body = RunRequest,
     responses(
-        (status = 200, description = "`text/event-stream` of run events, or the finished run as JSON", body = RunView),
+        (status = 200, description = "`text/event-stream` of run events, or the finished run as JSON", body = FinishedRun),
         (status = 400, description = "Bad id or body", body = ErrorBody),
         (status = 404, description = "No such agent", body = ErrorBody),
         (status = 401, description = "An API key is needed", body = ErrorBody),
@@ -72,14 +60,11 @@ async fn run_agent(
     let run = state.runtime.start_run(&tenant, id, &body.input).await?;
     if wants_json(&headers) {
         let run_id = run.run_id;
-        let events = run.finish(|_| {}).await;
-        let Some(RunEvent::Done { run_id, status, answer, usage, rounds }) =
-            events.as_ref().and_then(|e| e.last()).cloned()
-        else {
-            return Err(ApiError::Internal(anyhow::anyhow!("run {run_id} ended without a done event")));
-        };
-        let events = events.unwrap_or_default();
-        return Ok(axum::Json(RunView { run_id, status, answer, usage, rounds, events }).into_response());
+        let finished = run
+            .finish(|_| {})
+            .await
+            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("run {run_id} ended without a done event")))?;
+        return Ok(axum::Json(finished).into_response());
     }
     let stream = futures::stream::unfold(Some(run.events), |receiver| async move {
         let mut receiver = receiver?;

@@ -43,19 +43,25 @@ async fn search(
     State(state): State<AppState>,
     Json(request): Json<SearchRequest>,
 ) -> Result<axum::Json<SearchResponse>, ApiError> {
-    let limit = request.limit.unwrap_or(5);
+    let results = find(&state, &request.query, request.limit).await?;
+    Ok(axum::Json(SearchResponse { results }))
+}
+
+/// A catalog search as clients ask for it (here and over MCP): `limit` 1 to 50, default 5, and a
+/// query that is not blank.
+pub async fn find(
+    state: &AppState,
+    query: &str,
+    limit: Option<usize>,
+) -> Result<Vec<SearchResult>, ApiError> {
+    let limit = limit.unwrap_or(5);
     if !(1..=MAX_SEARCH_LIMIT).contains(&limit) {
         return Err(ApiError::InvalidRequest(format!("limit must be between 1 and {MAX_SEARCH_LIMIT}")));
     }
-    if request.query.trim().is_empty() {
+    if query.trim().is_empty() {
         return Err(ApiError::InvalidRequest("query must not be empty".to_owned()));
     }
-    let results = state
-        .catalog
-        .search_results(&request.query, limit)
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    Ok(axum::Json(SearchResponse { results }))
+    state.catalog.search_results(query, limit).await.map_err(|e| ApiError::Internal(e.into()))
 }
 
 /// A server's full record: launch options, tools with their schemas, credential requirements

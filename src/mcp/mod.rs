@@ -26,7 +26,6 @@ use crate::access::Tenant;
 use crate::api::error::ApiError;
 use crate::api::pagination::Pagination;
 use crate::planner::{ChatOutcome, ChatTurn, PlannedNeed, RequiredCredential, RequiredFile};
-use crate::runtime::RunEvent;
 use crate::state::AppState;
 
 /// What the server tells clients about itself at initialization.
@@ -351,8 +350,8 @@ impl DynamcpMcp {
         }
         ctx.extensions
             .get::<http::request::Parts>()
-            .and_then(|parts| parts.extensions.get::<Tenant>())
-            .cloned()
+            .and_then(|parts| parts.extensions.get::<crate::api::auth::Caller>())
+            .map(|caller| caller.0.clone())
             .ok_or_else(|| failure("unauthorized", "this endpoint needs an API key"))
     }
 
@@ -379,20 +378,8 @@ impl DynamcpMcp {
         &self,
         Parameters(input): Parameters<SearchServersInput>,
     ) -> Result<Json<SearchServersOutput>, Failure> {
-        let limit = input.limit.unwrap_or(5) as usize;
-        if !(1..=crate::api::servers::MAX_SEARCH_LIMIT).contains(&limit) {
-            let max = crate::api::servers::MAX_SEARCH_LIMIT;
-            return Err(failure("invalid_request", format!("limit must be between 1 and {max}")));
-        }
-        if input.query.trim().is_empty() {
-            return Err(failure("invalid_request", "query must not be empty"));
-        }
-        let results = self
-            .state
-            .catalog
-            .search_results(&input.query, limit)
-            .await
-            .map_err(|e| fail(ApiError::Internal(e.into())))?;
+        let limit = input.limit.map(|l| l as usize);
+        let results = crate::api::servers::find(&self.state, &input.query, limit).await.map_err(fail)?;
         Ok(Json(SearchServersOutput { results }))
     }
 
@@ -513,7 +500,7 @@ impl DynamcpMcp {
         // Each event is also a progress notification, when the client asked for them.
         let progress = ctx.meta.get_progress_token().map(|token| (token, ctx.peer.clone()));
         let mut step = 0u32;
-        let events = run
+        let finished = run
             .finish(|event| {
                 if let Some((token, peer)) = &progress {
                     step += 1;
@@ -525,21 +512,18 @@ impl DynamcpMcp {
                     });
                 }
             })
-            .await;
-        let Some(RunEvent::Done { status, answer, usage, rounds, .. }) =
-            events.as_ref().and_then(|e| e.last()).cloned()
-        else {
-            return Err(fail(ApiError::Internal(anyhow::anyhow!("run {run_id} ended without a done event"))));
-        };
-        let events = events.unwrap_or_default().iter().map(object).collect::<Result<_, _>>()?;
+            .await
+            .ok_or_else(|| {
+                fail(ApiError::Internal(anyhow::anyhow!("run {run_id} ended without a done event")))
+            })?;
         Ok(Json(RunAgentOutput {
-            run_id: run_id.to_string(),
-            status: status.as_str().to_owned(),
-            answer,
-            rounds,
-            input_tokens: usage.input_tokens,
-            output_tokens: usage.output_tokens,
-            events,
+            run_id: finished.run_id.to_string(),
+            status: finished.status.as_str().to_owned(),
+            events: finished.events.iter().map(object).collect::<Result<_, _>>()?,
+            answer: finished.answer,
+            rounds: finished.rounds,
+            input_tokens: finished.usage.input_tokens,
+            output_tokens: finished.usage.output_tokens,
         }))
     }
 

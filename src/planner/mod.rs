@@ -310,7 +310,7 @@ impl MasterAgent {
             context.agent_id = None;
         }
         let settled = self.settle(&session, new_session, &mut context, plan, records, &intent).await?;
-        let outcome = settled.outcome.clone();
+        let outcome = &settled.outcome;
 
         let mut reply = NewMessage::new(Role::Assistant, &outcome.reply);
         reply.agent_id = outcome.agent_id;
@@ -323,7 +323,7 @@ impl MasterAgent {
             if turn.message.trim().is_empty() { "(credentials sent)".to_owned() } else { turn.message };
         let messages = [NewMessage::new(Role::User, user), reply];
         self.save(&session, new_session, &settled, &messages).await?;
-        Ok(outcome)
+        Ok(settled.outcome)
     }
 
     /// Commits a settled turn: the session when new, the agent it created, its state and the

@@ -170,18 +170,32 @@ pub struct StartedRun {
     pub events: mpsc::UnboundedReceiver<RunEvent>,
 }
 
+/// A run that has ended: what `done` said, and every event, `done` last.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct FinishedRun {
+    pub run_id: Uuid,
+    pub status: RunStatus,
+    pub answer: String,
+    pub usage: RunUsage,
+    pub rounds: usize,
+    /// Every event of the run, `done` last.
+    pub events: Vec<RunEvent>,
+}
+
 impl StartedRun {
-    /// Waits for the run to end and returns every event, `done` last; `on_event` sees each as it
-    /// comes. `None` if the run stopped without `done` (it always sends one; this is a guard).
-    pub async fn finish(mut self, mut on_event: impl FnMut(&RunEvent)) -> Option<Vec<RunEvent>> {
+    /// Waits for the run to end; `on_event` sees each event as it comes. `None` if the run
+    /// stopped without `done` (it always sends one; this is a guard).
+    pub async fn finish(mut self, mut on_event: impl FnMut(&RunEvent)) -> Option<FinishedRun> {
         let mut events = Vec::new();
         while let Some(event) = self.events.recv().await {
             on_event(&event);
-            let last = matches!(event, RunEvent::Done { .. });
-            events.push(event);
-            if last {
-                return Some(events);
+            if let RunEvent::Done { run_id, status, answer, usage, rounds } = &event {
+                let (run_id, status, answer, usage, rounds) =
+                    (*run_id, *status, answer.clone(), *usage, *rounds);
+                events.push(event);
+                return Some(FinishedRun { run_id, status, answer, usage, rounds, events });
             }
+            events.push(event);
         }
         None
     }

@@ -265,8 +265,6 @@ pub trait Store: CatalogStore + CredentialStore + Send + Sync + 'static {
 
     async fn create_session(&self, tenant: &str) -> Result<Session, StoreError>;
     async fn get_session(&self, id: Uuid) -> Result<Option<Session>, StoreError>;
-    /// Replaces the planner-owned state; `false` when the session does not exist.
-    async fn update_session_state(&self, id: Uuid, state: &SessionState) -> Result<bool, StoreError>;
     /// Deletes the session with its conversation, agents and credentials; `false` if absent.
     async fn delete_session(&self, id: Uuid) -> Result<bool, StoreError>;
 

@@ -291,15 +291,6 @@ macro_rules! impl_store {
                 Ok(row.map(Into::into))
             }
 
-            async fn update_session_state(
-                &self,
-                id: uuid::Uuid,
-                state: &$crate::store::SessionState,
-            ) -> Result<bool, $crate::store::StoreError> {
-                let mut conn = self.writer.acquire().await?;
-                Ok(Self::write_state(&mut conn, id, state).await?)
-            }
-
             async fn delete_session(&self, id: uuid::Uuid) -> Result<bool, $crate::store::StoreError> {
                 let done =
                     sqlx::query("DELETE FROM sessions WHERE id = $1").bind(id).execute(&self.writer).await?;
