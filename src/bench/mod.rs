@@ -86,10 +86,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let index = catalog.index();
     let embedder = catalog.embedder().cloned().context("the benchmark needs the embedding model")?;
     println!(
-        "catalog: {} servers, {} tool vectors; model {}; RSS {:.0} MiB",
+        "catalog: {} servers, {} tool vectors; model {} on {}; RSS {:.0} MiB",
         index.len(),
         index.dense().map_or(0, |d| d.tools.len()),
         embedder.id(),
+        embedder.engine(),
         rss_mib().unwrap_or(0.0)
     );
     let texts: Vec<String> = QUERIES.iter().map(|q| (*q).to_owned()).collect();

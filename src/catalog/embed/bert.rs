@@ -10,6 +10,8 @@ use candle_nn::{Embedding, LayerNorm, VarBuilder};
 use serde::Deserialize;
 
 use super::EmbedError;
+#[cfg(target_arch = "x86_64")]
+use super::lean::{Lean, LeanLayer, LeanParts, Norm, Packed};
 
 /// The fields of a Hugging Face `config.json` that the encoder needs.
 #[derive(Debug, Clone, Deserialize)]
@@ -81,7 +83,20 @@ struct Layer {
     output_norm: LayerNorm,
 }
 
+/// The encoder with its weights: candle's general kernels, or the lean path when the CPU has AVX2
+/// and FMA (faster on every input measured, see `BENCHMARKS.md`; the weights are held once).
 pub struct Bert {
+    encoder: Encoder,
+    pub config: BertConfig,
+}
+
+enum Encoder {
+    Candle(Candle),
+    #[cfg(target_arch = "x86_64")]
+    Lean(Lean),
+}
+
+struct Candle {
     word: Embedding,
     position: Embedding,
     token_type: Embedding,
@@ -90,7 +105,6 @@ pub struct Bert {
     heads: usize,
     head_dim: usize,
     gelu_tanh: bool,
-    pub config: BertConfig,
 }
 
 fn model_err(e: candle_core::Error) -> EmbedError {
@@ -98,7 +112,9 @@ fn model_err(e: candle_core::Error) -> EmbedError {
 }
 
 impl Bert {
-    pub fn load(dir: &Path) -> Result<Self, EmbedError> {
+    /// Loads the model; `lean: false` keeps candle for every input (the tests compare the two
+    /// encoders).
+    pub fn load(dir: &Path, lean: bool) -> Result<Self, EmbedError> {
         let read = |name: &str| {
             std::fs::read(dir.join(name))
                 .map_err(|e| EmbedError::Missing { path: dir.join(name), reason: e.to_string() })
@@ -132,7 +148,7 @@ impl Bert {
         if !h.is_multiple_of(config.num_attention_heads) {
             return Err(EmbedError::Model("hidden size is not a multiple of the head count".into()));
         }
-        Ok(Self {
+        let candle = Candle {
             word: candle_nn::embedding(config.vocab_size, h, emb.pp("word_embeddings")).map_err(model_err)?,
             position: candle_nn::embedding(config.max_position_embeddings, h, emb.pp("position_embeddings"))
                 .map_err(model_err)?,
@@ -143,13 +159,101 @@ impl Bert {
             heads: config.num_attention_heads,
             head_dim: h / config.num_attention_heads,
             gelu_tanh: config.hidden_act == "gelu_new" || config.hidden_act == "gelu_pytorch_tanh",
-            config,
-        })
+        };
+        #[cfg(target_arch = "x86_64")]
+        if lean && let Some(lean) = candle.lean_parts(&config).map_err(model_err)?.and_then(Lean::new) {
+            return Ok(Self { encoder: Encoder::Lean(lean), config });
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = lean;
+        Ok(Self { encoder: Encoder::Candle(candle), config })
+    }
+
+    /// Which encoder runs, for the benchmark's report.
+    pub fn engine(&self) -> &'static str {
+        match self.encoder {
+            Encoder::Candle(_) => "candle",
+            #[cfg(target_arch = "x86_64")]
+            Encoder::Lean(_) => "lean (AVX2/FMA)",
+        }
     }
 
     /// Encodes a padded batch: `ids` and `mask` are `batch × seq` (mask 1 for tokens, 0 for
     /// padding). Returns one L2-normalised vector per row.
     pub fn embed(
+        &self,
+        ids: &[Vec<u32>],
+        mask: &[Vec<u32>],
+        pooling: Pooling,
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
+        match &self.encoder {
+            Encoder::Candle(candle) => candle.embed(ids, mask, pooling),
+            #[cfg(target_arch = "x86_64")]
+            Encoder::Lean(lean) => ids
+                .iter()
+                .zip(mask)
+                .map(|(ids, mask)| {
+                    let len = mask.iter().take_while(|&&m| m == 1).count();
+                    lean.embed(&ids[..len], pooling).ok_or_else(|| {
+                        EmbedError::Model("a token id or position is outside the model's tables".into())
+                    })
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Candle {
+    /// The weights in the lean path's layout; `None` if a width does not suit it.
+    #[cfg(target_arch = "x86_64")]
+    fn lean_parts(&self, config: &BertConfig) -> candle_core::Result<Option<LeanParts>> {
+        let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+        let norm = |n: &LayerNorm| -> candle_core::Result<Option<Norm>> {
+            let Some(beta) = n.bias() else { return Ok(None) };
+            Ok(Some(Norm { gamma: flat(n.weight())?, beta: flat(beta)?, eps: config.layer_norm_eps as f32 }))
+        };
+        let packed = |d: &Dense| -> candle_core::Result<Option<Packed>> {
+            let (input, output) = d.weight_t.dims2()?;
+            Ok(Packed::new(&flat(&d.weight_t)?, input, output, flat(&d.bias)?))
+        };
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for l in &self.layers {
+            let (
+                Some(qkv),
+                Some(attention_out),
+                Some(attention_norm),
+                Some(intermediate),
+                Some(output),
+                Some(output_norm),
+            ) = (
+                packed(&l.qkv)?,
+                packed(&l.attention_out)?,
+                norm(&l.attention_norm)?,
+                packed(&l.intermediate)?,
+                packed(&l.output)?,
+                norm(&l.output_norm)?,
+            )
+            else {
+                return Ok(None);
+            };
+            layers.push(LeanLayer { qkv, attention_out, attention_norm, intermediate, output, output_norm });
+        }
+        let Some(embedding_norm) = norm(&self.embedding_norm)? else { return Ok(None) };
+        Ok(Some(LeanParts {
+            word: flat(self.word.embeddings())?,
+            position: flat(self.position.embeddings())?,
+            token_type: flat(&self.token_type.embeddings().get(0)?)?,
+            embedding_norm,
+            layers,
+            hidden: config.hidden_size,
+            heads: self.heads,
+            gelu_tanh: self.gelu_tanh,
+        }))
+    }
+
+    /// Encodes a padded batch: `ids` and `mask` are `batch × seq` (mask 1 for tokens, 0 for
+    /// padding). Returns one L2-normalised vector per row.
+    fn embed(
         &self,
         ids: &[Vec<u32>],
         mask: &[Vec<u32>],

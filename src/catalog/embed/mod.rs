@@ -3,6 +3,8 @@
 //! deployments can swap in another implementation.
 
 mod bert;
+#[cfg(target_arch = "x86_64")]
+mod lean;
 mod remote;
 
 use std::path::{Path, PathBuf};
@@ -46,6 +48,10 @@ pub trait Embedder: Send + Sync {
     async fn embed(&self, texts: Vec<String>, kind: TextKind) -> Result<Vec<Vec<f32>>, EmbedError>;
     /// The same, on the calling thread (for CPU pools and benchmarks).
     fn embed_blocking(&self, texts: &[String], kind: TextKind) -> Result<Vec<Vec<f32>>, EmbedError>;
+    /// What computes the vectors, for reports.
+    fn engine(&self) -> &str {
+        "remote endpoint"
+    }
 }
 
 /// A sentence-transformers BERT model from a directory holding `config.json`, `tokenizer.json`,
@@ -71,7 +77,12 @@ const BATCH: usize = 32;
 
 impl LocalEmbedder {
     pub fn load(dir: &Path) -> Result<Self, EmbedError> {
-        let bert = Bert::load(dir)?;
+        Self::load_with(dir, true)
+    }
+
+    /// `lean: false` runs every input through candle (the tests compare the two encoders).
+    fn load_with(dir: &Path, lean: bool) -> Result<Self, EmbedError> {
+        let bert = Bert::load(dir, lean)?;
         let tokenizer_path = dir.join("tokenizer.json");
         let mut tokenizer = Tokenizer::from_file(&tokenizer_path)
             .map_err(|e| EmbedError::Missing { path: tokenizer_path.clone(), reason: e.to_string() })?;
@@ -167,6 +178,10 @@ impl Embedder for LocalEmbedder {
     fn embed_blocking(&self, texts: &[String], kind: TextKind) -> Result<Vec<Vec<f32>>, EmbedError> {
         self.inner.embed(texts, kind)
     }
+
+    fn engine(&self) -> &str {
+        self.inner.bert.engine()
+    }
 }
 
 /// Cosine similarity of two L2-normalised vectors.
@@ -217,6 +232,34 @@ mod tests {
             assert!(cosine(&alone[0], &together[i]) > 0.9999, "text {i}");
         }
         assert!(cosine(&together[0], &together[2]) < cosine(&together[0], &together[0]));
+        Ok(())
+    }
+
+    /// The lean encoder (used when the CPU has AVX2) and candle's give the same vectors, for one
+    /// short query, a padded batch, and a text cut at the 128-token limit.
+    #[test]
+    fn lean_and_candle_encoders_agree() -> Result<(), EmbedError> {
+        let lean = LocalEmbedder::load(&model_dir())?;
+        let candle = LocalEmbedder::load_with(&model_dir(), false)?;
+        assert_eq!(candle.engine(), "candle");
+        if lean.engine() == "candle" {
+            // No AVX2/FMA here: both are candle.
+            return Ok(());
+        }
+        let long = "rows and columns of a quarterly sales spreadsheet with formulas ".repeat(20);
+        let texts: Vec<String> =
+            ["check my Gmail for invoices", "a", "what time is it in Tokyo right now, and in Lisbon?", &long]
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect();
+        for kind in [TextKind::Query, TextKind::Document] {
+            let a = lean.embed_blocking(&texts, kind)?;
+            let b = candle.embed_blocking(&texts, kind)?;
+            for (i, (a, b)) in a.iter().zip(&b).enumerate() {
+                let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+                assert!(worst < 1e-5, "text {i}: lean and candle differ by {worst}");
+            }
+        }
         Ok(())
     }
 

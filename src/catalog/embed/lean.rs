@@ -1,0 +1,418 @@
+//! The same BERT encoder as [`super::bert`], run without candle for short inputs: one query of a
+//! few dozen tokens.
+//!
+//! For one short text candle's general kernels spend more time packing matrices, allocating
+//! tensors and dispatching operations than multiplying. This path keeps each dense layer's
+//! weights pre-packed in column panels, multiplies with an AVX2/FMA register-blocked kernel (via
+//! `pulp`'s safe runtime dispatch), splits every product's columns across two threads, and does
+//! attention, layer norms and GELU in place on plain vectors. It is built only when the CPU has
+//! AVX2 and FMA; otherwise [`super::bert::Bert`] uses candle for everything.
+//!
+//! The output matches candle's to float rounding (`tests` below compare the two).
+
+use pulp::x86::V3;
+use pulp::{Simd, WithSimd, f32x8};
+
+use super::bert::Pooling;
+
+/// Output columns per packed panel: two 8-lane vectors.
+const PANEL: usize = 16;
+/// Input rows per register block: 4 rows × 2 vectors = 8 accumulators, enough to keep both FMA
+/// units busy.
+const BLOCK: usize = 4;
+
+/// A dense layer, `out = x · W + b`, with `W` (`input × output`) packed as `output / 16` panels,
+/// each `input × 16` contiguous, so the kernel reads every weight once, in order.
+pub(super) struct Packed {
+    input: usize,
+    output: usize,
+    panels: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+impl Packed {
+    /// `weight_t` is `input × output`, row-major (the transposed Hugging Face weight).
+    pub(super) fn new(weight_t: &[f32], input: usize, output: usize, bias: Vec<f32>) -> Option<Self> {
+        if !output.is_multiple_of(PANEL) || weight_t.len() != input * output || bias.len() != output {
+            return None;
+        }
+        let mut panels = Vec::with_capacity(input * output);
+        for p in 0..output / PANEL {
+            for row in weight_t.chunks_exact(output) {
+                panels.extend_from_slice(&row[p * PANEL..(p + 1) * PANEL]);
+            }
+        }
+        Some(Self { input, output, panels, bias })
+    }
+
+    /// `x` is `rows × input`, row-major, with `rows` a multiple of [`BLOCK`]. Returns
+    /// `rows × output`, row-major, bias added.
+    fn forward(&self, simd: V3, x: &[f32], rows: usize) -> Vec<f32> {
+        let panel_len = self.input * PANEL;
+        let out_len = rows * PANEL;
+        let panel_count = self.output / PANEL;
+        let mut by_panel = vec![0.0f32; panel_count * out_len];
+        let run = |out: &mut [f32], weights: &[f32]| {
+            for (out, w) in out.chunks_exact_mut(out_len).zip(weights.chunks_exact(panel_len)) {
+                Simd::vectorize(simd, PanelKernel { simd, x, w, out, input: self.input });
+            }
+        };
+        let half = panel_count / 2;
+        let (first, second) = by_panel.split_at_mut(half * out_len);
+        let (w_first, w_second) = self.panels.split_at(half * panel_len);
+        rayon::join(|| run(first, w_first), || run(second, w_second));
+        let mut out = vec![0.0f32; rows * self.output];
+        for (p, panel) in by_panel.chunks_exact(out_len).enumerate() {
+            let bias = &self.bias[p * PANEL..(p + 1) * PANEL];
+            for (row, src) in out.chunks_exact_mut(self.output).zip(panel.chunks_exact(PANEL)) {
+                for ((o, s), b) in row[p * PANEL..(p + 1) * PANEL].iter_mut().zip(src).zip(bias) {
+                    *o = s + b;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// One panel's product for every row block: `out` (`rows × 16`) = `x` (`rows × input`) · `w`
+/// (`input × 16`).
+struct PanelKernel<'a> {
+    simd: V3,
+    x: &'a [f32],
+    w: &'a [f32],
+    out: &'a mut [f32],
+    input: usize,
+}
+
+impl WithSimd for PanelKernel<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) {
+        let Self { simd, x, w, out, input } = self;
+        let (w, _) = pulp::as_arrays::<8, f32>(w);
+        for (block, out) in x.chunks_exact(input * BLOCK).zip(out.chunks_exact_mut(PANEL * BLOCK)) {
+            let zero = simd.splat_f32s(0.0);
+            let mut acc = [[zero; 2]; BLOCK];
+            let (r0, rest) = block.split_at(input);
+            let (r1, rest) = rest.split_at(input);
+            let (r2, r3) = rest.split_at(input);
+            for ((((a, b), c), d), w) in r0.iter().zip(r1).zip(r2).zip(r3).zip(w.chunks_exact(2)) {
+                let w0: f32x8 = pulp::cast(w[0]);
+                let w1: f32x8 = pulp::cast(w[1]);
+                for (acc, &v) in acc.iter_mut().zip([a, b, c, d]) {
+                    let v = simd.splat_f32s(v);
+                    acc[0] = simd.mul_add_f32s(v, w0, acc[0]);
+                    acc[1] = simd.mul_add_f32s(v, w1, acc[1]);
+                }
+            }
+            let (out, _) = pulp::as_arrays_mut::<8, f32>(out);
+            for (pair, acc) in out.chunks_exact_mut(2).zip(acc) {
+                pair[0] = pulp::cast(acc[0]);
+                pair[1] = pulp::cast(acc[1]);
+            }
+        }
+    }
+}
+
+pub(super) struct Norm {
+    pub(super) gamma: Vec<f32>,
+    pub(super) beta: Vec<f32>,
+    pub(super) eps: f32,
+}
+
+impl Norm {
+    /// Normalises each row of `x` (rows of `gamma.len()`) in place.
+    fn apply(&self, x: &mut [f32]) {
+        let width = self.gamma.len();
+        for row in x.chunks_exact_mut(width) {
+            let mean = row.iter().sum::<f32>() / width as f32;
+            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / width as f32;
+            let inv = 1.0 / (var + self.eps).sqrt();
+            for ((v, g), b) in row.iter_mut().zip(&self.gamma).zip(&self.beta) {
+                *v = (*v - mean) * inv * g + b;
+            }
+        }
+    }
+}
+
+pub(super) struct LeanLayer {
+    pub(super) qkv: Packed,
+    pub(super) attention_out: Packed,
+    pub(super) attention_norm: Norm,
+    pub(super) intermediate: Packed,
+    pub(super) output: Packed,
+    pub(super) output_norm: Norm,
+}
+
+pub(super) struct Lean {
+    simd: V3,
+    pub(super) word: Vec<f32>,
+    pub(super) position: Vec<f32>,
+    /// Token type 0's embedding (single texts never use type 1).
+    pub(super) token_type: Vec<f32>,
+    pub(super) embedding_norm: Norm,
+    pub(super) layers: Vec<LeanLayer>,
+    pub(super) hidden: usize,
+    pub(super) heads: usize,
+    pub(super) gelu_tanh: bool,
+}
+
+/// The parts [`Lean::new`] needs, taken from the loaded model.
+pub(super) struct LeanParts {
+    pub(super) word: Vec<f32>,
+    pub(super) position: Vec<f32>,
+    pub(super) token_type: Vec<f32>,
+    pub(super) embedding_norm: Norm,
+    pub(super) layers: Vec<LeanLayer>,
+    pub(super) hidden: usize,
+    pub(super) heads: usize,
+    pub(super) gelu_tanh: bool,
+}
+
+impl Lean {
+    /// `None` when the CPU lacks AVX2/FMA.
+    pub(super) fn new(parts: LeanParts) -> Option<Self> {
+        let simd = V3::try_new()?;
+        let LeanParts { word, position, token_type, embedding_norm, layers, hidden, heads, gelu_tanh } =
+            parts;
+        Some(Self { simd, word, position, token_type, embedding_norm, layers, hidden, heads, gelu_tanh })
+    }
+
+    /// The longest input this path takes (rows of the position table).
+    pub(super) fn max_tokens(&self) -> usize {
+        self.position.len() / self.hidden
+    }
+
+    /// One L2-normalised vector for one unpadded token sequence, or `None` for an empty or
+    /// out-of-range one (the caller then uses candle, which reports the error).
+    pub(super) fn embed(&self, ids: &[u32], pooling: Pooling) -> Option<Vec<f32>> {
+        let h = self.hidden;
+        let tokens = ids.len();
+        if tokens == 0 || tokens > self.max_tokens() {
+            return None;
+        }
+        let rows = tokens.div_ceil(BLOCK) * BLOCK;
+        let mut x = vec![0.0f32; rows * h];
+        for (i, (&id, row)) in ids.iter().zip(x.chunks_exact_mut(h)).enumerate() {
+            let word = self.word.get(id as usize * h..(id as usize + 1) * h)?;
+            let position = &self.position[i * h..(i + 1) * h];
+            for (((v, w), p), t) in row.iter_mut().zip(word).zip(position).zip(&self.token_type) {
+                *v = w + p + t;
+            }
+        }
+        self.embedding_norm.apply(&mut x[..tokens * h]);
+        for layer in &self.layers {
+            let qkv = layer.qkv.forward(self.simd, &x, rows);
+            let context = self.attention(&qkv, tokens, rows);
+            let mut attended = layer.attention_out.forward(self.simd, &context, rows);
+            add_norm(&mut attended, &x, &layer.attention_norm, tokens);
+            let mut inner = layer.intermediate.forward(self.simd, &attended, rows);
+            Simd::vectorize(
+                self.simd,
+                Gelu {
+                    simd: self.simd,
+                    x: &mut inner[..tokens * layer.intermediate.output],
+                    tanh: self.gelu_tanh,
+                },
+            );
+            let mut out = layer.output.forward(self.simd, &inner, rows);
+            add_norm(&mut out, &attended, &layer.output_norm, tokens);
+            x = out;
+        }
+        let mut pooled = match pooling {
+            Pooling::Cls => x[..h].to_vec(),
+            Pooling::Mean => {
+                let mut sum = vec![0.0f32; h];
+                for row in x[..tokens * h].chunks_exact(h) {
+                    sum.iter_mut().zip(row).for_each(|(s, v)| *s += v);
+                }
+                sum.iter_mut().for_each(|s| *s /= tokens as f32);
+                sum
+            }
+        };
+        let norm = pooled.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+        pooled.iter_mut().for_each(|v| *v /= norm);
+        Some(pooled)
+    }
+
+    /// Multi-head self-attention over the first `tokens` rows of `qkv` (`rows × 3·hidden`).
+    /// Returns the context, `rows × hidden` (padding rows zero).
+    fn attention(&self, qkv: &[f32], tokens: usize, rows: usize) -> Vec<f32> {
+        let h = self.hidden;
+        let head_dim = h / self.heads;
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        let mut context = vec![0.0f32; rows * h];
+        let mut scores = vec![0.0f32; tokens];
+        for head in 0..self.heads {
+            let at = |row: usize, part: usize| {
+                let start = row * 3 * h + part * h + head * head_dim;
+                &qkv[start..start + head_dim]
+            };
+            for i in 0..tokens {
+                let q = at(i, 0);
+                for (j, s) in scores.iter_mut().enumerate() {
+                    *s = dot(q, at(j, 1)) * scale;
+                }
+                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut total = 0.0;
+                for s in &mut scores {
+                    *s = (*s - max).exp();
+                    total += *s;
+                }
+                let out = &mut context[i * h + head * head_dim..i * h + (head + 1) * head_dim];
+                for (j, s) in scores.iter().enumerate() {
+                    let p = s / total;
+                    out.iter_mut().zip(at(j, 2)).for_each(|(o, v)| *o += p * v);
+                }
+            }
+        }
+        context
+    }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // Eight partial sums, so the compiler can keep them in one vector register.
+    let mut partial = [0.0f32; 8];
+    for (a, b) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        for k in 0..8 {
+            partial[k] += a[k] * b[k];
+        }
+    }
+    let tail: f32 =
+        a.chunks_exact(8).remainder().iter().zip(b.chunks_exact(8).remainder()).map(|(x, y)| x * y).sum();
+    partial.iter().sum::<f32>() + tail
+}
+
+/// `x += residual`, then layer norm, over the first `tokens` rows.
+fn add_norm(x: &mut [f32], residual: &[f32], norm: &Norm, tokens: usize) {
+    let live = tokens * norm.gamma.len();
+    x[..live].iter_mut().zip(&residual[..live]).for_each(|(v, r)| *v += r);
+    norm.apply(&mut x[..live]);
+}
+
+/// GELU in place: exact (erf) or the tanh approximation, as the model's config says.
+struct Gelu<'a> {
+    simd: V3,
+    x: &'a mut [f32],
+    tanh: bool,
+}
+
+impl WithSimd for Gelu<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) {
+        let Self { simd, x, tanh } = self;
+        if tanh {
+            for v in x.iter_mut() {
+                let u = 0.797_884_6 * (*v + 0.044_715 * *v * *v * *v);
+                *v = 0.5 * *v * (1.0 + u.tanh());
+            }
+            return;
+        }
+        let (vectors, tail) = pulp::as_arrays_mut::<8, f32>(x);
+        let half = simd.splat_f32s(0.5);
+        let one = simd.splat_f32s(1.0);
+        let inv_sqrt2 = simd.splat_f32s(std::f32::consts::FRAC_1_SQRT_2);
+        for chunk in vectors {
+            let v: f32x8 = pulp::cast(*chunk);
+            let e = erf8(simd, simd.mul_f32s(v, inv_sqrt2));
+            *chunk = pulp::cast(simd.mul_f32s(simd.mul_f32s(half, v), simd.add_f32s(one, e)));
+        }
+        for v in tail {
+            *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
+        }
+    }
+}
+
+/// erf as an odd rational function on [-4, 4] (beyond which erf is ±1 in f32): absolute error
+/// below 1e-6, checked against a double-precision series in the tests.
+const ERF_P: [f32; 7] = [
+    -2.726_142_3e-10,
+    2.770_681_4e-8,
+    -2.101_024e-6,
+    -5.692_506_4e-5,
+    -7.349_906_3e-4,
+    -2.954_6e-3,
+    -1.609_603_3e-2,
+];
+const ERF_Q: [f32; 5] = [-1.456_607_2e-5, -2.133_740_6e-4, -1.682_827e-3, -7.373_329e-3, -1.426_474e-2];
+
+#[inline(always)]
+fn erf8(simd: V3, x: f32x8) -> f32x8 {
+    let x = simd.min_f32s(simd.max_f32s(x, simd.splat_f32s(-4.0)), simd.splat_f32s(4.0));
+    let x2 = simd.mul_f32s(x, x);
+    let mut p = simd.splat_f32s(ERF_P[0]);
+    for c in &ERF_P[1..] {
+        p = simd.mul_add_f32s(p, x2, simd.splat_f32s(*c));
+    }
+    let mut q = simd.splat_f32s(ERF_Q[0]);
+    for c in &ERF_Q[1..] {
+        q = simd.mul_add_f32s(q, x2, simd.splat_f32s(*c));
+    }
+    simd.div_f32s(simd.mul_f32s(x, p), q)
+}
+
+fn erf(x: f32) -> f32 {
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let p = ERF_P[1..].iter().fold(ERF_P[0], |p, c| p * x2 + c);
+    let q = ERF_Q[1..].iter().fold(ERF_Q[0], |q, c| q * x2 + c);
+    x * p / q
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// erf in double precision from its Maclaurin series (converges for |x| ≤ 4 with enough terms).
+    fn erf_reference(x: f64) -> f64 {
+        let mut term = x;
+        let mut sum = x;
+        for n in 1..200 {
+            term *= -x * x / n as f64;
+            sum += term / (2 * n + 1) as f64;
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    #[test]
+    fn erf_is_accurate_scalar_and_vector() {
+        let Some(simd) = V3::try_new() else { return };
+        let xs: Vec<f32> = (-5000..=5000).map(|i| i as f32 / 1000.0).collect();
+        let mut worst = 0.0f64;
+        for chunk in xs.chunks_exact(8) {
+            let arr: [f32; 8] = chunk.try_into().unwrap();
+            let v: [f32; 8] = pulp::cast(simd.vectorize(|| erf8(simd, pulp::cast(arr))));
+            for (x, got) in chunk.iter().zip(v) {
+                let want = if x.abs() > 4.0 { x.signum() as f64 } else { erf_reference(*x as f64) };
+                worst = worst.max((got as f64 - want).abs()).max((erf(*x) as f64 - want).abs());
+            }
+        }
+        assert!(worst < 1e-6, "worst error {worst}");
+    }
+
+    #[test]
+    fn packed_product_matches_naive() {
+        let Some(simd) = V3::try_new() else { return };
+        let (rows, input, output) = (8, 24, 48);
+        let x: Vec<f32> = (0..rows * input).map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0).collect();
+        let w: Vec<f32> = (0..input * output).map(|i| ((i * 11 % 17) as f32 - 8.0) / 9.0).collect();
+        let bias: Vec<f32> = (0..output).map(|i| i as f32 / 10.0).collect();
+        let packed = Packed::new(&w, input, output, bias.clone()).unwrap();
+        let got = packed.forward(simd, &x, rows);
+        for r in 0..rows {
+            for c in 0..output {
+                let want: f32 =
+                    (0..input).map(|k| x[r * input + k] * w[k * output + c]).sum::<f32>() + bias[c];
+                assert!(
+                    (got[r * output + c] - want).abs() < 1e-4,
+                    "row {r} col {c}: {} vs {want}",
+                    got[r * output + c]
+                );
+            }
+        }
+        assert!(Packed::new(&w, input, 40, bias).is_none(), "widths not a multiple of 16 are refused");
+    }
+}
