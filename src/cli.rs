@@ -125,11 +125,13 @@ pub async fn eval(args: EvalArgs) -> anyhow::Result<()> {
             .split(',')
             .map(|x| x.trim().parse())
             .collect::<Result<_, _>>()
-            .context("--weights takes four numbers")?;
-        anyhow::ensure!(v.len() == 4, "--weights takes four numbers: lexical,dense,tools,whole");
-        full.weights = catalog::search::Weights { lexical: v[0], dense: v[1], tools: v[2], whole: v[3] };
+            .context("--weights takes five numbers")?;
+        anyhow::ensure!(v.len() == 5, "--weights takes five numbers: lexical,dense,tools,whole,named");
+        full.weights =
+            catalog::search::Weights { lexical: v[0], dense: v[1], tools: v[2], whole: v[3], named: v[4] };
     }
-    let mut configs = vec![("hybrid + tools + decomposition + intents (default)", full)];
+    const DEFAULT: &str = "hybrid + tools + decomposition + intents + named (default)";
+    let mut configs = vec![(DEFAULT, full)];
     if args.ablation {
         let off = SearchConfig {
             lexical: false,
@@ -137,6 +139,7 @@ pub async fn eval(args: EvalArgs) -> anyhow::Result<()> {
             tools: false,
             decompose: false,
             intents: false,
+            named: false,
             ..full
         };
         configs = vec![
@@ -144,13 +147,14 @@ pub async fn eval(args: EvalArgs) -> anyhow::Result<()> {
             ("dense only", SearchConfig { dense: true, ..off }),
             ("hybrid", SearchConfig { lexical: true, dense: true, ..off }),
             ("hybrid + tools", SearchConfig { lexical: true, dense: true, tools: true, ..off }),
-            ("hybrid + tools + decomposition", SearchConfig { intents: false, ..full }),
-            ("hybrid + tools + decomposition + intents (default)", full),
+            ("hybrid + tools + decomposition", SearchConfig { intents: false, named: false, ..full }),
+            ("hybrid + tools + decomposition + intents", SearchConfig { named: false, ..full }),
+            (DEFAULT, full),
             ("default without priors", SearchConfig { priors: false, ..full }),
         ];
     }
     println!("{} queries from {}; catalog of {} servers", queries.len(), args.file.display(), index.len());
-    println!("{:<52} {:>6} {:>6} {:>6} {:>6}", "configuration", "R@1", "R@5", "R@10", "MRR");
+    println!("{:<60} {:>6} {:>6} {:>6} {:>6}", "configuration", "R@1", "R@5", "R@10", "MRR");
     let mut last = None;
     for (name, config) in configs {
         let mut found = Vec::with_capacity(queries.len());
@@ -159,7 +163,7 @@ pub async fn eval(args: EvalArgs) -> anyhow::Result<()> {
         }
         let r = catalog::eval::evaluate(&index, &queries, &found);
         println!(
-            "{name:<52} {:>6.3} {:>6.3} {:>6.3} {:>6.3}",
+            "{name:<60} {:>6.3} {:>6.3} {:>6.3} {:>6.3}",
             r.recall_at_1, r.recall_at_5, r.recall_at_10, r.mrr
         );
         if config == full {

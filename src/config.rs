@@ -226,7 +226,7 @@ pub struct EvalArgs {
     /// Also run each retriever and stage alone and in combination.
     #[arg(long)]
     pub ablation: bool,
-    /// Fusion weights to try instead of the defaults: `lexical,dense,tools,whole`.
+    /// Fusion weights to try instead of the defaults: `lexical,dense,tools,whole,named`.
     #[arg(long)]
     pub weights: Option<String>,
 }

@@ -31,7 +31,7 @@ const INTENTS: &[(&[&str], &str)] = &[
         "maps directions route travel time",
     ),
     (
-        &["http", "https", "this article", "this page", "blog post", "web page", "url"],
+        &["http", "https", "this article", "this page", "web page", "webpage", "url"],
         "fetch web page url content",
     ),
     (

@@ -2,7 +2,7 @@
 //! Sheet" is two needs, one per service. Each need is searched on its own and the results merged,
 //! so a request that spans services surfaces a server for each.
 
-use super::text::{is_stop_word, stem, terms, words};
+use super::text::{is_stop_word, plain_words, stem, terms, words};
 
 /// Phrases that join the steps of a workflow.
 const JOINERS: &[&str] = &[
@@ -37,7 +37,9 @@ pub const MAX_NEEDS: usize = 4;
 /// The needs of a request, in order. A request with one need gives one element (itself, trimmed).
 pub fn split(request: &str) -> Vec<String> {
     let collapsed = request.split_whitespace().collect::<Vec<_>>().join(" ");
-    let mut parts = vec![format!(" {collapsed} ")];
+    // A parenthesis is an aside to its step ("a logo (teal and orange)"), never a step of its own.
+    let masked = mask_parentheses(&collapsed);
+    let mut parts = vec![format!(" {masked} ")];
     for joiner in JOINERS {
         parts = parts
             .into_iter()
@@ -57,13 +59,129 @@ pub fn split(request: &str) -> Vec<String> {
     }
     let needs: Vec<String> = parts
         .into_iter()
-        .map(|p| p.trim().trim_matches(|c: char| ",.;:!?".contains(c)).trim().to_owned())
-        .filter(|p| has_content(p))
+        .map(|p| unmask(p.trim().trim_matches(|c: char| ",.;:!?".contains(c)).trim()))
+        .filter(|p| has_content(p) && !is_schedule(p))
         .collect();
     if needs.len() <= 1 || needs.len() > MAX_NEEDS {
         return vec![collapsed];
     }
     needs
+}
+
+/// Inside parentheses, the characters the joiners match (space, comma, semicolon, full stop)
+/// become private-use stand-ins, so no joiner splits there; [`unmask`] restores them.
+fn mask_parentheses(text: &str) -> String {
+    let mut depth = 0usize;
+    text.chars()
+        .map(|c| {
+            match c {
+                '(' => depth += 1,
+                ')' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            match (depth > 0, c) {
+                (true, ' ') => '\u{E000}',
+                (true, ',') => '\u{E001}',
+                (true, ';') => '\u{E002}',
+                (true, '.') => '\u{E003}',
+                _ => c,
+            }
+        })
+        .collect()
+}
+
+fn unmask(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\u{E000}' => ' ',
+            '\u{E001}' => ',',
+            '\u{E002}' => ';',
+            '\u{E003}' => '.',
+            _ => c,
+        })
+        .collect()
+}
+
+/// When a step should happen, not what it does: "every morning at 7", "on Fridays at 5pm".
+/// Such a fragment names no tool to find (scheduling is the agent's job), so it is no need.
+fn is_schedule(fragment: &str) -> bool {
+    const TIME: &[&str] = &[
+        "every",
+        "each",
+        "at",
+        "on",
+        "in",
+        "the",
+        "by",
+        "before",
+        "after",
+        "around",
+        "morning",
+        "mornings",
+        "evening",
+        "evenings",
+        "night",
+        "nights",
+        "noon",
+        "midnight",
+        "afternoon",
+        "afternoons",
+        "today",
+        "tonight",
+        "tomorrow",
+        "day",
+        "days",
+        "daily",
+        "week",
+        "weeks",
+        "weekly",
+        "weekday",
+        "weekdays",
+        "weekend",
+        "weekends",
+        "month",
+        "months",
+        "monthly",
+        "hour",
+        "hours",
+        "hourly",
+        "minute",
+        "minutes",
+        "am",
+        "pm",
+        "o",
+        "clock",
+        "monday",
+        "mondays",
+        "tuesday",
+        "tuesdays",
+        "wednesday",
+        "wednesdays",
+        "thursday",
+        "thursdays",
+        "friday",
+        "fridays",
+        "saturday",
+        "saturdays",
+        "sunday",
+        "sundays",
+        "first",
+        "last",
+        "next",
+        "end",
+        "start",
+        "of",
+        "once",
+        "twice",
+        "a",
+        "an",
+    ];
+    let w = words(fragment);
+    let clock = |w: &str| {
+        let digits = w.strip_suffix("am").or_else(|| w.strip_suffix("pm")).unwrap_or(w);
+        !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit())
+    };
+    !w.is_empty() && w.iter().all(|w| TIME.contains(&w.as_str()) || clock(w))
 }
 
 /// A fragment worth searching: at least one word that is not a stop word or a bare verb of
@@ -103,6 +221,21 @@ mod tests {
     }
 
     #[test]
+    fn asides_and_schedules_are_not_needs() {
+        assert_eq!(
+            split("generate a hero image (abstract, teal and orange) and upload it to our S3 bucket"),
+            ["generate a hero image (abstract, teal and orange)", "upload it to our S3 bucket"]
+        );
+        assert_eq!(
+            split("every morning at 7, message me on telegram, and list my first meeting"),
+            ["message me on telegram", "list my first meeting"]
+        );
+        assert!(is_schedule("on Fridays at 5pm"));
+        assert!(is_schedule("every day at 07 30"));
+        assert!(!is_schedule("at the office"));
+    }
+
+    #[test]
     fn single_needs_and_glue_stay_whole() {
         assert_eq!(split("what time is it in Tokyo"), ["what time is it in Tokyo"]);
         assert_eq!(split("  read my   calendar "), ["read my calendar"]);
@@ -128,9 +261,21 @@ const GENERIC: &[&str] = &[
     "master", "nova", "offici", "open", "orchestr", "plugin", "pro", "proxi", "reader", "remot", "runner",
     "sandbox", "scanner", "search", "servic", "simpl", "solver", "spring", "starter", "studio", "test",
     "tester", "toolkit", "toolbox", "tracker", "unoffici", "util", "web", "com", "io", "mac", "new", "smart",
-    "system", "think", "thing", "toolsdk", "smitheri", "awesom", "github", "googl", "workflow", "context",
-    "protocol", "model", "simpl",
+    "system", "think", "thing", "toolsdk", "smitheri", "awesom", "googl", "workflow", "context", "protocol",
+    "model", "simpl",
 ];
+
+/// A server name without its registry namespace: `@scope/x-mcp` → `x-mcp`,
+/// `io.github.owner/x` → `x`, `io-github-owner-x` → `owner-x`. Namespaces say where a server is
+/// published, not what it serves; counted as names they made "github" look like a role word.
+fn without_namespace(name: &str) -> String {
+    let base = if name.starts_with('@') || name.starts_with("io.github.") {
+        name.rsplit('/').next().unwrap_or(name)
+    } else {
+        name
+    };
+    base.replace("io-github-", "").replace("ai-smithery-", "")
+}
 
 impl ServiceLexicon {
     /// `names` are the servers' names; `document_frequency` tells in how many servers (name,
@@ -141,7 +286,7 @@ impl ServiceLexicon {
     ) -> Self {
         let mut in_names: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         for name in names {
-            let t = terms(name);
+            let t = terms(&without_namespace(name));
             let mut seen = std::collections::HashSet::new();
             for w in &t {
                 seen.insert(w.clone());
@@ -177,7 +322,7 @@ impl ServiceLexicon {
 
     /// The services a request names, as the words it used, in order, without overlaps.
     pub fn mentions(&self, request: &str) -> Vec<String> {
-        let surface: Vec<String> = words(request).into_iter().filter(|w| !is_stop_word(w)).collect();
+        let surface: Vec<String> = plain_words(request).into_iter().filter(|w| !is_stop_word(w)).collect();
         let stems: Vec<String> = surface.iter().map(|w| stem(w)).collect();
         let mut out: Vec<String> = Vec::new();
         let mut seen_terms = std::collections::HashSet::new();
@@ -229,5 +374,24 @@ mod lexicon_tests {
         );
         assert_eq!(lexicon.mentions("run my test suite"), Vec::<String>::new());
         assert_eq!(lexicon.mentions("gmail gmail"), ["gmail"]);
+    }
+
+    #[test]
+    fn registry_namespaces_are_not_service_names() {
+        let names = [
+            "@toolsdk-remote/io-github-ann-notes",
+            "@toolsdk-remote/io-github-bob-tweets",
+            "io.github.carol/weather-mcp",
+            "@toolsdk-remote/ai-smithery-dan-maps",
+            "GitHub MCP",
+            "GitHub Issues",
+            "GitHub PR Server",
+        ];
+        assert_eq!(without_namespace(names[0]), "ann-notes");
+        assert_eq!(without_namespace(names[2]), "weather-mcp");
+        assert_eq!(without_namespace(names[3]), "dan-maps");
+        let lexicon = ServiceLexicon::build(names.iter().copied(), |_| 4);
+        assert_eq!(lexicon.mentions("open a GitHub issue for the crash"), ["github"]);
+        assert_eq!(lexicon.mentions("smithery notes"), Vec::<String>::new());
     }
 }

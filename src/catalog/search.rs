@@ -26,6 +26,9 @@ pub struct SearchConfig {
     pub decompose: bool,
     /// Add catalog words to everyday phrasings (see `intents`).
     pub intents: bool,
+    /// Rank a need's named services (see `needs::ServiceLexicon`) on their own too, so the
+    /// service a step names outweighs the rest of its wording.
+    pub named: bool,
     pub priors: bool,
     pub weights: Weights,
 }
@@ -39,13 +42,15 @@ pub struct Weights {
     /// Weight of the whole request's ranking inside each need's fusion: a guard against a
     /// request split where it should not have been.
     pub whole: f32,
+    /// Weight of the lexical ranking of the services a need names.
+    pub named: f32,
 }
 
 impl Default for Weights {
     fn default() -> Self {
         // Chosen on eval/queries.jsonl (see eval/README.md): lexical evidence counts most, a
         // server's own vector next, its best tool least (many tools make that ranking noisy).
-        Self { lexical: 1.0, dense: 0.7, tools: 0.3, whole: 0.3 }
+        Self { lexical: 1.0, dense: 0.7, tools: 0.3, whole: 0.3, named: 0.5 }
     }
 }
 
@@ -57,6 +62,7 @@ impl Default for SearchConfig {
             tools: true,
             decompose: true,
             intents: true,
+            named: true,
             priors: true,
             weights: Weights::default(),
         }
@@ -179,6 +185,20 @@ impl SearchIndex {
         if mentions.len() >= 2 && mentions.len() > steps.len() && mentions.len() <= needs::MAX_NEEDS {
             return mentions;
         }
+        // A step that names two services ("post today's weather on telegram") is a need per
+        // service; the other steps stay as they are.
+        let mut refined: Vec<String> = Vec::with_capacity(steps.len());
+        for step in &steps {
+            let named = self.lexicon.mentions(step);
+            if named.len() >= 2 {
+                refined.extend(named.into_iter().filter(|n| !refined.contains(n)).collect::<Vec<_>>());
+            } else {
+                refined.push(step.clone());
+            }
+        }
+        if refined.len() > steps.len() && refined.len() <= needs::MAX_NEEDS {
+            return refined;
+        }
         steps
     }
 
@@ -211,6 +231,12 @@ impl SearchIndex {
             .map(|need| {
                 let ranked = self.rank(*need, config);
                 let mut lists = vec![(1.0, ranked.list)];
+                if config.named {
+                    let named = self.lexicon.mentions(need.text);
+                    if !named.is_empty() {
+                        lists.push((config.weights.named, self.bm25.search(&named.join(" "), CANDIDATES)));
+                    }
+                }
                 if let Some(whole) = &whole {
                     lists.push((config.weights.whole, whole.list.clone()));
                 }

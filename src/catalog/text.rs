@@ -141,9 +141,27 @@ pub fn words(text: &str) -> Vec<String> {
     out
 }
 
-/// The index terms of a text: words without stop words, stemmed.
+/// Splits text into lowercase words at anything not a letter or digit, keeping camelCase whole:
+/// "GitHub" is one word here ("github"), two in [`words`].
+pub fn plain_words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
+}
+
+/// The index terms of a text: words without stop words, stemmed. A camelCase word gives its
+/// parts and itself, so "GitHub" matches "github" and "git hub", and "OneDrive" matches
+/// "onedrive" as well as "one drive".
 pub fn terms(text: &str) -> Vec<String> {
-    words(text).into_iter().filter(|w| !is_stop_word(w)).map(|w| stem(&w)).collect()
+    let mut out = Vec::new();
+    for chunk in text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+        let parts = words(chunk);
+        let joined = (parts.len() > 1).then(|| chunk.to_lowercase());
+        for w in parts.into_iter().chain(joined) {
+            if !is_stop_word(&w) {
+                out.push(stem(&w));
+            }
+        }
+    }
+    out
 }
 
 pub fn stem(word: &str) -> String {
@@ -162,5 +180,7 @@ mod tests {
         );
         assert_eq!(terms("Send emails to my Google Sheets"), ["send", "email", "googl", "sheet"]);
         assert_eq!(terms("the MCP server for Slack"), ["slack"]);
+        assert_eq!(terms("my GitHub issues"), ["git", "hub", "github", "issu"]);
+        assert_eq!(plain_words("my OneDrive, send_email"), ["my", "onedrive", "send", "email"]);
     }
 }

@@ -1,6 +1,7 @@
 //! Text embeddings for dense retrieval. [`Embedder`] is the edge: the default is a local BERT
-//! model run in-process on candle (all-MiniLM-L6-v2, no network, no key); tests and other
-//! deployments can swap in another implementation.
+//! model run in-process (all-MiniLM-L6-v2, no network, no key), loaded with candle and run by the
+//! `lean` encoder on CPUs with AVX2/FMA or by candle elsewhere; tests and other deployments can
+//! swap in another implementation.
 
 mod bert;
 #[cfg(target_arch = "x86_64")]
