@@ -161,7 +161,12 @@ impl Bert {
             gelu_tanh: config.hidden_act == "gelu_new" || config.hidden_act == "gelu_pytorch_tanh",
         };
         #[cfg(target_arch = "x86_64")]
-        if lean && let Some(lean) = candle.lean_parts(&config).map_err(model_err)?.and_then(Lean::new) {
+        // The lean path pays off with 8-lane (AVX2) vectors or wider; below that, candle's kernels.
+        if lean
+            && super::lean::lanes() >= 8
+            && let Some(parts) = candle.lean_parts(&config).map_err(model_err)?
+        {
+            let lean = Lean::new(parts);
             return Ok(Self { encoder: Encoder::Lean(lean), config });
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -214,7 +219,7 @@ impl Candle {
         };
         let packed = |d: &Dense| -> candle_core::Result<Option<Packed>> {
             let (input, output) = d.weight_t.dims2()?;
-            Ok(Packed::new(&flat(&d.weight_t)?, input, output, flat(&d.bias)?))
+            Ok(Packed::new(&flat(&d.weight_t)?, input, output, flat(&d.bias)?, 2 * super::lean::lanes()))
         };
         let mut layers = Vec::with_capacity(self.layers.len());
         for l in &self.layers {

@@ -3,58 +3,84 @@
 //!
 //! For one short text candle's general kernels spend more time packing matrices, allocating
 //! tensors and dispatching operations than multiplying. This path keeps each dense layer's
-//! weights pre-packed in column panels, multiplies with an AVX2/FMA register-blocked kernel (via
-//! `pulp`'s safe runtime dispatch), splits every product's columns across two threads, and does
-//! attention, layer norms and GELU in place on plain vectors. It is built only when the CPU has
-//! AVX2 and FMA; otherwise [`super::bert::Bert`] uses candle for everything.
+//! weights pre-packed in column panels, multiplies with a register-blocked FMA kernel written once
+//! over `pulp`'s SIMD types and dispatched safely at run time, splits every product's columns
+//! across two threads, and does attention, layer norms and GELU in place on plain vectors. It is
+//! built only when the CPU has AVX2 and FMA; otherwise [`super::bert::Bert`] uses candle for
+//! everything. (pulp's AVX-512 level measured no faster here: `BENCHMARKS.md`.)
 //!
 //! The output matches candle's to float rounding (`tests` below compare the two).
 
-use pulp::x86::V3;
-use pulp::{Simd, WithSimd, f32x8};
+use pulp::bytemuck::{cast_slice, cast_slice_mut};
+use pulp::{Arch, Simd, WithSimd};
 
 use super::bert::Pooling;
 
-/// Output columns per packed panel: two 8-lane vectors.
-const PANEL: usize = 16;
 /// Input rows per register block: 4 rows × 2 vectors = 8 accumulators, enough to keep both FMA
 /// units busy.
 const BLOCK: usize = 4;
 
-/// A dense layer, `out = x · W + b`, with `W` (`input × output`) packed as `output / 16` panels,
-/// each `input × 16` contiguous, so the kernel reads every weight once, in order.
+/// Floats per SIMD vector that pulp dispatches to on this CPU: 8 with AVX2 and FMA, 1 without.
+pub(super) fn lanes() -> usize {
+    struct Lanes;
+    impl WithSimd for Lanes {
+        type Output = usize;
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, _: S) -> usize {
+            size_of::<S::f32s>() / size_of::<f32>()
+        }
+    }
+    Arch::new().dispatch(Lanes)
+}
+
+/// A dense layer, `out = x · W + b`, with `W` (`input × output`) packed as panels of two vectors'
+/// width (`panel` columns), each `input × panel` contiguous, so the kernel reads every weight once,
+/// in order.
 pub(super) struct Packed {
     input: usize,
     output: usize,
+    panel: usize,
     panels: Vec<f32>,
     bias: Vec<f32>,
 }
 
 impl Packed {
-    /// `weight_t` is `input × output`, row-major (the transposed Hugging Face weight).
-    pub(super) fn new(weight_t: &[f32], input: usize, output: usize, bias: Vec<f32>) -> Option<Self> {
-        if !output.is_multiple_of(PANEL) || weight_t.len() != input * output || bias.len() != output {
+    /// `weight_t` is `input × output`, row-major (the transposed Hugging Face weight); `panel` is
+    /// twice [`lanes`].
+    pub(super) fn new(
+        weight_t: &[f32],
+        input: usize,
+        output: usize,
+        bias: Vec<f32>,
+        panel: usize,
+    ) -> Option<Self> {
+        if panel == 0
+            || !output.is_multiple_of(panel)
+            || weight_t.len() != input * output
+            || bias.len() != output
+        {
             return None;
         }
         let mut panels = Vec::with_capacity(input * output);
-        for p in 0..output / PANEL {
+        for p in 0..output / panel {
             for row in weight_t.chunks_exact(output) {
-                panels.extend_from_slice(&row[p * PANEL..(p + 1) * PANEL]);
+                panels.extend_from_slice(&row[p * panel..(p + 1) * panel]);
             }
         }
-        Some(Self { input, output, panels, bias })
+        Some(Self { input, output, panel, panels, bias })
     }
 
     /// `x` is `rows × input`, row-major, with `rows` a multiple of [`BLOCK`]. Returns
     /// `rows × output`, row-major, bias added.
-    fn forward(&self, simd: V3, x: &[f32], rows: usize) -> Vec<f32> {
-        let panel_len = self.input * PANEL;
-        let out_len = rows * PANEL;
-        let panel_count = self.output / PANEL;
+    fn forward(&self, arch: Arch, x: &[f32], rows: usize) -> Vec<f32> {
+        let panel = self.panel;
+        let panel_len = self.input * panel;
+        let out_len = rows * panel;
+        let panel_count = self.output / panel;
         let mut by_panel = vec![0.0f32; panel_count * out_len];
         let run = |out: &mut [f32], weights: &[f32]| {
             for (out, w) in out.chunks_exact_mut(out_len).zip(weights.chunks_exact(panel_len)) {
-                Simd::vectorize(simd, PanelKernel { simd, x, w, out, input: self.input });
+                arch.dispatch(PanelKernel { x, w, out, input: self.input });
             }
         };
         let half = panel_count / 2;
@@ -62,10 +88,11 @@ impl Packed {
         let (w_first, w_second) = self.panels.split_at(half * panel_len);
         rayon::join(|| run(first, w_first), || run(second, w_second));
         let mut out = vec![0.0f32; rows * self.output];
-        for (p, panel) in by_panel.chunks_exact(out_len).enumerate() {
-            let bias = &self.bias[p * PANEL..(p + 1) * PANEL];
-            for (row, src) in out.chunks_exact_mut(self.output).zip(panel.chunks_exact(PANEL)) {
-                for ((o, s), b) in row[p * PANEL..(p + 1) * PANEL].iter_mut().zip(src).zip(bias) {
+        for (p, block) in by_panel.chunks_exact(out_len).enumerate() {
+            let columns = p * panel..(p + 1) * panel;
+            let bias = &self.bias[columns.clone()];
+            for (row, src) in out.chunks_exact_mut(self.output).zip(block.chunks_exact(panel)) {
+                for ((o, s), b) in row[columns.clone()].iter_mut().zip(src).zip(bias) {
                     *o = s + b;
                 }
             }
@@ -74,10 +101,9 @@ impl Packed {
     }
 }
 
-/// One panel's product for every row block: `out` (`rows × 16`) = `x` (`rows × input`) · `w`
-/// (`input × 16`).
+/// One panel's product for every row block: `out` (`rows × panel`) = `x` (`rows × input`) · `w`
+/// (`input × panel`), where a panel is two SIMD vectors wide.
 struct PanelKernel<'a> {
-    simd: V3,
     x: &'a [f32],
     w: &'a [f32],
     out: &'a mut [f32],
@@ -88,28 +114,25 @@ impl WithSimd for PanelKernel<'_> {
     type Output = ();
 
     #[inline(always)]
-    fn with_simd<S: Simd>(self, _: S) {
-        let Self { simd, x, w, out, input } = self;
-        let (w, _) = pulp::as_arrays::<8, f32>(w);
-        for (block, out) in x.chunks_exact(input * BLOCK).zip(out.chunks_exact_mut(PANEL * BLOCK)) {
+    fn with_simd<S: Simd>(self, simd: S) {
+        let Self { x, w, out, input } = self;
+        let w: &[S::f32s] = cast_slice(w);
+        let out: &mut [S::f32s] = cast_slice_mut(out);
+        for (block, out) in x.chunks_exact(input * BLOCK).zip(out.chunks_exact_mut(2 * BLOCK)) {
             let zero = simd.splat_f32s(0.0);
             let mut acc = [[zero; 2]; BLOCK];
             let (r0, rest) = block.split_at(input);
             let (r1, rest) = rest.split_at(input);
             let (r2, r3) = rest.split_at(input);
             for ((((a, b), c), d), w) in r0.iter().zip(r1).zip(r2).zip(r3).zip(w.chunks_exact(2)) {
-                let w0: f32x8 = pulp::cast(w[0]);
-                let w1: f32x8 = pulp::cast(w[1]);
                 for (acc, &v) in acc.iter_mut().zip([a, b, c, d]) {
                     let v = simd.splat_f32s(v);
-                    acc[0] = simd.mul_add_f32s(v, w0, acc[0]);
-                    acc[1] = simd.mul_add_f32s(v, w1, acc[1]);
+                    acc[0] = simd.mul_add_f32s(v, w[0], acc[0]);
+                    acc[1] = simd.mul_add_f32s(v, w[1], acc[1]);
                 }
             }
-            let (out, _) = pulp::as_arrays_mut::<8, f32>(out);
             for (pair, acc) in out.chunks_exact_mut(2).zip(acc) {
-                pair[0] = pulp::cast(acc[0]);
-                pair[1] = pulp::cast(acc[1]);
+                pair.copy_from_slice(&acc);
             }
         }
     }
@@ -146,7 +169,7 @@ pub(super) struct LeanLayer {
 }
 
 pub(super) struct Lean {
-    simd: V3,
+    arch: Arch,
     pub(super) word: Vec<f32>,
     pub(super) position: Vec<f32>,
     /// Token type 0's embedding (single texts never use type 1).
@@ -171,12 +194,21 @@ pub(super) struct LeanParts {
 }
 
 impl Lean {
-    /// `None` when the CPU lacks AVX2/FMA.
-    pub(super) fn new(parts: LeanParts) -> Option<Self> {
-        let simd = V3::try_new()?;
+    /// The panels in `parts` must be packed `2 × lanes()` wide.
+    pub(super) fn new(parts: LeanParts) -> Self {
         let LeanParts { word, position, token_type, embedding_norm, layers, hidden, heads, gelu_tanh } =
             parts;
-        Some(Self { simd, word, position, token_type, embedding_norm, layers, hidden, heads, gelu_tanh })
+        Self {
+            arch: Arch::new(),
+            word,
+            position,
+            token_type,
+            embedding_norm,
+            layers,
+            hidden,
+            heads,
+            gelu_tanh,
+        }
     }
 
     /// The longest input this path takes (rows of the position table).
@@ -203,20 +235,14 @@ impl Lean {
         }
         self.embedding_norm.apply(&mut x[..tokens * h]);
         for layer in &self.layers {
-            let qkv = layer.qkv.forward(self.simd, &x, rows);
+            let qkv = layer.qkv.forward(self.arch, &x, rows);
             let context = self.attention(&qkv, tokens, rows);
-            let mut attended = layer.attention_out.forward(self.simd, &context, rows);
+            let mut attended = layer.attention_out.forward(self.arch, &context, rows);
             add_norm(&mut attended, &x, &layer.attention_norm, tokens);
-            let mut inner = layer.intermediate.forward(self.simd, &attended, rows);
-            Simd::vectorize(
-                self.simd,
-                Gelu {
-                    simd: self.simd,
-                    x: &mut inner[..tokens * layer.intermediate.output],
-                    tanh: self.gelu_tanh,
-                },
-            );
-            let mut out = layer.output.forward(self.simd, &inner, rows);
+            let mut inner = layer.intermediate.forward(self.arch, &attended, rows);
+            self.arch
+                .dispatch(Gelu { x: &mut inner[..tokens * layer.intermediate.output], tanh: self.gelu_tanh });
+            let mut out = layer.output.forward(self.arch, &inner, rows);
             add_norm(&mut out, &attended, &layer.output_norm, tokens);
             x = out;
         }
@@ -293,7 +319,6 @@ fn add_norm(x: &mut [f32], residual: &[f32], norm: &Norm, tokens: usize) {
 
 /// GELU in place: exact (erf) or the tanh approximation, as the model's config says.
 struct Gelu<'a> {
-    simd: V3,
     x: &'a mut [f32],
     tanh: bool,
 }
@@ -302,8 +327,8 @@ impl WithSimd for Gelu<'_> {
     type Output = ();
 
     #[inline(always)]
-    fn with_simd<S: Simd>(self, _: S) {
-        let Self { simd, x, tanh } = self;
+    fn with_simd<S: Simd>(self, simd: S) {
+        let Self { x, tanh } = self;
         if tanh {
             for v in x.iter_mut() {
                 let u = 0.797_884_6 * (*v + 0.044_715 * *v * *v * *v);
@@ -311,14 +336,15 @@ impl WithSimd for Gelu<'_> {
             }
             return;
         }
-        let (vectors, tail) = pulp::as_arrays_mut::<8, f32>(x);
+        let lanes = size_of::<S::f32s>() / size_of::<f32>();
+        let whole = x.len() / lanes * lanes;
+        let (head, tail) = x.split_at_mut(whole);
         let half = simd.splat_f32s(0.5);
         let one = simd.splat_f32s(1.0);
         let inv_sqrt2 = simd.splat_f32s(std::f32::consts::FRAC_1_SQRT_2);
-        for chunk in vectors {
-            let v: f32x8 = pulp::cast(*chunk);
-            let e = erf8(simd, simd.mul_f32s(v, inv_sqrt2));
-            *chunk = pulp::cast(simd.mul_f32s(simd.mul_f32s(half, v), simd.add_f32s(one, e)));
+        for v in cast_slice_mut::<f32, S::f32s>(head) {
+            let e = erf_simd(simd, simd.mul_f32s(*v, inv_sqrt2));
+            *v = simd.mul_f32s(simd.mul_f32s(half, *v), simd.add_f32s(one, e));
         }
         for v in tail {
             *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
@@ -340,7 +366,7 @@ const ERF_P: [f32; 7] = [
 const ERF_Q: [f32; 5] = [-1.456_607_2e-5, -2.133_740_6e-4, -1.682_827e-3, -7.373_329e-3, -1.426_474e-2];
 
 #[inline(always)]
-fn erf8(simd: V3, x: f32x8) -> f32x8 {
+fn erf_simd<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
     let x = simd.min_f32s(simd.max_f32s(x, simd.splat_f32s(-4.0)), simd.splat_f32s(4.0));
     let x2 = simd.mul_f32s(x, x);
     let mut p = simd.splat_f32s(ERF_P[0]);
@@ -378,30 +404,31 @@ mod tests {
     }
 
     #[test]
-    fn erf_is_accurate_scalar_and_vector() {
-        let Some(simd) = V3::try_new() else { return };
-        let xs: Vec<f32> = (-5000..=5000).map(|i| i as f32 / 1000.0).collect();
-        let mut worst = 0.0f64;
-        for chunk in xs.chunks_exact(8) {
-            let arr: [f32; 8] = chunk.try_into().unwrap();
-            let v: [f32; 8] = pulp::cast(simd.vectorize(|| erf8(simd, pulp::cast(arr))));
-            for (x, got) in chunk.iter().zip(v) {
-                let want = if x.abs() > 4.0 { x.signum() as f64 } else { erf_reference(*x as f64) };
-                worst = worst.max((got as f64 - want).abs()).max((erf(*x) as f64 - want).abs());
-            }
-        }
-        assert!(worst < 1e-6, "worst error {worst}");
+    fn erf_and_gelu_are_accurate_scalar_and_vector() {
+        let xs: Vec<f32> = (-5000..5000).map(|i| i as f32 / 1000.0).collect();
+        let want = |x: f32| if x.abs() > 4.0 { x.signum() as f64 } else { erf_reference(x as f64) };
+        let worst = xs.iter().map(|&x| (erf(x) as f64 - want(x)).abs()).fold(0.0, f64::max);
+        assert!(worst < 1e-6, "scalar erf: worst error {worst}");
+        // GELU through the dispatched SIMD path (its length leaves a scalar tail too).
+        let mut gelu = xs[..9_999].to_vec();
+        Arch::new().dispatch(Gelu { x: &mut gelu, tanh: false });
+        let worst = xs
+            .iter()
+            .zip(&gelu)
+            .map(|(&x, &g)| (g as f64 - 0.5 * x as f64 * (1.0 + want(x / std::f32::consts::SQRT_2))).abs())
+            .fold(0.0, f64::max);
+        assert!(worst < 1e-5, "vector GELU: worst error {worst}");
     }
 
     #[test]
     fn packed_product_matches_naive() {
-        let Some(simd) = V3::try_new() else { return };
-        let (rows, input, output) = (8, 24, 48);
+        let panel = 2 * lanes();
+        let (rows, input, output) = (8, 24, 6 * panel);
         let x: Vec<f32> = (0..rows * input).map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0).collect();
         let w: Vec<f32> = (0..input * output).map(|i| ((i * 11 % 17) as f32 - 8.0) / 9.0).collect();
         let bias: Vec<f32> = (0..output).map(|i| i as f32 / 10.0).collect();
-        let packed = Packed::new(&w, input, output, bias.clone()).unwrap();
-        let got = packed.forward(simd, &x, rows);
+        let packed = Packed::new(&w, input, output, bias.clone(), panel).unwrap();
+        let got = packed.forward(Arch::new(), &x, rows);
         for r in 0..rows {
             for c in 0..output {
                 let want: f32 =
@@ -413,6 +440,9 @@ mod tests {
                 );
             }
         }
-        assert!(Packed::new(&w, input, 40, bias).is_none(), "widths not a multiple of 16 are refused");
+        assert!(
+            Packed::new(&w, input, output - 1, bias, panel).is_none(),
+            "widths not a multiple of the panel are refused"
+        );
     }
 }
