@@ -50,6 +50,7 @@ impl Default for Weights {
     fn default() -> Self {
         // Chosen on eval/queries.jsonl (see eval/README.md): lexical evidence counts most, a
         // server's own vector next, its best tool least (many tools make that ranking noisy).
+        // `named` was set once, before measuring, and not tuned.
         Self { lexical: 1.0, dense: 0.7, tools: 0.3, whole: 0.3, named: 0.5 }
     }
 }

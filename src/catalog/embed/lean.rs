@@ -1,8 +1,8 @@
-//! The same BERT encoder as [`super::bert`], run without candle for short inputs: one query of a
-//! few dozen tokens.
+//! The same BERT encoder as [`super::bert`], run without candle, one text at a time (no padding).
 //!
-//! For one short text candle's general kernels spend more time packing matrices, allocating
-//! tensors and dispatching operations than multiplying. This path keeps each dense layer's
+//! It was built for one search query of a few dozen tokens, where candle's general kernels spend
+//! more time packing matrices, allocating tensors and dispatching operations than multiplying; on
+//! import batches it is as fast as candle, so it serves every input. This path keeps each dense layer's
 //! weights pre-packed in column panels, multiplies with a register-blocked FMA kernel written once
 //! over `pulp`'s SIMD types and dispatched safely at run time, splits every product's columns
 //! across two threads, and does attention, layer norms and GELU in place on plain vectors. It is
@@ -216,8 +216,8 @@ impl Lean {
         self.position.len() / self.hidden
     }
 
-    /// One L2-normalised vector for one unpadded token sequence, or `None` for an empty or
-    /// out-of-range one (the caller then uses candle, which reports the error).
+    /// One L2-normalised vector for one unpadded token sequence, or `None` for an empty one, one
+    /// longer than the position table, or an id outside the vocabulary (the caller reports it).
     pub(super) fn embed(&self, ids: &[u32], pooling: Pooling) -> Option<Vec<f32>> {
         let h = self.hidden;
         let tokens = ids.len();
