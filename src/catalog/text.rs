@@ -144,7 +144,12 @@ pub fn words(text: &str) -> Vec<String> {
 /// Splits text into lowercase words at anything not a letter or digit, keeping camelCase whole:
 /// "GitHub" is one word here ("github"), two in [`words`].
 pub fn plain_words(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
+    alphanumeric_runs(text).map(str::to_lowercase).collect()
+}
+
+/// The maximal runs of letters and digits in `text`, as written.
+fn alphanumeric_runs(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty())
 }
 
 /// The index terms of a text: words without stop words, stemmed. A camelCase word gives its
@@ -152,7 +157,7 @@ pub fn plain_words(text: &str) -> Vec<String> {
 /// "onedrive" as well as "one drive".
 pub fn terms(text: &str) -> Vec<String> {
     let mut out = Vec::new();
-    for chunk in text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+    for chunk in alphanumeric_runs(text) {
         let parts = words(chunk);
         let joined = (parts.len() > 1).then(|| chunk.to_lowercase());
         for w in parts.into_iter().chain(joined) {

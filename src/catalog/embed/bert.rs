@@ -160,14 +160,16 @@ impl Bert {
             head_dim: h / config.num_attention_heads,
             gelu_tanh: config.hidden_act == "gelu_new" || config.hidden_act == "gelu_pytorch_tanh",
         };
-        #[cfg(target_arch = "x86_64")]
         // The lean path pays off with 8-lane (AVX2) vectors or wider; below that, candle's kernels.
-        if lean
-            && super::lean::lanes() >= 8
-            && let Some(parts) = candle.lean_parts(&config).map_err(model_err)?
+        #[cfg(target_arch = "x86_64")]
         {
-            let lean = Lean::new(parts);
-            return Ok(Self { encoder: Encoder::Lean(lean), config });
+            let lanes = super::lean::lanes();
+            if lean
+                && lanes >= 8
+                && let Some(parts) = candle.lean_parts(&config, 2 * lanes).map_err(model_err)?
+            {
+                return Ok(Self { encoder: Encoder::Lean(Lean::new(parts)), config });
+            }
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = lean;
@@ -211,7 +213,7 @@ impl Bert {
 impl Candle {
     /// The weights in the lean path's layout; `None` if a width does not suit it.
     #[cfg(target_arch = "x86_64")]
-    fn lean_parts(&self, config: &BertConfig) -> candle_core::Result<Option<LeanParts>> {
+    fn lean_parts(&self, config: &BertConfig, panel: usize) -> candle_core::Result<Option<LeanParts>> {
         let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
         let norm = |n: &LayerNorm| -> candle_core::Result<Option<Norm>> {
             let Some(beta) = n.bias() else { return Ok(None) };
@@ -219,7 +221,7 @@ impl Candle {
         };
         let packed = |d: &Dense| -> candle_core::Result<Option<Packed>> {
             let (input, output) = d.weight_t.dims2()?;
-            Ok(Packed::new(&flat(&d.weight_t)?, input, output, flat(&d.bias)?, 2 * super::lean::lanes()))
+            Ok(Packed::new(&flat(&d.weight_t)?, input, output, flat(&d.bias)?, panel))
         };
         let mut layers = Vec::with_capacity(self.layers.len());
         for l in &self.layers {

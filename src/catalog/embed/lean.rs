@@ -170,6 +170,11 @@ pub(super) struct LeanLayer {
 
 pub(super) struct Lean {
     arch: Arch,
+    model: LeanParts,
+}
+
+/// The model in the lean path's layout, taken from the loaded weights.
+pub(super) struct LeanParts {
     pub(super) word: Vec<f32>,
     pub(super) position: Vec<f32>,
     /// Token type 0's embedding (single texts never use type 1).
@@ -181,45 +186,21 @@ pub(super) struct Lean {
     pub(super) gelu_tanh: bool,
 }
 
-/// The parts [`Lean::new`] needs, taken from the loaded model.
-pub(super) struct LeanParts {
-    pub(super) word: Vec<f32>,
-    pub(super) position: Vec<f32>,
-    pub(super) token_type: Vec<f32>,
-    pub(super) embedding_norm: Norm,
-    pub(super) layers: Vec<LeanLayer>,
-    pub(super) hidden: usize,
-    pub(super) heads: usize,
-    pub(super) gelu_tanh: bool,
-}
-
 impl Lean {
-    /// The panels in `parts` must be packed `2 × lanes()` wide.
-    pub(super) fn new(parts: LeanParts) -> Self {
-        let LeanParts { word, position, token_type, embedding_norm, layers, hidden, heads, gelu_tanh } =
-            parts;
-        Self {
-            arch: Arch::new(),
-            word,
-            position,
-            token_type,
-            embedding_norm,
-            layers,
-            hidden,
-            heads,
-            gelu_tanh,
-        }
+    /// The panels in `model` must be packed `2 × lanes()` wide.
+    pub(super) fn new(model: LeanParts) -> Self {
+        Self { arch: Arch::new(), model }
     }
 
     /// The longest input this path takes (rows of the position table).
     pub(super) fn max_tokens(&self) -> usize {
-        self.position.len() / self.hidden
+        self.model.position.len() / self.model.hidden
     }
 
     /// One L2-normalised vector for one unpadded token sequence, or `None` for an empty one, one
     /// longer than the position table, or an id outside the vocabulary (the caller reports it).
     pub(super) fn embed(&self, ids: &[u32], pooling: Pooling) -> Option<Vec<f32>> {
-        let h = self.hidden;
+        let h = self.model.hidden;
         let tokens = ids.len();
         if tokens == 0 || tokens > self.max_tokens() {
             return None;
@@ -227,21 +208,23 @@ impl Lean {
         let rows = tokens.div_ceil(BLOCK) * BLOCK;
         let mut x = vec![0.0f32; rows * h];
         for (i, (&id, row)) in ids.iter().zip(x.chunks_exact_mut(h)).enumerate() {
-            let word = self.word.get(id as usize * h..(id as usize + 1) * h)?;
-            let position = &self.position[i * h..(i + 1) * h];
-            for (((v, w), p), t) in row.iter_mut().zip(word).zip(position).zip(&self.token_type) {
+            let word = self.model.word.get(id as usize * h..(id as usize + 1) * h)?;
+            let position = &self.model.position[i * h..(i + 1) * h];
+            for (((v, w), p), t) in row.iter_mut().zip(word).zip(position).zip(&self.model.token_type) {
                 *v = w + p + t;
             }
         }
-        self.embedding_norm.apply(&mut x[..tokens * h]);
-        for layer in &self.layers {
+        self.model.embedding_norm.apply(&mut x[..tokens * h]);
+        for layer in &self.model.layers {
             let qkv = layer.qkv.forward(self.arch, &x, rows);
             let context = self.attention(&qkv, tokens, rows);
             let mut attended = layer.attention_out.forward(self.arch, &context, rows);
             add_norm(&mut attended, &x, &layer.attention_norm, tokens);
             let mut inner = layer.intermediate.forward(self.arch, &attended, rows);
-            self.arch
-                .dispatch(Gelu { x: &mut inner[..tokens * layer.intermediate.output], tanh: self.gelu_tanh });
+            self.arch.dispatch(Gelu {
+                x: &mut inner[..tokens * layer.intermediate.output],
+                tanh: self.model.gelu_tanh,
+            });
             let mut out = layer.output.forward(self.arch, &inner, rows);
             add_norm(&mut out, &attended, &layer.output_norm, tokens);
             x = out;
@@ -265,12 +248,12 @@ impl Lean {
     /// Multi-head self-attention over the first `tokens` rows of `qkv` (`rows × 3·hidden`).
     /// Returns the context, `rows × hidden` (padding rows zero).
     fn attention(&self, qkv: &[f32], tokens: usize, rows: usize) -> Vec<f32> {
-        let h = self.hidden;
-        let head_dim = h / self.heads;
+        let h = self.model.hidden;
+        let head_dim = h / self.model.heads;
         let scale = 1.0 / (head_dim as f32).sqrt();
         let mut context = vec![0.0f32; rows * h];
         let mut scores = vec![0.0f32; tokens];
-        for head in 0..self.heads {
+        for head in 0..self.model.heads {
             let at = |row: usize, part: usize| {
                 let start = row * 3 * h + part * h + head * head_dim;
                 &qkv[start..start + head_dim]
