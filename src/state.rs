@@ -147,7 +147,10 @@ pub async fn load_embedder(args: &StoreArgs) -> Option<Arc<dyn Embedder>> {
     let loaded: Result<Arc<dyn Embedder>, String> = match args.embeddings {
         EmbeddingSource::Local => {
             let dir = args.model_dir.clone();
-            match tokio::task::spawn_blocking(move || LocalEmbedder::load(&dir)).await {
+            let started = std::time::Instant::now();
+            let loaded = tokio::task::spawn_blocking(move || LocalEmbedder::load(&dir)).await;
+            tracing::debug!(secs = started.elapsed().as_secs_f64(), "local model load finished");
+            match loaded {
                 Ok(Ok(model)) => Ok(Arc::new(model)),
                 Ok(Err(e)) => Err(format!("{e}. Run `scripts/setup.sh --service` to fetch the local model")),
                 Err(_) => Err("loading the model was interrupted".to_owned()),
@@ -188,8 +191,12 @@ pub async fn load_embedder(args: &StoreArgs) -> Option<Arc<dyn Embedder>> {
 /// Opens the catalog over `store`: loads the embedder, imports the default catalog if the store
 /// has none (and the configuration allows), and builds the index, embedding what is not cached.
 pub async fn open_catalog(store: Arc<dyn Store>, args: &StoreArgs) -> Result<Catalog, CatalogError> {
-    let embedder = load_embedder(args).await;
-    let catalog = Catalog::open(store, embedder, args.dense_backend).await?;
+    // The model loads while the records are read and the lexical index is built.
+    let model = match args.embeddings {
+        EmbeddingSource::Local if !args.no_model => LocalEmbedder::id_of(&args.model_dir).ok(),
+        _ => None,
+    };
+    let catalog = Catalog::open_while_loading(store, load_embedder(args), model, args.dense_backend).await?;
     let mut changed = false;
     if args.default_catalog {
         let progress = Progress::new("importing the default catalog");

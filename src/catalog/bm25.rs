@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use super::record::ServerRecord;
-use super::text::terms;
+use super::text::{alphanumeric_runs, terms};
 
 const K1: f32 = 1.2;
 const B: f32 = 0.75;
@@ -30,22 +30,48 @@ pub struct Bm25 {
     docs: usize,
 }
 
+/// Turns texts into term ids while building the index. Catalog texts repeat the same words
+/// endlessly, so each distinct run of letters and digits is analysed (split, stop-listed,
+/// stemmed, interned) once.
+#[derive(Default)]
+struct Analyser<'a> {
+    vocab: HashMap<String, u32>,
+    runs: HashMap<&'a str, Vec<u32>>,
+}
+
+impl<'a> Analyser<'a> {
+    /// Appends the term ids of `text` to `out`, in order.
+    fn analyse(&mut self, text: &'a str, out: &mut Vec<u32>) {
+        for run in alphanumeric_runs(text) {
+            let vocab = &mut self.vocab;
+            let ids = self.runs.entry(run).or_insert_with(|| {
+                terms(run)
+                    .into_iter()
+                    .map(|t| {
+                        let next = vocab.len() as u32;
+                        *vocab.entry(t).or_insert(next)
+                    })
+                    .collect()
+            });
+            out.extend_from_slice(ids);
+        }
+    }
+}
+
 impl Bm25 {
-    pub fn build(servers: &[ServerRecord]) -> Self {
-        let mut vocab: HashMap<String, u32> = HashMap::new();
-        let mut intern = |t: String| {
-            let next = vocab.len() as u32;
-            *vocab.entry(t).or_insert(next)
-        };
+    pub fn build<'a>(servers: &'a [ServerRecord]) -> Self {
+        let mut analyser = Analyser::default();
         let mut per_doc: Vec<HashMap<u32, f32>> = Vec::with_capacity(servers.len());
         let mut lengths = Vec::with_capacity(servers.len());
         let mut tool_terms = Vec::with_capacity(servers.len());
         for s in servers {
             let mut tf: HashMap<u32, f32> = HashMap::new();
             let mut len = 0.0;
-            let mut add = |text: &str, weight: f32, seen: &mut Vec<u32>| {
-                for t in terms(text) {
-                    let id = intern(t);
+            let mut ids = Vec::new();
+            let mut add = |text: &'a str, weight: f32, seen: &mut Vec<u32>| {
+                ids.clear();
+                analyser.analyse(text, &mut ids);
+                for &id in &ids {
                     seen.push(id);
                     *tf.entry(id).or_default() += weight;
                     len += weight;
@@ -71,6 +97,7 @@ impl Bm25 {
             per_doc.push(tf);
             lengths.push(len);
         }
+        let vocab = analyser.vocab;
         let docs = servers.len();
         let avg = (lengths.iter().sum::<f32>() / docs.max(1) as f32).max(1.0);
         let mut df = vec![0u32; vocab.len()];

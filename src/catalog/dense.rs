@@ -7,6 +7,8 @@
 //! many times the number of hits asked for, so the ranking matches the exact scan in practice
 //! (`eval` shows the same recall); small sets are scanned exactly.
 
+use rayon::prelude::*;
+
 use super::bm25::top_k;
 
 /// Vectors quantised to int8 with one scale per vector: `v ≈ scale · q`.
@@ -47,9 +49,33 @@ impl Quantized {
     /// nothing) rather than shifting every later one.
     pub fn push(&mut self, v: &[f32]) {
         let (q, scale) = if v.len() == self.dims { quantize(v) } else { (vec![0; self.dims], 0.0) };
-        self.bits.extend(sign_bits(&q));
-        self.data.extend_from_slice(&q);
+        self.push_quantized(&q, scale);
+    }
+
+    fn push_quantized(&mut self, q: &[i8], scale: f32) {
+        self.bits.extend(sign_bits(q));
+        self.data.extend_from_slice(q);
         self.scales.push(scale);
+    }
+
+    /// The set of `rows`, each a vector as little-endian `f32` bytes (as stored), quantised on
+    /// every core. A row of the wrong length is stored as zeros, as in [`Quantized::push`].
+    pub fn from_le_bytes(dims: usize, rows: &[&[u8]]) -> Self {
+        let quantized: Vec<(Vec<i8>, f32)> = rows
+            .par_iter()
+            .map(|bytes| {
+                let v = super::from_bytes(bytes);
+                if v.len() == dims { quantize(&v) } else { (vec![0; dims], 0.0) }
+            })
+            .collect();
+        let mut set = Self::new(dims);
+        set.data.reserve(rows.len() * dims);
+        set.scales.reserve(rows.len());
+        set.bits.reserve(rows.len() * set.words());
+        for (q, scale) in &quantized {
+            set.push_quantized(q, *scale);
+        }
+        set
     }
 
     /// The `shortlist` stored vectors most likely nearest the query, by sign-bit Hamming distance,

@@ -22,6 +22,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, RwLock, Weak};
 
+use rayon::prelude::*;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -148,6 +149,34 @@ impl Catalog {
         embedder: Option<Arc<dyn Embedder>>,
         backend: DenseBackend,
     ) -> Result<Self, CatalogError> {
+        Self::open_while_loading(store, async { embedder }, None, backend).await
+    }
+
+    /// [`Catalog::open`] with an embedder that is still loading. Start-up's critical path, so
+    /// three things overlap: the model loads; the records are read and the lexical index is
+    /// built; and the stored vectors of `model`, the id the loading model is expected to have
+    /// (a local model's id comes from its files, see [`embed::LocalEmbedder::id_of`]), are read.
+    /// Each phase logs its time at debug level.
+    pub async fn open_while_loading(
+        store: Arc<dyn CatalogStore>,
+        embedder: impl Future<Output = Option<Arc<dyn Embedder>>>,
+        model: Option<String>,
+        backend: DenseBackend,
+    ) -> Result<Self, CatalogError> {
+        let vectors = async {
+            let id = model?;
+            let started = std::time::Instant::now();
+            let vectors = store.embeddings(&id).await;
+            tracing::debug!(secs = started.elapsed().as_secs_f64(), "stored vectors read");
+            Some((id, vectors))
+        };
+        let (embedder, vectors, index) = tokio::join!(embedder, vectors, lexical_index(store.as_ref()));
+        let mut index = index?;
+        let cached = match (&embedder, vectors) {
+            (Some(e), Some((id, vectors))) if id == e.id() => Some(vectors?),
+            (Some(e), _) => Some(store.embeddings(e.id()).await?),
+            (None, _) => None,
+        };
         let usable = store.vectors().is_some()
             && embedder.as_ref().is_some_and(|e| e.dims() == crate::store::vectors::DIMS);
         let pgvector = match backend {
@@ -156,7 +185,12 @@ impl Catalog {
             DenseBackend::Pgvector if usable => Some(Scan::Hnsw),
             DenseBackend::Pgvector => return Err(CatalogError::PgvectorUnavailable),
         };
-        let index = build_index(store.as_ref(), embedder.as_deref(), pgvector.is_some(), &|_, _| {}).await?;
+        if let (Some(embedder), Some(cached)) = (embedder.as_deref(), cached) {
+            let dense =
+                dense_index(store.as_ref(), embedder, Some(cached), &index, pgvector.is_some(), &|_, _| {})
+                    .await?;
+            index.attach_dense(dense);
+        }
         Ok(Self {
             store,
             embedder,
@@ -465,33 +499,56 @@ fn to_row(s: &ServerRecord) -> CatalogRow {
     }
 }
 
-/// Reads every record and instruction and builds the search index off the async runtime; with an
-/// embedder, attaches dense vectors, embedding (and caching) only texts not seen before.
+/// Reads every record and instruction and builds the search index; with an embedder, attaches
+/// dense vectors, embedding (and caching) only texts not seen before.
 async fn build_index(
     store: &dyn CatalogStore,
     embedder: Option<&dyn Embedder>,
     pgvector: bool,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<SearchIndex, CatalogError> {
-    let rows = store.catalog_records().await?;
-    let instructions = store.credential_instructions().await?;
-    let mut index = tokio::task::spawn_blocking(move || {
-        let mut servers = Vec::with_capacity(rows.len());
-        for row in rows {
-            let id = row.get("id").and_then(|v| v.as_str()).unwrap_or("?").to_owned();
-            let record: ServerRecord = serde_json::from_value(row)
-                .map_err(|e| CatalogError::CorruptRecord { id, reason: e.to_string() })?;
-            servers.push(record);
-        }
+    let mut index = lexical_index(store).await?;
+    if let Some(embedder) = embedder {
+        let dense = dense_index(store, embedder, None, &index, pgvector, progress).await?;
+        index.attach_dense(dense);
+    }
+    Ok(index)
+}
+
+/// Reads every record and instruction and builds the lexical index, off the async runtime.
+async fn lexical_index(store: &dyn CatalogStore) -> Result<SearchIndex, CatalogError> {
+    let started = std::time::Instant::now();
+    let (rows, instructions) =
+        tokio::try_join!(store.catalog_record_texts(), store.credential_instructions())?;
+    let read = started.elapsed();
+    let (index, parse) = tokio::task::spawn_blocking(move || {
+        let parsing = std::time::Instant::now();
+        let mut servers = rows
+            .par_iter()
+            .map(|row| {
+                serde_json::from_str::<ServerRecord>(row).map_err(|e| {
+                    let id = serde_json::from_str::<serde_json::Value>(row)
+                        .ok()
+                        .and_then(|v| v.get("id").and_then(|id| id.as_str()).map(str::to_owned))
+                        .unwrap_or_else(|| "?".to_owned());
+                    CatalogError::CorruptRecord { id, reason: e.to_string() }
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        drop(rows);
         apply_instructions(&mut servers, &instructions);
-        Ok::<_, CatalogError>(SearchIndex::build(servers))
+        let parse = parsing.elapsed();
+        Ok::<_, CatalogError>((SearchIndex::build(servers), parse))
     })
     .await
     .map_err(|_| CatalogError::Interrupted)??;
-    if let Some(embedder) = embedder {
-        let dense = dense_index(store, embedder, &index, pgvector, progress).await?;
-        index.attach_dense(dense);
-    }
+    tracing::debug!(
+        servers = index.len(),
+        read_secs = read.as_secs_f64(),
+        parse_secs = parse.as_secs_f64(),
+        secs = started.elapsed().as_secs_f64(),
+        "lexical index built"
+    );
     Ok(index)
 }
 
@@ -548,31 +605,42 @@ pub(crate) fn from_bytes(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 
+/// The dense index over `index`'s texts; `cached` is the model's stored vectors when already read.
 async fn dense_index(
     store: &dyn CatalogStore,
     embedder: &dyn Embedder,
+    cached: Option<HashMap<String, Vec<u8>>>,
     index: &SearchIndex,
     pgvector: bool,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<DenseIndex, CatalogError> {
+    let started = std::time::Instant::now();
     let (server_texts, tool_texts) = index.embedding_texts();
     let all: Vec<&str> =
         server_texts.iter().chain(tool_texts.iter().map(|(_, t)| t)).map(String::as_str).collect();
-    let (hashes, cached) = cached_vectors(store, embedder, &all, true, progress).await?;
-    let dims = embedder.dims();
-    let mut dense = DenseIndex {
-        servers: Quantized::new(dims),
-        tools: Quantized::new(dims),
-        tool_owner: Vec::with_capacity(tool_texts.len()),
+    let cached = match cached {
+        Some(cached) => cached,
+        None => store.embeddings(embedder.id()).await?,
     };
-    let vector = |hash: &String| cached.get(hash).map(|b| from_bytes(b)).unwrap_or_default();
-    for hash in &hashes[..server_texts.len()] {
-        dense.servers.push(&vector(hash));
-    }
-    for ((owner, _), hash) in tool_texts.iter().zip(&hashes[server_texts.len()..]) {
-        dense.tools.push(&vector(hash));
-        dense.tool_owner.push(*owner);
-    }
+    let (hashes, cached) = complete_vectors(store, embedder, &all, cached, true, progress).await?;
+    let dims = embedder.dims();
+    let n_servers = server_texts.len();
+    let tool_owner: Vec<(u32, u32)> = tool_texts.iter().map(|(owner, _)| *owner).collect();
+    let (dense, hashes, cached) = tokio::task::spawn_blocking(move || {
+        let rows = |hashes: &[String]| -> Vec<&[u8]> {
+            hashes.iter().map(|h| cached.get(h).map_or(&[][..], Vec::as_slice)).collect()
+        };
+        let servers = Quantized::from_le_bytes(dims, &rows(&hashes[..n_servers]));
+        let tools = Quantized::from_le_bytes(dims, &rows(&hashes[n_servers..]));
+        (DenseIndex { servers, tools, tool_owner }, hashes, cached)
+    })
+    .await
+    .map_err(|_| CatalogError::Interrupted)?;
+    tracing::debug!(
+        vectors = hashes.len(),
+        secs = started.elapsed().as_secs_f64(),
+        "dense index built from cached vectors"
+    );
     if pgvector && let Some(db) = store.vectors() {
         sync_pgvector(db, embedder.id(), index, &hashes, &cached, &dense.tool_owner).await?;
     }
@@ -642,9 +710,21 @@ pub(crate) async fn cached_vectors(
     use_pack: bool,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<(Vec<String>, HashMap<String, Vec<u8>>), CatalogError> {
+    let cached = store.embeddings(embedder.id()).await?;
+    complete_vectors(store, embedder, texts, cached, use_pack, progress).await
+}
+
+/// [`cached_vectors`] with the model's stored vectors already read.
+async fn complete_vectors(
+    store: &dyn CatalogStore,
+    embedder: &dyn Embedder,
+    texts: &[&str],
+    mut cached: HashMap<String, Vec<u8>>,
+    use_pack: bool,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<(Vec<String>, HashMap<String, Vec<u8>>), CatalogError> {
     let model = embedder.id().to_owned();
     let hashes: Vec<String> = texts.iter().map(|t| text_hash(&model, t)).collect();
-    let mut cached = store.embeddings(&model).await?;
     let mut missing: Vec<(String, String)> = Vec::new();
     let mut queued = HashSet::new();
     for (hash, text) in hashes.iter().zip(texts) {

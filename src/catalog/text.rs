@@ -1,6 +1,7 @@
 //! Text analysis for lexical search: lowercasing, splitting identifiers (`send_email`,
 //! `getCurrentTime`), dropping stop words, and English stemming, so "emails" meets "send_email".
 
+use std::collections::HashSet;
 use std::sync::LazyLock;
 
 use rust_stemmers::{Algorithm, Stemmer};
@@ -111,8 +112,10 @@ const STOP_WORDS: &[&str] = &[
     "llms",
 ];
 
+static STOP_SET: LazyLock<HashSet<&'static str>> = LazyLock::new(|| STOP_WORDS.iter().copied().collect());
+
 pub fn is_stop_word(word: &str) -> bool {
-    STOP_WORDS.contains(&word)
+    STOP_SET.contains(word)
 }
 
 /// Splits text into lowercase words, breaking identifiers at `_`, `-`, `.`, `/` and camelCase
@@ -147,8 +150,9 @@ pub fn plain_words(text: &str) -> Vec<String> {
     alphanumeric_runs(text).map(str::to_lowercase).collect()
 }
 
-/// The maximal runs of letters and digits in `text`, as written.
-fn alphanumeric_runs(text: &str) -> impl Iterator<Item = &str> {
+/// The maximal runs of letters and digits in `text`, as written. [`terms`] analyses each run on
+/// its own, so the terms of a text are the terms of its runs in order.
+pub fn alphanumeric_runs(text: &str) -> impl Iterator<Item = &str> {
     text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty())
 }
 

@@ -59,7 +59,9 @@ pub trait CatalogStore: Send + Sync {
     async fn retain_catalog(&self, keep: &HashSet<String>) -> Result<u64, StoreError>;
 
     /// Every stored record, in id order.
-    async fn catalog_records(&self) -> Result<Vec<Value>, StoreError>;
+    /// Every stored record, as its JSON text (parsed straight into records, with no value tree
+    /// in between: start-up reads them all).
+    async fn catalog_record_texts(&self) -> Result<Vec<String>, StoreError>;
     async fn catalog_record(&self, id: &str) -> Result<Option<Value>, StoreError>;
     async fn credential_instructions(&self) -> Result<Vec<InstructionRow>, StoreError>;
 
@@ -169,10 +171,11 @@ macro_rules! impl_catalog_store {
                 Ok(removed)
             }
 
-            async fn catalog_records(&self) -> Result<Vec<serde_json::Value>, $crate::store::StoreError> {
-                let rows: Vec<(sqlx::types::Json<serde_json::Value>,)> =
-                    sqlx::query_as("SELECT record FROM mcp_server_cache ORDER BY id").fetch_all(&self.pool).await?;
-                Ok(rows.into_iter().map(|(r,)| r.0).collect())
+            async fn catalog_record_texts(&self) -> Result<Vec<String>, $crate::store::StoreError> {
+                let rows: Vec<(String,)> = sqlx::query_as("SELECT CAST(record AS TEXT) FROM mcp_server_cache ORDER BY id")
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.into_iter().map(|(r,)| r).collect())
             }
 
             async fn catalog_record(

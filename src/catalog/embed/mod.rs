@@ -103,27 +103,30 @@ impl LocalEmbedder {
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .and_then(|v| v["prompts"]["query"].as_str().map(str::to_owned))
             .unwrap_or_default();
-        let id = model_id(dir)?;
+        let id = Self::id_of(dir)?;
         Ok(Self { inner: Arc::new(Inner { id, bert, tokenizer, pooling, query_prefix, batch: BATCH }) })
     }
-}
 
-/// `<dir name>-<hash of config, tokenizer, weight size and truncation length>`: a changed model gets a new id, so
-/// stale cached vectors are never mixed with new ones.
-fn model_id(dir: &Path) -> Result<String, EmbedError> {
-    let mut hasher = Sha256::new();
-    for name in ["config.json", "tokenizer.json"] {
-        let bytes = std::fs::read(dir.join(name))
-            .map_err(|e| EmbedError::Missing { path: dir.join(name), reason: e.to_string() })?;
-        hasher.update(&bytes);
+    /// The id the model in `dir` gets once loaded, read from its files without loading it:
+    /// `<dir name>-<hash of config, tokenizer, weight size and truncation length>`. A changed
+    /// model gets a new id, so stale cached vectors are never mixed with new ones.
+    pub fn id_of(dir: &Path) -> Result<String, EmbedError> {
+        let mut hasher = Sha256::new();
+        for name in ["config.json", "tokenizer.json"] {
+            let bytes = std::fs::read(dir.join(name))
+                .map_err(|e| EmbedError::Missing { path: dir.join(name), reason: e.to_string() })?;
+            hasher.update(&bytes);
+        }
+        let weights = std::fs::metadata(dir.join("model.safetensors")).map_err(|e| EmbedError::Missing {
+            path: dir.join("model.safetensors"),
+            reason: e.to_string(),
+        })?;
+        hasher.update(weights.len().to_le_bytes());
+        // The truncation length changes the vectors of long texts.
+        hasher.update((MAX_TOKENS as u64).to_le_bytes());
+        let name = dir.file_name().map_or_else(|| "model".to_owned(), |n| n.to_string_lossy().into_owned());
+        Ok(format!("{name}-{}", &crate::catalog::record::hex(&hasher.finalize())[..12]))
     }
-    let weights = std::fs::metadata(dir.join("model.safetensors"))
-        .map_err(|e| EmbedError::Missing { path: dir.join("model.safetensors"), reason: e.to_string() })?;
-    hasher.update(weights.len().to_le_bytes());
-    // The truncation length changes the vectors of long texts.
-    hasher.update((MAX_TOKENS as u64).to_le_bytes());
-    let name = dir.file_name().map_or_else(|| "model".to_owned(), |n| n.to_string_lossy().into_owned());
-    Ok(format!("{name}-{}", &crate::catalog::record::hex(&hasher.finalize())[..12]))
 }
 
 impl Inner {
