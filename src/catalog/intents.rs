@@ -8,7 +8,9 @@
 use super::text::words;
 
 /// `(phrases, catalog words)`: a need containing any phrase (as whole words) gets the words.
+/// Grouped by domain; each entry is a way people ask that server descriptions do not use.
 const INTENTS: &[(&[&str], &str)] = &[
+    // Money and markets.
     (
         &["share price", "stock price", "stock", "stocks", "shares", "ticker", "portfolio"],
         "stock market price quote",
@@ -17,19 +19,123 @@ const INTENTS: &[(&[&str], &str)] = &[
         &["bitcoin", "btc", "ethereum", "eth", "solana", "sol", "crypto", "coin", "token price"],
         "cryptocurrency crypto price",
     ),
+    (
+        &[
+            "exchange rate",
+            "exchange rates",
+            "currency",
+            "currencies",
+            "forex",
+            "usd",
+            "eur",
+            "gbp",
+            "yen",
+            "euros",
+        ],
+        "currency exchange rate conversion",
+    ),
+    (
+        &[
+            "10 k",
+            "10 q",
+            "8 k",
+            "annual report",
+            "quarterly filings",
+            "filings",
+            "sec filing",
+            "sec filings",
+        ],
+        "sec edgar company filings",
+    ),
+    (
+        &["unemployment", "inflation", "gdp", "cpi", "interest rates", "economic indicators", "recession"],
+        "economic data indicators fred",
+    ),
+    (
+        &["tip", "split the bill", "arithmetic", "calculator", "do the math", "percentage"],
+        "calculator math arithmetic",
+    ),
+    // Messages and voice.
     (&["inbox", "unread", "emails", "mailbox"], "email"),
     (&["text me", "sms", "text message", "send a text"], "sms text message"),
-    (&["schedule", "agenda", "appointment", "appointments"], "calendar events"),
+    (&["on teams", "in teams", "teams channel", "ms teams"], "microsoft teams"),
     (
-        &["folder", "markdown file", "local file", "directory", "documents folder"],
-        "filesystem read write files",
+        &[
+            "out loud",
+            "aloud",
+            "read it to me",
+            "audio version",
+            "into audio",
+            "narrate",
+            "narration",
+            "voiceover",
+        ],
+        "text to speech tts audio voice",
     ),
-    (&["remember", "keep track", "don t forget", "still know", "next time"], "memory knowledge graph"),
-    (&["fill out", "submit", "click", "log into", "login", "portal"], "browser automation"),
+    (
+        &[
+            "transcribe",
+            "transcribing",
+            "transcription",
+            "dictation",
+            "voice memo",
+            "voice memos",
+            "audio file",
+        ],
+        "speech to text transcription audio",
+    ),
+    // Time and places.
+    (&["schedule", "agenda", "appointment", "appointments"], "calendar events"),
     (
         &["drive to", "driving", "directions", "commute", "travel time", "how long will it take"],
         "maps directions route travel time",
     ),
+    (
+        &["snow", "rain", "raining", "umbrella", "forecast", "storm", "sunny", "temperature outside"],
+        "weather forecast",
+    ),
+    (
+        &["near me", "nearby", "restaurant", "restaurants", "cafe", "cafes", "brunch spot", "coffee shop"],
+        "places search local business reviews",
+    ),
+    (&["flight", "flights", "airfare", "plane tickets"], "flights search airline"),
+    (&["hotel", "hotels", "accommodation", "place to stay"], "hotel search accommodation"),
+    (&["concert", "concerts", "gig", "gigs", "live music"], "events concerts tickets"),
+    (&["parcel", "tracking number", "shipment", "delivery status"], "package tracking shipping"),
+    // Home and health.
+    (
+        &["lock", "unlock", "unlocked", "thermostat", "lights", "garage door", "smart plug"],
+        "smart home home assistant devices",
+    ),
+    (
+        &["sleep score", "heart rate", "workout", "workouts", "step count", "fitness"],
+        "fitness health tracker sleep activity",
+    ),
+    (&["recipe", "recipes", "meal plan", "dinner ideas"], "recipes cooking food"),
+    (&["movie", "movies", "film", "films", "tv show", "tv shows"], "movies tv database"),
+    // Files and documents.
+    (
+        &["folder", "markdown file", "local file", "directory", "documents folder"],
+        "filesystem read write files",
+    ),
+    (&["xlsx", "xls", "workbook", "excel file", "spreadsheet file"], "excel xlsx spreadsheet file"),
+    (&["docx", "word document", "word doc"], "word docx document"),
+    (&["pdf", "pdfs"], "pdf document"),
+    (
+        &[
+            "ocr",
+            "text off",
+            "text from the photo",
+            "text from the image",
+            "scanned",
+            "photo of a",
+            "handwritten",
+        ],
+        "ocr image text recognition",
+    ),
+    (&["remember", "keep track", "don t forget", "still know", "next time"], "memory knowledge graph"),
+    // The web and research.
+    (&["fill out", "submit", "click", "log into", "login", "portal"], "browser automation"),
     (
         &["http", "https", "this article", "this page", "web page", "webpage", "url"],
         "fetch web page url content",
@@ -38,8 +144,51 @@ const INTENTS: &[(&[&str], &str)] = &[
         &["translate", "translation", "english version", "in french", "in spanish", "in german"],
         "translate translation language",
     ),
+    (
+        &[
+            "docs for",
+            "documentation",
+            "api docs",
+            "api reference",
+            "latest docs",
+            "current docs",
+            "library docs",
+        ],
+        "library documentation docs",
+    ),
+    (&["cited", "citation", "citations", "citing", "h index"], "citation scholarly papers academic search"),
+    (&["headlines", "in the news", "breaking news", "top stories"], "news headlines"),
+    (
+        &["whois", "who owns", "registrar", "domain registration", "domain expiry", "domain owner"],
+        "whois domain registration lookup",
+    ),
     (&["subreddit", "r"], "reddit"),
     (&["tweet", "tweets", "post it on x"], "twitter x"),
+    // Cloud products people name by their parts.
+    (
+        &[
+            "ec2",
+            "lambda",
+            "lambdas",
+            "cloudwatch",
+            "iam",
+            "dynamodb",
+            "cloudformation",
+            "rds",
+            "aws account",
+        ],
+        "aws amazon web services",
+    ),
+    (&["s3", "bucket", "buckets"], "aws s3 bucket storage"),
+    (
+        &["onedrive", "sharepoint", "office 365", "microsoft 365", "m365"],
+        "microsoft 365 onedrive sharepoint graph",
+    ),
+    (
+        &["bigquery", "cloud run", "gcp", "google cloud storage", "cloud functions"],
+        "google cloud platform gcp",
+    ),
+    (&["merge request", "merge requests"], "gitlab merge request"),
 ];
 
 /// The catalog words to add to a need, or `None` when no phrase matches.
@@ -70,7 +219,18 @@ mod tests {
             Some("text me in the morning (sms text message)")
         );
         assert_eq!(expand("send an email with gmail"), None);
-        // Whole words only: "stockholm" is not "stock".
+        // Whole words only: "stockholm" is not "stock", "block" is not "lock".
         assert_eq!(expand("weather in stockholm"), None);
+        assert_eq!(expand("show the latest block height"), None);
+        // A product named by its part is searched as the whole.
+        assert_eq!(
+            expand("which EC2 instances are running").as_deref(),
+            Some("which EC2 instances are running (aws amazon web services)")
+        );
+        // "10-K" is split like any identifier, and each matching entry adds its words once.
+        assert_eq!(
+            expand("compare the 10-K filings").as_deref(),
+            Some("compare the 10-K filings (sec edgar company filings)")
+        );
     }
 }

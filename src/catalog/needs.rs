@@ -68,18 +68,20 @@ pub fn split(request: &str) -> Vec<String> {
     needs
 }
 
-/// Inside parentheses, the characters the joiners match (space, comma, semicolon, full stop)
-/// become private-use stand-ins, so no joiner splits there; [`unmask`] restores them.
+/// Inside parentheses and quotes, the characters the joiners match (space, comma, semicolon, full
+/// stop) become private-use stand-ins, so no joiner splits there; [`unmask`] restores them.
 fn mask_parentheses(text: &str) -> String {
+    let quoted = quoted(text);
     let mut depth = 0usize;
     text.chars()
-        .map(|c| {
+        .zip(quoted)
+        .map(|(c, in_quotes)| {
             match c {
                 '(' => depth += 1,
                 ')' => depth = depth.saturating_sub(1),
                 _ => {}
             }
-            match (depth > 0, c) {
+            match (depth > 0 || in_quotes, c) {
                 (true, ' ') => '\u{E000}',
                 (true, ',') => '\u{E001}',
                 (true, ';') => '\u{E002}',
@@ -88,6 +90,38 @@ fn mask_parentheses(text: &str) -> String {
             }
         })
         .collect()
+}
+
+/// Per character of `text`, whether it is inside quotes: `"…"`, `“…”`, or `'…'`/`‘…’` where the
+/// opening mark starts a word and the closing one ends it (so "don't" and "Rivian's" quote
+/// nothing). Quoted text is the user's own: a message to post, a playlist's name.
+fn quoted(text: &str) -> Vec<bool> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = vec![false; chars.len()];
+    let mut open: Option<char> = None;
+    for i in 0..chars.len() {
+        let c = chars[i];
+        let before = i.checked_sub(1).map(|j| chars[j]);
+        let after = chars.get(i + 1).copied();
+        let word_start = before.is_none_or(|b| b.is_whitespace() || "([{".contains(b))
+            && after.is_some_and(|a| !a.is_whitespace());
+        let word_end = before.is_some_and(|b| !b.is_whitespace())
+            && after.is_none_or(|a| a.is_whitespace() || ",.;:!?)]}".contains(a));
+        match (open, c) {
+            (None, '"' | '“') => open = Some(c),
+            (None, '\'' | '‘') if word_start => open = Some('\''),
+            (Some('"' | '“'), '"' | '”') => open = None,
+            (Some('\''), '\'' | '’') if word_end => open = None,
+            (Some(_), _) => out[i] = true,
+            _ => {}
+        }
+    }
+    out
+}
+
+/// `text` with its quoted parts blanked out.
+pub(crate) fn without_quotes(text: &str) -> String {
+    text.chars().zip(quoted(text)).map(|(c, q)| if q { ' ' } else { c }).collect()
 }
 
 fn unmask(text: &str) -> String {
@@ -230,6 +264,14 @@ mod tests {
             split("every morning at 7, message me on telegram, and list my first meeting"),
             ["message me on telegram", "list my first meeting"]
         );
+        assert_eq!(
+            split("post \"we ship today, and we're proud\" to slack and to discord"),
+            ["post \"we ship today, and we're proud\" to slack", "to discord"]
+        );
+        assert_eq!(
+            without_quotes("add the 'Gig Radar' playlist's songs, don't wait"),
+            "add the '         ' playlist's songs, don't wait"
+        );
         assert!(is_schedule("on Fridays at 5pm"));
         assert!(is_schedule("every day at 07 30"));
         assert!(!is_schedule("at the office"));
@@ -322,7 +364,9 @@ impl ServiceLexicon {
 
     /// The services a request names, as the words it used, in order, without overlaps.
     pub fn mentions(&self, request: &str) -> Vec<String> {
-        let surface: Vec<String> = plain_words(request).into_iter().filter(|w| !is_stop_word(w)).collect();
+        // A quoted name is the user's ("my 'Gig Radar' playlist"), never a service they name.
+        let surface: Vec<String> =
+            plain_words(&without_quotes(request)).into_iter().filter(|w| !is_stop_word(w)).collect();
         let stems: Vec<String> = surface.iter().map(|w| stem(w)).collect();
         let mut out: Vec<String> = Vec::new();
         let mut seen_terms = std::collections::HashSet::new();
@@ -374,6 +418,8 @@ mod lexicon_tests {
         );
         assert_eq!(lexicon.mentions("run my test suite"), Vec::<String>::new());
         assert_eq!(lexicon.mentions("gmail gmail"), ["gmail"]);
+        // A quoted name is the user's own, not a service.
+        assert_eq!(lexicon.mentions("add 'Gmail Digest' to my postgres table"), ["postgres"]);
     }
 
     #[test]

@@ -165,8 +165,13 @@ pub fn terms(text: &str) -> Vec<String> {
         let parts = words(chunk);
         let joined = (parts.len() > 1).then(|| chunk.to_lowercase());
         for w in parts.into_iter().chain(joined) {
-            if !is_stop_word(&w) {
-                out.push(stem(&w));
+            if is_stop_word(&w) {
+                continue;
+            }
+            // "whats" stems to "what": a stop word in disguise (it made "WhatsApp" match).
+            let stemmed = stem(&w);
+            if !is_stop_word(&stemmed) {
+                out.push(stemmed);
             }
         }
     }
@@ -190,6 +195,8 @@ mod tests {
         assert_eq!(terms("Send emails to my Google Sheets"), ["send", "email", "googl", "sheet"]);
         assert_eq!(terms("the MCP server for Slack"), ["slack"]);
         assert_eq!(terms("my GitHub issues"), ["git", "hub", "github", "issu"]);
+        assert_eq!(terms("whats the weather"), ["weather"]);
+        assert_eq!(terms("WhatsApp"), ["app", "whatsapp"]);
         assert_eq!(plain_words("my OneDrive, send_email"), ["my", "onedrive", "send", "email"]);
     }
 }
