@@ -130,7 +130,7 @@ pub async fn eval(args: EvalArgs) -> anyhow::Result<()> {
         full.weights =
             catalog::search::Weights { lexical: v[0], dense: v[1], tools: v[2], whole: v[3], named: v[4] };
     }
-    const DEFAULT: &str = "hybrid + tools + decomposition + intents + named (default)";
+    const DEFAULT: &str = "hybrid + tools + decomposition + intents (default)";
     let mut configs = vec![(DEFAULT, full)];
     if args.ablation {
         let off = SearchConfig {
@@ -147,9 +147,9 @@ pub async fn eval(args: EvalArgs) -> anyhow::Result<()> {
             ("dense only", SearchConfig { dense: true, ..off }),
             ("hybrid", SearchConfig { lexical: true, dense: true, ..off }),
             ("hybrid + tools", SearchConfig { lexical: true, dense: true, tools: true, ..off }),
-            ("hybrid + tools + decomposition", SearchConfig { intents: false, named: false, ..full }),
-            ("hybrid + tools + decomposition + intents", SearchConfig { named: false, ..full }),
+            ("hybrid + tools + decomposition", SearchConfig { intents: false, ..full }),
             (DEFAULT, full),
+            ("default + named services ranked on their own", SearchConfig { named: true, ..full }),
             ("default without priors", SearchConfig { priors: false, ..full }),
         ];
     }

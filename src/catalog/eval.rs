@@ -142,6 +142,40 @@ pub fn evaluate(index: &SearchIndex, queries: &[EvalQuery], found: &[Found]) -> 
 mod tests {
     use super::*;
 
+    /// Every labelled set in `eval/` parses, has unique query ids, a `kind` that agrees with its
+    /// needs, and only ids the shipped default catalog holds (a renamed or dropped server would
+    /// otherwise silently lower every figure).
+    #[test]
+    fn every_labelled_set_matches_the_default_catalog() {
+        let (_, parsed) =
+            crate::catalog::import::read_bytes("default catalog", crate::catalog::DEFAULT_CATALOG)
+                .expect("the default catalog parses");
+        let known: HashSet<&str> = parsed.servers.iter().map(|s| s.id.as_str()).collect();
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("eval");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .expect("eval/ exists")
+            .map(|e| e.expect("a directory entry").path())
+            .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+            .collect();
+        files.sort();
+        assert!(files.len() >= 6, "expected the own set and five held-out sets, found {files:?}");
+        for file in files {
+            let queries = load(&file).unwrap_or_else(|e| panic!("{e}"));
+            assert!(queries.len() >= 50, "{}: only {} queries", file.display(), queries.len());
+            let mut ids = HashSet::new();
+            for q in &queries {
+                assert!(ids.insert(q.id.as_str()), "{}: {} repeats", file.display(), q.id);
+                let expected = if q.needs.len() == 1 { "single" } else { "multi" };
+                assert_eq!(q.kind, expected, "{}: {}", file.display(), q.id);
+                for need in &q.needs {
+                    let unknown: Vec<&String> =
+                        need.ids.iter().filter(|id| !known.contains(id.as_str())).collect();
+                    assert!(unknown.is_empty(), "{}: {} [{}] {unknown:?}", file.display(), q.id, need.need);
+                }
+            }
+        }
+    }
+
     #[test]
     fn metrics_count_needs_per_query() {
         let mut gmail = crate::catalog::record::tests::record("gmail");

@@ -27,7 +27,8 @@ pub struct SearchConfig {
     /// Add catalog words to everyday phrasings (see `intents`).
     pub intents: bool,
     /// Rank a need's named services (see `needs::ServiceLexicon`) on their own too, so the
-    /// service a step names outweighs the rest of its wording.
+    /// service a step names outweighs the rest of its wording. Off by default: it helped the sets
+    /// it was built on and cost 5–6 points of Recall@5 on two later blind sets (eval/README.md).
     pub named: bool,
     pub priors: bool,
     pub weights: Weights,
@@ -50,7 +51,7 @@ impl Default for Weights {
     fn default() -> Self {
         // Chosen on eval/queries.jsonl (see eval/README.md): lexical evidence counts most, a
         // server's own vector next, its best tool least (many tools make that ranking noisy).
-        // `named` was set once, before measuring, and not tuned.
+        // `named` (used only when `SearchConfig::named` is on) was set once and not tuned.
         Self { lexical: 1.0, dense: 0.7, tools: 0.3, whole: 0.3, named: 0.5 }
     }
 }
@@ -63,7 +64,7 @@ impl Default for SearchConfig {
             tools: true,
             decompose: true,
             intents: true,
-            named: true,
+            named: false,
             priors: true,
             weights: Weights::default(),
         }
