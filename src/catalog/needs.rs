@@ -38,7 +38,7 @@ pub const MAX_NEEDS: usize = 4;
 pub fn split(request: &str) -> Vec<String> {
     let collapsed = request.split_whitespace().collect::<Vec<_>>().join(" ");
     // A parenthesis is an aside to its step ("a logo (teal and orange)"), never a step of its own.
-    let masked = mask_parentheses(&collapsed);
+    let masked = mask_asides(&collapsed);
     let mut parts = vec![format!(" {masked} ")];
     for joiner in JOINERS {
         parts = parts
@@ -70,7 +70,7 @@ pub fn split(request: &str) -> Vec<String> {
 
 /// Inside parentheses and quotes, the characters the joiners match (space, comma, semicolon, full
 /// stop) become private-use stand-ins, so no joiner splits there; [`unmask`] restores them.
-fn mask_parentheses(text: &str) -> String {
+fn mask_asides(text: &str) -> String {
     let quoted = quoted(text);
     let mut depth = 0usize;
     text.chars()
@@ -98,7 +98,8 @@ fn mask_parentheses(text: &str) -> String {
 fn quoted(text: &str) -> Vec<bool> {
     let chars: Vec<char> = text.chars().collect();
     let mut out = vec![false; chars.len()];
-    let mut open: Option<char> = None;
+    // The open mark and where it stands.
+    let mut open: Option<(char, usize)> = None;
     for i in 0..chars.len() {
         let c = chars[i];
         let before = i.checked_sub(1).map(|j| chars[j]);
@@ -107,14 +108,18 @@ fn quoted(text: &str) -> Vec<bool> {
             && after.is_some_and(|a| !a.is_whitespace());
         let word_end = before.is_some_and(|b| !b.is_whitespace())
             && after.is_none_or(|a| a.is_whitespace() || ",.;:!?)]}".contains(a));
-        match (open, c) {
-            (None, '"' | '“') => open = Some(c),
-            (None, '\'' | '‘') if word_start => open = Some('\''),
+        match (open.map(|(mark, _)| mark), c) {
+            (None, '"' | '“') => open = Some((c, i)),
+            (None, '\'' | '‘') if word_start => open = Some(('\'', i)),
             (Some('"' | '“'), '"' | '”') => open = None,
             (Some('\''), '\'' | '’') if word_end => open = None,
             (Some(_), _) => out[i] = true,
             _ => {}
         }
+    }
+    // A mark never closed ("a 27\" monitor") quotes nothing.
+    if let Some((_, start)) = open {
+        out[start..].fill(false);
     }
     out
 }
@@ -272,6 +277,7 @@ mod tests {
             without_quotes("add the 'Gig Radar' playlist's songs, don't wait"),
             "add the '         ' playlist's songs, don't wait"
         );
+        assert_eq!(without_quotes("put my 27\" monitor on ebay"), "put my 27\" monitor on ebay");
         assert!(is_schedule("on Fridays at 5pm"));
         assert!(is_schedule("every day at 07 30"));
         assert!(!is_schedule("at the office"));

@@ -58,9 +58,8 @@ pub trait CatalogStore: Send + Sync {
     /// Deletes every server whose id is not in `keep`; returns how many went.
     async fn retain_catalog(&self, keep: &HashSet<String>) -> Result<u64, StoreError>;
 
-    /// Every stored record, in id order.
-    /// Every stored record, as its JSON text (parsed straight into records, with no value tree
-    /// in between: start-up reads them all).
+    /// Every stored record as its JSON text, in id order: start-up parses them all straight into
+    /// records, with no value tree in between.
     async fn catalog_record_texts(&self) -> Result<Vec<String>, StoreError>;
     async fn catalog_record(&self, id: &str) -> Result<Option<Value>, StoreError>;
     async fn credential_instructions(&self) -> Result<Vec<InstructionRow>, StoreError>;
