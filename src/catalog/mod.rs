@@ -172,10 +172,11 @@ impl Catalog {
         };
         let (embedder, vectors, index) = tokio::join!(embedder, vectors, lexical_index(store.as_ref()));
         let mut index = index?;
+        // Vectors read for another id than the loaded model's are dropped; `dense_index` then
+        // reads the right ones.
         let cached = match (&embedder, vectors) {
             (Some(e), Some((id, vectors))) if id == e.id() => Some(vectors?),
-            (Some(e), _) => Some(store.embeddings(e.id()).await?),
-            (None, _) => None,
+            _ => None,
         };
         let usable = store.vectors().is_some()
             && embedder.as_ref().is_some_and(|e| e.dims() == crate::store::vectors::DIMS);
@@ -185,10 +186,9 @@ impl Catalog {
             DenseBackend::Pgvector if usable => Some(Scan::Hnsw),
             DenseBackend::Pgvector => return Err(CatalogError::PgvectorUnavailable),
         };
-        if let (Some(embedder), Some(cached)) = (embedder.as_deref(), cached) {
+        if let Some(embedder) = embedder.as_deref() {
             let dense =
-                dense_index(store.as_ref(), embedder, Some(cached), &index, pgvector.is_some(), &|_, _| {})
-                    .await?;
+                dense_index(store.as_ref(), embedder, cached, &index, pgvector.is_some(), &|_, _| {}).await?;
             index.attach_dense(dense);
         }
         Ok(Self {

@@ -27,10 +27,16 @@ pub(super) fn lanes() -> usize {
         type Output = usize;
         #[inline(always)]
         fn with_simd<S: Simd>(self, _: S) -> usize {
-            size_of::<S::f32s>() / size_of::<f32>()
+            lanes_of::<S>()
         }
     }
     Arch::new().dispatch(Lanes)
+}
+
+/// Floats per vector of the SIMD level `S`.
+#[inline(always)]
+fn lanes_of<S: Simd>() -> usize {
+    size_of::<S::f32s>() / size_of::<f32>()
 }
 
 /// A dense layer, `out = x · W + b`, with `W` (`input × output`) packed as panels of two vectors'
@@ -319,7 +325,7 @@ impl WithSimd for Gelu<'_> {
             }
             return;
         }
-        let lanes = size_of::<S::f32s>() / size_of::<f32>();
+        let lanes = lanes_of::<S>();
         let whole = x.len() / lanes * lanes;
         let (head, tail) = x.split_at_mut(whole);
         let half = simd.splat_f32s(0.5);
