@@ -32,10 +32,11 @@ for name in wheel.namelist():
             out.write(src.read())
 PY
 
-# 3. The runtime: the binary, the model, and the runtimes MCP servers need.
+# 3. The runtime: the binary, the model, the runtimes MCP servers need (Node.js, uv, Python) and
+#    bubblewrap, the sandbox every server runs in (it needs user namespaces: see docker-compose.yml).
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates curl nodejs npm python3 python3-pip \
+ && apt-get install -y --no-install-recommends bubblewrap ca-certificates curl nodejs npm python3 python3-pip \
  && pip3 install --no-cache-dir --break-system-packages uv \
  && apt-get purge -y python3-pip && apt-get autoremove -y \
  && rm -rf /var/lib/apt/lists/* \

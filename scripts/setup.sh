@@ -88,12 +88,23 @@ PY
     rm -rf "$work"
 }
 
-# The runtimes catalog launch specs name: npx (Node.js + npm) and uvx (uv, from PyPI).
+# The runtimes catalog launch specs name: npx (Node.js + npm) and uvx (uv, from PyPI), and bubblewrap,
+# the sandbox every MCP server runs in.
 install_runtimes() {
     if ! command -v npx >/dev/null 2>&1; then apt_install nodejs npm; fi
+    if ! command -v bwrap >/dev/null 2>&1; then apt_install bubblewrap; fi
     if ! command -v uvx >/dev/null 2>&1; then
         log "pip install uv"
         python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore uv >/dev/null
+    fi
+    # dynamcp skips version-manager shims (pyenv's run `pyenv`, which no sandbox has): put the
+    # real uv where it looks, beside the other system programs.
+    if [ ! -x /usr/local/bin/uv ] && [ ! -x /usr/bin/uv ]; then
+        local real
+        real="$(python3 -c 'import uv; print(uv.find_uv_bin())')"
+        as_root ln -sf "$real" /usr/local/bin/uv
+        as_root ln -sf "$(dirname "$real")/uvx" /usr/local/bin/uvx
+        log "uv linked into /usr/local/bin"
     fi
 }
 

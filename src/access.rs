@@ -1,10 +1,13 @@
 //! Who is asking: tenants and their API keys. A key is `dmcp_` + 43 characters of base64url (256
 //! random bits); only its SHA-256 is stored. Every session (and through it every agent,
 //! credential, file and run) belongs to one tenant; another tenant's ids answer "not found".
-//! With no key configured the service runs open, as the tenant [`Tenant::open`].
+//! With no key ever created, and on a loopback address (or with `--insecure-no-auth`), the
+//! service runs open, as the tenant [`Tenant::open`]. Keys fail closed: once the store has had a
+//! key, revoking the last one locks the service (every request needs a key) instead of opening it.
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -26,37 +29,80 @@ pub enum AccessError {
     Store(#[from] StoreError),
 }
 
-/// How long the answer to "are any keys configured?" is reused. A key created with the CLI
-/// while the service runs is enforced within this time.
-const OPEN_CHECK_TTL: Duration = Duration::from_secs(2);
+/// How long the answer to "which mode is the service in?" is reused. A key created or revoked
+/// with the CLI while the service runs is enforced within this time.
+const MODE_CHECK_TTL: Duration = Duration::from_secs(2);
+
+/// What a request without a valid key gets, decided by the keys in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// No key was ever created and keyless serving is allowed (a loopback address, or
+    /// `--insecure-no-auth`): every request is the open tenant's.
+    Open,
+    /// At least one key is active: every request needs one.
+    Keys,
+    /// Keys were created and every one is revoked: every request needs a key, and none is valid
+    /// until a new one is created. Revoking the last key never opens the service.
+    Revoked,
+    /// No key was ever created, but keyless serving is not allowed (a non-loopback address
+    /// without `--insecure-no-auth`): `serve` refuses to start in this mode.
+    Unconfigured,
+}
 
 /// Decides who a request is for.
 pub struct Access {
     store: Arc<dyn Store>,
-    open_checked: std::sync::Mutex<Option<(Instant, bool)>>,
+    /// Whether having never had a key means open (a loopback address, or `--insecure-no-auth`).
+    keyless_allowed: bool,
+    /// Set once the store is seen with a key: keys are never deleted, only revoked, so it stays.
+    had_keys: AtomicBool,
+    mode_checked: std::sync::Mutex<Option<(Instant, Mode)>>,
 }
 
 impl Access {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store, open_checked: std::sync::Mutex::new(None) }
+    /// `keyless_allowed`: whether a store that never had a key means an open service (true on
+    /// a loopback address or with `--insecure-no-auth`).
+    pub fn new(store: Arc<dyn Store>, keyless_allowed: bool) -> Self {
+        Self {
+            store,
+            keyless_allowed,
+            had_keys: AtomicBool::new(false),
+            mode_checked: std::sync::Mutex::new(None),
+        }
     }
 
-    /// Whether no API key is active, so every request is the open tenant's.
-    pub async fn is_open(&self) -> Result<bool, StoreError> {
-        if let Ok(cached) = self.open_checked.lock()
-            && let Some((at, open)) = *cached
-            && at.elapsed() < OPEN_CHECK_TTL
+    /// The service's mode now (cached for [`MODE_CHECK_TTL`]).
+    pub async fn mode(&self) -> Result<Mode, StoreError> {
+        if let Ok(cached) = self.mode_checked.lock()
+            && let Some((at, mode)) = *cached
+            && at.elapsed() < MODE_CHECK_TTL
         {
-            return Ok(open);
+            return Ok(mode);
         }
-        let open = self.store.active_api_keys().await? == 0;
-        if let Ok(mut cached) = self.open_checked.lock() {
-            *cached = Some((Instant::now(), open));
+        let mode = if self.store.active_api_keys().await? > 0 {
+            self.had_keys.store(true, Ordering::Relaxed);
+            Mode::Keys
+        } else if self.had_keys.load(Ordering::Relaxed) || self.store.created_api_keys().await? > 0 {
+            self.had_keys.store(true, Ordering::Relaxed);
+            Mode::Revoked
+        } else if self.keyless_allowed {
+            Mode::Open
+        } else {
+            Mode::Unconfigured
+        };
+        if let Ok(mut cached) = self.mode_checked.lock() {
+            *cached = Some((Instant::now(), mode));
         }
-        Ok(open)
+        Ok(mode)
+    }
+
+    /// Whether every request is the open tenant's (no key ever, keyless serving allowed).
+    pub async fn is_open(&self) -> Result<bool, StoreError> {
+        Ok(self.mode().await? == Mode::Open)
     }
 
     /// The tenant of a request that sent `bearer` (the `Authorization: Bearer` token, if any).
+    /// Only [`Mode::Open`] lets a request through without a valid key.
     pub async fn authenticate(&self, bearer: Option<&str>) -> Result<Tenant, AccessError> {
         if self.is_open().await? {
             return Ok(Tenant::open());
@@ -191,5 +237,31 @@ mod tests {
         assert!(Tenant::open().owns(""));
         assert!(!Tenant::parse("a").unwrap().owns(""));
         assert_eq!(Tenant::open().to_string(), "(open)");
+    }
+
+    /// Regression: revoking the last key used to open the service to everyone.
+    #[tokio::test]
+    async fn keys_fail_closed_once_the_store_has_had_one() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let store = crate::store::open(&crate::config::ServeArgs::for_data_dir(dir.path()).store).await?;
+        // A fresh Access per step: each caches its answer for a couple of seconds.
+        let mode = |keyless_allowed| {
+            let store = store.clone();
+            async move { Access::new(store, keyless_allowed).mode().await }
+        };
+        assert_eq!(mode(true).await?, Mode::Open);
+        assert_eq!(mode(false).await?, Mode::Unconfigured, "a network address without keys");
+        let (record, key) =
+            create_key(store.as_ref(), &Tenant::parse("acme").map_err(anyhow::Error::msg)?, "").await?;
+        assert_eq!(mode(true).await?, Mode::Keys);
+        assert!(store.revoke_api_key(record.id).await?);
+        for keyless_allowed in [true, false] {
+            assert_eq!(mode(keyless_allowed).await?, Mode::Revoked);
+            let access = Access::new(store.clone(), keyless_allowed);
+            assert!(matches!(access.authenticate(None).await, Err(AccessError::MissingKey)));
+            assert!(matches!(access.authenticate(Some(key.expose())).await, Err(AccessError::BadKey)));
+        }
+        store.close().await;
+        Ok(())
     }
 }

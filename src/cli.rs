@@ -220,58 +220,118 @@ pub async fn pack_embeddings(args: PackArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `dynamcp vault rotate`: re-wraps every data key under a new master key in one transaction.
+/// Opens the store and the vault the way `serve` does, for the `vault` subcommands.
+async fn open_vault(args: &StoreArgs) -> anyhow::Result<(Arc<dyn Store>, crate::vault::Vault)> {
+    let store = store::open(args).await.context("could not open the store")?;
+    let source = crate::state::keyring_source(args)?;
+    let vault =
+        crate::vault::Vault::open(store.as_ref(), source).await.context("could not open the vault")?;
+    Ok((store, vault))
+}
+
+fn rotate_settings(args: &crate::config::RotateArgs) -> crate::vault::RotateSettings {
+    crate::vault::RotateSettings {
+        wait: std::time::Duration::from_secs(args.wait_secs),
+        ..Default::default()
+    }
+}
+
+/// `dynamcp vault rotate`: see [`crate::vault::rotate`] (key files) and
+/// [`crate::vault::rewrap_all`] (`ENCRYPTION_KEY` with `NEW_ENCRYPTION_KEY`).
 pub async fn vault_rotate(args: crate::config::RotateArgs) -> anyhow::Result<()> {
-    use crate::vault::{KEY_FILE, MasterKey, Vault};
-    let store = store::open(&args.store).await.context("could not open the store")?;
-    let current = Vault::open(store.as_ref(), args.store.encryption_key.as_ref(), &args.store.data_dir)
-        .await
-        .context("could not open the vault with the current key")?;
-    let from_env = crate::config::secret_from_env("NEW_ENCRYPTION_KEY");
-    let next_key = match &from_env {
-        Some(text) => MasterKey::parse(text).context("NEW_ENCRYPTION_KEY")?,
-        None => MasterKey::generate(),
+    use crate::vault::MasterKey;
+    let (store, vault) = open_vault(&args.store).await?;
+    let progress = |line: &str| eprintln!("{line}");
+    let next = match crate::config::secret_from_env("NEW_ENCRYPTION_KEY") {
+        Some(text) => Some(MasterKey::parse(&text).context("NEW_ENCRYPTION_KEY")?),
+        None => None,
     };
-    if next_key.id() == current.key_id() {
+    if vault.source_kind() == "file" {
+        let next = next.unwrap_or_else(MasterKey::generate);
+        let report =
+            crate::vault::rotate(store.as_ref(), &vault, next, &rotate_settings(&args), &progress).await;
+        store.close().await;
+        let report = report?;
+        println!(
+            "re-wrapped {} credential(s); the new key (id {}) is in {}, followed by {} running service(s)",
+            report.rewrapped,
+            report.writing,
+            report.key_file.display(),
+            report.services
+        );
+        println!(
+            "the previous key (id {}) stays in {}: backups made before now need it. Remove it with \
+             `dynamcp vault prune` once they do not",
+            report.previous,
+            report.kept_file.display()
+        );
+        for service in &report.lagging {
+            println!(
+                "service {service} still sealed with the previous key; run `dynamcp vault rewrap` later"
+            );
+        }
+        return Ok(());
+    }
+    let Some(next) = next else {
+        store.close().await;
+        anyhow::bail!(
+            "ENCRYPTION_KEY is set, so the keys live in your configuration, which dynamcp does not change. \
+             To rotate: generate a key (`openssl rand -base64 32`), restart the service with it as \
+             ENCRYPTION_KEY and the current key in ENCRYPTION_KEY_PREVIOUS, then run `dynamcp vault rewrap` \
+             with the same settings. With the service stopped, `dynamcp vault rotate` with the new key in \
+             NEW_ENCRYPTION_KEY re-wraps everything at once"
+        );
+    };
+    let (previous, next_id) = (vault.key_id(), next.id().to_owned());
+    if next_id == previous {
+        store.close().await;
         anyhow::bail!("the new key is the current key; nothing to rotate");
     }
-    let key_file = args.store.data_dir.join(KEY_FILE);
-    let uses_key_file = args.store.encryption_key.is_none();
-    // With a key file, the new key is made durable before the database changes, and takes the
-    // file's place only after they are committed.
-    let staged = key_file.with_extension("key.new");
-    if uses_key_file {
-        next_key.write_file(&staged)?;
-    }
-    let printable = next_key.to_base64();
-    let next = Vault::new(next_key);
-    let count = crate::vault::rotate(store.as_ref(), &current, &next).await?;
-    if uses_key_file {
-        std::fs::rename(&staged, &key_file).with_context(|| {
-            format!(
-                "re-wrapped under the key in {}, but could not move it to {}",
-                staged.display(),
-                key_file.display()
-            )
-        })?;
-        println!(
-            "re-wrapped {count} credential(s); the new key (id {}) is in {}",
-            next.key_id(),
-            key_file.display()
-        );
-    } else if from_env.is_some() {
-        println!(
-            "re-wrapped {count} credential(s) under NEW_ENCRYPTION_KEY (id {}); set ENCRYPTION_KEY to it",
-            next.key_id()
-        );
-    } else {
-        println!(
-            "re-wrapped {count} credential(s) under a new key (id {}). Set ENCRYPTION_KEY to this value; it is shown once:",
-            next.key_id()
-        );
-        println!("{}", printable.expose());
-    }
+    vault.add_key(next);
+    let count =
+        crate::vault::rewrap_all(store.as_ref(), &vault, &next_id, &rotate_settings(&args), &progress).await;
     store.close().await;
+    println!(
+        "re-wrapped {} credential(s) under NEW_ENCRYPTION_KEY (id {next_id}); set ENCRYPTION_KEY to it, \
+         with the current key (id {previous}) in ENCRYPTION_KEY_PREVIOUS until backups no longer need it",
+        count?
+    );
+    Ok(())
+}
+
+/// `dynamcp vault rewrap`: every credential under the writing key.
+pub async fn vault_rewrap(args: crate::config::RotateArgs) -> anyhow::Result<()> {
+    let (store, vault) = open_vault(&args.store).await?;
+    let progress = |line: &str| eprintln!("{line}");
+    let target = vault.key_id();
+    let count =
+        crate::vault::rewrap_all(store.as_ref(), &vault, &target, &rotate_settings(&args), &progress).await;
+    store.close().await;
+    println!("re-wrapped {} credential(s) under the writing key (id {target})", count?);
+    Ok(())
+}
+
+/// `dynamcp vault status [--json]`.
+pub async fn vault_status(args: crate::config::VaultStatusArgs) -> anyhow::Result<()> {
+    let store = store::open(&args.store).await.context("could not open the store")?;
+    let source = crate::state::keyring_source(&args.store)?;
+    let status = crate::vault::status(store.as_ref(), &source).await;
+    store.close().await;
+    let status = status?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{status}");
+    }
+    Ok(())
+}
+
+/// `dynamcp vault prune [--key-id ID]`.
+pub async fn vault_prune(args: crate::config::PruneArgs) -> anyhow::Result<()> {
+    let (store, vault) = open_vault(&args.store).await?;
+    let report = crate::vault::prune(store.as_ref(), &vault, args.key_id.as_deref()).await;
+    store.close().await;
+    print!("{}", report?);
     Ok(())
 }
 
@@ -306,11 +366,18 @@ pub async fn keys(command: crate::config::KeysCommand) -> anyhow::Result<()> {
         KeysCommand::Revoke(args) => {
             let store = store::open(&args.store).await.context("could not open the store")?;
             let revoked = store.revoke_api_key(args.id).await?;
+            let left = store.active_api_keys().await;
             store.close().await;
             if !revoked {
                 anyhow::bail!("no active key with id {}", args.id);
             }
             eprintln!("revoked key {}", args.id);
+            if matches!(left, Ok(0)) {
+                eprintln!(
+                    "that was the last active key: the service is locked (every /api/ and /mcp request \
+                     answers 401) until you create one with `dynamcp keys create`"
+                );
+            }
         }
     }
     Ok(())
@@ -319,14 +386,22 @@ pub async fn keys(command: crate::config::KeysCommand) -> anyhow::Result<()> {
 /// `dynamcp mcp`: dynamcp's tools over MCP on stdin/stdout. Logs go to stderr; stdout carries
 /// only the protocol.
 pub async fn mcp(args: crate::config::McpArgs) -> anyhow::Result<()> {
-    let state = crate::state::AppState::build(&args.serve).await?;
+    let mut state = crate::state::AppState::build(&args.serve).await?;
+    // Over stdio no one else can connect, so the listen address plays no part: a store that never
+    // had a key is open; one that had keys (revoked ones too) needs one.
+    state.access = std::sync::Arc::new(crate::access::Access::new(state.store.clone(), true));
     let key = args.api_key.as_ref().map(|k| k.expose());
     let tenant = state.access.authenticate(key).await.map_err(|e| {
         anyhow::anyhow!(
-            "{e}: this store has API keys, so `dynamcp mcp` acts for one; set DYNAMCP_API_KEY to a key \
-             from `dynamcp keys create`"
+            "{e}: this store has (or had) API keys, so `dynamcp mcp` acts for one; set DYNAMCP_API_KEY \
+             to an active key from `dynamcp keys create`"
         )
     })?;
     tracing::info!(tenant = %tenant, "serving dynamcp's tools over MCP on stdio");
-    crate::mcp::serve_stdio(state, tenant).await
+    let lease = state.lease.clone();
+    let served = crate::mcp::serve_stdio(state, tenant).await;
+    if let Some(lease) = lease {
+        lease.release().await;
+    }
+    served
 }

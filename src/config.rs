@@ -57,7 +57,8 @@ pub enum KeysCommand {
     Create(KeyCreateArgs),
     /// List keys (id, tenant, label, dates; never the keys).
     List(KeyStoreArgs),
-    /// Revoke a key by id: requests with it answer 401 from then on.
+    /// Revoke a key by id: requests with it answer 401 from then on. Revoking the last key locks
+    /// the service (every request answers 401 until a new key is created); it never opens it.
     Revoke(KeyRevokeArgs),
 }
 
@@ -89,16 +90,49 @@ pub struct KeyRevokeArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum VaultCommand {
-    /// Re-wrap every stored data key under a new master key, in one transaction. The new key comes
-    /// from `NEW_ENCRYPTION_KEY`, or is generated: written to the data dir's key file when that is
-    /// where the current key lives, else printed once for you to set as `ENCRYPTION_KEY`.
+    /// Rotate the master key, safely while services run. With the data dir's key files: a new
+    /// key (generated, or `NEW_ENCRYPTION_KEY`) becomes readable in every running service, then
+    /// writes, then every credential is re-wrapped under it; the previous key stays in
+    /// `vault.keys/` until `vault prune`. With `ENCRYPTION_KEY`: re-wraps everything under
+    /// `NEW_ENCRYPTION_KEY`, once every running service can open it (list it in their
+    /// `ENCRYPTION_KEY_PREVIOUS`), or else refuses.
     Rotate(RotateArgs),
+    /// Re-wrap every credential still under an older key under the writing key (after a restart
+    /// with a new `ENCRYPTION_KEY`, or to finish an interrupted rotation).
+    Rewrap(RotateArgs),
+    /// Show the keyring (which key writes), how many credentials each key wraps, and the running
+    /// services holding the store.
+    Status(VaultStatusArgs),
+    /// Remove kept keys that no credential uses and no running service seals with (backups made
+    /// before a rotation need the previous key: keep a copy).
+    Prune(PruneArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct RotateArgs {
     #[command(flatten)]
     pub store: StoreArgs,
+    /// Longest wait, in seconds, for running services to follow a step before giving up.
+    #[arg(long, default_value_t = 120)]
+    pub wait_secs: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct VaultStatusArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Only this key id (default: every kept key that nothing uses).
+    #[arg(long)]
+    pub key_id: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -292,6 +326,11 @@ pub struct StoreArgs {
     /// flag, which would show in process listings. Unset: a key file in the data dir.
     #[arg(skip = secret_from_env("ENCRYPTION_KEY"))]
     pub encryption_key: Option<Secret>,
+
+    /// Older master keys that still open what they sealed (comma-separated), from
+    /// `ENCRYPTION_KEY_PREVIOUS` only; with `ENCRYPTION_KEY`, for rotation.
+    #[arg(skip = secret_from_env("ENCRYPTION_KEY_PREVIOUS"))]
+    pub encryption_key_previous: Option<Secret>,
 }
 
 /// Which planner the master agent uses.
@@ -398,10 +437,20 @@ pub struct RuntimeArgs {
     /// Most model rounds (answer, tool calls) in one agent run.
     #[arg(long, env = "DYNAMCP_RUN_MAX_ROUNDS", default_value_t = 10)]
     pub run_max_rounds: usize,
-    /// Where servers' package downloads (npm, uv) are cached; shared by all servers, so a second
-    /// start is fast. Default: `<data dir>/runtime/cache`.
-    #[arg(long, env = "DYNAMCP_RUNTIME_CACHE_DIR")]
-    pub runtime_cache_dir: Option<PathBuf>,
+    /// The package store: where npm and PyPI servers are installed, one folder per package and
+    /// version, mounted read-only into each server's sandbox. Default: `<data dir>/runtime/packages`.
+    #[arg(long, env = "DYNAMCP_PACKAGE_DIR")]
+    pub package_dir: Option<PathBuf>,
+    /// Where no sandbox can be created (no bubblewrap, or user namespaces disabled), run MCP
+    /// servers without one for the single keyless user instead of refusing. Tenants with API
+    /// keys never get unsandboxed servers. A warning is logged at every start.
+    #[arg(long, env = "DYNAMCP_ALLOW_UNSANDBOXED", default_value_t = false)]
+    pub allow_unsandboxed: bool,
+    /// Remote MCP servers' hosts (as written in their URLs) that may be loopback or private
+    /// addresses, comma-separated. Every other loopback, private, link-local or metadata
+    /// address is refused, after DNS resolution too. Empty: none.
+    #[arg(long, env = "DYNAMCP_REMOTE_ALLOW_HOSTS", value_delimiter = ',')]
+    pub remote_allow_hosts: Vec<String>,
     /// Agent runs at once, across all tenants; more answer 429.
     #[arg(long, env = "DYNAMCP_MAX_CONCURRENT_RUNS", default_value_t = 16)]
     pub max_concurrent_runs: usize,
@@ -435,7 +484,9 @@ impl Default for RuntimeArgs {
             server_idle_secs: 300,
             max_servers: 16,
             run_max_rounds: 10,
-            runtime_cache_dir: None,
+            package_dir: None,
+            allow_unsandboxed: false,
+            remote_allow_hosts: Vec::new(),
             max_concurrent_runs: 16,
             run_timeout_secs: 900,
         }
@@ -456,9 +507,12 @@ impl RuntimeArgs {
             max_rounds: self.run_max_rounds.max(1),
             max_runs: self.max_concurrent_runs.max(1),
             root: absolute(&data_dir.join("runtime")),
-            cache: absolute(
-                &self.runtime_cache_dir.clone().unwrap_or_else(|| data_dir.join("runtime/cache")),
+            packages: absolute(
+                &self.package_dir.clone().unwrap_or_else(|| data_dir.join("runtime/packages")),
             ),
+            allow_unsandboxed: self.allow_unsandboxed,
+            force_unsandboxed: false,
+            remote_allow_hosts: self.remote_allow_hosts.clone(),
         }
     }
 }
@@ -531,6 +585,15 @@ pub struct ServeArgs {
     #[arg(long, env = "DYNAMCP_CORS_ORIGINS", value_delimiter = ',', default_value = "")]
     pub cors_origins: Vec<String>,
 
+    /// Public host names the service answers to, comma-separated: `name` (any port) or
+    /// `name:port`, e.g. `dynamcp.example.com`. Loopback names (`localhost`, `127.x.x.x`, `[::1]`)
+    /// are always accepted. Any other `Host` header is refused (403), which stops DNS rebinding.
+    /// Empty: on a loopback address, loopback names only; on another address with API keys, any
+    /// host; open on another address (`--insecure-no-auth`), IP addresses only.
+    #[arg(long, env = "DYNAMCP_ALLOWED_HOSTS", value_delimiter = ',', default_value = "",
+        value_parser = crate::api::guard::parse_allowed_host)]
+    pub allowed_hosts: Vec<String>,
+
     /// Seconds a request may take before it is answered 408.
     #[arg(long, env = "DYNAMCP_REQUEST_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub request_timeout_secs: u64,
@@ -557,6 +620,11 @@ pub struct ServeArgs {
     /// Chat turns planned at once; more wait (within the request timeout).
     #[arg(long, env = "DYNAMCP_MAX_CONCURRENT_PLANS", default_value_t = 64)]
     pub max_concurrent_plans: usize,
+    /// Seconds between renewals of the service's lease on the store (which reload the vault's key
+    /// files too); the lease lapses after three missed renewals.
+    #[arg(long, env = "DYNAMCP_LEASE_HEARTBEAT_SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub lease_heartbeat_secs: u64,
 
     /// Allow serving on a non-loopback address without any API key. Without keys every caller is
     /// the same open tenant: only for a trusted network.
@@ -611,10 +679,12 @@ impl ServeArgs {
                 embedding_base_url: "https://api.openai.com/v1".to_owned(),
                 embedding_api_key: None,
                 encryption_key: None,
+                encryption_key_previous: None,
             },
             llm: LlmArgs::none(),
             runtime: RuntimeArgs::default(),
             cors_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             request_timeout_secs: 30,
             body_limit_bytes: 2 * 1024 * 1024,
             shutdown_grace_secs: 10,
@@ -625,6 +695,7 @@ impl ServeArgs {
             rate_limit_per_sec: 0,
             rate_limit_burst: 100,
             max_concurrent_plans: 64,
+            lease_heartbeat_secs: 5,
         }
     }
 }
@@ -648,6 +719,26 @@ mod tests {
         let cli = Cli::try_parse_from(["dynamcp", "serve", "--database-url", "postgres://u@h/db"]).unwrap();
         let Command::Serve(args) = cli.command else { panic!("not serve") };
         assert_eq!(args.store.effective_database_url(), "postgres://u@h/db");
+    }
+
+    #[test]
+    fn allowed_hosts_are_checked_at_parse_time() {
+        let cli = Cli::try_parse_from([
+            "dynamcp",
+            "serve",
+            "--allowed-hosts",
+            "Dynamcp.Example.com,other.example:8443",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else { panic!("not serve") };
+        assert_eq!(args.allowed_hosts, ["dynamcp.example.com", "other.example:8443"]);
+        let cli = Cli::try_parse_from(["dynamcp", "serve"]).unwrap();
+        let Command::Serve(args) = cli.command else { panic!("not serve") };
+        assert!(args.allowed_hosts.iter().all(String::is_empty), "none by default");
+        assert!(
+            Cli::try_parse_from(["dynamcp", "serve", "--allowed-hosts", "https://dynamcp.example.com"])
+                .is_err()
+        );
     }
 
     #[test]
@@ -675,6 +766,8 @@ mod tests {
         // Secrets read from the environment only (not clap arguments).
         for env in [
             "ENCRYPTION_KEY",
+            "ENCRYPTION_KEY_PREVIOUS",
+            "NEW_ENCRYPTION_KEY",
             "ANTHROPIC_API_KEY",
             "OPENAI_API_KEY",
             "DYNAMCP_EMBEDDING_API_KEY",

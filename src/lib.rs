@@ -6,7 +6,8 @@
 //! - [`config`]: the `clap` command line and environment; parsing only, no I/O.
 //! - [`state`]: [`state::AppState`], where configuration becomes open resources.
 //! - [`api`]: HTTP (axum) and nothing else: one file per resource, the one error shape, OpenAPI,
-//!   the web playground at `/`, and the MCP endpoint `/mcp`.
+//!   the web playground at `/`, the MCP endpoint `/mcp` (each session bound to its tenant), and
+//!   the Host and Origin guard in front of every route.
 //! - [`mcp`]: dynamcp's own tools for MCP clients (rmcp), over stdio or `/mcp`; no credential
 //!   ever passes through them.
 //! - [`planner`]: the master agent; from a chat turn to a plan (offline, or an LLM's tool loop),
@@ -16,8 +17,9 @@
 //! - [`store`]: persistence behind one trait; SQLite (default) and PostgreSQL + pgvector.
 //! - [`runtime`]: runs agents: starts their MCP servers from catalog launch specs only (explicit
 //!   env, process groups, timeouts, idle stop), and the LLM tool loop that streams run events.
-//! - [`vault`]: credential values: the redacting [`vault::Secret`] type and envelope encryption
-//!   (AES-256-GCM data keys wrapped by the master key).
+//! - [`vault`]: credential values: the redacting [`vault::Secret`] type, envelope encryption
+//!   (AES-256-GCM data keys wrapped by a keyring of master keys), key rotation in step with the
+//!   running services, and each service's lease on the store.
 //! - [`cli`]: the non-serving subcommands (import, search, eval); [`progress`] reports on them.
 //!
 //! `main.rs` only parses the command line, sets up tracing and dispatches to [`run`] or [`cli`].
@@ -45,22 +47,17 @@ use tokio::net::TcpListener;
 use crate::config::ServeArgs;
 use crate::state::AppState;
 
+/// Files and folders dynamcp creates from now on are its own user's alone (umask 077): the
+/// database, the vault key, agents' homes and credential files, the package store.
+pub fn private_files() {
+    use nix::sys::stat::{Mode, umask};
+    umask(Mode::from_bits_truncate(0o077));
+}
+
 /// `dynamcp serve`: builds the state, binds the configured address and serves until `shutdown`.
 pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let state = AppState::build(&args).await?;
-    if state.access.is_open().await? {
-        if !args.addr.ip().is_loopback() && !args.insecure_no_auth {
-            anyhow::bail!(
-                "refusing to serve {} without API keys: anyone who can reach it could use every session \
-                 and credential. Create a key with `dynamcp keys create --tenant NAME`, bind a loopback \
-                 address, or pass --insecure-no-auth on a trusted network",
-                args.addr
-            );
-        }
-        tracing::warn!(
-            "no API keys: the service is open to anyone who can reach it (create one with `dynamcp keys create`)"
-        );
-    }
+    announce_access(&args, &state).await?;
     let listener =
         TcpListener::bind(args.addr).await.with_context(|| format!("could not listen on {}", args.addr))?;
     if let Some(addr) = args.metrics_addr {
@@ -78,6 +75,55 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
     serve(listener, state, shutdown, args.shutdown_grace()).await
 }
 
+/// Says which access mode the service starts in, or refuses to start a keyless service on an
+/// address others can reach.
+async fn announce_access(args: &ServeArgs, state: &AppState) -> anyhow::Result<()> {
+    use crate::access::Mode;
+    let mode = state.access.mode().await?;
+    let names = state.limits.allowed_hosts.join(", ");
+    let hosts = match (state.limits.loopback_only, names.is_empty(), mode) {
+        (true, true, _) => "loopback names only".to_owned(),
+        (_, false, _) => format!("loopback names and {names}"),
+        (false, true, Mode::Open) => "loopback names and IP addresses (no DYNAMCP_ALLOWED_HOSTS)".to_owned(),
+        (false, true, _) => "any (set DYNAMCP_ALLOWED_HOSTS to this service's public names)".to_owned(),
+    };
+    tracing::info!(
+        %hosts,
+        cors_origins = %state.limits.cors_origins.join(", "),
+        "Host header checked; requests that change state (and every /mcp request) from browser pages \
+         of origins other than this service's and the CORS origins answer 403"
+    );
+    match mode {
+        Mode::Unconfigured => anyhow::bail!(
+            "refusing to serve {} without API keys: anyone who can reach it could use every session \
+             and credential. Create a key with `dynamcp keys create --tenant NAME`, bind a loopback \
+             address, or pass --insecure-no-auth on a trusted network",
+            args.addr
+        ),
+        Mode::Open if state.limits.loopback_only => tracing::warn!(
+            "OPEN MODE: no API key was ever created, so every request acts as the one open tenant; \
+             only this machine can connect (create a key with `dynamcp keys create`)"
+        ),
+        Mode::Open => tracing::warn!(
+            addr = %args.addr,
+            "OPEN MODE ON A NETWORK ADDRESS (--insecure-no-auth): anyone who can reach it acts as the \
+             one open tenant, with every session and credential; create a key with `dynamcp keys create`"
+        ),
+        Mode::Keys => tracing::info!("API keys required on /api/ and /mcp (`Authorization: Bearer <key>`)"),
+        Mode::Revoked => tracing::warn!(
+            "LOCKED: every API key is revoked, so every /api/ and /mcp request answers 401 until a new \
+             key is created with `dynamcp keys create` (revoking the last key never opens the service)"
+        ),
+    }
+    if state.limits.cors_origins.iter().any(|o| o.trim() == "*") && mode == Mode::Open {
+        tracing::warn!(
+            "DYNAMCP_CORS_ORIGINS=* is ignored for requests that change state while the service runs \
+             open: any web page could drive it; name the origins instead"
+        );
+    }
+    Ok(())
+}
+
 /// Serves `state` on `listener` until `shutdown` resolves, then lets in-flight requests finish for
 /// up to `grace` and closes the store. Tests pass `127.0.0.1:0` and a oneshot.
 pub async fn serve(
@@ -89,6 +135,7 @@ pub async fn serve(
     let store = state.store.clone();
     let runtime = state.runtime.clone();
     let stopping = state.stopping.clone();
+    let lease = state.lease.clone();
     let app = api::router(state);
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -107,6 +154,10 @@ pub async fn serve(
         () = drained => tracing::warn!(?grace, "in-flight requests did not finish in time; closing anyway"),
     }
     runtime.shutdown().await;
+    // Only now: nothing seals or opens a credential any more.
+    if let Some(lease) = lease {
+        lease.release().await;
+    }
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -9,6 +9,7 @@ use dynamcp::config::{CatalogCommand, Cli, Command, LogFormat, VaultCommand};
 async fn main() -> anyhow::Result<()> {
     // An optional .env file; real environment variables win over it.
     let _ = dotenvy::dotenv();
+    dynamcp::private_files();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
@@ -51,9 +52,14 @@ async fn main() -> anyhow::Result<()> {
             init_tracing(LogFormat::Text, "warn");
             dynamcp::cli::keys(command).await
         }
-        Command::Vault(VaultCommand::Rotate(args)) => {
+        Command::Vault(command) => {
             init_tracing(LogFormat::Text, "warn");
-            dynamcp::cli::vault_rotate(args).await
+            match command {
+                VaultCommand::Rotate(args) => dynamcp::cli::vault_rotate(args).await,
+                VaultCommand::Rewrap(args) => dynamcp::cli::vault_rewrap(args).await,
+                VaultCommand::Status(args) => dynamcp::cli::vault_status(args).await,
+                VaultCommand::Prune(args) => dynamcp::cli::vault_prune(args).await,
+            }
         }
     }
 }

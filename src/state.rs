@@ -12,7 +12,7 @@ use crate::planner::{LlmPlanner, MasterAgent, OfflinePlanner, Planner};
 use crate::progress::Progress;
 use crate::runtime::Runtime;
 use crate::store::{self, Store, StoreError};
-use crate::vault::{Vault, VaultError};
+use crate::vault::{KeyringSource, ServiceLease, Vault, VaultError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -44,6 +44,8 @@ pub struct AppState {
     pub public_url: Arc<str>,
     /// Cancelled when the service shuts down: long-lived streams (MCP sessions) end with it.
     pub stopping: tokio_util::sync::CancellationToken,
+    /// This process's lease on the store (see `vault::lease`), released once it stops serving.
+    pub lease: Option<Arc<ServiceLease>>,
 }
 
 /// Request limits the router enforces.
@@ -56,15 +58,46 @@ pub struct Limits {
     pub run_timeout: std::time::Duration,
     /// Bound to a loopback address: `Host` headers are checked against loopback names.
     pub loopback_only: bool,
+    /// Public host names (`name` or `name:port`, lower case) the service also answers to, beside
+    /// loopback names; see [`crate::api::guard`].
+    pub allowed_hosts: Vec<String>,
 }
 
 impl AppState {
     /// Opens the store (applying migrations), loads the catalog and wires the domain services.
     pub async fn build(args: &ServeArgs) -> Result<Self, StartError> {
         let store = store::open(&args.store).await?;
-        let vault =
-            Vault::open(store.as_ref(), args.store.encryption_key.as_ref(), &args.store.data_dir).await?;
-        tracing::info!(key_id = vault.key_id(), "credential vault ready");
+        let source = keyring_source(&args.store)?;
+        // The lease comes before the keyring: a rotation starting meanwhile waits for its reports.
+        let heartbeat = std::time::Duration::from_secs(args.lease_heartbeat_secs);
+        let lease = ServiceLease::acquire(store.clone(), source.kind(), heartbeat).await?;
+        let vault = match Vault::open(store.as_ref(), source).await {
+            Ok(vault) => Arc::new(vault),
+            Err(e) => {
+                lease.release().await;
+                return Err(e.into());
+            }
+        };
+        lease.start(vault.clone());
+        tracing::info!(key_id = %vault.key_id(), keys = vault.key_ids().len(), "credential vault ready");
+        match Self::build_services(store, vault, args).await {
+            Ok(mut state) => {
+                state.lease = Some(lease);
+                Ok(state)
+            }
+            Err(e) => {
+                lease.release().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The rest of [`Self::build`], once the vault is open.
+    async fn build_services(
+        store: Arc<dyn Store>,
+        vault: Arc<Vault>,
+        args: &ServeArgs,
+    ) -> Result<Self, StartError> {
         let llm = crate::llm::from_settings(&args.llm.settings()).map_err(StartError::Llm)?;
         match (&llm, args.llm.planner) {
             (None, PlannerChoice::Llm) => {
@@ -80,7 +113,7 @@ impl AppState {
             (None, _) => tracing::info!("no language model configured: the offline planner plans"),
         }
         let catalog = open_catalog(store.clone(), &args.store).await?;
-        Ok(Self::from_parts(store, Arc::new(catalog), Arc::new(vault), llm, args))
+        Ok(Self::from_parts(store, Arc::new(catalog), vault, llm, args))
     }
 
     /// Wires the services around an already-open store, catalog and vault.
@@ -106,7 +139,11 @@ impl AppState {
             args.runtime.settings(&args.store.data_dir),
         );
         Self {
-            access: Arc::new(Access::new(store.clone())),
+            // Without any key, only a loopback service (or one explicitly allowed) runs open.
+            access: Arc::new(Access::new(
+                store.clone(),
+                args.addr.ip().is_loopback() || args.insecure_no_auth,
+            )),
             rate_limiter: crate::api::rate_limit::RateLimiter::new(
                 args.rate_limit_per_sec,
                 args.rate_limit_burst,
@@ -126,15 +163,23 @@ impl AppState {
             vault,
             public_url: args.public_url().into(),
             stopping: tokio_util::sync::CancellationToken::new(),
+            lease: None,
             limits: Limits {
                 body_bytes: args.body_limit_bytes,
                 request_timeout: args.request_timeout(),
                 cors_origins: args.cors_origins.iter().filter(|o| !o.trim().is_empty()).cloned().collect(),
                 run_timeout: std::time::Duration::from_secs(args.runtime.run_timeout_secs),
                 loopback_only: args.addr.ip().is_loopback(),
+                allowed_hosts: args.allowed_hosts.iter().filter(|h| !h.is_empty()).cloned().collect(),
             },
         }
     }
+}
+
+/// Where the vault's keys come from: `ENCRYPTION_KEY` (and `ENCRYPTION_KEY_PREVIOUS`), else the
+/// data dir's key files.
+pub fn keyring_source(args: &StoreArgs) -> Result<KeyringSource, VaultError> {
+    KeyringSource::new(args.encryption_key.as_ref(), args.encryption_key_previous.as_ref(), &args.data_dir)
 }
 
 /// Loads the embedding model named by the configuration, or explains loudly why search will be

@@ -76,20 +76,6 @@ async fn complete(
 }
 
 /// Every (pid, environ, cmdline) of a process whose environment names `marker`.
-fn processes_with(marker: &str) -> Vec<(u32, String, String)> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
-        let environ = String::from_utf8_lossy(&environ).replace('\0', "\n");
-        if environ.contains(marker) {
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            out.push((pid, environ, String::from_utf8_lossy(&cmdline).replace('\0', " ")));
-        }
-    }
-    out
-}
-
 fn every_file_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
         let path = entry.path();
@@ -102,7 +88,13 @@ fn every_file_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 }
 
 async fn whole_flow(db: Db) {
+    // The canary: a unique word that must never show. The credential carries it on two lines of
+    // a PEM-like block, beside a quote and a backslash, so it is caught however it is encoded
+    // (JSON-escaped, line by line in stderr, decoded in a tool result).
     let canary = format!("canary{}", uuid::Uuid::new_v4().simple());
+    let secret = format!(
+        "-----BEGIN PRIVATE KEY-----\n{canary}\"quoted\\slash+/=\n{canary}-second-line-of-the-key\n-----END PRIVATE KEY-----\n"
+    );
     let (args, dir) = common::test_args(db).await;
     common::import_default_records(&args, &["time-mcp-server"], &[echo_record()]).await;
 
@@ -126,7 +118,7 @@ async fn whole_flow(db: Db) {
         .env("DYNAMCP_NO_MODEL", "true")
         .env("DYNAMCP_DEFAULT_CATALOG", "false")
         .env("DYNAMCP_RUNTIMES", "npx,uvx")
-        .env("DYNAMCP_RUNTIME_CACHE_DIR", args.runtime.runtime_cache_dir.clone().unwrap())
+        .env("DYNAMCP_PACKAGE_DIR", args.runtime.package_dir.clone().unwrap())
         .env("DYNAMCP_LLM_PROVIDER", "openai")
         .env("DYNAMCP_LLM_BASE_URL", &model_url)
         .env("DYNAMCP_LLM_MODEL", "fake-model")
@@ -191,7 +183,7 @@ async fn whole_flow(db: Db) {
     // 2. The canary, as the credential: the agent is created.
     let (status, second) = send(http.post(format!("{base}/api/chat")).json(&json!({
         "message": "here it is", "session_id": session,
-        "credentials": {"echo-vault": {"ECHO_VAULT_TOKEN": canary}}
+        "credentials": {"echo-vault": {"ECHO_VAULT_TOKEN": secret}}
     })))
     .await;
     assert_eq!(status, 200, "{second}");
@@ -223,17 +215,17 @@ async fn whole_flow(db: Db) {
     // 4. While the servers still run: the canary is in its own server's environment only, and in
     // no command line anywhere.
     let marker = dir.path().display().to_string();
-    let servers = processes_with(&marker);
+    let servers = common::processes_with(&marker);
     let own: Vec<_> = servers.iter().filter(|(_, environ, _)| environ.contains(&canary)).collect();
     assert!(!own.is_empty(), "the echo server got its credential");
-    for (pid, environ, cmdline) in &own {
-        let home = environ.lines().find(|l| l.starts_with("HOME=")).unwrap_or_default();
-        assert!(
-            home.contains("/echo-vault/"),
-            "pid {pid} ({cmdline}) is not the credential's server: {home}"
-        );
+    // Each is the echo server's sandbox (whose command line binds its own home) or inside it.
+    let echo_sandbox: Vec<u32> =
+        common::processes_with("/echo-vault/home /home/agent").into_iter().map(|(pid, ..)| pid).collect();
+    for (pid, _, cmdline) in &own {
+        assert!(echo_sandbox.contains(pid), "pid {pid} is not the credential's server: {cmdline}");
     }
-    let time_servers = servers.iter().filter(|(_, environ, _)| environ.contains("/time-mcp-server/")).count();
+    let time_servers =
+        servers.iter().filter(|(_, _, cmdline)| cmdline.contains("/time-mcp-server/home")).count();
     assert!(time_servers > 0, "the time server ran");
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
@@ -281,7 +273,7 @@ async fn whole_flow(db: Db) {
         assert!(!text.contains(&canary), "pg_dump holds the canary");
     }
     // Nothing it started outlives it.
-    assert_eq!(processes_with(&marker).len(), 0, "{:?}", processes_with(&marker));
+    assert_eq!(common::processes_with(&marker).len(), 0, "{:?}", common::processes_with(&marker));
 }
 
 on_both_backends!(whole_flow);

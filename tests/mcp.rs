@@ -48,7 +48,10 @@ fn dynamcp_env(data_dir: &Path) -> Vec<(String, String)> {
         ("DYNAMCP_NO_MODEL", "true".to_owned()),
         ("DYNAMCP_DEFAULT_CATALOG", "false".to_owned()),
         ("DYNAMCP_RUNTIMES", "npx,uvx".to_owned()),
-        ("DYNAMCP_RUNTIME_CACHE_DIR", package_cache().display().to_string()),
+        (
+            "DYNAMCP_PACKAGE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("mcp-package-store").display().to_string(),
+        ),
         ("DYNAMCP_LOG", "warn".to_owned()),
     ]
     .map(|(k, v)| (k.to_owned(), v))

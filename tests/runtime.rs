@@ -32,9 +32,19 @@ fn silent_record() -> Value {
     })
 }
 
+/// The default catalog's memory server, with its `MEMORY_FILE_PATH` declared as a setting.
+fn memory_in_home() -> Value {
+    json!({
+        "id": "memory-in-home", "name": "Memory", "description": "The reference memory server.",
+        "tools": [], "credentials": [{"name": "MEMORY_FILE_PATH", "kind": "env", "required": false}],
+        "launch": [{"kind": "npm", "transport": "stdio", "command": "npx",
+                    "args": ["-y", "@modelcontextprotocol/server-memory"]}]
+    })
+}
+
 async fn start(tune: impl FnOnce(&mut ServeArgs)) -> TestServer {
     let (mut args, dir) = common::test_args(Db::Sqlite).await;
-    common::import_default_records(&args, FROM_DEFAULT_CATALOG, &[silent_record()]).await;
+    common::import_default_records(&args, FROM_DEFAULT_CATALOG, &[silent_record(), memory_in_home()]).await;
     args.runtime.runtimes = ["npx", "uvx", "python3"].map(str::to_owned).to_vec();
     tune(&mut args);
     TestServer::start_with(args, dir).await
@@ -62,18 +72,9 @@ async fn agent_with(server: &TestServer, servers: &[&str]) -> (Uuid, Uuid) {
     (agent.id, session.id)
 }
 
-/// Processes whose environment mentions `marker` (a test's data dir): every server it started.
+/// Every process the test's service started (see `common::processes_with`): pid and command line.
 fn processes_with(marker: &str) -> Vec<(u32, String)> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
-        if String::from_utf8_lossy(&environ).contains(marker) {
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            out.push((pid, String::from_utf8_lossy(&cmdline).replace('\0', " ")));
-        }
-    }
-    out
+    common::processes_with(marker).into_iter().map(|(pid, _, cmdline)| (pid, cmdline)).collect()
 }
 
 /// Waits (up to `within`) until no process mentions `marker`; returns what is left.
@@ -144,14 +145,25 @@ fn assert_tokyo_now(text: &str) {
 async fn real_servers_start_from_catalog_specs_list_tools_and_answer_calls() {
     let server = start(|_| {}).await;
     let marker = server.data_dir().to_string_lossy().into_owned();
-    let (agent, _) =
-        agent_with(&server, &["everything-mcp-server", "memory-mcp-server", "time-mcp-server"]).await;
+    let (agent, session) =
+        agent_with(&server, &["everything-mcp-server", "memory-in-home", "time-mcp-server"]).await;
+    // The memory server keeps its graph beside its own code unless told otherwise; its package is
+    // read-only in the sandbox, so its setting points it into its own home (as a plain setting:
+    // the default catalog's record takes it for a file credential).
+    let binding = dynamcp::vault::Binding {
+        session_id: session,
+        server: "memory-in-home",
+        key: "MEMORY_FILE_PATH",
+        kind: dynamcp::store::SecretKind::Env,
+    };
+    let sealed = server.vault.seal(binding, b"/home/agent/memory.json").unwrap();
+    server.store.put_credentials(session, &[sealed]).await.unwrap();
 
     let (status, body) = server.get(&format!("/api/agents/{agent}/tools")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["agent_id"], agent.to_string());
     assert!(tool_names(&body["servers"], "everything-mcp-server").contains(&"echo".to_owned()), "{body}");
-    let memory = tool_names(&body["servers"], "memory-mcp-server");
+    let memory = tool_names(&body["servers"], "memory-in-home");
     assert!(
         memory.contains(&"create_entities".to_owned()) && memory.contains(&"read_graph".to_owned()),
         "{memory:?}"
@@ -165,23 +177,26 @@ async fn real_servers_start_from_catalog_specs_list_tools_and_answer_calls() {
         .unwrap()["tools"][0];
     assert_eq!(time_tool["inputSchema"]["required"], json!(["timezone"]), "tools carry their input schemas");
 
-    // Each server is one process group, launched with the catalog's command and an env built
-    // from nothing: its own HOME under the data dir, none of this test process's variables.
+    // Each server is one process group: its sandbox, running the installed entry point of the
+    // catalog's package, with an env built from nothing: its own HOME (its folder under the data
+    // dir, bound at /home/agent), none of this test process's variables.
     let running = server.runtime.running().await;
     assert_eq!(running.len(), 3, "{running:?}");
     for r in &running {
         let pid = r.pid.unwrap();
         let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap().replace('\0', " ");
-        // (npm renames its process `npm exec <package>`.)
         let expected = if r.server == "time-mcp-server" {
-            "uvx mcp-server-time"
+            "-- /opt/package/venv/bin/mcp-server-time"
         } else {
-            "@modelcontextprotocol/server-"
+            "-- /opt/package/node_modules/.bin/mcp-server-"
         };
+        assert!(cmdline.starts_with("/usr/bin/bwrap --unshare-user"), "{}: {cmdline}", r.server);
         assert!(cmdline.contains(expected), "{}: {cmdline}", r.server);
+        let home = format!("{marker}/runtime/agents/{agent}/{}/home /home/agent", r.server);
+        assert!(cmdline.contains(&home), "{}: {cmdline}", r.server);
         let env = environ(pid);
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        assert!(get("HOME").unwrap().starts_with(&marker), "{env:?}");
+        assert_eq!(get("HOME").as_deref(), Some("/home/agent"), "{env:?}");
         let leaked: Vec<&String> = env
             .iter()
             .map(|(k, _)| k)
@@ -205,7 +220,7 @@ async fn real_servers_start_from_catalog_specs_list_tools_and_answer_calls() {
     let (status, body) = server
         .post(
             &format!("/api/agents/{agent}/tools/call"),
-            json!({"server": "memory-mcp-server", "tool": "create_entities", "arguments": {"entities": [
+            json!({"server": "memory-in-home", "tool": "create_entities", "arguments": {"entities": [
                 {"name": entity, "entityType": "project", "observations": ["runs MCP servers"]}
             ]}}),
         )
@@ -214,11 +229,13 @@ async fn real_servers_start_from_catalog_specs_list_tools_and_answer_calls() {
     let (status, body) = server
         .post(
             &format!("/api/agents/{agent}/tools/call"),
-            json!({"server": "memory-mcp-server", "tool": "read_graph"}),
+            json!({"server": "memory-in-home", "tool": "read_graph"}),
         )
         .await;
     assert_eq!(status, 200, "{body}");
     assert!(result_text(&body).contains(&entity), "the memory server keeps what it was told: {body}");
+    let kept = server.data_dir().join(format!("runtime/agents/{agent}/memory-in-home/home/memory.json"));
+    assert!(std::fs::read_to_string(&kept).unwrap().contains(&entity), "in its own home");
 
     let (status, body) = tokyo_time(&server, &agent).await;
     assert_eq!(status, 200, "{body}");
@@ -630,7 +647,7 @@ async fn a_remote_server_over_streamable_http() {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap().port()
     };
-    let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("mcp-package-cache/npm");
+    let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("npx-cache/npm");
     let mut peer = tokio::process::Command::new("npx")
         .args(["-y", "@modelcontextprotocol/server-everything", "streamableHttp"])
         .env("PORT", port.to_string())
@@ -652,9 +669,25 @@ async fn a_remote_server_over_streamable_http() {
         "tools": [], "credentials": [],
         "launch": [{"kind": "remote", "transport": "streamable-http", "url": url}]
     });
+    // A loopback URL is refused unless the operator allowed that host (SSRF guard).
+    let (mut args, dir) = common::test_args(Db::Sqlite).await;
+    common::import_default_records(&args, &[], std::slice::from_ref(&record)).await;
+    args.runtime.runtimes = vec!["remote".to_owned()];
+    let server = TestServer::start_with(args, dir).await;
+    let (agent, _) = agent_with(&server, &["everything-remote"]).await;
+    let (status, body) = server
+        .post(
+            &format!("/api/agents/{agent}/tools/call"),
+            json!({"server": "everything-remote", "tool": "echo", "arguments": {"message": "over http"}}),
+        )
+        .await;
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("remote_address_refused")), "{body}");
+    server.stop().await;
+
     let (mut args, dir) = common::test_args(Db::Sqlite).await;
     common::import_default_records(&args, &[], &[record]).await;
     args.runtime.runtimes = vec!["remote".to_owned()];
+    args.runtime.remote_allow_hosts = vec!["127.0.0.1".to_owned()];
     let server = TestServer::start_with(args, dir).await;
     let (agent, _) = agent_with(&server, &["everything-remote"]).await;
     let (status, body) = server

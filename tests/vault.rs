@@ -8,7 +8,7 @@ use std::process::Command;
 
 use common::Db;
 use dynamcp::store::SecretKind;
-use dynamcp::vault::{Binding, KEY_FILE, MasterKey, Secret, Vault};
+use dynamcp::vault::{Binding, KEY_FILE, KeyringSource, MasterKey, Secret, Vault, kept_key_path};
 
 on_both_backends!(rotation_rewraps_and_a_wrong_key_refuses_to_start);
 
@@ -22,6 +22,11 @@ fn dynamcp(args: &[&str], data_dir: &std::path::Path, env: &[(&str, &str)]) -> s
     cmd.output().unwrap()
 }
 
+/// The keyring `serve` would use with `ENCRYPTION_KEY` = `key` (none: the data dir's key files).
+fn keys(key: Option<&Secret>, dir: &std::path::Path) -> KeyringSource {
+    KeyringSource::new(key, None, dir).unwrap()
+}
+
 async fn rotation_rewraps_and_a_wrong_key_refuses_to_start(db: Db) {
     let (args, dir) = common::test_args(db).await;
     let url = args.store.effective_database_url();
@@ -31,7 +36,7 @@ async fn rotation_rewraps_and_a_wrong_key_refuses_to_start(db: Db) {
     let session = store.create_session("").await.unwrap();
 
     // First open: no ENCRYPTION_KEY, so a key file is generated; seal one credential with it.
-    let vault = Vault::open(store.as_ref(), None, dir.path()).await.unwrap();
+    let vault = Vault::open(store.as_ref(), keys(None, dir.path())).await.unwrap();
     let first_id = vault.key_id().to_owned();
     let binding =
         Binding { session_id: session.id, server: "slack", key: "SLACK_BOT_TOKEN", kind: SecretKind::Env };
@@ -48,14 +53,25 @@ async fn rotation_rewraps_and_a_wrong_key_refuses_to_start(db: Db) {
     assert!(!stdout.contains(first_key.trim()));
     let second_key = std::fs::read_to_string(&key_file).unwrap();
     assert_ne!(first_key, second_key);
-    let rotated = Vault::open(store.as_ref(), None, dir.path()).await.unwrap();
+    let rotated = Vault::open(store.as_ref(), keys(None, dir.path())).await.unwrap();
     assert_ne!(rotated.key_id(), first_id);
     let stored = store.credentials(session.id).await.unwrap();
     assert_eq!(rotated.open_sealed(&stored[0]).unwrap().expose(), b"xoxb-canary");
+    // The previous key is kept beside it (for backups made before), until `vault prune`.
+    let kept = kept_key_path(dir.path(), &first_id);
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), first_key);
+    assert!(
+        stdout.contains(&format!("the previous key (id {first_id}) stays in {}", kept.display())),
+        "{stdout}"
+    );
+    let out = dynamcp(&["vault", "prune"], dir.path(), &db_env);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("removed key {first_id}\n"));
+    assert!(!kept.exists());
 
     // The old key, given as ENCRYPTION_KEY, is refused with a clear error: at open and by `serve`.
     let old = Secret::new(first_key.trim());
-    let err = Vault::open(store.as_ref(), Some(&old), dir.path()).await.unwrap_err().to_string();
+    let err = Vault::open(store.as_ref(), keys(Some(&old), dir.path())).await.unwrap_err().to_string();
     assert!(
         err.contains(&format!(
             "is not the one that sealed 1 stored credential(s) (key id {})",
@@ -77,7 +93,7 @@ async fn rotation_rewraps_and_a_wrong_key_refuses_to_start(db: Db) {
     let out = dynamcp(&["serve"], dir.path(), &env);
     assert!(String::from_utf8_lossy(&out.stderr).contains("ENCRYPTION_KEY must be 32 bytes"));
     std::fs::remove_file(&key_file).unwrap();
-    let err = Vault::open(store.as_ref(), None, dir.path()).await.unwrap_err().to_string();
+    let err = Vault::open(store.as_ref(), keys(None, dir.path())).await.unwrap_err().to_string();
     assert!(err.contains("is missing but stored credentials need it"), "{err}");
     assert!(!key_file.exists(), "no new key may replace a lost one while data needs the old");
 
@@ -88,7 +104,7 @@ async fn rotation_rewraps_and_a_wrong_key_refuses_to_start(db: Db) {
     env.push(("NEW_ENCRYPTION_KEY", next.expose()));
     let out = dynamcp(&["vault", "rotate"], dir.path(), &env);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let final_vault = Vault::open(store.as_ref(), Some(&next), dir.path()).await.unwrap();
+    let final_vault = Vault::open(store.as_ref(), keys(Some(&next), dir.path())).await.unwrap();
     let stored = store.credentials(session.id).await.unwrap();
     assert_eq!(final_vault.open_sealed(&stored[0]).unwrap().expose(), b"xoxb-canary");
     store.close().await;

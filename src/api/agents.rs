@@ -164,7 +164,7 @@ async fn delete_agent(
 ) -> Result<StatusCode, ApiError> {
     state.runtime.agent(&tenant, id).await?;
     if state.store.delete_agent(id).await? {
-        state.runtime.stop_agent(id).await;
+        state.runtime.forget_agent(id).await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::AgentNotFound(id))

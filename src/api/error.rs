@@ -29,6 +29,17 @@ pub enum ApiError {
     InvalidForm(String),
     #[error("{0}")]
     Unauthorized(String),
+    /// The `Host` header names a host this service does not have (DNS rebinding).
+    #[error("{0}")]
+    HostNotAllowed(String),
+    /// A browser page of another origin sent a request that changes state, or any to `/mcp`.
+    #[error("{0}")]
+    CrossOrigin(String),
+    /// An `Mcp-Session-Id` that is not a live session of the caller's tenant.
+    #[error(
+        "MCP session not found: it ended, or it was opened with another API key; send `initialize` to start a new one"
+    )]
+    McpSessionNotFound,
     #[error("request body must be JSON with `Content-Type: application/json`")]
     UnsupportedMediaType,
     #[error("request body is larger than the configured limit")]
@@ -75,12 +86,14 @@ impl ApiError {
             | ApiError::InvalidForm(_) => StatusCode::BAD_REQUEST,
             ApiError::InvalidRequest(_) | ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::HostNotAllowed(_) | ApiError::CrossOrigin(_) => StatusCode::FORBIDDEN,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RouteNotFound { .. }
             | ApiError::SessionNotFound(_)
             | ApiError::AgentNotFound(_)
-            | ApiError::ServerNotFound(_) => StatusCode::NOT_FOUND,
+            | ApiError::ServerNotFound(_)
+            | ApiError::McpSessionNotFound => StatusCode::NOT_FOUND,
             ApiError::Runtime(e) => runtime_status(e),
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -120,6 +133,9 @@ impl ApiError {
             ApiError::InvalidId(_) => "invalid_id",
             ApiError::InvalidForm(_) => "invalid_form",
             ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::HostNotAllowed(_) => "host_not_allowed",
+            ApiError::CrossOrigin(_) => "cross_origin_refused",
+            ApiError::McpSessionNotFound => "mcp_session_not_found",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::RouteNotFound { .. } => "not_found",
@@ -163,10 +179,14 @@ fn runtime_status(e: &RuntimeError) -> StatusCode {
         | RuntimeError::NotLaunchable { .. }
         | RuntimeError::BadCredential { .. }
         | RuntimeError::CallRejected { .. }
+        | RuntimeError::RemoteRefused { .. }
         | RuntimeError::EmptyInput => StatusCode::UNPROCESSABLE_ENTITY,
-        RuntimeError::NoLlm => StatusCode::CONFLICT,
+        RuntimeError::NoLlm | RuntimeError::ToolNotApproved { .. } => StatusCode::CONFLICT,
         RuntimeError::Capacity { .. } | RuntimeError::TooManyRuns { .. } => StatusCode::TOO_MANY_REQUESTS,
-        RuntimeError::StartFailed { .. } | RuntimeError::ServerGone { .. } => StatusCode::BAD_GATEWAY,
+        RuntimeError::StartFailed { .. }
+        | RuntimeError::InstallFailed { .. }
+        | RuntimeError::ServerGone { .. } => StatusCode::BAD_GATEWAY,
+        RuntimeError::NoSandbox { .. } => StatusCode::SERVICE_UNAVAILABLE,
         RuntimeError::StartTimeout { .. } | RuntimeError::CallTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         RuntimeError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         RuntimeError::Store(_) | RuntimeError::Vault(_) | RuntimeError::Io { .. } => {

@@ -1,12 +1,14 @@
 //! HTTP: the only module that knows axum. One file per resource, each with its `router()`; this
-//! file assembles them, adds the cross-cutting layers (limits, timeout, CORS, tracing, error
-//! shape) and serves the OpenAPI document and Swagger UI.
+//! file assembles them, adds the cross-cutting layers (the Host and Origin guard, limits,
+//! timeout, CORS, tracing, error shape) and serves the OpenAPI document and Swagger UI.
 
 mod agents;
 pub mod auth;
 mod chat;
 pub mod error;
 mod extract;
+pub mod guard;
+mod mcp_sessions;
 pub mod observe;
 pub mod pagination;
 pub mod rate_limit;
@@ -15,6 +17,7 @@ mod runs;
 pub mod servers;
 mod sessions;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -60,7 +63,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// Every `/api/` operation may answer 401 (when API keys are configured) and 429 (over the
-/// caller's rate limit): say so once, here.
+/// caller's rate limit), and every operation 403 (see [`guard`]): say so once, here.
 fn document_access(doc: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
     let error = |description: &str| {
@@ -76,14 +79,20 @@ fn document_access(doc: &mut utoipa::openapi::OpenApi) {
         ("401", error("An API key is needed (`Authorization: Bearer <key>`), or the one sent is not valid")),
         ("429", error("Over the caller's rate limit; `Retry-After` says when to try again")),
     ];
+    let refused = error(
+        "Refused before authentication: the `Host` is not one of this service's names, or a browser \
+         page of another origin sent a request that changes state",
+    );
     for (path, item) in doc.paths.paths.iter_mut() {
-        if !path.starts_with("/api/") {
-            continue;
-        }
+        let api = path.starts_with("/api/");
         for operation in [&mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.patch]
             .into_iter()
             .flatten()
         {
+            operation.responses.responses.entry("403".to_owned()).or_insert_with(|| refused.clone().into());
+            if !api {
+                continue;
+            }
             for (status, response) in &common {
                 operation
                     .responses
@@ -112,6 +121,7 @@ pub fn router(state: AppState) -> Router {
     doc.merge(runs_doc);
     document_access(&mut doc);
     let limits = state.limits.clone();
+    let guard = guard::Guard::new(&limits, &state.public_url, Some(state.access.clone()));
     // Runs and tool calls may start servers (a first start downloads a package): they get the
     // run timeout; every other route the request timeout.
     let api = api.layer(timeout(limits.request_timeout));
@@ -124,39 +134,44 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), rate_limit::limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .with_state(state);
-    with_layers(app, &limits)
+    with_layers(app, &limits, guard)
 }
 
-/// dynamcp's own MCP tools over streamable HTTP at `/mcp`, behind the same keys and rate limits
-/// as `/api/`. Sessions end when the service shuts down.
+/// dynamcp's own MCP tools over streamable HTTP at `/mcp`, behind the same guard, keys and rate
+/// limits as `/api/`; each session is bound to the tenant that opened it. Sessions end when the
+/// service shuts down.
 fn mcp_endpoint(state: &AppState) -> Router<AppState> {
     use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
     use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
-    let mut config = StreamableHttpServerConfig::default()
+    // Host and Origin are checked for every route by [`guard`], with the configured public names;
+    // rmcp's own check knows only three loopback names and would refuse those.
+    let config = StreamableHttpServerConfig::default()
         .with_cancellation_token(state.stopping.child_token())
-        .with_max_request_body_bytes(state.limits.body_bytes);
-    if !state.limits.loopback_only {
-        // Host checks guard a keyless local server against DNS rebinding; a public service is
-        // reached by its own names and guarded by its API keys.
-        config = config.disable_allowed_hosts();
-    }
+        .with_max_request_body_bytes(state.limits.body_bytes)
+        .disable_allowed_hosts();
+    let manager = Arc::new(LocalSessionManager::default());
+    let sessions = Arc::new(mcp_sessions::McpSessions::new(manager.clone()));
     let tools = state.clone();
     let service = StreamableHttpService::new(
         move || Ok(crate::mcp::DynamcpMcp::over_http(tools.clone())),
-        std::sync::Arc::new(LocalSessionManager::default()),
+        manager,
         config,
     );
-    Router::new().nest_service("/mcp", service)
+    Router::new()
+        .nest_service("/mcp", service)
+        .layer(axum::middleware::from_fn_with_state(sessions, mcp_sessions::bind))
 }
 
-/// The cross-cutting layers every route gets, outermost last: body limit, CORS, panic catching,
-/// the uniform error shape, metrics, then the request id and the request's tracing span.
-/// (Timeouts are per route group, see [`router`].)
-fn with_layers(app: Router, limits: &Limits) -> Router {
+/// The cross-cutting layers every route gets, outermost last: body limit, CORS, the Host and
+/// Origin guard (before CORS, so preflights are checked too), panic catching, the uniform error
+/// shape, metrics, then the request id and the request's tracing span. (Timeouts are per route
+/// group, see [`router`].)
+fn with_layers(app: Router, limits: &Limits, guard: guard::Guard) -> Router {
     let app = app
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limits.body_bytes))
         .layer(cors(limits))
+        .layer(axum::middleware::from_fn_with_state(Arc::new(guard), guard::guard))
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("a request handler panicked");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
@@ -209,11 +224,17 @@ mod tests {
             cors_origins: Vec::new(),
             run_timeout: Duration::from_secs(1),
             loopback_only: true,
+            allowed_hosts: Vec::new(),
         }
     }
 
+    fn layered(app: Router) -> Router {
+        with_layers(app, &limits(), guard::Guard::new(&limits(), "", None))
+    }
+
     async fn call(app: Router, uri: &str) -> anyhow::Result<(StatusCode, serde_json::Value)> {
-        let response = app.oneshot(Request::get(uri).body(Body::empty())?).await?;
+        let response =
+            app.oneshot(Request::get(uri).header("host", "127.0.0.1:8000").body(Body::empty())?).await?;
         let status = response.status();
         assert_eq!(response.headers()["content-type"], "application/json");
         let bytes = response.into_body().collect().await?.to_bytes();
@@ -230,7 +251,7 @@ mod tests {
             }),
         );
         let app = app.layer(timeout(limits().request_timeout));
-        let (status, body) = call(with_layers(app, &limits()), "/slow").await?;
+        let (status, body) = call(layered(app), "/slow").await?;
         assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
         assert_eq!(
             body,
@@ -246,7 +267,7 @@ mod tests {
             panic!("secret detail that must not reach the client")
         }
         let app = Router::new().route("/boom", get(boom));
-        let (status, body) = call(with_layers(app, &limits()), "/boom").await?;
+        let (status, body) = call(layered(app), "/boom").await?;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(
             body,
@@ -266,10 +287,12 @@ mod tests {
             Ok((router(state), dir))
         }
 
+        /// Sends `request` as a client on this machine would (to a loopback `Host`).
         async fn send(
             app: Router,
-            request: Request<Body>,
+            mut request: Request<Body>,
         ) -> anyhow::Result<(StatusCode, serde_json::Value)> {
+            request.headers_mut().insert("host", HeaderValue::from_static("127.0.0.1:8000"));
             let response = app.oneshot(request).await?;
             let status = response.status();
             let bytes = response.into_body().collect().await?.to_bytes();
@@ -285,7 +308,8 @@ mod tests {
         #[tokio::test]
         async fn test_root() -> anyhow::Result<()> {
             let (app, _dir) = app().await?;
-            let response = app.oneshot(Request::get("/").body(Body::empty())?).await?;
+            let response =
+                app.oneshot(Request::get("/").header("host", "localhost:8000").body(Body::empty())?).await?;
             assert_eq!(response.status(), StatusCode::OK);
             let bytes = response.into_body().collect().await?.to_bytes();
             assert_eq!(&bytes[..], br#"{"message":"Dynamic MCP Agent API","version":"1.0.0"}"#);

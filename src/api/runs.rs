@@ -23,7 +23,11 @@ use crate::runtime::{RunEvent, ServerTools};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(run_agent)).routes(routes!(agent_tools)).routes(routes!(call_tool))
+    OpenApiRouter::new()
+        .routes(routes!(run_agent))
+        .routes(routes!(agent_tools))
+        .routes(routes!(approve_tools))
+        .routes(routes!(call_tool))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -103,6 +107,27 @@ async fn agent_tools(
     Path(id): Path<Uuid>,
 ) -> Result<axum::Json<ToolsView>, ApiError> {
     let servers = state.runtime.tools(&tenant, id).await?;
+    Ok(axum::Json(ToolsView { agent_id: id, servers }))
+}
+
+/// Approves the tool definitions the agent's servers show now. A server's first tool list is
+/// pinned for the agent as it is; when a later start shows changed or new definitions (a server
+/// can change what its tools say or do after it was chosen), those tools are held: listed under
+/// `held`, not offered to the model, refused when called (409), until the owner approves them
+/// here.
+#[utoipa::path(post, path = "/api/agents/{id}/tools/approve", tag = "agents",
+    params(("id" = Uuid, Path, description = "Agent id")),
+    responses(
+        (status = 200, description = "The servers with their tools, nothing held", body = ToolsView),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 404, description = "No such agent", body = ErrorBody),
+    ))]
+async fn approve_tools(
+    State(state): State<AppState>,
+    Caller(tenant): Caller,
+    Path(id): Path<Uuid>,
+) -> Result<axum::Json<ToolsView>, ApiError> {
+    let servers = state.runtime.approve_tools(&tenant, id).await?;
     Ok(axum::Json(ToolsView { agent_id: id, servers }))
 }
 

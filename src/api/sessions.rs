@@ -202,6 +202,8 @@ async fn delete_session(
 ) -> Result<StatusCode, ApiError> {
     owned_session(&state, &tenant, id).await?;
     if state.store.delete_session(id).await? {
+        // Its agents' servers hold its credentials in memory: they stop with it.
+        state.runtime.stop_session(id).await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::SessionNotFound(id))

@@ -1,8 +1,9 @@
 //! `dynamcp bench-runtime`: time from a request to all of an agent's servers ready, through the
-//! supervisor (concurrently, as a run starts them, and one after another), against the floor:
-//! the same servers started with their plain catalog commands, one after another, by a bare
-//! rmcp client with the parent's environment. Warm rounds share one package cache; `--cold`
-//! adds one start of each kind from its own empty cache (every package downloaded).
+//! supervisor with each server in its bubblewrap sandbox and, side by side in the same rounds,
+//! without the sandbox (same installed packages, same entry points); against two floors: the
+//! installed entry points started by a bare rmcp client, and the plain catalog commands
+//! (`npx`/`uvx`, with their own warm cache). `--cold` adds one start of each supervisor kind
+//! from its own empty package store (every package downloaded and installed).
 
 use std::path::Path;
 use std::process::Stdio;
@@ -25,9 +26,7 @@ use crate::vault::Vault;
 
 pub async fn run(args: RuntimeBenchArgs) -> anyhow::Result<()> {
     let store = store::open(&args.store).await.context("could not open the store")?;
-    let vault = Arc::new(
-        Vault::open(store.as_ref(), args.store.encryption_key.as_ref(), &args.store.data_dir).await?,
-    );
+    let vault = Arc::new(Vault::open(store.as_ref(), crate::state::keyring_source(&args.store)?).await?);
     let catalog = Arc::new(crate::state::open_catalog(store.clone(), &args.store).await?);
     let records: Vec<ServerRecord> = args
         .servers
@@ -35,87 +34,79 @@ pub async fn run(args: RuntimeBenchArgs) -> anyhow::Result<()> {
         .map(|id| catalog.index().get(id).cloned().with_context(|| format!("{id} is not in the catalog")))
         .collect::<anyhow::Result<_>>()?;
     let together = agent(store.as_ref(), &args.servers).await?;
-    let alone: Vec<Uuid> = futures::future::try_join_all(
-        args.servers.iter().map(|s| agent(store.as_ref(), std::slice::from_ref(s))),
-    )
-    .await?;
     let settings = args.runtime.settings(&args.store.data_dir);
+    let npx_cache = args.store.data_dir.join("runtime/bench-npx-cache");
     println!("servers: {}", args.servers.join(", "));
-    println!("package cache (warm rounds): {}", settings.cache.display());
+    println!("package store (warm rounds): {}", settings.packages.display());
 
     if args.cold {
         let scratch = std::env::temp_dir().join(format!("dynamcp-bench-{}", Uuid::new_v4().simple()));
-        let plain = plain_sequential(&records, &scratch.join("plain"), false).await?;
-        let runtime = runtime_with(&catalog, &store, &vault, &settings, Some(&scratch.join("supervisor")));
-        let started = Instant::now();
-        ready(&runtime, together).await?;
-        let supervised = started.elapsed();
-        runtime.shutdown().await;
+        println!("\n-- cold: one start each, every package installed into an empty store --");
+        for (label, unsandboxed) in [("supervisor, sandboxed", false), ("supervisor, unsandboxed", true)] {
+            let store_dir = scratch.join(if unsandboxed { "plain" } else { "sandboxed" });
+            let runtime = runtime_with(&catalog, &store, &vault, &settings, unsandboxed, Some(&store_dir));
+            let agent = agent(store_ref(&store), &args.servers).await?;
+            let started = Instant::now();
+            ready(&runtime, agent).await?;
+            let elapsed = started.elapsed();
+            runtime.shutdown().await;
+            println!("{label:<58} {:>9.0} ms", elapsed.as_secs_f64() * 1e3);
+        }
         let _ = std::fs::remove_dir_all(&scratch);
-        println!("\n-- cold: one start each, every package downloaded into an empty cache --");
-        println!("{:<58} {:>9.0} ms", "plain commands, one after another (floor)", plain.as_secs_f64() * 1e3);
-        println!(
-            "{:<58} {:>9.0} ms",
-            "supervisor, concurrently (a run's start)",
-            supervised.as_secs_f64() * 1e3
-        );
     }
 
-    let runtime = runtime_with(&catalog, &store, &vault, &settings, None);
-    // One start of each to fill the shared cache before anything is timed.
-    plain_sequential(&records, &settings.cache, false).await?;
-    ready(&runtime, together).await?;
-    runtime.stop_agent(together).await;
-    let (mut plain, mut offline, mut concurrent, mut sequential) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let sandboxed = runtime_with(&catalog, &store, &vault, &settings, false, None);
+    let plain = runtime_with(&catalog, &store, &vault, &settings, true, None);
+    if sandboxed.sandbox_status().sandbox().is_none() {
+        anyhow::bail!("{}: nothing to compare", sandboxed.sandbox_status().describe());
+    }
+    // One start of each to install every package and fill the npx/uvx cache before timing.
+    ready(&sandboxed, together).await?;
+    sandboxed.stop_agent(together).await;
+    let entries = installed_entries(&settings, &records)?;
+    plain_commands(&records, &npx_cache).await?;
+    let (mut jailed, mut open, mut bare, mut npx) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..args.rounds.max(1) {
         // Alternate the order so neither kind always runs on a freshly idle machine.
         let legs: [u8; 4] = if round % 2 == 0 { [0, 1, 2, 3] } else { [3, 2, 1, 0] };
         for leg in legs {
             match leg {
-                0 => plain.push(plain_sequential(&records, &settings.cache, false).await?),
-                3 => offline.push(plain_sequential(&records, &settings.cache, true).await?),
-                1 => {
+                0 | 1 => {
+                    let runtime = if leg == 0 { &sandboxed } else { &plain };
                     let started = Instant::now();
-                    ready(&runtime, together).await?;
-                    concurrent.push(started.elapsed());
+                    ready(runtime, together).await?;
+                    let elapsed = started.elapsed();
                     runtime.stop_agent(together).await;
+                    if leg == 0 { jailed.push(elapsed) } else { open.push(elapsed) }
                 }
-                _ => {
-                    let started = Instant::now();
-                    for id in &alone {
-                        ready(&runtime, *id).await?;
-                    }
-                    sequential.push(started.elapsed());
-                    for id in &alone {
-                        runtime.stop_agent(*id).await;
-                    }
-                }
+                2 => bare.push(bare_entries(&entries).await?),
+                _ => npx.push(plain_commands(&records, &npx_cache).await?),
             }
         }
     }
-    runtime.shutdown().await;
-    let (plain, offline, concurrent, sequential) =
-        (stats(plain), stats(offline), stats(concurrent), stats(sequential));
-    println!("\n-- warm: {} rounds, packages cached --", args.rounds.max(1));
-    row("plain commands, one after another (floor)", &plain);
-    row("plain commands + cache-only flags, one after another", &offline);
-    row("supervisor, one after another", &sequential);
-    row("supervisor, concurrently (a run's start)", &concurrent);
+    sandboxed.shutdown().await;
+    plain.shutdown().await;
+    let (jailed, open, bare, npx) = (stats(jailed), stats(open), stats(bare), stats(npx));
+    println!(
+        "\n-- warm: {} rounds, packages installed, servers started concurrently by the supervisor --",
+        args.rounds.max(1)
+    );
+    row("installed entry points, bare client, one after another", &bare);
+    row("plain catalog commands (npx/uvx, warm cache), one after another", &npx);
+    row("supervisor, unsandboxed", &open);
+    row("supervisor, every server in its sandbox", &jailed);
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
-        "supervisor vs the same commands with the same flags, same order: {:+.0} ms p50 ({:+.1}%) = the supervisor's own overhead",
-        ms(sequential.p50) - ms(offline.p50),
-        (ms(sequential.p50) / ms(offline.p50) - 1.0) * 100.0,
-    );
-    println!(
-        "a run's start vs the floor: {:.2}x faster ({:.0} ms vs {:.0} ms p50)",
-        ms(plain.p50) / ms(concurrent.p50),
-        ms(concurrent.p50),
-        ms(plain.p50),
+        "the sandbox's cost on an agent's start: {:+.0} ms p50 ({:+.1}%)",
+        ms(jailed.p50) - ms(open.p50),
+        (ms(jailed.p50) / ms(open.p50) - 1.0) * 100.0,
     );
     store.close().await;
     Ok(())
+}
+
+fn store_ref(store: &Arc<dyn Store>) -> &dyn Store {
+    store.as_ref()
 }
 
 fn runtime_with(
@@ -123,12 +114,15 @@ fn runtime_with(
     store: &Arc<dyn Store>,
     vault: &Arc<Vault>,
     settings: &RuntimeSettings,
-    cache: Option<&Path>,
+    unsandboxed: bool,
+    packages: Option<&Path>,
 ) -> Arc<Runtime> {
     let mut settings = settings.clone();
-    if let Some(cache) = cache {
-        settings.cache = cache.to_path_buf();
+    if let Some(packages) = packages {
+        settings.packages = packages.to_path_buf();
     }
+    settings.force_unsandboxed = unsandboxed;
+    settings.allow_unsandboxed = unsandboxed;
     Runtime::new(catalog.clone(), store.clone(), vault.clone(), None, settings)
 }
 
@@ -160,29 +154,75 @@ async fn ready(runtime: &Runtime, agent: Uuid) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The floor: each server's plain catalog command, started and asked for its tools, one after
-/// another, by a bare rmcp client with this process's environment and the given package cache
-/// (`offline`: with the cache-only settings the supervisor uses for a cached package).
-async fn plain_sequential(records: &[ServerRecord], cache: &Path, offline: bool) -> anyhow::Result<Duration> {
-    let started = Instant::now();
-    let mut clients = Vec::with_capacity(records.len());
+/// Each record's installed entry point and arguments, from the package store.
+fn installed_entries(
+    settings: &RuntimeSettings,
+    records: &[ServerRecord],
+) -> anyhow::Result<Vec<(std::path::PathBuf, Vec<String>)>> {
+    use crate::runtime::packages::{self, PackageStore};
+    let store = PackageStore::new(settings.packages.clone(), Default::default(), Vec::new(), Vec::new());
+    records
+        .iter()
+        .map(|record| {
+            let launch = stdio_launch(record)?;
+            let (package, args) = match launch.command.as_deref() {
+                Some("npx") => packages::parse_npx(&launch.args),
+                Some("uvx") => packages::parse_uvx(&launch.args),
+                other => Err(format!("{other:?} is not a package runtime")),
+            }
+            .map_err(|e| anyhow::anyhow!("{}: {e}", record.id))?;
+            let installed = store
+                .installed(&package, package.version.as_deref())
+                .with_context(|| format!("{} is not installed", record.id))?;
+            Ok((installed.dir.join(&installed.entry), args))
+        })
+        .collect()
+}
+
+fn stdio_launch(record: &ServerRecord) -> anyhow::Result<&crate::catalog::LaunchOption> {
+    record
+        .launch
+        .iter()
+        .find(|l| l.is_runnable() && l.kind != LaunchKind::Remote)
+        .with_context(|| format!("{} has no stdio launch spec", record.id))
+}
+
+/// The floor: the installed entry points started and asked for their tools, one after another,
+/// by a bare rmcp client with this process's environment.
+async fn bare_entries(entries: &[(std::path::PathBuf, Vec<String>)]) -> anyhow::Result<Duration> {
+    let mut commands = Vec::new();
+    for (program, args) in entries {
+        let mut command = tokio::process::Command::new(program);
+        command.args(args);
+        commands.push(command);
+    }
+    time_clients(commands).await
+}
+
+/// The catalog's own commands (`npx -y …`, `uvx …`) with a warm cache of their own, one after
+/// another: what a client without a package store pays.
+async fn plain_commands(records: &[ServerRecord], cache: &Path) -> anyhow::Result<Duration> {
+    let mut commands = Vec::new();
     for record in records {
-        let launch = record
-            .launch
-            .iter()
-            .find(|l| l.is_runnable() && l.kind != LaunchKind::Remote)
-            .with_context(|| format!("{} has no stdio launch spec", record.id))?;
+        let launch = stdio_launch(record)?;
         let mut command = tokio::process::Command::new(launch.command.as_deref().unwrap_or_default());
         command
             .args(&launch.args)
             .env("npm_config_cache", cache.join("npm"))
+            .env("npm_config_prefer_offline", "true")
             .env("UV_CACHE_DIR", cache.join("uv"))
             .env("UV_TOOL_DIR", cache.join("uv-tools"));
-        if offline {
-            command.env("npm_config_prefer_offline", "true").env("UV_OFFLINE", "1");
-        }
+        commands.push(command);
+    }
+    time_clients(commands).await
+}
+
+async fn time_clients(commands: Vec<tokio::process::Command>) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let mut clients = Vec::with_capacity(commands.len());
+    for command in commands {
         let (transport, _) = TokioChildProcess::builder(command).stderr(Stdio::null()).spawn()?;
-        let client = ().serve(transport).await.with_context(|| format!("{} did not start", record.id))?;
+        let client = ().serve(transport).await.context("a server did not start")?;
         client.peer().list_all_tools().await?;
         clients.push(client);
     }

@@ -1,6 +1,6 @@
-//! From a catalog record to something that can be started: which program (resolved once, from an
-//! allowlist), which arguments (the catalog's, verbatim), which environment (built from nothing:
-//! a minimal PATH, the server's own home and caches under the data dir, a short list of
+//! From a catalog record to something that can be started: which package or program (checked
+//! against its registry's grammar or an allowlist, resolved once), which arguments, which
+//! environment (built from nothing: a minimal PATH, the server's own home, a short list of
 //! pass-through settings, and the server's own decrypted credentials under the names its record
 //! declares). Nothing a request sends can become a program, an argument or an env name here.
 
@@ -8,41 +8,84 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use crate::catalog::record::{Transport, hex, slug};
+use crate::catalog::record::{Transport, slug};
 use crate::catalog::{CredentialKind, LaunchKind, LaunchOption, ServerRecord};
 use crate::vault::SecretBytes;
 
 use super::RuntimeError;
+use super::packages::{self, Installers, PackageRef};
+use super::sandbox;
 
 /// The directories every child's PATH ends with, after the runtimes' own.
 const BASE_PATH: &[&str] = &["/usr/local/bin", "/usr/bin", "/bin"];
 
-/// Env names a credential may never set, whatever a record declares: they change how the
-/// runtime itself loads code, so a value there would run whatever the sender wants.
+/// Env names a credential may never set, whatever a record declares: they change how a runtime
+/// loads code, where it sends traffic or whom it trusts, so a value there would run whatever
+/// the sender wants or read what the server sends.
 const FORBIDDEN_ENV: &[&str] = &[
     "PATH",
     "HOME",
     "TMPDIR",
+    "TMP",
+    "TEMP",
     "SHELL",
     "ENV",
     "BASH_ENV",
     "IFS",
-    "NODE_OPTIONS",
-    "NODE_PATH",
-    "PYTHONPATH",
-    "PYTHONHOME",
-    "PYTHONSTARTUP",
-    "PYTHONINSPECT",
+    "PS4",
+    "BROWSER",
+    "EDITOR",
+    "VISUAL",
+    "PAGER",
     "PERL5OPT",
     "PERL5LIB",
     "RUBYOPT",
     "RUBYLIB",
     "JAVA_TOOL_OPTIONS",
     "_JAVA_OPTIONS",
-    "GIT_SSH_COMMAND",
+    "JDK_JAVA_OPTIONS",
+    "CLASSPATH",
     "DOCKER_HOST",
+    "DOCKER_CONFIG",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "OPENSSL_CONF",
+    "OPENSSL_ENGINES",
+    "GCONV_PATH",
+    "LOCPATH",
+    "HOSTALIASES",
+    "RES_OPTIONS",
+    "LOCALDOMAIN",
+    "MALLOC_CHECK_",
 ];
-const FORBIDDEN_ENV_PREFIXES: &[&str] = &["LD_", "DYLD_", "NPM_CONFIG_", "UV_", "PIP_", "XDG_", "DYNAMCP_"];
+/// Whole families of such names.
+const FORBIDDEN_ENV_PREFIXES: &[&str] = &[
+    "LD_",
+    "DYLD_",
+    "NODE_",
+    "NPM_CONFIG_",
+    "UV_",
+    "PIP_",
+    "PYTHON",
+    "XDG_",
+    "DYNAMCP_",
+    "GIT_",
+    "BUN_",
+    "DENO_",
+    "GLIBC_",
+    "JAVA_",
+    "GEM_",
+    "BUNDLE_",
+    "CARGO_",
+    "RUSTUP_",
+    "GOFLAGS",
+];
+/// Proxies in every spelling (`HTTPS_PROXY`, `all_proxy`…) route the server's traffic.
+const FORBIDDEN_ENV_SUFFIXES: &[&str] = &["_PROXY"];
+/// Harmless names inside a forbidden family.
+const ALLOWED_IN_FAMILY: &[&str] = &["NODE_ENV"];
 
 /// Whether `name` may carry a credential into a child's environment.
 pub fn env_name_allowed(name: &str) -> bool {
@@ -54,8 +97,10 @@ pub fn env_name_allowed(name: &str) -> bool {
             .all(|(i, b)| b == b'_' || b.is_ascii_alphabetic() || (i > 0 && b.is_ascii_digit()));
     let upper = name.to_ascii_uppercase();
     valid
-        && !FORBIDDEN_ENV.contains(&upper.as_str())
-        && !FORBIDDEN_ENV_PREFIXES.iter().any(|p| upper.starts_with(p))
+        && (ALLOWED_IN_FAMILY.contains(&upper.as_str())
+            || (!FORBIDDEN_ENV.contains(&upper.as_str())
+                && !FORBIDDEN_ENV_PREFIXES.iter().any(|p| upper.starts_with(p))
+                && !FORBIDDEN_ENV_SUFFIXES.iter().any(|s| upper.ends_with(s))))
 }
 
 /// The programs launch specs may name, resolved to absolute paths once, at start-up.
@@ -64,26 +109,38 @@ pub struct Launcher {
     /// Allowed program name → its absolute path (`None`: allowed but not installed here).
     programs: BTreeMap<String, Option<PathBuf>>,
     allow_remote: bool,
+    /// `node`, which runs npm packages' entry points.
+    node: Option<PathBuf>,
+    installers: Installers,
     path: OsString,
     pass_env: Vec<(String, OsString)>,
     root: PathBuf,
-    cache: PathBuf,
 }
 
 /// What starting one server means.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Target {
-    /// A child process speaking MCP on stdio.
-    Stdio { program: PathBuf, args: Vec<String> },
+    /// An npm or PyPI package, installed in the package store and run from its entry point.
+    Package { package: PackageRef, args: Vec<String> },
+    /// Another allowed program (docker, or an operator's own command) speaking MCP on stdio.
+    Command { program: PathBuf, args: Vec<String>, kind: LaunchKind },
     /// A remote server speaking streamable HTTP.
     Remote { url: String },
 }
 
 impl Target {
-    /// The program's short name or the URL's host, for logs and events.
+    /// The package, the program's short name or the URL, for logs and events.
     pub fn describe(&self) -> String {
         match self {
-            Target::Stdio { program, args } => {
+            Target::Package { package, args } => {
+                let mut text = package.describe(None);
+                for arg in args {
+                    text.push(' ');
+                    text.push_str(arg);
+                }
+                text
+            }
+            Target::Command { program, args, .. } => {
                 let name = program.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
                 format!("{name} {}", args.join(" "))
             }
@@ -93,21 +150,24 @@ impl Target {
 }
 
 impl Launcher {
-    /// `runtimes`: allowed program names, plus `remote` for remote URLs. `search_path`: where to
-    /// look them up (dynamcp's own PATH). `pass_env`: names copied from dynamcp's environment to
-    /// every child (TLS trust, proxies); `root`: the data dir's `runtime/` folder; `cache`: where
-    /// package managers cache downloads.
+    /// `runtimes`: allowed program names (`npx` allows npm packages, `uvx` PyPI packages),
+    /// plus `remote` for remote URLs. `search_path`: where to look them up (dynamcp's own PATH;
+    /// pyenv-style shims are skipped for the real programs behind them). `pass_env`: names
+    /// copied from dynamcp's environment to every child (TLS trust, proxies); `root`: the data
+    /// dir's `runtime/` folder.
     pub fn new(
         runtimes: &[String],
         search_path: Option<OsString>,
         pass_env: &[String],
         env_lookup: impl Fn(&str) -> Option<OsString>,
         root: PathBuf,
-        cache: PathBuf,
     ) -> Self {
         let mut programs = BTreeMap::new();
         let mut allow_remote = false;
         let mut dirs: Vec<PathBuf> = Vec::new();
+        let find = |name: &str| search_path.as_ref().and_then(|p| find_program(name, p));
+        let mut installers = Installers::default();
+        let mut node = None;
         for name in runtimes.iter().map(|r| r.trim()).filter(|r| !r.is_empty()) {
             if name == "remote" {
                 allow_remote = true;
@@ -117,7 +177,19 @@ impl Launcher {
                 tracing::warn!(runtime = name, "runtimes are program names, not paths: ignored");
                 continue;
             }
-            let found = search_path.as_ref().and_then(|p| find_program(name, p));
+            let found = match name {
+                // npx itself never runs: npm installs, node runs the entry point.
+                "npx" => {
+                    installers.npm = find("npm");
+                    node = find("node");
+                    installers.npm.as_ref().and(node.clone())
+                }
+                "uvx" => {
+                    installers.uv = find("uv");
+                    installers.uv.clone()
+                }
+                _ => find(name),
+            };
             match &found {
                 Some(path) => {
                     if let Some(dir) = path.parent().map(Path::to_path_buf)
@@ -146,7 +218,41 @@ impl Launcher {
             .filter(|n| !n.is_empty())
             .filter_map(|n| env_lookup(n).map(|v| (n.to_owned(), v)))
             .collect();
-        Self { programs, allow_remote, path, pass_env, root, cache }
+        Self { programs, allow_remote, node, installers, path, pass_env, root }
+    }
+
+    pub fn installers(&self) -> &Installers {
+        &self.installers
+    }
+
+    /// The pass-through settings and a PATH: what a package install gets.
+    pub fn install_env(&self) -> Vec<(String, OsString)> {
+        let mut env = self.pass_env.clone();
+        env.retain(|(k, _)| k != "PATH");
+        env.push(("PATH".to_owned(), self.path.clone()));
+        env.push(("LANG".to_owned(), "C.UTF-8".into()));
+        env
+    }
+
+    /// Host paths outside `/usr` that sandboxed servers need to read: `node`'s prefix when it
+    /// is installed elsewhere, and the CA files the pass-through settings name. `installing`
+    /// adds npm's and uv's prefixes.
+    pub fn runtime_roots(&self, installing: bool) -> Vec<PathBuf> {
+        let mut roots = Vec::new();
+        let installers = [&self.installers.npm, &self.installers.uv];
+        let programs = self.node.iter().chain(installers.into_iter().filter(|_| installing).flatten());
+        for program in programs {
+            if let Some(prefix) = prefix_outside_usr(program) {
+                push_new(&mut roots, prefix);
+            }
+        }
+        for (_, value) in &self.pass_env {
+            let path = PathBuf::from(value);
+            if path.is_absolute() && !path.starts_with("/etc") && !path.starts_with("/usr") && path.exists() {
+                push_new(&mut roots, path);
+            }
+        }
+        roots
     }
 
     /// The first launch option of `record` this machine may and can run.
@@ -186,85 +292,78 @@ impl Launcher {
             return Err(format!("a {:?} package must speak stdio", option.kind));
         }
         let command = option.command.as_deref().unwrap_or_default();
-        match self.programs.get(command) {
-            Some(Some(program)) => Ok(Target::Stdio { program: program.clone(), args: option.args.clone() }),
-            Some(None) => Err(format!("its runtime `{command}` is not installed on this machine")),
-            None => Err(format!("`{command}` is not an allowed runtime (DYNAMCP_RUNTIMES)")),
-        }
-    }
-
-    /// Whether a stdio server's package was started here before (its download is then cached).
-    pub fn is_warm(&self, target: &Target) -> bool {
-        self.marker(target).is_some_and(|m| m.exists())
-    }
-
-    /// Remembers that `target` started, so the next start gets the short timeout.
-    pub fn mark_warm(&self, target: &Target) {
-        if let Some(marker) = self.marker(target) {
-            let _ = std::fs::create_dir_all(self.cache.join("started"));
-            if let Err(e) = std::fs::write(&marker, target.describe()) {
-                tracing::debug!(error = %e, "could not record a warm start");
+        let program = match self.programs.get(command) {
+            Some(Some(program)) => program.clone(),
+            Some(None) => return Err(format!("its runtime `{command}` is not installed on this machine")),
+            None => return Err(format!("`{command}` is not an allowed runtime (DYNAMCP_RUNTIMES)")),
+        };
+        match command {
+            "npx" => {
+                packages::parse_npx(&option.args).map(|(package, args)| Target::Package { package, args })
             }
-        }
-    }
-
-    fn marker(&self, target: &Target) -> Option<PathBuf> {
-        match target {
-            Target::Stdio { .. } => {
-                use sha2::Digest;
-                let digest = sha2::Sha256::digest(target.describe().as_bytes());
-                Some(self.cache.join("started").join(&hex(&digest)[..32]))
+            "uvx" => {
+                packages::parse_uvx(&option.args).map(|(package, args)| Target::Package { package, args })
             }
-            Target::Remote { .. } => None,
+            "docker" => {
+                check_docker_args(&option.args)?;
+                Ok(Target::Command { program, args: option.args.clone(), kind: option.kind })
+            }
+            _ => Ok(Target::Command { program, args: option.args.clone(), kind: option.kind }),
         }
     }
 
-    /// The folder a server of an agent lives in: its HOME, temp dir and credential files.
+    /// `node`, to start npm entry points outside the sandbox's PATH lookup (`None`: not here).
+    pub fn node(&self) -> Option<&Path> {
+        self.node.as_deref()
+    }
+
+    /// The folder a server of an agent lives in: its HOME and its credential files.
     pub fn work_dir(&self, agent: uuid::Uuid, server: &str) -> PathBuf {
         self.root.join("agents").join(agent.to_string()).join(slug(server))
     }
 
     /// The whole environment of a stdio child, and the credential files written for it. Only
-    /// `record`'s declared credential names are set, from `values` (already decrypted). `offline`:
-    /// the package is cached, so npm and uv use the cache without asking the registry (a warm
-    /// `uvx` start takes about half the time).
+    /// `record`'s declared credential names are set, from `values` (already decrypted).
+    /// `sandboxed`: paths are those the child sees inside the sandbox (its home at
+    /// [`sandbox::HOME`], its files under [`sandbox::SECRETS`]).
     pub fn environment(
         &self,
         record: &ServerRecord,
         work: &Path,
         values: &BTreeMap<String, SecretBytes>,
-        offline: bool,
+        sandboxed: bool,
     ) -> Result<ChildEnv, RuntimeError> {
-        let home = work.join("home");
-        let tmp = work.join("tmp");
-        let secrets = work.join("secrets");
-        let cache = &self.cache;
-        for dir in [&home, &tmp, cache] {
-            std::fs::create_dir_all(dir).map_err(|e| RuntimeError::io("prepare the server's folders", e))?;
-        }
+        let host_home = work.join("home");
+        let host_secrets = work.join("secrets");
+        std::fs::create_dir_all(&host_home)
+            .map_err(|e| RuntimeError::io("prepare the server's folders", e))?;
+        let (home, tmp, secrets, path) = if sandboxed {
+            let mut dirs: Vec<PathBuf> =
+                self.node.iter().filter_map(|n| n.parent().map(Path::to_path_buf)).collect();
+            dirs.extend(BASE_PATH.iter().map(PathBuf::from));
+            dirs.dedup();
+            let path = std::env::join_paths(&dirs).unwrap_or_else(|_| OsString::from(BASE_PATH.join(":")));
+            (PathBuf::from(sandbox::HOME), PathBuf::from("/tmp"), PathBuf::from(sandbox::SECRETS), path)
+        } else {
+            let tmp = work.join("tmp");
+            std::fs::create_dir_all(&tmp).map_err(|e| RuntimeError::io("prepare the server's folders", e))?;
+            (host_home, tmp, host_secrets.clone(), self.path.clone())
+        };
         let mut vars: Vec<(String, OsString)> = self.pass_env.clone();
-        let fixed: [(&str, OsString); 14] = [
-            ("PATH", self.path.clone()),
+        let fixed: [(&str, OsString); 10] = [
+            ("PATH", path),
             ("HOME", home.clone().into()),
             ("TMPDIR", tmp.into()),
             ("LANG", "C.UTF-8".into()),
-            ("XDG_CACHE_HOME", cache.clone().into()),
+            ("XDG_CACHE_HOME", home.join(".cache").into()),
             ("XDG_CONFIG_HOME", home.join(".config").into()),
             ("XDG_DATA_HOME", home.join(".local/share").into()),
-            ("npm_config_cache", cache.join("npm").into()),
+            ("npm_config_cache", home.join(".npm").into()),
             ("npm_config_update_notifier", "false".into()),
-            ("npm_config_fund", "false".into()),
-            ("npm_config_audit", "false".into()),
-            ("UV_CACHE_DIR", cache.join("uv").into()),
-            ("UV_TOOL_DIR", cache.join("uv-tools").into()),
-            ("UV_PYTHON_INSTALL_DIR", cache.join("uv-python").into()),
+            ("PYTHONDONTWRITEBYTECODE", "1".into()),
         ];
         vars.retain(|(k, _)| !fixed.iter().any(|(f, _)| f == k));
         vars.extend(fixed.into_iter().map(|(k, v)| (k.to_owned(), v)));
-        if offline {
-            vars.push(("npm_config_prefer_offline".to_owned(), "true".into()));
-            vars.push(("UV_OFFLINE".to_owned(), "1".into()));
-        }
         let mut files = Vec::new();
         let mut skipped = Vec::new();
         for spec in &record.credentials {
@@ -275,13 +374,14 @@ impl Launcher {
             }
             let text = match spec.kind {
                 CredentialKind::File => {
-                    std::fs::create_dir_all(&secrets)
+                    std::fs::create_dir_all(&host_secrets)
                         .map_err(|e| RuntimeError::io("prepare the secrets folder", e))?;
-                    let path = secrets.join(slug(&spec.name));
+                    let name = slug(&spec.name);
+                    let path = host_secrets.join(&name);
                     write_private(&path, value.expose())
                         .map_err(|e| RuntimeError::io("write a credential file", e))?;
-                    files.push(path.clone());
-                    path.into_os_string()
+                    files.push(path);
+                    secrets.join(name).into_os_string()
                 }
                 CredentialKind::Env | CredentialKind::Header => {
                     OsString::from(String::from_utf8_lossy(value.expose()).into_owned())
@@ -293,7 +393,8 @@ impl Launcher {
         if !skipped.is_empty() {
             tracing::warn!(server = %record.id, keys = ?skipped, "credential names that would change how programs load were not set");
         }
-        Ok(ChildEnv { vars, files })
+        let secrets_dir = (!files.is_empty()).then_some(host_secrets);
+        Ok(ChildEnv { vars, files, secrets_dir })
     }
 
     /// The headers of a remote server: its declared credentials, by name.
@@ -324,10 +425,12 @@ impl Launcher {
     }
 }
 
-/// A child's environment: every variable it gets, and the credential files to delete when it stops.
+/// A child's environment: every variable it gets, the credential files to delete when it
+/// stops, and the folder holding them (bound read-only into its sandbox).
 pub struct ChildEnv {
     pub vars: Vec<(String, OsString)>,
     pub files: Vec<PathBuf>,
+    pub secrets_dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for ChildEnv {
@@ -337,11 +440,63 @@ impl std::fmt::Debug for ChildEnv {
     }
 }
 
-fn find_program(name: &str, search_path: &OsString) -> Option<PathBuf> {
+/// `docker run` with only the options a stdio MCP server needs: interactive, removed on exit,
+/// environment variables by name, an init process. Anything that reaches the host (volumes,
+/// devices, privileges, the host's network or PID space) is refused, and so is an image name
+/// that is not one.
+fn check_docker_args(args: &[String]) -> Result<(), String> {
+    let mut rest = args.iter().map(String::as_str);
+    if rest.next() != Some("run") {
+        return Err("a docker launch must be `docker run …`".to_owned());
+    }
+    let mut image = None;
+    while let Some(arg) = rest.next() {
+        match arg {
+            "-i" | "--interactive" | "--rm" | "--init" | "-t" => {}
+            "-e" | "--env" => {
+                let name = rest.next().ok_or("`-e` needs a variable name")?;
+                if !env_name_allowed(name) {
+                    return Err(format!("docker `-e {name}` is not allowed (only plain names, no values)"));
+                }
+            }
+            other if other.starts_with('-') => return Err(format!("docker option {other:?} is not allowed")),
+            other => {
+                image = Some(other);
+                break;
+            }
+        }
+    }
+    let image = image.ok_or("the docker launch names no image")?;
+    let valid = image.len() <= 255
+        && image.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && image.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/:@".contains(&b));
+    if valid { Ok(()) } else { Err(format!("{image:?} is not a docker image name")) }
+}
+
+/// The first executable `name` on `search_path`, skipping version-manager shims (scripts that
+/// would need the manager itself): the real program further down the PATH is used instead.
+pub(crate) fn find_program(name: &str, search_path: &OsString) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    std::env::split_paths(search_path).map(|dir| dir.join(name)).find(|candidate| {
-        std::fs::metadata(candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    })
+    std::env::split_paths(search_path)
+        .filter(|dir| !dir.components().any(|c| c.as_os_str() == "shims"))
+        .map(|dir| dir.join(name))
+        .find(|candidate| {
+            std::fs::metadata(candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// `<prefix>` of a program at `<prefix>/bin/<name>` (after following links), when that is not
+/// under `/usr`, which every sandbox sees anyway.
+pub(crate) fn prefix_outside_usr(program: &Path) -> Option<PathBuf> {
+    let real = std::fs::canonicalize(program).unwrap_or_else(|_| program.to_path_buf());
+    let prefix = real.parent()?.parent()?;
+    (!real.starts_with("/usr") && prefix != Path::new("/")).then(|| prefix.to_path_buf())
+}
+
+fn push_new(list: &mut Vec<PathBuf>, path: PathBuf) {
+    if !list.contains(&path) {
+        list.push(path);
+    }
 }
 
 /// Writes `bytes` to a new file only its owner can read.
@@ -358,6 +513,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use crate::catalog::CredentialSpec;
+    use crate::runtime::packages::Ecosystem;
 
     fn record(launch: Vec<LaunchOption>, credentials: Vec<CredentialSpec>) -> ServerRecord {
         serde_json::from_value(serde_json::json!({
@@ -367,62 +523,79 @@ mod tests {
         .unwrap()
     }
 
-    fn npx(args: &[&str]) -> LaunchOption {
+    fn option(command: &str, args: &[&str]) -> LaunchOption {
         serde_json::from_value(serde_json::json!({
-            "kind": "npm", "transport": "stdio", "command": "npx", "args": args,
+            "kind": if command == "npx" { "npm" } else if command == "uvx" { "pypi" } else { "command" },
+            "transport": "stdio", "command": command, "args": args,
         }))
         .unwrap()
     }
 
     fn launcher(dir: &Path, runtimes: &[&str]) -> Launcher {
-        // A fake PATH holding an executable `npx` and a non-executable `uvx`.
+        // A fake PATH: executable `npm`, `node` and `docker`, a non-executable `uv`, and a
+        // pyenv-style shim that must be skipped.
         let bin = dir.join("bin");
+        let shims = dir.join("shims");
         std::fs::create_dir_all(&bin).unwrap();
-        std::fs::write(bin.join("npx"), "#!/bin/sh\n").unwrap();
-        std::fs::write(bin.join("uvx"), "").unwrap();
+        std::fs::create_dir_all(&shims).unwrap();
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(bin.join("npx"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        for name in ["npm", "node", "docker"] {
+            std::fs::write(bin.join(name), "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(bin.join(name), std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        std::fs::write(bin.join("uv"), "").unwrap();
+        std::fs::write(shims.join("python3"), "#!/bin/sh\nexec pyenv exec python3\n").unwrap();
+        std::fs::set_permissions(shims.join("python3"), std::fs::Permissions::from_mode(0o755)).unwrap();
         let runtimes: Vec<String> = runtimes.iter().map(|s| s.to_string()).collect();
         let lookup = |name: &str| (name == "SSL_CERT_FILE").then(|| OsString::from("/etc/ssl/x.pem"));
+        let path = std::env::join_paths([shims, bin]).unwrap();
         Launcher::new(
             &runtimes,
-            Some(bin.into_os_string()),
+            Some(path),
             &["SSL_CERT_FILE".to_owned(), "UNSET_ONE".to_owned()],
             lookup,
             dir.join("runtime"),
-            dir.join("cache"),
         )
     }
 
     #[test]
     fn only_allowed_installed_runtimes_launch() {
         let dir = tempfile::tempdir().unwrap();
-        let l = launcher(dir.path(), &["npx", "uvx", "remote"]);
-        let target = l.target(&record(vec![npx(&["-y", "pkg"])], vec![])).unwrap();
+        let l = launcher(dir.path(), &["npx", "uvx", "remote", "docker", "python3"]);
+        let target = l.target(&record(vec![option("npx", &["-y", "pkg@1.0.0", "--stdio"])], vec![])).unwrap();
+        let Target::Package { package, args } = target else { panic!("{target:?}") };
         assert_eq!(
-            target,
-            Target::Stdio { program: dir.path().join("bin/npx"), args: vec!["-y".into(), "pkg".into()] }
+            (package.ecosystem, package.name.as_str(), package.version.as_deref()),
+            (Ecosystem::Npm, "pkg", Some("1.0.0"))
         );
+        assert_eq!(args, ["--stdio"]);
 
-        let bash: LaunchOption = serde_json::from_value(serde_json::json!({
-            "kind": "command", "transport": "stdio", "command": "bash", "args": ["-c", "echo hi"],
-        }))
-        .unwrap();
-        let err = l.target(&record(vec![bash], vec![])).unwrap_err().to_string();
+        let err =
+            l.target(&record(vec![option("bash", &["-c", "echo hi"])], vec![])).unwrap_err().to_string();
         assert!(err.contains("`bash` is not an allowed runtime"), "{err}");
-
-        let uvx: LaunchOption = serde_json::from_value(serde_json::json!({
-            "kind": "pypi", "transport": "stdio", "command": "uvx", "args": ["x"],
-        }))
-        .unwrap();
-        let err = l.target(&record(vec![uvx], vec![])).unwrap_err().to_string();
+        let err = l.target(&record(vec![option("uvx", &["x"])], vec![])).unwrap_err().to_string();
         assert!(err.contains("`uvx` is not installed"), "{err}");
-
-        let path_cmd: LaunchOption = serde_json::from_value(serde_json::json!({
-            "kind": "command", "transport": "stdio", "command": "/bin/npx", "args": [],
-        }))
-        .unwrap();
-        assert!(l.target(&record(vec![path_cmd], vec![])).is_err());
+        let err = l.target(&record(vec![option("python3", &["x.py"])], vec![])).unwrap_err().to_string();
+        assert!(err.contains("`python3` is not installed"), "a shim is not the program: {err}");
+        assert!(l.target(&record(vec![option("/bin/npx", &[])], vec![])).is_err());
+        // A package spec that is an option, a path or a URL never reaches npm.
+        for args in [&["-y", "--call=id"][..], &["-y", "../x"], &["-y", "https://e.test/x.tgz"], &["--yes"]] {
+            let err = l.target(&record(vec![option("npx", args)], vec![])).unwrap_err().to_string();
+            assert!(err.contains("server \"demo\" cannot be launched"), "{args:?}: {err}");
+        }
+        for (args, ok) in [
+            (&["run", "-i", "--rm", "-e", "API_KEY", "mcp/thing"][..], true),
+            (&["run", "-i", "--rm", "-v", "/:/host", "mcp/thing"], false),
+            (&["run", "--privileged", "mcp/thing"], false),
+            (&["run", "--network=host", "mcp/thing"], false),
+            (&["run", "-e", "LD_PRELOAD", "mcp/thing"], false),
+            (&["run", "-e", "A=b", "mcp/thing"], false),
+            (&["exec", "x"], false),
+            (&["run", "-i", "Bad Image"], false),
+        ] {
+            let outcome = l.target(&record(vec![option("docker", args)], vec![]));
+            assert_eq!(outcome.is_ok(), ok, "{args:?}: {outcome:?}");
+        }
 
         let sse: LaunchOption = serde_json::from_value(serde_json::json!({
             "kind": "remote", "transport": "sse", "url": "https://example.test/sse",
@@ -452,41 +625,53 @@ mod tests {
             {"name": "API_TOKEN", "required": true, "secret": true},
             {"name": "SA_JSON", "kind": "file"},
             {"name": "LD_PRELOAD"},
+            {"name": "HTTPS_PROXY"},
             {"name": "UNSENT"},
         ]))
         .unwrap();
-        let rec = record(vec![npx(&["pkg"])], creds);
+        let rec = record(vec![option("npx", &["pkg"])], creds);
         let mut values = BTreeMap::new();
         values.insert("API_TOKEN".to_owned(), SecretBytes::new(b"tok-123".to_vec()));
         values.insert("SA_JSON".to_owned(), SecretBytes::new(b"{\"k\":1}".to_vec()));
         values.insert("LD_PRELOAD".to_owned(), SecretBytes::new(b"/tmp/evil.so".to_vec()));
+        values.insert("HTTPS_PROXY".to_owned(), SecretBytes::new(b"http://evil.test".to_vec()));
         values.insert("NOT_DECLARED".to_owned(), SecretBytes::new(b"x".to_vec()));
         let work = l.work_dir(uuid::Uuid::nil(), "demo");
-        let env = l.environment(&rec, &work, &values, false).unwrap();
-        let get =
-            |k: &str| env.vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.to_string_lossy().into_owned());
-        assert_eq!(get("API_TOKEN").as_deref(), Some("tok-123"));
-        assert_eq!(get("SSL_CERT_FILE").as_deref(), Some("/etc/ssl/x.pem"));
-        assert_eq!(get("UNSET_ONE"), None);
-        assert_eq!(get("LD_PRELOAD"), None, "a loader variable is never set from a credential");
-        assert_eq!(get("NOT_DECLARED"), None, "only declared names");
-        assert_eq!(get("HOME").unwrap(), work.join("home").to_string_lossy());
-        let path = get("PATH").unwrap();
-        assert!(path.starts_with(&dir.path().join("bin").to_string_lossy().into_owned()), "{path}");
-        let file = PathBuf::from(get("SA_JSON").unwrap());
-        assert_eq!(std::fs::read(&file).unwrap(), b"{\"k\":1}");
-        use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(env.files, vec![file]);
-        assert!(!format!("{env:?}").contains("tok-123"));
-        assert_eq!(get("UV_OFFLINE"), None);
-        let warm = l.environment(&rec, &work, &values, true).unwrap();
-        assert!(warm.vars.iter().any(|(k, v)| k == "UV_OFFLINE" && v == "1"));
+        for sandboxed in [false, true] {
+            let env = l.environment(&rec, &work, &values, sandboxed).unwrap();
+            let get = |k: &str| {
+                env.vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.to_string_lossy().into_owned())
+            };
+            assert_eq!(get("API_TOKEN").as_deref(), Some("tok-123"));
+            assert_eq!(get("SSL_CERT_FILE").as_deref(), Some("/etc/ssl/x.pem"));
+            assert_eq!(get("UNSET_ONE"), None);
+            assert_eq!(get("LD_PRELOAD"), None, "a loader variable is never set from a credential");
+            assert_eq!(get("HTTPS_PROXY"), None, "nor a proxy");
+            assert_eq!(get("NOT_DECLARED"), None, "only declared names");
+            let (home, file) = (get("HOME").unwrap(), PathBuf::from(get("SA_JSON").unwrap()));
+            if sandboxed {
+                assert_eq!(home, "/home/agent");
+                assert_eq!(file, Path::new("/run/secrets/sa_json"));
+                assert_eq!(get("TMPDIR").as_deref(), Some("/tmp"));
+                assert_eq!(env.secrets_dir.as_deref(), Some(work.join("secrets").as_path()));
+            } else {
+                assert_eq!(home, work.join("home").to_string_lossy());
+                let path = get("PATH").unwrap();
+                assert!(path.starts_with(&dir.path().join("bin").to_string_lossy().into_owned()), "{path}");
+                assert_eq!(file, work.join("secrets/sa_json"));
+            }
+            let written = work.join("secrets/sa_json");
+            assert_eq!(std::fs::read(&written).unwrap(), b"{\"k\":1}");
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&written).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(env.files, vec![written]);
+            assert!(!format!("{env:?}").contains("tok-123"));
+        }
     }
 
     #[test]
     fn env_names() {
-        for ok in ["GITHUB_TOKEN", "api_key", "_X", "A1"] {
+        for ok in ["GITHUB_TOKEN", "api_key", "_X", "A1", "NODE_ENV", "PROXY_URL"] {
             assert!(env_name_allowed(ok), "{ok}");
         }
         for bad in [
@@ -498,8 +683,17 @@ mod tests {
             "LD_PRELOAD",
             "ld_library_path",
             "NODE_OPTIONS",
+            "NODE_EXTRA_CA_CERTS",
+            "NODE_TLS_REJECT_UNAUTHORIZED",
             "npm_config_registry",
             "UV_INDEX_URL",
+            "GIT_CONFIG_COUNT",
+            "GIT_CONFIG_KEY_0",
+            "PYTHONWARNINGS",
+            "HTTPS_PROXY",
+            "all_proxy",
+            "BROWSER",
+            "SSL_CERT_FILE",
         ] {
             assert!(!env_name_allowed(bad), "{bad}");
         }

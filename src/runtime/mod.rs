@@ -1,6 +1,11 @@
 //! The agent runtime: one supervisor owns every MCP server dynamcp starts for an agent.
 //!
-//! - [`launch`]: catalog record → program, arguments and an environment built from nothing.
+//! - [`launch`]: catalog record → package or program, arguments and an environment built from
+//!   nothing.
+//! - [`packages`]: the package store: each npm/PyPI package installed once per version, in a
+//!   controlled step, pinned in the agent, run from its entry point.
+//! - [`sandbox`]: bubblewrap: every server (and every install) in its own namespaces, seeing
+//!   only its package, its home and its credential files.
 //! - [`server`]: one running server (rmcp client session, process group, redacted stderr).
 //! - [`run`]: an agent run: the LLM sees every server's tools and calls them until it answers,
 //!   streaming [`RunEvent`]s.
@@ -12,7 +17,10 @@
 //! their process groups, on [`Runtime::shutdown`]. Only `api/` knows HTTP.
 
 pub mod launch;
+pub mod packages;
+pub mod remote;
 pub mod run;
+pub mod sandbox;
 pub mod schema;
 pub mod server;
 
@@ -33,7 +41,9 @@ use crate::llm::LlmClient;
 use crate::store::{Agent, SecretKind, Store, StoreError};
 use crate::vault::{SecretBytes, Vault, VaultError};
 pub use launch::{Launcher, Target};
+use packages::{Installed, PackageRef, PackageStore};
 pub use run::{RunEvent, RunStatus};
+pub use sandbox::SandboxStatus;
 use server::{CallFailure, Live, Redactor, StartParams};
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +64,15 @@ pub enum RuntimeError {
     BadCredential { server: String, key: String },
     #[error("server {server:?} failed to start: {reason}")]
     StartFailed { server: String, reason: String },
+    #[error("server {server:?} may not be reached: {reason}")]
+    RemoteRefused { server: String, reason: String },
+    #[error("server {server:?} could not be installed: {reason}")]
+    InstallFailed { server: String, reason: String },
+    #[error(
+        "MCP servers run only inside a sandbox, and none can be created here: {reason}. With a \
+         single user and no API keys, DYNAMCP_ALLOW_UNSANDBOXED=true runs them without one"
+    )]
+    NoSandbox { reason: String },
     #[error("server {server:?} did not start within {secs} s")]
     StartTimeout { server: String, secs: u64 },
     #[error("{max} MCP servers are already running and none is idle; try again later")]
@@ -64,6 +83,10 @@ pub enum RuntimeError {
     ServerGone { server: String, reason: String },
     #[error("{server}/{tool} did not answer within {secs} s")]
     CallTimeout { server: String, tool: String, secs: u64 },
+    #[error(
+        "{server}/{tool} changed its definition since this agent's owner approved its tools; it is not called until they approve it again (POST /api/agents/{{id}}/tools/approve)"
+    )]
+    ToolNotApproved { server: String, tool: String },
     #[error("{server}/{tool} rejected the call: {reason}")]
     CallRejected { server: String, tool: String, reason: String },
     #[error(
@@ -98,12 +121,16 @@ impl RuntimeError {
             Self::NotLaunchable { .. } => "server_not_launchable",
             Self::BadCredential { .. } => "bad_credential",
             Self::StartFailed { .. } => "server_start_failed",
+            Self::InstallFailed { .. } => "server_install_failed",
+            Self::RemoteRefused { .. } => "remote_address_refused",
+            Self::NoSandbox { .. } => "sandbox_unavailable",
             Self::StartTimeout { .. } => "server_start_timeout",
             Self::Capacity { .. } => "too_many_servers",
             Self::TooManyRuns { .. } => "too_many_runs",
             Self::ServerGone { .. } => "server_crashed",
             Self::CallTimeout { .. } => "tool_call_timeout",
             Self::CallRejected { .. } => "tool_call_rejected",
+            Self::ToolNotApproved { .. } => "tool_not_approved",
             Self::NoLlm => "llm_not_configured",
             Self::EmptyInput => "empty_input",
             Self::ShuttingDown => "shutting_down",
@@ -127,8 +154,17 @@ pub struct RuntimeSettings {
     pub max_runs: usize,
     /// Agents' servers live under `root/agents/<agent>/<server>`.
     pub root: PathBuf,
-    /// Package caches (npm, uv), shared by all servers.
-    pub cache: PathBuf,
+    /// The package store: installed npm and PyPI packages, one folder per package and version.
+    pub packages: PathBuf,
+    /// Where no sandbox can be created, run the open (keyless, single-user) tenant's servers
+    /// without one instead of refusing. Never applies to tenants with API keys.
+    pub allow_unsandboxed: bool,
+    /// Never sandbox, even where bubblewrap works: for `bench-runtime`'s side-by-side figures
+    /// only. Honoured, like `allow_unsandboxed`, for the open tenant alone.
+    pub force_unsandboxed: bool,
+    /// Remote servers' hosts that may be loopback or private addresses (tests, private
+    /// deployments); every other internal address is refused.
+    pub remote_allow_hosts: Vec<String>,
 }
 
 /// The live tools of one of an agent's servers, or why it is not running.
@@ -143,6 +179,9 @@ pub struct ServerTools {
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<&'static str>,
+    /// Tools whose definitions changed since they were approved (not called until approved).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<String>,
 }
 
 /// A running server, as the supervisor reports it.
@@ -162,8 +201,14 @@ pub struct Runtime {
     vault: Arc<Vault>,
     llm: Option<Arc<dyn LlmClient>>,
     launcher: Launcher,
+    sandbox: SandboxStatus,
+    packages: PackageStore,
+    /// Serialises the read-merge-write of agents' pinned versions.
+    pinning: Mutex<()>,
     settings: RuntimeSettings,
     slots: std::sync::Mutex<HashMap<(Uuid, String), Slot>>,
+    /// The session of every agent whose servers were started: deleting a session stops them.
+    sessions: std::sync::Mutex<HashMap<Uuid, Uuid>>,
     permits: Arc<Semaphore>,
     runs: Arc<Semaphore>,
     stopping: AtomicBool,
@@ -178,13 +223,35 @@ impl Runtime {
         llm: Option<Arc<dyn LlmClient>>,
         settings: RuntimeSettings,
     ) -> Arc<Self> {
+        let search_path = std::env::var_os("PATH");
         let launcher = Launcher::new(
             &settings.runtimes,
-            std::env::var_os("PATH"),
+            search_path.clone(),
             &settings.pass_env,
             |name: &str| std::env::var_os(name),
             settings.root.clone(),
-            settings.cache.clone(),
+        );
+        let sandbox = sandbox::Sandbox::detect(search_path.as_ref());
+        match &sandbox {
+            SandboxStatus::Ready(_) => {
+                tracing::info!("{}: every MCP server runs inside it", sandbox.describe())
+            }
+            SandboxStatus::Unavailable(_) if settings.allow_unsandboxed => tracing::warn!(
+                "{}. DYNAMCP_ALLOW_UNSANDBOXED is set: the open tenant's MCP servers run UNSANDBOXED, \
+                 as dynamcp's own user, able to read its data dir and vault key; tenants with API keys \
+                 get none started",
+                sandbox.describe()
+            ),
+            SandboxStatus::Unavailable(_) => tracing::warn!(
+                "{}: no MCP server will start (install bubblewrap; see README, Security model)",
+                sandbox.describe()
+            ),
+        }
+        let packages = PackageStore::new(
+            settings.packages.clone(),
+            launcher.installers().clone(),
+            launcher.install_env(),
+            launcher.runtime_roots(true),
         );
         let runtime = Arc::new(Self {
             catalog,
@@ -192,10 +259,14 @@ impl Runtime {
             vault,
             llm,
             launcher,
+            sandbox,
+            packages,
+            pinning: Mutex::new(()),
             permits: Arc::new(Semaphore::new(settings.max_servers.max(1))),
             runs: Arc::new(Semaphore::new(settings.max_runs.max(1))),
             settings,
             slots: std::sync::Mutex::new(HashMap::new()),
+            sessions: std::sync::Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
         });
         tokio::spawn(reap_idle(Arc::downgrade(&runtime)));
@@ -204,6 +275,28 @@ impl Runtime {
 
     pub fn settings(&self) -> &RuntimeSettings {
         &self.settings
+    }
+
+    /// Whether servers run sandboxed here, and if not, why.
+    pub fn sandbox_status(&self) -> &SandboxStatus {
+        &self.sandbox
+    }
+
+    /// The sandbox `agent`'s servers run in; `None` (unsandboxed) only for the open tenant when
+    /// the operator allowed it; otherwise an error.
+    fn isolation(&self, agent: &Agent) -> Result<Option<&sandbox::Sandbox>, RuntimeError> {
+        let open = agent.tenant == Tenant::open().as_str();
+        match self.sandbox.sandbox() {
+            Some(_) if self.settings.force_unsandboxed && open => Ok(None),
+            Some(sandbox) => Ok(Some(sandbox)),
+            None if self.settings.allow_unsandboxed && open => Ok(None),
+            None => Err(RuntimeError::NoSandbox {
+                reason: match &self.sandbox {
+                    SandboxStatus::Unavailable(why) => why.clone(),
+                    SandboxStatus::Ready(_) => String::new(),
+                },
+            }),
+        }
     }
 
     pub fn llm(&self) -> Option<&Arc<dyn LlmClient>> {
@@ -266,6 +359,9 @@ impl Runtime {
             let mut slots = self.slots.lock().map_err(|_| RuntimeError::ShuttingDown)?;
             slots.entry((agent.id, server.to_owned())).or_default().clone()
         };
+        if let Ok(mut sessions) = self.sessions.lock() {
+            sessions.insert(agent.id, agent.session_id);
+        }
         let mut guard = slot.lock().await;
         if let Some(live) = guard.as_ref() {
             if live.is_alive() {
@@ -286,6 +382,21 @@ impl Runtime {
             return Err(RuntimeError::ShuttingDown);
         }
         let live = Arc::new(self.start(agent, server, events).await?);
+        let held = match self.check_tool_pins(agent.id, server, &live.tools).await {
+            Ok(held) => held,
+            Err(e) => {
+                live.stop().await;
+                return Err(e);
+            }
+        };
+        if !held.is_empty() {
+            tracing::warn!(agent = %agent.id, server, tools = ?held, "tool definitions changed since they were approved: held");
+            events.emit(RunEvent::ToolsChanged {
+                server: server.to_owned(),
+                tools: held.iter().cloned().collect(),
+            });
+        }
+        live.set_held(held);
         live.touch();
         events.emit(RunEvent::ServerReady {
             server: server.to_owned(),
@@ -307,51 +418,186 @@ impl Runtime {
         let values = self.credentials(agent.session_id, server).await?;
         let redactor =
             Redactor::new(values.values().map(|v| String::from_utf8_lossy(v.expose()).into_owned()));
-        let cached = self.launcher.is_warm(&target);
-        let timeout = if cached || matches!(target, Target::Remote { .. }) {
-            self.settings.start_timeout
-        } else {
-            self.settings.first_start_timeout
+        let jail = match &target {
+            Target::Remote { .. } => None,
+            _ => self.isolation(agent)?,
         };
-        events.emit(RunEvent::ServerStarting {
-            server: server.to_owned(),
-            launch: target.describe(),
-            cached,
-            timeout_secs: timeout.as_secs(),
-        });
-        tracing::info!(agent = %agent.id, server, launch = %target.describe(), cached, "starting server");
-        let live = match &target {
-            Target::Stdio { program, args } => {
-                let work = self.launcher.work_dir(agent.id, server);
-                let start = |offline: bool, timeout: Duration| {
-                    let (record, work, values, redactor) = (&record, &work, &values, redactor.clone());
-                    async move {
-                        let permit = self.permit(timeout).await?;
-                        let params = StartParams { server: server.to_owned(), redactor, permit, timeout };
-                        let env = self.launcher.environment(record, work, values, offline)?;
-                        Live::start_stdio(params, program, args, env, work).await
+        let work = self.launcher.work_dir(agent.id, server);
+        let (program, args, installed, cached) = match &target {
+            Target::Package { package, args } => {
+                let pin = pinned(agent, server, package);
+                let version = pin.clone().or_else(|| package.version.clone());
+                let found = self.packages.installed(package, version.as_deref());
+                let cached = found.is_some();
+                let timeout = self.settings.first_start_timeout;
+                events.emit(RunEvent::ServerStarting {
+                    server: server.to_owned(),
+                    launch: package
+                        .describe(found.as_ref().map(|i| i.version.as_str()).or(version.as_deref())),
+                    cached,
+                    timeout_secs: if cached { self.settings.start_timeout } else { timeout }.as_secs(),
+                });
+                let installed = match found {
+                    Some(installed) => installed,
+                    None => {
+                        tracing::info!(agent = %agent.id, server, package = %package.describe(version.as_deref()), "installing");
+                        self.packages.install(package, version.as_deref(), jail, timeout).await.map_err(
+                            |e| RuntimeError::InstallFailed {
+                                server: server.to_owned(),
+                                reason: redactor.redact(&e.to_string()),
+                            },
+                        )?
                     }
                 };
-                match start(cached, timeout).await {
-                    // A cached package that no longer starts from the cache alone (cache cleared,
-                    // say) gets one more try that may download.
-                    Err(RuntimeError::StartFailed { reason, .. }) if cached => {
-                        tracing::warn!(server, %reason, "a cached start failed; trying again with the registry");
-                        start(false, self.settings.first_start_timeout).await?
-                    }
-                    other => other?,
+                if pin.is_none() {
+                    self.pin(agent.id, server, &installed).await?;
                 }
+                let program = match jail {
+                    Some(_) => PathBuf::from(sandbox::PACKAGE).join(&installed.entry),
+                    None => installed.dir.join(&installed.entry),
+                };
+                (program, args.clone(), Some(installed), cached)
+            }
+            Target::Command { program, args, .. } => {
+                events.emit(RunEvent::ServerStarting {
+                    server: server.to_owned(),
+                    launch: target.describe(),
+                    cached: true,
+                    timeout_secs: self.settings.start_timeout.as_secs(),
+                });
+                (program.clone(), args.clone(), None, true)
             }
             Target::Remote { url } => {
+                let timeout = self.settings.start_timeout;
+                events.emit(RunEvent::ServerStarting {
+                    server: server.to_owned(),
+                    launch: target.describe(),
+                    cached: true,
+                    timeout_secs: timeout.as_secs(),
+                });
+                tracing::info!(agent = %agent.id, server, launch = %target.describe(), "connecting to a remote server");
                 let permit = self.permit(timeout).await?;
                 let params = StartParams { server: server.to_owned(), redactor, permit, timeout };
                 let headers = self.launcher.headers(&record, &values)?;
-                Live::start_remote(params, url, headers).await?
+                let policy = remote::RemotePolicy::new(&self.settings.remote_allow_hosts);
+                return Live::start_remote(params, url, headers, &policy).await;
             }
         };
-        self.launcher.mark_warm(&target);
+        let timeout = if cached { self.settings.start_timeout } else { self.settings.first_start_timeout };
+        tracing::info!(agent = %agent.id, server, launch = %target.describe(), sandboxed = jail.is_some(), "starting server");
+        let permit = self.permit(timeout).await?;
+        let env = self.launcher.environment(&record, &work, &values, jail.is_some())?;
+        let mut command = match jail {
+            Some(sandbox) => {
+                let mut read_only: Vec<(PathBuf, PathBuf)> =
+                    self.launcher.runtime_roots(false).into_iter().map(|p| (p.clone(), p)).collect();
+                if let Some(installed) = &installed {
+                    read_only.push((installed.dir.clone(), PathBuf::from(sandbox::PACKAGE)));
+                    if let Some(home) = python_home(installed) {
+                        read_only.push((home.clone(), home));
+                    }
+                }
+                if let Some(secrets) = &env.secrets_dir {
+                    read_only.push((secrets.clone(), PathBuf::from(sandbox::SECRETS)));
+                }
+                if let Target::Command { kind, .. } = &target {
+                    read_only.extend(command_paths(&program, &args, *kind, &self.settings.root));
+                }
+                let uid = sandbox::tenant_uid(&agent.tenant);
+                let identity = sandbox::write_identity(&work.join("identity"), uid)
+                    .map_err(|e| RuntimeError::io("prepare the sandbox's identity files", e))?;
+                let jail = sandbox::Jail {
+                    uid,
+                    home: work.join("home"),
+                    read_only,
+                    writable: Vec::new(),
+                    identity: Some(identity),
+                };
+                sandbox.command(&jail, &program, &args)
+            }
+            None => {
+                let mut command = tokio::process::Command::new(&program);
+                command.args(&args).current_dir(work.join("home"));
+                command
+            }
+        };
+        command.env_clear().envs(env.vars.iter().map(|(k, v)| (k, v)));
+        let params = StartParams { server: server.to_owned(), redactor, permit, timeout };
+        let live = Live::start_stdio(params, command, env.files).await?;
         tracing::info!(agent = %agent.id, server, pid = live.pid, tools = live.tools.len(), ms = live.started_in.as_millis() as u64, "server ready");
         Ok(live)
+    }
+
+    /// The tools of `server` whose definitions differ from those pinned for `agent` (changed or
+    /// new). The first live list of a server is pinned as it is: nothing is held then.
+    async fn check_tool_pins(
+        &self,
+        agent: Uuid,
+        server: &str,
+        tools: &[rmcp::model::Tool],
+    ) -> Result<std::collections::BTreeSet<String>, RuntimeError> {
+        let current = tool_hashes(tools);
+        let _one_at_a_time = self.pinning.lock().await;
+        let Some(mut stored) = self.store.get_agent(agent).await? else { return Ok(Default::default()) };
+        let pinned = stored.metadata.get("tool_pins").and_then(|p| p.get(server)).and_then(Value::as_object);
+        let Some(pinned) = pinned else {
+            if !stored.metadata.is_object() {
+                stored.metadata = Value::Object(Default::default());
+            }
+            stored.metadata["tool_pins"][server] =
+                Value::Object(current.into_iter().map(|(k, v)| (k, Value::String(v))).collect());
+            self.store.set_agent_metadata(agent, &stored.metadata).await?;
+            return Ok(Default::default());
+        };
+        Ok(current
+            .into_iter()
+            .filter(|(name, hash)| pinned.get(name).and_then(Value::as_str) != Some(hash.as_str()))
+            .map(|(name, _)| name)
+            .collect())
+    }
+
+    /// The owner approves the tool definitions `agent`'s servers show now: they are pinned as
+    /// they are, and nothing is held any more. Returns the servers with their tools.
+    pub async fn approve_tools(&self, tenant: &Tenant, id: Uuid) -> Result<Vec<ServerTools>, RuntimeError> {
+        let agent = self.agent(tenant, id).await?;
+        let events = run::Emitter::discard();
+        let outcomes = self.start_all(&agent, &events).await;
+        {
+            let _one_at_a_time = self.pinning.lock().await;
+            let mut stored = self.store.get_agent(id).await?.ok_or(RuntimeError::AgentNotFound(id))?;
+            if !stored.metadata.is_object() {
+                stored.metadata = Value::Object(Default::default());
+            }
+            for (server, outcome) in &outcomes {
+                if let Ok(live) = outcome {
+                    let hashes = tool_hashes(&live.tools);
+                    stored.metadata["tool_pins"][server.as_str()] =
+                        Value::Object(hashes.into_iter().map(|(k, v)| (k, Value::String(v))).collect());
+                    live.set_held(Default::default());
+                }
+            }
+            self.store.set_agent_metadata(id, &stored.metadata).await?;
+        }
+        tracing::info!(agent = %id, "tool definitions approved");
+        self.tools(tenant, id).await
+    }
+
+    /// Records in `agent`'s metadata the version of `server`'s package it now runs, so later
+    /// starts run exactly that one.
+    async fn pin(&self, agent: Uuid, server: &str, installed: &Installed) -> Result<(), RuntimeError> {
+        let _one_at_a_time = self.pinning.lock().await;
+        let Some(mut current) = self.store.get_agent(agent).await? else { return Ok(()) };
+        if !current.metadata.is_object() {
+            current.metadata = Value::Object(Default::default());
+        }
+        current.metadata["pins"][server] = serde_json::json!({
+            "ecosystem": installed.ecosystem,
+            "name": installed.name,
+            "version": installed.version,
+        });
+        self.store.set_agent_metadata(agent, &current.metadata).await?;
+        tracing::info!(%agent, server, package = %installed.name, version = %installed.version, "pinned");
+        Ok(())
     }
 
     /// A process slot: free, or made free by stopping the longest-idle server, or waited for.
@@ -423,6 +669,7 @@ impl Runtime {
                     tools: live.tools.iter().filter_map(|t| serde_json::to_value(t).ok()).collect(),
                     error: None,
                     code: None,
+                    held: live.held(),
                 },
                 Err(e) => ServerTools {
                     server,
@@ -430,6 +677,7 @@ impl Runtime {
                     tools: Vec::new(),
                     error: Some(e.to_string()),
                     code: Some(e.code()),
+                    held: Vec::new(),
                 },
             });
         }
@@ -467,6 +715,9 @@ impl Runtime {
         arguments: Value,
     ) -> Result<CallToolResult, RuntimeError> {
         let server = live.server.clone();
+        if live.is_held(tool) && live.tool(tool).is_some() {
+            return Err(RuntimeError::ToolNotApproved { server, tool: tool.to_owned() });
+        }
         let Some(spec) = live.tool(tool) else {
             let known: Vec<&str> = live.tools.iter().map(|t| t.name.as_ref()).collect();
             return Err(RuntimeError::ToolNotFound {
@@ -524,7 +775,34 @@ impl Runtime {
         out
     }
 
-    /// Stops every server the runtime runs for `agent` (e.g. when it is deleted).
+    /// Stops every server of every agent of `session` and deletes their folders (homes, and
+    /// whatever tokens servers cached there): the session is being deleted.
+    pub async fn stop_session(&self, session: Uuid) {
+        let agents: Vec<Uuid> = self
+            .sessions
+            .lock()
+            .map(|s| s.iter().filter(|(_, owner)| **owner == session).map(|(agent, _)| *agent).collect())
+            .unwrap_or_default();
+        for agent in agents {
+            self.forget_agent(agent).await;
+        }
+    }
+
+    /// Stops `agent`'s servers and deletes its folders: the agent is being deleted.
+    pub async fn forget_agent(&self, agent: Uuid) {
+        self.stop_agent(agent).await;
+        if let Ok(mut sessions) = self.sessions.lock() {
+            sessions.remove(&agent);
+        }
+        let dir = self.settings.root.join("agents").join(agent.to_string());
+        if let Err(e) = std::fs::remove_dir_all(&dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(%agent, error = %e, "could not delete a deleted agent's folders");
+        }
+    }
+
+    /// Stops every server the runtime runs for `agent`.
     pub async fn stop_agent(&self, agent: Uuid) {
         let slots: Vec<Slot> = self
             .slots
@@ -550,14 +828,76 @@ impl Runtime {
     }
 }
 
-/// A result with the server's own credential values blanked out, should it echo one.
+/// Each tool's name and the SHA-256 of its whole definition (name, description, schemas,
+/// annotations), as canonical JSON (sorted keys).
+fn tool_hashes(tools: &[rmcp::model::Tool]) -> BTreeMap<String, String> {
+    use sha2::Digest;
+    tools
+        .iter()
+        .map(|tool| {
+            let text = serde_json::to_value(tool).map(|v| v.to_string()).unwrap_or_default();
+            (tool.name.to_string(), crate::catalog::record::hex(&sha2::Sha256::digest(text.as_bytes())))
+        })
+        .collect()
+}
+
+/// The version of `package` pinned for `server` in `agent`'s metadata, if it is that package.
+fn pinned(agent: &Agent, server: &str, package: &PackageRef) -> Option<String> {
+    let pin = agent.metadata.get("pins")?.get(server)?;
+    let same = pin.get("name").and_then(Value::as_str) == Some(package.name.as_str())
+        && pin.get("ecosystem").and_then(Value::as_str) == Some(package.ecosystem.as_str());
+    pin.get("version")
+        .and_then(Value::as_str)
+        .filter(|v| same && packages::valid_version(v))
+        .map(str::to_owned)
+}
+
+/// The prefix of the Python a venv was made with, when it is outside `/usr` (from `pyvenv.cfg`'s
+/// `home`, its `bin` folder).
+fn python_home(installed: &Installed) -> Option<PathBuf> {
+    let cfg = std::fs::read_to_string(installed.dir.join("venv/pyvenv.cfg")).ok()?;
+    let home =
+        cfg.lines().find_map(|l| l.strip_prefix("home").map(|r| r.trim_start_matches([' ', '=']).trim()))?;
+    let prefix = std::path::Path::new(home).parent()?;
+    (!prefix.starts_with("/usr") && prefix.is_absolute() && prefix != std::path::Path::new("/"))
+        .then(|| prefix.to_path_buf())
+}
+
+/// What an operator's own command (not an npm or PyPI package) needs to see read-only: its
+/// program's prefix when outside `/usr`, and the existing files its arguments name by absolute
+/// path. Never a folder, and nothing under dynamcp's own runtime folder.
+fn command_paths(
+    program: &std::path::Path,
+    args: &[String],
+    kind: crate::catalog::LaunchKind,
+    root: &std::path::Path,
+) -> Vec<(PathBuf, PathBuf)> {
+    let mut out = Vec::new();
+    if let Some(prefix) = launch::prefix_outside_usr(program) {
+        out.push((prefix.clone(), prefix));
+    }
+    if kind == crate::catalog::LaunchKind::Command {
+        for arg in args {
+            let path = PathBuf::from(arg);
+            let data = root.parent().unwrap_or(root);
+            if path.is_absolute() && path.is_file() && !path.starts_with(data) {
+                out.push((path.clone(), path));
+            }
+        }
+    }
+    out
+}
+
+/// A result with the server's own credential values blanked out, should it echo one: every
+/// string of it, decoded, so an escaped or multi-line value is found as well.
 fn redact_result(result: CallToolResult, redactor: &Redactor) -> CallToolResult {
-    let Ok(text) = serde_json::to_string(&result) else { return result };
-    let clean = redactor.redact(&text);
-    if clean == text {
+    if redactor.is_empty() {
         return result;
     }
-    serde_json::from_str(&clean).unwrap_or(result)
+    let Ok(mut value) = serde_json::to_value(&result) else { return CallToolResult::error(Vec::new()) };
+    redactor.redact_json(&mut value);
+    // A result that no longer parses after redaction is dropped rather than passed on whole.
+    serde_json::from_value(value).unwrap_or_else(|_| CallToolResult::error(Vec::new()))
 }
 
 async fn stop_slots(slots: Vec<Slot>) {

@@ -62,6 +62,13 @@ pub enum RunEvent {
         code: String,
         message: String,
     },
+    /// A server's tool definitions differ from the ones approved for this agent (changed or new
+    /// since its first start): those tools are held, not offered nor called, until the owner
+    /// approves them (`POST /api/agents/{id}/tools/approve`).
+    ToolsChanged {
+        server: String,
+        tools: Vec<String>,
+    },
     Done {
         run_id: Uuid,
         status: RunStatus,
@@ -81,6 +88,7 @@ impl RunEvent {
             RunEvent::ToolCall { .. } => "tool_call",
             RunEvent::ToolResult { .. } => "tool_result",
             RunEvent::Error { .. } => "error",
+            RunEvent::ToolsChanged { .. } => "tools_changed",
             RunEvent::Done { .. } => "done",
         }
     }
@@ -424,7 +432,7 @@ impl ToolTable {
         let mut by_name = HashMap::new();
         let mut specs = Vec::new();
         for server in live {
-            for tool in &server.tools {
+            for tool in server.tools.iter().filter(|t| !server.is_held(&t.name)) {
                 let name = qualified(&server.server, &tool.name, |n| by_name.contains_key(n));
                 specs.push(ToolSpec {
                     name: name.clone(),

@@ -19,21 +19,49 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 
 use super::RuntimeError;
-use super::launch::ChildEnv;
 use crate::vault::Secret;
 
-/// Replaces a server's own credential values with `[redacted]` in anything it prints or returns.
+/// Replaces a server's own credential values with `[redacted]` in anything it prints or returns,
+/// in the forms they travel in: as sent, JSON-escaped (a service-account key inside a JSON
+/// answer), percent-encoded, base64, and for multi-line values (PEM keys, JSON files) each long
+/// enough line on its own, since stderr and logs arrive a line at a time.
 #[derive(Clone, Default)]
 pub struct Redactor(Arc<Vec<Secret>>);
 
+/// Values shorter than this are not looked for: they would blank out ordinary text.
+const MIN_SECRET: usize = 4;
+/// A line of a multi-line value is looked for on its own from this length on (a PEM body line
+/// is 64; `-----END PRIVATE KEY-----` alone is not secret, but harmless to hide).
+const MIN_LINE: usize = 12;
+
 impl Redactor {
-    /// Values shorter than four characters are not looked for: they would blank out ordinary text.
     pub fn new(values: impl IntoIterator<Item = String>) -> Self {
-        let mut secrets: Vec<Secret> =
-            values.into_iter().filter(|v| v.chars().count() >= 4).map(Secret::new).collect();
+        use base64::Engine;
+        let mut forms: Vec<String> = Vec::new();
+        for value in values {
+            if value.chars().count() < MIN_SECRET {
+                continue;
+            }
+            if let Ok(quoted) = serde_json::to_string(&value) {
+                forms.push(quoted[1..quoted.len() - 1].to_owned());
+            }
+            forms.push(percent_encode(&value));
+            if value.len() >= 8 {
+                forms.push(base64::engine::general_purpose::STANDARD.encode(&value));
+                forms.push(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&value));
+            }
+            if value.contains('\n') {
+                forms.extend(
+                    value.lines().map(str::trim).filter(|l| l.chars().count() >= MIN_LINE).map(str::to_owned),
+                );
+            }
+            forms.push(value);
+        }
+        forms.sort();
+        forms.dedup();
         // Longest first, so a value that contains another is replaced whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.expose().len()));
-        Self(Arc::new(secrets))
+        forms.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        Self(Arc::new(forms.into_iter().map(Secret::new).collect()))
     }
 
     pub fn redact(&self, text: &str) -> String {
@@ -45,11 +73,50 @@ impl Redactor {
         }
         out
     }
+
+    /// Every string in `value` (keys included) with the secrets in it redacted.
+    pub fn redact_json(&self, value: &mut serde_json::Value) {
+        use serde_json::Value;
+        match value {
+            Value::String(text) => {
+                let clean = self.redact(text);
+                if clean != *text {
+                    *text = clean;
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| self.redact_json(v)),
+            Value::Object(map) => {
+                let entries = std::mem::take(map);
+                for (key, mut v) in entries {
+                    self.redact_json(&mut v);
+                    map.insert(self.redact(&key), v);
+                }
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Every byte outside the unreserved set as `%XX`, as a URL or form would carry it.
+fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 impl std::fmt::Debug for Redactor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Redactor({} values)", self.0.len())
+        write!(f, "Redactor({} forms)", self.0.len())
     }
 }
 
@@ -108,6 +175,8 @@ pub struct Live {
     service: tokio::sync::Mutex<Option<RunningService<RoleClient, ClientConfig>>>,
     stderr: Option<StderrTail>,
     files: Vec<PathBuf>,
+    /// Tools whose definitions changed since the agent's owner approved them: never called.
+    held: std::sync::Mutex<std::collections::BTreeSet<String>>,
     epoch: Instant,
     last_used_ms: AtomicU64,
     in_flight: AtomicUsize,
@@ -140,26 +209,28 @@ pub struct StartParams {
 }
 
 impl Live {
-    /// Spawns `program args` with exactly `env` in `work`, and initialises an MCP session with it.
+    /// Spawns `command` (its program, arguments, environment and sandbox already set) as the
+    /// leader of a new process group, and initialises an MCP session with it. `files`: the
+    /// credential files written for it, deleted when it stops.
     pub async fn start_stdio(
         params: StartParams,
-        program: &std::path::Path,
-        args: &[String],
-        env: ChildEnv,
-        work: &std::path::Path,
+        command: tokio::process::Command,
+        files: Vec<PathBuf>,
     ) -> Result<Self, RuntimeError> {
         let started = Instant::now();
-        let mut command = tokio::process::Command::new(program);
-        command.args(args).env_clear().envs(env.vars.iter().map(|(k, v)| (k, v))).current_dir(work);
         let mut wrapped = process_wrap::tokio::CommandWrap::from(command);
         wrapped.wrap(process_wrap::tokio::ProcessGroup::leader());
-        let (transport, stderr) = TokioChildProcess::builder(wrapped)
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| RuntimeError::StartFailed {
-                server: params.server.clone(),
-                reason: format!("could not spawn it: {e}"),
-            })?;
+        let spawned = TokioChildProcess::builder(wrapped).stderr(Stdio::piped()).spawn();
+        let (transport, stderr) = match spawned {
+            Ok(ok) => ok,
+            Err(e) => {
+                remove_files(&files);
+                return Err(RuntimeError::StartFailed {
+                    server: params.server.clone(),
+                    reason: format!("could not spawn it: {e}"),
+                });
+            }
+        };
         let pid = transport.id();
         let mut tail = StderrTail::spawn(&params.server, stderr, params.redactor.clone());
         tracing::info!(server = %params.server, pid, "server process started");
@@ -172,7 +243,7 @@ impl Live {
                 if let Some(group) = group {
                     kill_group(group);
                 }
-                remove_files(&env.files);
+                remove_files(&files);
                 let said = tail.settled(Duration::from_secs(2)).await;
                 let said = if said.is_empty() { String::new() } else { format!("; it said: {said}") };
                 return Err(fail(format!(
@@ -184,32 +255,40 @@ impl Live {
                 if let Some(group) = group {
                     kill_group(group);
                 }
-                remove_files(&env.files);
+                remove_files(&files);
                 return Err(RuntimeError::StartTimeout {
                     server: params.server.clone(),
                     secs: params.timeout.as_secs(),
                 });
             }
         };
-        Ok(Self::new(params, service, tools, pid, Some(tail), env.files, started))
+        Ok(Self::new(params, service, tools, pid, Some(tail), files, started))
     }
 
-    /// Connects to a remote server over streamable HTTP with `headers`.
+    /// Connects to a remote server over streamable HTTP with `headers`, within `policy`: no
+    /// internal address (checked again on every DNS answer), redirects only within the origin.
+    /// A failure never quotes what the server answered.
     pub async fn start_remote(
         params: StartParams,
         url: &str,
         headers: Vec<(http::HeaderName, http::HeaderValue)>,
+        policy: &super::remote::RemotePolicy,
     ) -> Result<Self, RuntimeError> {
         use rmcp::transport::StreamableHttpClientTransport;
         use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
         let started = Instant::now();
+        policy
+            .check_url(url)
+            .map_err(|reason| RuntimeError::RemoteRefused { server: params.server.clone(), reason })?;
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client =
-            reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build().map_err(|e| {
-                RuntimeError::StartFailed {
-                    server: params.server.clone(),
-                    reason: format!("HTTP client: {e}"),
-                }
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .redirect(super::remote::RemotePolicy::redirects())
+            .dns_resolver(policy.resolver())
+            .build()
+            .map_err(|e| RuntimeError::StartFailed {
+                server: params.server.clone(),
+                reason: format!("HTTP client: {e}"),
             })?;
         let config = StreamableHttpClientTransportConfig::with_uri(url.to_owned())
             .custom_headers(headers.into_iter().collect());
@@ -219,10 +298,24 @@ impl Live {
             Ok(Ok((service, tools))) => {
                 Ok(Self::new(params, service, tools, None, None, Vec::new(), started))
             }
-            Ok(Err(e)) => Err(RuntimeError::StartFailed {
-                server: params.server.clone(),
-                reason: format!("{url} did not answer as an MCP server: {}", params.redactor.redact(&e)),
-            }),
+            Ok(Err(e)) => {
+                // The error may carry the body of whatever answered: it goes to the debug log,
+                // cut short and redacted, never to the caller.
+                let detail: String = params.redactor.redact(&e).chars().take(300).collect();
+                tracing::debug!(server = %params.server, %detail, "a remote server did not answer as MCP");
+                let reason = if detail.contains("resolves to") || detail.contains("another origin") {
+                    let why = detail
+                        .split(": ")
+                        .find(|p| p.contains("resolves to") || p.contains("another origin"));
+                    format!(
+                        "{url} was refused: {}",
+                        why.unwrap_or("an internal address or a redirect elsewhere")
+                    )
+                } else {
+                    format!("{url} did not answer as an MCP server")
+                };
+                Err(RuntimeError::StartFailed { server: params.server.clone(), reason })
+            }
             Err(_) => Err(RuntimeError::StartTimeout {
                 server: params.server.clone(),
                 secs: params.timeout.as_secs(),
@@ -252,6 +345,7 @@ impl Live {
             service: tokio::sync::Mutex::new(Some(service)),
             stderr,
             files,
+            held: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             epoch,
             last_used_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
@@ -262,6 +356,21 @@ impl Live {
     /// False once the server's connection closed (it exited or crashed).
     pub fn is_alive(&self) -> bool {
         !self.peer.is_transport_closed()
+    }
+
+    /// Whether `tool` is held back until its changed definition is approved.
+    pub fn is_held(&self, tool: &str) -> bool {
+        self.held.lock().map_or(true, |h| h.contains(tool))
+    }
+
+    pub fn held(&self) -> Vec<String> {
+        self.held.lock().map(|h| h.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    pub fn set_held(&self, tools: std::collections::BTreeSet<String>) {
+        if let Ok(mut held) = self.held.lock() {
+            *held = tools;
+        }
     }
 
     pub fn tool(&self, name: &str) -> Option<&Tool> {
@@ -388,6 +497,34 @@ mod tests {
     fn redacts_longest_values_and_ignores_tiny_ones() {
         let r = Redactor::new(["tok-123".to_owned(), "tok-123-extended".to_owned(), "ab".to_owned()]);
         assert_eq!(r.redact("a tok-123-extended b tok-123 c ab"), "a [redacted] b [redacted] c ab");
-        assert_eq!(format!("{r:?}"), "Redactor(2 values)");
+        assert!(format!("{r:?}").starts_with("Redactor("));
+        assert!(!format!("{r:?}").contains("tok"));
+    }
+
+    #[test]
+    fn encoded_and_multi_line_values_are_redacted_too() {
+        let pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\nVJTUt9Us8cKjMzEfYyjiWA4R4/M2bS1GB4t7NXp98C3SC6dVMvDu\n-----END PRIVATE KEY-----\n";
+        let quoted = r#"pa"ss\word-42"#;
+        let r = Redactor::new([pem.to_owned(), quoted.to_owned()]);
+        // As JSON text: escaped quotes, backslashes and newlines.
+        let json = serde_json::json!({"key": pem, "note": format!("pw={quoted}")}).to_string();
+        let clean = r.redact(&json);
+        assert!(
+            !clean.contains("MIIEvQ") && !clean.contains("VJTUt9") && !clean.contains("ss\\\\word"),
+            "{clean}"
+        );
+        // Line by line, as stderr arrives.
+        for line in pem.lines().filter(|l| l.len() > 40) {
+            assert_eq!(r.redact(&format!("debug: {line}")), "debug: [redacted]");
+        }
+        // Decoded, in a JSON value.
+        let mut value = serde_json::json!({"content": [{"type": "text", "text": format!("the key is {pem}")}], quoted: 1});
+        r.redact_json(&mut value);
+        let text = value.to_string();
+        assert!(!text.contains("MIIEvQ") && !text.contains("word-42"), "{text}");
+        // Percent-encoded and base64.
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(quoted);
+        assert_eq!(r.redact(&format!("q=pa%22ss%5Cword-42 b={b64}")), "q=[redacted] b=[redacted]");
     }
 }

@@ -59,10 +59,13 @@ impl std::fmt::Debug for SealedCredential {
     }
 }
 
-/// A data key re-wrapped under a new master key (`vault rotate`).
+/// A data key re-wrapped under another master key (`vault rotate`).
 #[derive(Clone)]
 pub struct Rewrapped {
     pub id: Uuid,
+    /// The wrap this replaces: the row is updated only if it still has it, so a value the
+    /// service re-sealed meanwhile (a new data key) never gets the old data key's wrap.
+    pub previous_key_nonce: Vec<u8>,
     pub wrapped_key: Vec<u8>,
     pub key_nonce: Vec<u8>,
     pub master_key_id: String,
@@ -79,8 +82,18 @@ pub trait CredentialStore: Send + Sync {
     async fn all_credentials(&self) -> Result<Vec<SealedCredential>, StoreError>;
     /// Any one sealed credential (to prove the master key at start), or none.
     async fn any_credential(&self) -> Result<Option<SealedCredential>, StoreError>;
-    /// Replaces wrapped data keys, all or none.
-    async fn rewrap_credentials(&self, items: &[Rewrapped]) -> Result<(), StoreError>;
+    /// Any one credential whose data key `master_key_id` wraps (to prove that key), or none.
+    async fn credential_sealed_by(&self, master_key_id: &str)
+    -> Result<Option<SealedCredential>, StoreError>;
+    /// Up to `limit` credentials whose data key another master key than `master_key_id` wraps.
+    async fn credentials_not_sealed_by(
+        &self,
+        master_key_id: &str,
+        limit: u32,
+    ) -> Result<Vec<SealedCredential>, StoreError>;
+    /// Replaces wrapped data keys in one transaction, each only where the row still has the wrap
+    /// it replaces ([`Rewrapped::previous_key_nonce`]); returns how many rows changed.
+    async fn rewrap_credentials(&self, items: &[Rewrapped]) -> Result<u64, StoreError>;
     /// The master key ids in use, with how many credentials each sealed.
     async fn master_key_ids(&self) -> Result<Vec<(String, i64)>, StoreError>;
 }
@@ -224,24 +237,60 @@ macro_rules! impl_credential_store {
                 row.map(TryInto::try_into).transpose()
             }
 
+            async fn credential_sealed_by(
+                &self,
+                master_key_id: &str,
+            ) -> Result<Option<$crate::store::SealedCredential>, $crate::store::StoreError> {
+                let row: Option<$crate::store::credentials::CredentialRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    $crate::store::credentials::credential_columns!(),
+                    " FROM credentials WHERE master_key_id = $1 LIMIT 1"
+                ))
+                .bind(master_key_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn credentials_not_sealed_by(
+                &self,
+                master_key_id: &str,
+                limit: u32,
+            ) -> Result<Vec<$crate::store::SealedCredential>, $crate::store::StoreError> {
+                let rows: Vec<$crate::store::credentials::CredentialRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    $crate::store::credentials::credential_columns!(),
+                    " FROM credentials WHERE master_key_id <> $1 ORDER BY id LIMIT $2"
+                ))
+                .bind(master_key_id)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
             async fn rewrap_credentials(
                 &self,
                 items: &[$crate::store::Rewrapped],
-            ) -> Result<(), $crate::store::StoreError> {
+            ) -> Result<u64, $crate::store::StoreError> {
                 let mut tx = self.writer.begin().await?;
+                let mut changed = 0;
                 for r in items {
-                    sqlx::query(
-                        "UPDATE credentials SET wrapped_key = $2, key_nonce = $3, master_key_id = $4 WHERE id = $1",
+                    changed += sqlx::query(
+                        "UPDATE credentials SET wrapped_key = $2, key_nonce = $3, master_key_id = $4 \
+                         WHERE id = $1 AND key_nonce = $5",
                     )
                     .bind(r.id)
                     .bind(&r.wrapped_key)
                     .bind(&r.key_nonce)
                     .bind(&r.master_key_id)
+                    .bind(&r.previous_key_nonce)
                     .execute(&mut *tx)
-                    .await?;
+                    .await?
+                    .rows_affected();
                 }
                 tx.commit().await?;
-                Ok(())
+                Ok(changed)
             }
 
             async fn master_key_ids(&self) -> Result<Vec<(String, i64)>, $crate::store::StoreError> {

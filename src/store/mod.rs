@@ -1,4 +1,5 @@
-//! Persistence: sessions, conversations, agents, the catalog cache and encrypted credentials.
+//! Persistence: sessions, conversations, agents, the catalog cache, encrypted credentials and the
+//! running services' leases.
 //!
 //! One [`Store`] trait with two real backends through sqlx: SQLite (the embedded default) and
 //! PostgreSQL 15 with pgvector. Both share their SQL (see `sql.rs`); each owns its migrations in
@@ -7,6 +8,7 @@
 
 mod catalog;
 pub(crate) mod credentials;
+mod leases;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -27,6 +29,7 @@ use crate::config::StoreArgs;
 
 pub use catalog::{CatalogRow, CatalogStore, InstructionRow, UpsertCounts};
 pub use credentials::{CredentialStore, Rewrapped, SealedCredential, SecretKind};
+pub use leases::{Lease, LeaseStore};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use vectors::{Scan, VectorSearch, VectorSet};
@@ -257,7 +260,7 @@ pub struct Page {
 /// The persistence interface. Every method is one transaction: it either happens whole or not at
 /// all, and once it returns `Ok` the write is durable.
 #[async_trait]
-pub trait Store: CatalogStore + CredentialStore + Send + Sync + 'static {
+pub trait Store: CatalogStore + CredentialStore + LeaseStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     /// A cheap round trip that proves the database answers.
@@ -287,6 +290,9 @@ pub trait Store: CatalogStore + CredentialStore + Send + Sync + 'static {
     /// A tenant's agents, newest first, and how many it has.
     async fn list_agents(&self, tenant: &str, page: Page) -> Result<(Vec<Agent>, u64), StoreError>;
     async fn delete_agent(&self, id: Uuid) -> Result<bool, StoreError>;
+    /// Replaces an agent's metadata (the runtime records the package versions it pinned there);
+    /// `false` when the agent is gone.
+    async fn set_agent_metadata(&self, id: Uuid, metadata: &Value) -> Result<bool, StoreError>;
 
     /// Closes every connection; later calls fail.
     /// Stores an API key's hash for `tenant`.
@@ -295,11 +301,25 @@ pub trait Store: CatalogStore + CredentialStore + Send + Sync + 'static {
     async fn api_key_tenant(&self, key_hash: &str) -> Result<Option<String>, StoreError>;
     /// How many keys are active: none means the service runs open.
     async fn active_api_keys(&self) -> Result<u64, StoreError>;
+    /// How many keys were ever created, revoked ones included (revoking keeps the row): once this
+    /// is not zero, having no active key locks the service instead of opening it.
+    async fn created_api_keys(&self) -> Result<u64, StoreError>;
     async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError>;
     /// Revokes a key; `false` if there is no such active key.
     async fn revoke_api_key(&self, id: Uuid) -> Result<bool, StoreError>;
 
     async fn close(&self);
+}
+
+/// Sets `path`'s mode when it exists; a folder or file someone else owns is only warned about.
+fn restrict(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    if !path.exists() {
+        return;
+    }
+    if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+        tracing::warn!(path = %path.display(), error = %e, "could not make it private to dynamcp's user");
+    }
 }
 
 /// Opens the store the configuration names, creating the data dir and applying migrations.
@@ -308,9 +328,15 @@ pub async fn open(args: &StoreArgs) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Arc::new(PgStore::connect(&url, args.db_max_connections).await?))
     } else if url.starts_with("sqlite:") {
-        std::fs::create_dir_all(&args.data_dir)
-            .map_err(|source| StoreError::DataDir { path: args.data_dir.display().to_string(), source })?;
-        Ok(Arc::new(SqliteStore::connect(&url, args.sqlite_synchronous, args.db_max_connections).await?))
+        let dir_err = |source| StoreError::DataDir { path: args.data_dir.display().to_string(), source };
+        std::fs::create_dir_all(&args.data_dir).map_err(dir_err)?;
+        let store = SqliteStore::connect(&url, args.sqlite_synchronous, args.db_max_connections).await?;
+        // Credentials, sessions and the vault key live here: only dynamcp's own user may look.
+        restrict(&args.data_dir, 0o700);
+        for name in ["dynamcp.db", "dynamcp.db-wal", "dynamcp.db-shm"] {
+            restrict(&args.data_dir.join(name), 0o600);
+        }
+        Ok(Arc::new(store))
     } else {
         Err(StoreError::UnsupportedUrl)
     }

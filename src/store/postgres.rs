@@ -37,3 +37,4 @@ super::catalog::impl_catalog_store!(
     }
 );
 super::credentials::impl_credential_store!(PgStore);
+super::leases::impl_lease_store!(PgStore);

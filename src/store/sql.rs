@@ -414,6 +414,21 @@ macro_rules! impl_store {
                 Ok(done.rows_affected() > 0)
             }
 
+            async fn set_agent_metadata(
+                &self,
+                id: uuid::Uuid,
+                metadata: &serde_json::Value,
+            ) -> Result<bool, $crate::store::StoreError> {
+                use $crate::store::sql::*;
+                let done = sqlx::query("UPDATE agents SET metadata = $1, updated_at = $2 WHERE id = $3")
+                    .bind(sqlx::types::Json(metadata))
+                    .bind(now())
+                    .bind(id)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
             async fn create_api_key(
                 &self,
                 tenant: &str,
@@ -454,6 +469,12 @@ macro_rules! impl_store {
                 let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL")
                     .fetch_one(&self.pool)
                     .await?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            }
+
+            async fn created_api_keys(&self) -> Result<u64, $crate::store::StoreError> {
+                let (n,): (i64,) =
+                    sqlx::query_as("SELECT COUNT(*) FROM api_keys").fetch_one(&self.pool).await?;
                 Ok(u64::try_from(n).unwrap_or(0))
             }
 

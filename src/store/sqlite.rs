@@ -53,3 +53,4 @@ impl SqliteStore {
 super::sql::impl_store!(SqliteStore, sqlx::Sqlite, Backend::Sqlite);
 super::catalog::impl_catalog_store!(SqliteStore);
 super::credentials::impl_credential_store!(SqliteStore);
+super::leases::impl_lease_store!(SqliteStore);

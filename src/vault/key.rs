@@ -1,5 +1,6 @@
-//! The master key: 32 bytes from `ENCRYPTION_KEY` (base64 or hex), or, when that is unset, from a
-//! key file in the data dir that is generated once with mode 0600.
+//! One master key: 32 bytes from `ENCRYPTION_KEY` (base64 or hex), or, when that is unset, from a
+//! key file in the data dir that is generated once with mode 0600. The keyring (`keyring.rs`)
+//! holds several of them.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -108,7 +109,8 @@ impl MasterKey {
         }
     }
 
-    /// Writes the key to `path` with mode 0600, atomically (a temp file renamed over it).
+    /// Writes the key to `path` with mode 0600, atomically and durably (a temp file, synced, renamed
+    /// over it, then the directory synced).
     pub fn write_file(&self, path: &Path) -> Result<(), VaultError> {
         let fail = |e: std::io::Error| VaultError::KeyFile {
             path: path.display().to_string(),
@@ -128,8 +130,23 @@ impl MasterKey {
         file.write_all(b"\n").map_err(fail)?;
         file.sync_all().map_err(fail)?;
         std::fs::rename(&tmp, path).map_err(fail)?;
-        Ok(())
+        match path.parent() {
+            Some(dir) => sync_dir(dir),
+            None => Ok(()),
+        }
     }
+}
+
+/// Makes a rename or removal in `dir` durable.
+pub(super) fn sync_dir(dir: &Path) -> Result<(), VaultError> {
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    #[cfg(unix)]
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| VaultError::KeyFile { path: dir.display().to_string(), reason: e.to_string() })?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 #[cfg(test)]

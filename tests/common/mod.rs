@@ -26,9 +26,9 @@ pub enum Db {
 pub async fn test_args(db: Db) -> (ServeArgs, TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut args = ServeArgs::for_data_dir(dir.path());
-    // MCP servers' package downloads are shared by every test (and kept between runs).
-    args.runtime.runtime_cache_dir =
-        Some(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("mcp-package-cache"));
+    // MCP servers' installed packages are shared by every test (and kept between runs).
+    args.runtime.package_dir =
+        Some(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("mcp-package-store"));
     if db == Db::Postgres {
         args.store.database_url = Some(fresh_postgres_database().await);
     }
@@ -250,4 +250,40 @@ pub async fn fake_model() -> (FakeModel, String) {
     let url = format!("http://{}/v1", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (fake, url)
+}
+
+/// Every process a test's service started, found by `marker` (the test's data dir) in its
+/// environment or command line, with everything those started: a sandboxed server sees no host
+/// path, but its sandbox's command line binds one. Each as (pid, environ with `\n` between
+/// variables, command line). The test process itself is left out.
+#[allow(dead_code)]
+pub fn processes_with(marker: &str) -> Vec<(u32, String, String)> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+        let environ = String::from_utf8_lossy(&environ).replace('\0', "\n");
+        let cmdline =
+            String::from_utf8_lossy(&std::fs::read(entry.path().join("cmdline")).unwrap_or_default())
+                .replace('\0', " ");
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // `pid (comm) state ppid …`; comm may hold spaces, so read after its closing parenthesis.
+        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok());
+        let marked = environ.contains(marker) || cmdline.contains(marker);
+        all.push((pid, ppid.unwrap_or(0u32), marked, environ, cmdline));
+    }
+    let mut found: std::collections::BTreeSet<u32> = all.iter().filter(|p| p.2).map(|p| p.0).collect();
+    loop {
+        let before = found.len();
+        for (pid, ppid, ..) in &all {
+            if found.contains(ppid) {
+                found.insert(*pid);
+            }
+        }
+        if found.len() == before {
+            break;
+        }
+    }
+    let me = std::process::id();
+    all.into_iter().filter(|p| found.contains(&p.0) && p.0 != me).map(|p| (p.0, p.3, p.4)).collect()
 }

@@ -79,8 +79,16 @@ fn launch_option(value: &Value) -> Result<LaunchOption, String> {
 fn credential(value: &Value) -> Result<CredentialSpec, String> {
     let name = required_str(value, "name")?;
     let description = optional_string(value, "description")?;
+    // A record that says how the value travels is taken at its word; otherwise it is inferred.
+    let kind = match str_field(value, "kind") {
+        Some("env") => CredentialKind::Env,
+        Some("file") => CredentialKind::File,
+        Some("header") => CredentialKind::Header,
+        Some(other) => return Err(format!("credential {name}: unknown kind `{other}`")),
+        None => credential_kind(&name, &description),
+    };
     Ok(CredentialSpec {
-        kind: credential_kind(&name, &description),
+        kind,
         name,
         description,
         required: value.get("required").and_then(Value::as_bool).unwrap_or(false),

@@ -90,6 +90,12 @@ impl Parsed {
         result: Result<ServerRecord, String>,
         seen: &mut HashSet<String>,
     ) {
+        let result = result.and_then(|record| {
+            match record.launch.iter().find_map(|l| l.url.as_deref().and_then(metadata_url)) {
+                Some(why) => Err(why),
+                None => Ok(record),
+            }
+        });
         match result {
             Ok(record) if !seen.insert(record.id.clone()) => self.issues.push(EntryIssue {
                 index: index.to_string(),
@@ -99,6 +105,29 @@ impl Parsed {
             Err(reason) => self.issues.push(EntryIssue { index: index.to_string(), reason }),
         }
     }
+}
+
+/// Why a remote URL is never importable: it points at a link-local address or a cloud metadata
+/// name, where no MCP server lives and instance credentials do. (Loopback and private addresses
+/// may be an operator's own servers: the runtime refuses them at connect unless allowed.)
+fn metadata_url(url: &str) -> Option<String> {
+    let parsed = reqwest::Url::parse(url).ok()?;
+    let host = parsed
+        .host_str()?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    let metadata = match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => ip.is_link_local(),
+        Ok(std::net::IpAddr::V6(ip)) => {
+            ip.segments()[0] & 0xffc0 == 0xfe80
+                || ip.segments()[..3] == [0xfd00, 0x0ec2, 0]
+                || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_link_local())
+        }
+        Err(_) => host == "metadata.google.internal" || host == "metadata",
+    };
+    metadata.then(|| format!("its remote URL {url} points at a cloud metadata or link-local address"))
 }
 
 #[derive(Debug, thiserror::Error)]

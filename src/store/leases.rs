@@ -1,0 +1,135 @@
+//! Service leases: each running service's row, renewed while it runs, saying which master keys it
+//! can open and which one it seals with. The vault's rotation reads them to move in step with the
+//! running services; this module only stores them (see `vault::lease` for their meaning).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::StoreError;
+
+/// One process's lease on the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// Random per process.
+    pub holder: Uuid,
+    pub pid: i64,
+    pub host: String,
+    /// `file` (the data dir's keyring, reloaded at every renewal) or `env` (fixed at start).
+    pub key_source: String,
+    /// The key id new credentials are sealed with (empty until the keyring is loaded).
+    pub writing_key_id: String,
+    /// Every key id the holder can open (empty until the keyring is loaded).
+    pub readable_key_ids: Vec<String>,
+    /// How many reports the holder has written; grows by one per renewal.
+    pub renewals: i64,
+    pub started_at: DateTime<Utc>,
+    pub renewed_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl Lease {
+    /// Whether the holder still counts as running at `now`.
+    pub fn is_live(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at > now
+    }
+
+    /// `<holder> (pid <pid> on <host>)`, for messages.
+    pub fn describe(&self) -> String {
+        format!("{} (pid {} on {})", self.holder, self.pid, self.host)
+    }
+}
+
+#[async_trait]
+pub trait LeaseStore: Send + Sync {
+    /// Inserts or replaces the holder's row.
+    async fn put_lease(&self, lease: &Lease) -> Result<(), StoreError>;
+    /// Removes the holder's row; `false` if it was not there.
+    async fn delete_lease(&self, holder: Uuid) -> Result<bool, StoreError>;
+    /// Every lease row, live or expired, oldest first.
+    async fn leases(&self) -> Result<Vec<Lease>, StoreError>;
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct LeaseRow {
+    holder: Uuid,
+    pid: i64,
+    host: String,
+    key_source: String,
+    writing_key_id: String,
+    readable_key_ids: String,
+    renewals: i64,
+    started_at: DateTime<Utc>,
+    renewed_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+}
+
+impl From<LeaseRow> for Lease {
+    fn from(r: LeaseRow) -> Self {
+        Lease {
+            holder: r.holder,
+            pid: r.pid,
+            host: r.host,
+            key_source: r.key_source,
+            writing_key_id: r.writing_key_id,
+            readable_key_ids: r.readable_key_ids.split_whitespace().map(str::to_owned).collect(),
+            renewals: r.renewals,
+            started_at: r.started_at,
+            renewed_at: r.renewed_at,
+            expires_at: r.expires_at,
+        }
+    }
+}
+
+/// Implements [`LeaseStore`] for a backend struct with `pool` and `writer` fields.
+macro_rules! impl_lease_store {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::LeaseStore for $store {
+            async fn put_lease(&self, l: &$crate::store::Lease) -> Result<(), $crate::store::StoreError> {
+                sqlx::query(
+                    "INSERT INTO service_leases (holder, pid, host, key_source, writing_key_id, \
+                     readable_key_ids, renewals, started_at, renewed_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                     ON CONFLICT (holder) DO UPDATE SET pid = excluded.pid, host = excluded.host, \
+                     key_source = excluded.key_source, writing_key_id = excluded.writing_key_id, \
+                     readable_key_ids = excluded.readable_key_ids, renewals = excluded.renewals, \
+                     renewed_at = excluded.renewed_at, expires_at = excluded.expires_at",
+                )
+                .bind(l.holder)
+                .bind(l.pid)
+                .bind(&l.host)
+                .bind(&l.key_source)
+                .bind(&l.writing_key_id)
+                .bind(l.readable_key_ids.join(" "))
+                .bind(l.renewals)
+                .bind(l.started_at)
+                .bind(l.renewed_at)
+                .bind(l.expires_at)
+                .execute(&self.writer)
+                .await?;
+                Ok(())
+            }
+
+            async fn delete_lease(&self, holder: uuid::Uuid) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query("DELETE FROM service_leases WHERE holder = $1")
+                    .bind(holder)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn leases(&self) -> Result<Vec<$crate::store::Lease>, $crate::store::StoreError> {
+                let rows: Vec<$crate::store::leases::LeaseRow> = sqlx::query_as(
+                    "SELECT holder, pid, host, key_source, writing_key_id, readable_key_ids, renewals, \
+                     started_at, renewed_at, expires_at FROM service_leases ORDER BY started_at, holder",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+        }
+    };
+}
+
+pub(super) use impl_lease_store;
