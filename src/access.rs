@@ -104,6 +104,14 @@ impl Access {
     /// The tenant of a request that sent `bearer` (the `Authorization: Bearer` token, if any).
     /// Only [`Mode::Open`] lets a request through without a valid key.
     pub async fn authenticate(&self, bearer: Option<&str>) -> Result<Tenant, AccessError> {
+        // A request that brings a key while the service looks open may be the first one after a
+        // key was created: ask the store again rather than act on a cached "open".
+        if bearer.is_some()
+            && let Ok(mut cached) = self.mode_checked.lock()
+            && matches!(*cached, Some((_, Mode::Open)))
+        {
+            *cached = None;
+        }
         if self.is_open().await? {
             return Ok(Tenant::open());
         }

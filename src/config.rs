@@ -451,6 +451,10 @@ pub struct RuntimeArgs {
     /// address is refused, after DNS resolution too. Empty: none.
     #[arg(long, env = "DYNAMCP_REMOTE_ALLOW_HOSTS", value_delimiter = ',')]
     pub remote_allow_hosts: Vec<String>,
+    /// The bubblewrap program every MCP server runs in: a name looked up on PATH, or an absolute
+    /// path. Checked at start; the log says whether the sandbox works.
+    #[arg(long, env = "DYNAMCP_SANDBOX_PROGRAM", default_value = "bwrap")]
+    pub sandbox_program: String,
     /// Agent runs at once, across all tenants; more answer 429.
     #[arg(long, env = "DYNAMCP_MAX_CONCURRENT_RUNS", default_value_t = 16)]
     pub max_concurrent_runs: usize,
@@ -487,6 +491,7 @@ impl Default for RuntimeArgs {
             package_dir: None,
             allow_unsandboxed: false,
             remote_allow_hosts: Vec::new(),
+            sandbox_program: "bwrap".to_owned(),
             max_concurrent_runs: 16,
             run_timeout_secs: 900,
         }
@@ -513,6 +518,7 @@ impl RuntimeArgs {
             allow_unsandboxed: self.allow_unsandboxed,
             force_unsandboxed: false,
             remote_allow_hosts: self.remote_allow_hosts.clone(),
+            sandbox_program: self.sandbox_program.clone(),
         }
     }
 }

@@ -299,3 +299,96 @@ async fn changed_tool_definitions_are_held_until_the_owner_approves_them() {
     assert_eq!((status, text_of(&body).as_str()), (200, "echo: hi"), "{body}");
     server.stop().await;
 }
+
+/// A record of the dependency-free fixture server (no package to install, starts at once).
+fn fixture_record(outside: &std::path::Path) -> Value {
+    let description = outside.join("description.txt");
+    std::fs::write(&description, "Echoes the text it is given.").unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/shifting_server.py");
+    json!({
+        "id": "shifting-server", "name": "Shifting", "description": "echo", "tools": [], "credentials": [],
+        "launch": [{"kind": "command", "transport": "stdio", "command": "python3", "args": [script, description]}]
+    })
+}
+
+/// Where no sandbox can be created, no server starts for anyone, unless the operator allowed
+/// unsandboxed servers: then for the single keyless user only, never for a tenant with a key.
+#[tokio::test]
+async fn without_a_sandbox_servers_start_only_for_the_single_user_and_only_when_allowed() {
+    let outside = tempfile::tempdir().unwrap();
+    for allowed in [false, true] {
+        let (mut args, dir) = common::test_args(Db::Sqlite).await;
+        common::import_default_records(&args, &[], &[fixture_record(outside.path())]).await;
+        args.runtime.runtimes = vec!["python3".to_owned()];
+        args.runtime.sandbox_program = "no-such-bubblewrap".to_owned();
+        args.runtime.allow_unsandboxed = allowed;
+        let server = TestServer::start_with(args, dir).await;
+        assert!(server.runtime.sandbox_status().sandbox().is_none());
+
+        // The single keyless user.
+        let (agent, _) = agent_for(&server, "", &["shifting-server"]).await;
+        let call = json!({"server": "shifting-server", "tool": "echo", "arguments": {"text": "hi"}});
+        let (status, body) = server.post(&format!("/api/agents/{agent}/tools/call"), call.clone()).await;
+        if allowed {
+            assert_eq!((status, text_of(&body).as_str()), (200, "echo: hi"), "{body}");
+        } else {
+            assert_eq!(
+                (status, body["error"]["code"].as_str()),
+                (503, Some("sandbox_unavailable")),
+                "{body}"
+            );
+            let message = body["error"]["message"].as_str().unwrap();
+            assert!(
+                message.contains("no-such-bubblewrap") && message.contains("DYNAMCP_ALLOW_UNSANDBOXED"),
+                "{message}"
+            );
+        }
+
+        // A tenant with a key: never, whatever the setting.
+        let (_, key) =
+            create_key(server.store.as_ref(), &Tenant::parse("tenant-a").unwrap(), "").await.unwrap();
+        let (agent, _) = agent_for(&server, "tenant-a", &["shifting-server"]).await;
+        let req = server
+            .http
+            .post(server.url(&format!("/api/agents/{agent}/tools/call")))
+            .bearer_auth(key.expose())
+            .json(&call);
+        let (status, body) = server.json(req).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (503, Some("sandbox_unavailable")), "{body}");
+        server.stop().await;
+    }
+}
+
+/// Deleting a session stops its agents' servers (which hold its credentials in memory) and
+/// deletes their folders; the data dir and database are private to dynamcp's user.
+#[tokio::test]
+async fn deleting_a_session_stops_its_servers_and_the_data_dir_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let outside = tempfile::tempdir().unwrap();
+    let (mut args, dir) = common::test_args(Db::Sqlite).await;
+    common::import_default_records(&args, &[], &[fixture_record(outside.path())]).await;
+    args.runtime.runtimes = vec!["python3".to_owned()];
+    let server = TestServer::start_with(args, dir).await;
+    let data = server.data_dir().to_path_buf();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("dynamcp.db")), 0o600);
+
+    let (agent, session) = agent_for(&server, "", &["shifting-server"]).await;
+    let (status, body) = server.get(&format!("/api/agents/{agent}/tools")).await;
+    assert_eq!((status, body["servers"][0]["status"].as_str()), (200, Some("ready")), "{body}");
+    let pid = server.runtime.running().await[0].pid.unwrap();
+    let folder = data.join("runtime/agents").join(agent.to_string());
+    assert!(folder.exists());
+
+    let (status, _) = server.delete(&format!("/api/sessions/{session}")).await;
+    assert_eq!(status, 204);
+    assert!(server.runtime.running().await.is_empty());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "the server outlived its session");
+    assert!(!folder.exists(), "the agent's folders outlived its session");
+    server.stop().await;
+}

@@ -263,7 +263,7 @@ async fn cross_site_browser_requests_are_refused_and_create_nothing() {
     let opaque = error_body(
         "cross_origin_refused",
         "cross-origin request refused: a page with an opaque origin (`Origin: null`: a sandboxed frame \
-         or a local file) may not send it",
+         or a local file) or an unreadable `Origin` may not send it",
     );
     let (status, body) =
         server.json(request(&server, Method::POST, "/api/sessions/create", &[("origin", "null")])).await;

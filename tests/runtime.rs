@@ -670,35 +670,30 @@ async fn a_remote_server_over_streamable_http() {
         "launch": [{"kind": "remote", "transport": "streamable-http", "url": url}]
     });
     // A loopback URL is refused unless the operator allowed that host (SSRF guard).
-    let (mut args, dir) = common::test_args(Db::Sqlite).await;
-    common::import_default_records(&args, &[], std::slice::from_ref(&record)).await;
-    args.runtime.runtimes = vec!["remote".to_owned()];
-    let server = TestServer::start_with(args, dir).await;
-    let (agent, _) = agent_with(&server, &["everything-remote"]).await;
-    let (status, body) = server
-        .post(
-            &format!("/api/agents/{agent}/tools/call"),
-            json!({"server": "everything-remote", "tool": "echo", "arguments": {"message": "over http"}}),
-        )
-        .await;
+    let echo_over_http = |allowed: Vec<String>| {
+        let record = record.clone();
+        async move {
+            let (mut args, dir) = common::test_args(Db::Sqlite).await;
+            common::import_default_records(&args, &[], &[record]).await;
+            args.runtime.runtimes = vec!["remote".to_owned()];
+            args.runtime.remote_allow_hosts = allowed;
+            let server = TestServer::start_with(args, dir).await;
+            let (agent, _) = agent_with(&server, &["everything-remote"]).await;
+            let answer = server
+                .post(
+                    &format!("/api/agents/{agent}/tools/call"),
+                    json!({"server": "everything-remote", "tool": "echo", "arguments": {"message": "over http"}}),
+                )
+                .await;
+            server.stop().await;
+            answer
+        }
+    };
+    let (status, body) = echo_over_http(Vec::new()).await;
     assert_eq!((status, body["error"]["code"].as_str()), (422, Some("remote_address_refused")), "{body}");
-    server.stop().await;
-
-    let (mut args, dir) = common::test_args(Db::Sqlite).await;
-    common::import_default_records(&args, &[], &[record]).await;
-    args.runtime.runtimes = vec!["remote".to_owned()];
-    args.runtime.remote_allow_hosts = vec!["127.0.0.1".to_owned()];
-    let server = TestServer::start_with(args, dir).await;
-    let (agent, _) = agent_with(&server, &["everything-remote"]).await;
-    let (status, body) = server
-        .post(
-            &format!("/api/agents/{agent}/tools/call"),
-            json!({"server": "everything-remote", "tool": "echo", "arguments": {"message": "over http"}}),
-        )
-        .await;
+    let (status, body) = echo_over_http(vec!["127.0.0.1".to_owned()]).await;
     assert_eq!(status, 200, "{body}");
     assert!(result_text(&body).contains("over http"), "{body}");
-    server.stop().await;
     if let Some(pid) = peer.id() {
         nix_kill_group(pid);
     }

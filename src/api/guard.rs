@@ -237,7 +237,7 @@ impl Guard {
         let Some(origin) = origin.to_str().ok().and_then(Origin::parse) else {
             return OriginDecision::Refuse(
                 "cross-origin request refused: a page with an opaque origin (`Origin: null`: a \
-                 sandboxed frame or a local file) may not send it"
+                 sandboxed frame or a local file) or an unreadable `Origin` may not send it"
                     .to_owned(),
             );
         };

@@ -165,6 +165,8 @@ pub struct RuntimeSettings {
     /// Remote servers' hosts that may be loopback or private addresses (tests, private
     /// deployments); every other internal address is refused.
     pub remote_allow_hosts: Vec<String>,
+    /// bubblewrap: a program name looked up on PATH, or an absolute path.
+    pub sandbox_program: String,
 }
 
 /// The live tools of one of an agent's servers, or why it is not running.
@@ -231,7 +233,7 @@ impl Runtime {
             |name: &str| std::env::var_os(name),
             settings.root.clone(),
         );
-        let sandbox = sandbox::Sandbox::detect(search_path.as_ref());
+        let sandbox = sandbox::Sandbox::detect(&settings.sandbox_program, search_path.as_ref());
         match &sandbox {
             SandboxStatus::Ready(_) => {
                 tracing::info!("{}: every MCP server runs inside it", sandbox.describe())

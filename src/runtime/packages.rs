@@ -61,65 +61,69 @@ impl PackageRef {
     }
 }
 
-/// npx's options that take no value, and those that take one.
+/// npx's options that take no value; uvx's that take one (the Python version, which is the
+/// store's choice: the system's interpreter).
 const NPX_FLAGS: &[&str] = &["-y", "--yes", "-q", "--quiet", "--no-install", "--no"];
+const UVX_FLAGS: &[&str] = &["-q", "--quiet"];
 const UVX_VALUE_OPTIONS: &[&str] = &["--python", "-p"];
+
+/// What one runner's options look like.
+struct Runner {
+    ecosystem: Ecosystem,
+    /// Options that take no value.
+    flags: &'static [&'static str],
+    /// Options whose value is skipped.
+    skipped: &'static [&'static str],
+    /// The options naming the package when the first word is the program (`--from`, `-p`).
+    from: &'static [&'static str],
+    split: SplitSpec,
+}
+
+/// `NAME[sep VERSION]` → the name and the exact version, if one is pinned.
+type SplitSpec = fn(&str) -> Result<(&str, Option<&str>), String>;
 
 /// `npx [-y] [-p NAME CMD | NAME] ARGS…` → the package and the server's own arguments.
 pub fn parse_npx(args: &[String]) -> Result<(PackageRef, Vec<String>), String> {
-    let mut rest = args.iter().map(String::as_str).peekable();
-    let mut from: Option<&str> = None;
-    while let Some(&arg) = rest.peek() {
-        if NPX_FLAGS.contains(&arg) {
-            rest.next();
-        } else if arg == "-p" || arg == "--package" {
-            rest.next();
-            from = Some(rest.next().ok_or("`--package` needs a package name")?);
-        } else if let Some(value) = arg.strip_prefix("--package=") {
-            rest.next();
-            from = Some(value);
-        } else if arg == "--" {
-            rest.next();
-            break;
-        } else {
-            break;
-        }
-    }
-    let first = rest.next().ok_or("the launch spec names no package")?;
-    let (spec, bin) = match from {
-        Some(spec) => (spec, Some(first)),
-        None => (first, None),
-    };
-    let (name, version) = split_npm_spec(spec)?;
-    if let Some(bin) = bin {
-        check_program_name(bin)?;
-    }
-    let package = PackageRef {
+    let npx = Runner {
         ecosystem: Ecosystem::Npm,
-        name: name.to_owned(),
-        version: version.map(str::to_owned),
-        bin: bin.map(str::to_owned),
+        flags: NPX_FLAGS,
+        skipped: &[],
+        from: &["-p", "--package"],
+        split: split_npm_spec,
     };
-    Ok((package, rest.map(str::to_owned).collect()))
+    parse_runner(&npx, args)
 }
 
 /// `uvx [--python V] [--from NAME] CMD ARGS…` → the package and the server's own arguments.
 pub fn parse_uvx(args: &[String]) -> Result<(PackageRef, Vec<String>), String> {
+    let uvx = Runner {
+        ecosystem: Ecosystem::Pypi,
+        flags: UVX_FLAGS,
+        skipped: UVX_VALUE_OPTIONS,
+        from: &["--from"],
+        split: split_pypi_spec,
+    };
+    parse_runner(&uvx, args)
+}
+
+/// Reads a runner's known options (any other option is refused as a package name), then the
+/// package (or the program, after a `from` option), then the server's own arguments.
+fn parse_runner(runner: &Runner, args: &[String]) -> Result<(PackageRef, Vec<String>), String> {
     let mut rest = args.iter().map(String::as_str).peekable();
     let mut from: Option<&str> = None;
     while let Some(&arg) = rest.peek() {
-        if arg == "--from" {
+        let (option, inline) = arg.split_once('=').map_or((arg, None), |(o, v)| (o, Some(v)));
+        if runner.flags.contains(&arg) {
             rest.next();
-            from = Some(rest.next().ok_or("`--from` needs a package")?);
-        } else if let Some(value) = arg.strip_prefix("--from=") {
+        } else if runner.from.contains(&option) || runner.skipped.contains(&option) {
             rest.next();
-            from = Some(value);
-        } else if UVX_VALUE_OPTIONS.contains(&arg) {
-            // The Python version is the store's choice (the system's interpreter).
-            rest.next();
-            rest.next();
-        } else if arg.starts_with("--python=") || arg == "-q" || arg == "--quiet" {
-            rest.next();
+            let value = match inline {
+                Some(value) => value,
+                None => rest.next().ok_or_else(|| format!("`{option}` needs a value"))?,
+            };
+            if runner.from.contains(&option) {
+                from = Some(value);
+            }
         } else if arg == "--" {
             rest.next();
             break;
@@ -132,12 +136,12 @@ pub fn parse_uvx(args: &[String]) -> Result<(PackageRef, Vec<String>), String> {
         Some(spec) => (spec, Some(first)),
         None => (first, None),
     };
-    let (name, version) = split_pypi_spec(spec)?;
+    let (name, version) = (runner.split)(spec)?;
     if let Some(bin) = bin {
         check_program_name(bin)?;
     }
     let package = PackageRef {
-        ecosystem: Ecosystem::Pypi,
+        ecosystem: runner.ecosystem,
         name: name.to_owned(),
         version: version.map(str::to_owned),
         bin: bin.map(str::to_owned),

@@ -92,13 +92,18 @@ pub struct Jail {
 }
 
 impl Sandbox {
-    /// Finds `bwrap` on `search_path` and checks that it can create the namespaces it needs by
-    /// running `true` inside them.
-    pub fn detect(search_path: Option<&OsString>) -> SandboxStatus {
-        let Some(bwrap) = search_path.and_then(|p| super::launch::find_program("bwrap", p)) else {
-            return SandboxStatus::Unavailable(
-                "bubblewrap (`bwrap`) is not installed; install the `bubblewrap` package".to_owned(),
-            );
+    /// Finds `program` (bubblewrap: `bwrap` on `search_path`, or an absolute path) and checks
+    /// that it can create the namespaces it needs by running `true` inside them.
+    pub fn detect(program: &str, search_path: Option<&OsString>) -> SandboxStatus {
+        let found = if Path::new(program).is_absolute() {
+            Some(PathBuf::from(program)).filter(|p| p.is_file())
+        } else {
+            search_path.and_then(|p| super::launch::find_program(program, p))
+        };
+        let Some(bwrap) = found else {
+            return SandboxStatus::Unavailable(format!(
+                "bubblewrap (`{program}`) is not installed; install the `bubblewrap` package"
+            ));
         };
         let sandbox = Self { bwrap };
         let Some(truth) = ["/usr/bin/true", "/bin/true"].into_iter().map(Path::new).find(|p| p.exists())
