@@ -421,7 +421,9 @@ impl Runtime {
         let redactor =
             Redactor::new(values.values().map(|v| String::from_utf8_lossy(v.expose()).into_owned()));
         let jail = match &target {
-            Target::Remote { .. } => None,
+            // A remote server has no process here; `docker run` talks to the daemon, which no
+            // sandbox can reach: the container is the isolation (its options were checked).
+            Target::Remote { .. } | Target::Command { kind: crate::catalog::LaunchKind::Docker, .. } => None,
             _ => self.isolation(agent)?,
         };
         let work = self.launcher.work_dir(agent.id, server);
