@@ -392,3 +392,46 @@ async fn deleting_a_session_stops_its_servers_and_the_data_dir_is_private() {
     assert!(!folder.exists(), "the agent's folders outlived its session");
     server.stop().await;
 }
+
+/// A server's package is installed once, pinned in the agent, and run from the store; a package
+/// that cannot be installed (an unpublished name, as the catalog's guessed `npx -y <name>` specs
+/// often are) fails with a clear error and leaves nothing half-installed behind.
+#[tokio::test]
+async fn packages_are_pinned_in_the_agent_and_a_failed_install_is_clear_and_clean() {
+    let unpublished = format!("dynamcp-unpublished-{}", Uuid::new_v4().simple());
+    let record = json!({
+        "id": "unpublished-server", "name": "Unpublished", "description": "never published",
+        "tools": [], "credentials": [],
+        "launch": [{"kind": "npm", "transport": "stdio", "command": "npx", "args": ["-y", unpublished]}]
+    });
+    let (mut args, dir) = common::test_args(Db::Sqlite).await;
+    common::import_default_records(&args, &["time-mcp-server"], &[record]).await;
+    args.runtime.runtimes = ["npx", "uvx"].map(str::to_owned).to_vec();
+    let store_dir = args.runtime.package_dir.clone().unwrap();
+    let server = TestServer::start_with(args, dir).await;
+    let (agent, _) = agent_for(&server, "", &["time-mcp-server", "unpublished-server"]).await;
+
+    let (status, body) = server.get(&format!("/api/agents/{agent}/tools")).await;
+    assert_eq!(status, 200, "{body}");
+    let failed = &body["servers"][1];
+    assert_eq!(failed["code"], "server_install_failed", "{body}");
+    let message = failed["error"].as_str().unwrap();
+    assert!(message.contains(&format!("npm {unpublished}")) && message.contains("404"), "{message}");
+    assert!(!store_dir.join("npm").join(&unpublished).exists(), "nothing half-installed is kept");
+
+    // The time server's version is pinned in the agent, and that version is what runs.
+    let stored = server.store.get_agent(agent).await.unwrap().unwrap();
+    let pin = &stored.metadata["pins"]["time-mcp-server"];
+    assert_eq!(
+        (pin["ecosystem"].as_str(), pin["name"].as_str()),
+        (Some("pypi"), Some("mcp-server-time")),
+        "{pin}"
+    );
+    let version = pin["version"].as_str().unwrap();
+    assert!(store_dir.join("pypi/mcp-server-time").join(version).join("dynamcp-package.json").is_file());
+    let pid =
+        server.runtime.running().await.iter().find(|r| r.server == "time-mcp-server").unwrap().pid.unwrap();
+    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap().replace('\0', " ");
+    assert!(cmdline.contains(&format!("/pypi/mcp-server-time/{version} /opt/package")), "{cmdline}");
+    server.stop().await;
+}

@@ -362,24 +362,29 @@ impl PackageStore {
         result
     }
 
-    /// Moves a finished install from `staging` to its version's folder (or keeps one that is
-    /// already there) and writes its manifest last, so a half-moved folder is never used.
+    /// Publishes a finished install: its manifest is written inside `staging` first, then the
+    /// folder is renamed into place in one step, so a version's folder is either whole or absent.
+    /// When another process published the same version first, theirs is used.
     fn settle(
         &self,
         package: &PackageRef,
         mut installed: Installed,
         staging: &Path,
     ) -> Result<Installed, InstallError> {
-        let dest = self.package_dir(package).join(&installed.version);
         if let Some(found) = self.installed(package, Some(&installed.version)) {
             return Ok(found);
         }
-        let _ = std::fs::remove_dir_all(&dest);
-        std::fs::create_dir_all(self.package_dir(package)).map_err(io("create the package folder"))?;
-        std::fs::rename(staging.join("pkg"), &dest).map_err(io("move an install into the store"))?;
+        let built = staging.join("pkg");
         let manifest = serde_json::to_vec_pretty(&installed)
             .map_err(|e| io("write a manifest")(std::io::Error::other(e)))?;
-        std::fs::write(dest.join(MANIFEST), manifest).map_err(io("write a manifest"))?;
+        std::fs::write(built.join(MANIFEST), manifest).map_err(io("write a manifest"))?;
+        std::fs::create_dir_all(self.package_dir(package)).map_err(io("create the package folder"))?;
+        let dest = self.package_dir(package).join(&installed.version);
+        if let Err(e) = std::fs::rename(&built, &dest) {
+            return self
+                .installed(package, Some(&installed.version))
+                .ok_or_else(|| io("move an install into the store")(e));
+        }
         installed.dir = dest;
         Ok(installed)
     }
