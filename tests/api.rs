@@ -42,7 +42,10 @@ async fn health_reports_the_backend(db: Db) {
         Db::Sqlite => "sqlite",
         Db::Postgres => "postgres",
     };
-    assert_eq!(server.get("/health").await, (200, json!({"status": "ok", "database": expected})));
+    assert_eq!(
+        server.get("/health").await,
+        (200, json!({"status": "ok", "database": expected, "sandbox": "ready"}))
+    );
     // With the store closed, health says so instead of pretending.
     server.store.close().await;
     assert_eq!(

@@ -90,6 +90,11 @@ pub struct Health {
     pub status: &'static str,
     /// `sqlite` or `postgres`.
     pub database: String,
+    /// `ready` when MCP servers run in the bubblewrap sandbox; `unavailable` when none can be
+    /// created here (servers are then refused, or run unsandboxed for the single keyless user if
+    /// the operator allowed it; the start-up log says why).
+    #[schema(example = "ready")]
+    pub sandbox: &'static str,
 }
 
 /// Liveness and readiness: answers 200 only when the store answers.
@@ -99,5 +104,6 @@ pub struct Health {
 ))]
 async fn health(State(state): State<AppState>) -> Result<axum::Json<Health>, ApiError> {
     state.store.ping().await.map_err(ApiError::Unavailable)?;
-    Ok(axum::Json(Health { status: "ok", database: state.store.backend().to_string() }))
+    let sandbox = if state.runtime.sandbox_status().sandbox().is_some() { "ready" } else { "unavailable" };
+    Ok(axum::Json(Health { status: "ok", database: state.store.backend().to_string(), sandbox }))
 }
