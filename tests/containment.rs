@@ -104,6 +104,7 @@ async fn a_tenants_command_server_cannot_reach_another_tenants_secrets() {
          cat {work_a}/*/secrets/* 2>&1\n\
          ls /home /tmp /run /opt 2>&1\n\
          cat /etc/shadow 2>&1 | head -c 200\n\
+         ls -d /etc/ssl/private 2>/dev/null && echo tls-keys-visible\n\
          touch /opt/package/planted 2>&1 || echo package-store-read-only\n\
          touch $HOME/mine && echo home-writable\n\
          echo done-hunting\n",
@@ -138,6 +139,7 @@ async fn a_tenants_command_server_cannot_reach_another_tenants_secrets() {
     assert!(!out.contains(vault_key.trim()), "the vault key reached B");
     assert!(!out.contains("dynamcp.db") && !out.contains("vault.key\n"), "B listed the data dir: {out}");
     assert!(!out.contains("root:"), "B read /etc/shadow: {out}");
+    assert!(!out.contains("tls-keys-visible"), "B sees the host's TLS private keys: {out}");
     assert!(out.contains("package-store-read-only"), "{out}");
     assert!(out.contains("home-writable"), "{out}");
     // The file B wrote stayed in B's own home.

@@ -23,10 +23,14 @@ const ETC: &[&str] = &[
     "gai.conf",
     "services",
     "protocols",
-    "ssl",
+    // Certificates only: `ssl/private` and `pki/tls/private` hold the host's TLS keys, and a
+    // sandboxed process owns, inside its namespace, every file dynamcp's user owns.
+    "ssl/certs",
+    "ssl/openssl.cnf",
     "ca-certificates",
     "ca-certificates.conf",
-    "pki",
+    "pki/tls/certs",
+    "pki/ca-trust",
     "alternatives",
     "localtime",
     "timezone",
