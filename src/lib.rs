@@ -15,8 +15,10 @@
 //! - [`catalog`]: MCP server records, import from every common format, hybrid search.
 //! - [`llm`]: language-model providers (Anthropic, OpenAI-compatible) behind one trait.
 //! - [`store`]: persistence behind one trait; SQLite (default) and PostgreSQL + pgvector.
-//! - [`runtime`]: runs agents: starts their MCP servers from catalog launch specs only (explicit
-//!   env, process groups, timeouts, idle stop), and the LLM tool loop that streams run events.
+//! - [`runtime`]: runs agents: installs their MCP servers' packages into a pinned store and starts
+//!   them from catalog launch specs only, each in a bubblewrap sandbox (explicit env, process
+//!   groups, timeouts, idle stop, tool definitions pinned), and the LLM tool loop that streams run
+//!   events.
 //! - [`vault`]: credential values: the redacting [`vault::Secret`] type, envelope encryption
 //!   (AES-256-GCM data keys wrapped by a keyring of master keys), key rotation in step with the
 //!   running services, and each service's lease on the store.
