@@ -93,6 +93,8 @@ PY
 install_runtimes() {
     if ! command -v npx >/dev/null 2>&1; then apt_install nodejs npm; fi
     if ! command -v bwrap >/dev/null 2>&1; then apt_install bubblewrap; fi
+    # PyPI servers' venvs are made on the system's Python (uv never downloads one).
+    apt_install python3
     if ! command -v uvx >/dev/null 2>&1; then
         log "pip install uv"
         python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore uv >/dev/null
