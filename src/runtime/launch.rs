@@ -248,7 +248,8 @@ impl Launcher {
         }
         for (_, value) in &self.pass_env {
             let path = PathBuf::from(value);
-            if path.is_absolute() && !path.starts_with("/etc") && !path.starts_with("/usr") && path.exists() {
+            if path.is_absolute() && !path.starts_with("/etc") && !path.starts_with("/usr") && bindable(&path)
+            {
                 push_new(&mut roots, path);
             }
         }
@@ -486,11 +487,26 @@ pub(crate) fn find_program(name: &str, search_path: &OsString) -> Option<PathBuf
 }
 
 /// `<prefix>` of a program at `<prefix>/bin/<name>` (after following links), when that is not
-/// under `/usr`, which every sandbox sees anyway.
+/// under `/usr`, which every sandbox sees anyway, and may be shown to a sandbox at all
+/// ([`bindable`]).
 pub(crate) fn prefix_outside_usr(program: &Path) -> Option<PathBuf> {
     let real = std::fs::canonicalize(program).unwrap_or_else(|_| program.to_path_buf());
     let prefix = real.parent()?.parent()?;
-    (!real.starts_with("/usr") && prefix != Path::new("/")).then(|| prefix.to_path_buf())
+    (!real.starts_with("/usr") && bindable(prefix)).then(|| prefix.to_path_buf())
+}
+
+/// Whether a host path may be bound read-only into a sandbox. Inside its namespace a sandboxed
+/// process owns every file dynamcp's user owns, so only what any local user could read anyway
+/// is shown (world-readable, and for a folder world-searchable), and never `/` nor a home folder
+/// as a whole (`/root`, `/home/<user>`). (Callers also keep dynamcp's data dir out.)
+pub(crate) fn bindable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else { return false };
+    let mode = meta.permissions().mode();
+    let readable = mode & 0o004 != 0 && (!meta.is_dir() || mode & 0o001 != 0);
+    let depth = path.components().count();
+    let home = path == Path::new("/root") || (path.starts_with("/home") && depth <= 3);
+    readable && path.is_absolute() && depth > 1 && !home
 }
 
 fn push_new(list: &mut Vec<PathBuf>, path: PathBuf) {
@@ -667,6 +683,24 @@ mod tests {
             assert_eq!(env.files, vec![written]);
             assert!(!format!("{env:?}").contains("tok-123"));
         }
+    }
+
+    #[test]
+    fn only_what_any_user_could_read_is_bound() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let open = dir.path().join("script.py");
+        let secret = dir.path().join("key.pem");
+        std::fs::write(&open, "print(1)").unwrap();
+        std::fs::write(&secret, "-----BEGIN").unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(bindable(&open));
+        assert!(!bindable(&secret));
+        for never in ["/", "/root", "/home/someone", "/etc/shadow", "/no/such/file"] {
+            assert!(!bindable(Path::new(never)), "{never}");
+        }
+        assert!(bindable(Path::new("/etc/hostname")) || !Path::new("/etc/hostname").exists());
     }
 
     #[test]

@@ -869,7 +869,8 @@ fn python_home(installed: &Installed) -> Option<PathBuf> {
 
 /// What an operator's own command (not an npm or PyPI package) needs to see read-only: its
 /// program's prefix when outside `/usr`, and the existing files its arguments name by absolute
-/// path. Never a folder, and nothing under dynamcp's own runtime folder.
+/// path. Never a folder, nothing under dynamcp's data dir, and only what any local user could
+/// read anyway (`/etc/shadow` or a key file named in a record is never shown).
 fn command_paths(
     program: &std::path::Path,
     args: &[String],
@@ -881,10 +882,10 @@ fn command_paths(
         out.push((prefix.clone(), prefix));
     }
     if kind == crate::catalog::LaunchKind::Command {
+        let data = root.parent().unwrap_or(root);
         for arg in args {
             let path = PathBuf::from(arg);
-            let data = root.parent().unwrap_or(root);
-            if path.is_absolute() && path.is_file() && !path.starts_with(data) {
+            if path.is_absolute() && path.is_file() && !path.starts_with(data) && launch::bindable(&path) {
                 out.push((path.clone(), path));
             }
         }
