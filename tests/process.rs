@@ -3,64 +3,28 @@
 //! in the middle of a stream of writes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 mod common;
 
-struct Running {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::Running;
 
 /// Starts `dynamcp serve` on an ephemeral port with JSON logs and returns once it listens.
-#[allow(clippy::zombie_processes, reason = "Running's Drop kills and reaps the child")]
 fn start(data_dir: &Path, extra_env: &[(&str, &str)]) -> Running {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dynamcp"));
     cmd.arg("serve")
         .env_clear()
         .env("DYNAMCP_ADDR", "127.0.0.1:0")
         .env("DYNAMCP_DATA_DIR", data_dir)
-        .env("DYNAMCP_LOG_FORMAT", "json")
-        .env("DYNAMCP_LOG", "info")
-        .current_dir(data_dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .current_dir(data_dir);
     for (k, v) in extra_env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().expect("spawn dynamcp");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).unwrap_or_else(|_| {
-            let _ = child.kill();
-            panic!("dynamcp did not report its address in time")
-        });
-        let Ok(event) = serde_json::from_str::<Value>(&line) else { continue };
-        if let Some(addr) = event["fields"]["addr"].as_str() {
-            let base = format!("http://{addr}");
-            std::thread::spawn(move || for _ in rx {});
-            return Running { child, base };
-        }
-    }
+    common::spawn_serve(cmd)
 }
 
 fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {

@@ -8,9 +8,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,34 +20,7 @@ use serde_json::{Value, json};
 
 on_both_backends!(file_keys_rotate_under_load_and_nothing_is_lost, env_keys_rotate_through_a_restart);
 
-struct Running {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Running {
-    /// SIGTERM, and waits for a clean exit (which releases the lease).
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "exit status {status}");
-                return;
-            }
-            assert!(Instant::now() < deadline, "no exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
+use common::Running;
 
 /// The environment every command of a test shares: the data dir, the database, no catalog import
 /// and no model (the fixture catalog is imported up front), a one-second lease heartbeat, no
@@ -95,34 +67,8 @@ fn text(bytes: &[u8]) -> String {
 }
 
 /// Starts `dynamcp serve` with JSON logs and returns once it listens.
-#[allow(clippy::zombie_processes, reason = "Running's Drop kills and reaps the child")]
 fn start(data_dir: &Path, env: &[(String, String)]) -> Running {
-    let mut cmd = command(&["serve"], data_dir, env);
-    cmd.env("DYNAMCP_LOG_FORMAT", "json").env("DYNAMCP_LOG", "info");
-    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn dynamcp");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut seen = Vec::new();
-    loop {
-        let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
-            let _ = child.kill();
-            panic!("dynamcp did not report its address in time:\n{}", seen.join("\n"));
-        };
-        seen.push(line.clone());
-        let Ok(event) = serde_json::from_str::<Value>(&line) else { continue };
-        if let Some(addr) = event["fields"]["addr"].as_str() {
-            let base = format!("http://{addr}");
-            std::thread::spawn(move || for _ in rx {});
-            return Running { child, base };
-        }
-    }
+    common::spawn_serve(command(&["serve"], data_dir, env))
 }
 
 /// One acknowledged credential turn: the session, its agent and the values sent (server, key, value).

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::StoreError;
 
 /// One process's lease on the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Lease {
     /// Random per process.
     pub holder: Uuid,

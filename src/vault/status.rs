@@ -5,9 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::Serialize;
-use uuid::Uuid;
 
 use super::keyring::{self, KeyringSource};
 use super::rotate::live_leases;
@@ -28,17 +27,11 @@ pub struct KeyStatus {
     pub file: Option<String>,
 }
 
-/// One lease in `vault status`.
+/// One lease in `vault status`: the stored row, and whether it is live now.
 #[derive(Debug, Clone, Serialize)]
 pub struct LeaseStatus {
-    pub holder: Uuid,
-    pub pid: i64,
-    pub host: String,
-    pub key_source: String,
-    pub writing_key_id: String,
-    pub readable_key_ids: Vec<String>,
-    pub renewed_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub lease: crate::store::Lease,
     pub live: bool,
 }
 
@@ -95,17 +88,7 @@ pub async fn status(store: &dyn Store, source: &KeyringSource) -> Result<VaultSt
         .leases()
         .await?
         .into_iter()
-        .map(|l| LeaseStatus {
-            live: l.is_live(now),
-            holder: l.holder,
-            pid: l.pid,
-            host: l.host,
-            key_source: l.key_source,
-            writing_key_id: l.writing_key_id,
-            readable_key_ids: l.readable_key_ids,
-            renewed_at: l.renewed_at,
-            expires_at: l.expires_at,
-        })
+        .map(|lease| LeaseStatus { live: lease.is_live(now), lease })
         .collect();
     Ok(VaultStatus {
         source: source.kind(),
@@ -213,7 +196,7 @@ impl fmt::Display for VaultStatus {
             writeln!(f, "  credentials under a MISSING key cannot be opened until that key is restored")?;
         }
         writeln!(f, "services holding the store: {}", self.services.iter().filter(|s| s.live).count())?;
-        for s in &self.services {
+        for LeaseStatus { lease: s, live } in &self.services {
             writeln!(
                 f,
                 "  {} pid {} on {} ({} keys): writes {}, reads {}; {} {}",
@@ -223,7 +206,7 @@ impl fmt::Display for VaultStatus {
                 s.key_source,
                 if s.writing_key_id.is_empty() { "-" } else { &s.writing_key_id },
                 s.readable_key_ids.join(" "),
-                if s.live { "lease until" } else { "lease expired at" },
+                if *live { "lease until" } else { "lease expired at" },
                 s.expires_at.to_rfc3339()
             )?;
         }

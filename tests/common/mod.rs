@@ -287,3 +287,66 @@ pub fn processes_with(marker: &str) -> Vec<(u32, String, String)> {
     let me = std::process::id();
     all.into_iter().filter(|p| found.contains(&p.0) && p.0 != me).map(|p| (p.0, p.3, p.4)).collect()
 }
+
+/// A `dynamcp serve` child process and its base URL; killed and reaped when dropped.
+pub struct Running {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Running {
+    /// SIGTERM, and waits (up to 30 s) for a clean exit.
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "exit status {status}");
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "no exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Spawns `cmd` (a `dynamcp serve` with its environment set) with JSON logs on stderr and
+/// returns once it reports the address it listens on; what it logged before is in the panic
+/// message if it never does.
+#[allow(clippy::zombie_processes, reason = "Running's Drop kills and reaps the child")]
+pub fn spawn_serve(mut cmd: std::process::Command) -> Running {
+    use std::io::{BufRead, BufReader};
+    cmd.env("DYNAMCP_LOG_FORMAT", "json").env("DYNAMCP_LOG", "info");
+    cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn dynamcp");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    loop {
+        let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) else {
+            let _ = child.kill();
+            panic!("dynamcp did not report its address in time:\n{}", seen.join("\n"));
+        };
+        seen.push(line.clone());
+        let Ok(event) = serde_json::from_str::<Value>(&line) else { continue };
+        if let Some(addr) = event["fields"]["addr"].as_str() {
+            let base = format!("http://{addr}");
+            std::thread::spawn(move || for _ in rx {});
+            return Running { child, base };
+        }
+    }
+}
