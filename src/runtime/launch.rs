@@ -115,6 +115,8 @@ pub struct Launcher {
     path: OsString,
     pass_env: Vec<(String, OsString)>,
     root: PathBuf,
+    /// [`Self::runtime_roots`] for running servers, found once: every start binds them.
+    run_roots: Vec<PathBuf>,
 }
 
 /// What starting one server means.
@@ -218,7 +220,10 @@ impl Launcher {
             .filter(|n| !n.is_empty())
             .filter_map(|n| env_lookup(n).map(|v| (n.to_owned(), v)))
             .collect();
-        Self { programs, allow_remote, node, installers, path, pass_env, root }
+        let mut launcher =
+            Self { programs, allow_remote, node, installers, path, pass_env, root, run_roots: Vec::new() };
+        launcher.run_roots = launcher.runtime_roots(false);
+        launcher
     }
 
     pub fn installers(&self) -> &Installers {
@@ -232,6 +237,11 @@ impl Launcher {
         env.push(("PATH".to_owned(), self.path.clone()));
         env.push(("LANG".to_owned(), "C.UTF-8".into()));
         env
+    }
+
+    /// [`Self::runtime_roots`] for running servers, as found at start.
+    pub fn run_roots(&self) -> &[PathBuf] {
+        &self.run_roots
     }
 
     /// Host paths outside `/usr` that sandboxed servers need to read: `node`'s prefix when it

@@ -494,7 +494,7 @@ impl Runtime {
         let mut command = match jail {
             Some(sandbox) => {
                 let mut read_only: Vec<(PathBuf, PathBuf)> =
-                    self.launcher.runtime_roots(false).into_iter().map(|p| (p.clone(), p)).collect();
+                    self.launcher.run_roots().iter().map(|p| (p.clone(), p.clone())).collect();
                 if let Some(installed) = &installed {
                     read_only.push((installed.dir.clone(), PathBuf::from(sandbox::PACKAGE)));
                     if let Some(home) = python_home(installed) {

@@ -56,6 +56,9 @@ pub const PACKAGE: &str = "/opt/package";
 #[derive(Debug, Clone)]
 pub struct Sandbox {
     bwrap: PathBuf,
+    /// The binds every sandbox gets (`/usr`, the top-level links, the `/etc` files), found
+    /// once: they do not change while the service runs.
+    system: Vec<OsString>,
 }
 
 /// Whether servers can be sandboxed here, and if not, why.
@@ -109,7 +112,7 @@ impl Sandbox {
                 "bubblewrap (`{program}`) is not installed; install the `bubblewrap` package"
             ));
         };
-        let sandbox = Self { bwrap };
+        let sandbox = Self::new(bwrap);
         let Some(truth) = ["/usr/bin/true", "/bin/true"].into_iter().map(Path::new).find(|p| p.exists())
         else {
             return SandboxStatus::Unavailable("no `true` program to test the sandbox with".to_owned());
@@ -137,31 +140,51 @@ impl Sandbox {
         command
     }
 
-    fn arguments(&self, jail: &Jail, program: &Path, args: &[String]) -> Vec<OsString> {
-        let mut a: Vec<OsString> = Vec::new();
-        let mut push = |items: &[&dyn AsRef<std::ffi::OsStr>]| {
-            a.extend(items.iter().map(|i| i.as_ref().to_os_string()));
-        };
-        let uid = jail.uid.to_string();
-        push(&[&"--unshare-user", &"--uid", &uid, &"--gid", &uid]);
-        push(&[&"--unshare-pid", &"--unshare-ipc", &"--unshare-uts", &"--unshare-cgroup-try"]);
-        push(&[&"--die-with-parent", &"--new-session", &"--cap-drop", &"ALL"]);
-        push(&[&"--hostname", &"sandbox"]);
-        push(&[&"--ro-bind", &"/usr", &"/usr"]);
+    fn new(bwrap: PathBuf) -> Self {
+        let mut system: Vec<OsString> = ["--ro-bind", "/usr", "/usr"].map(OsString::from).to_vec();
         for name in SYSTEM_LINKS {
             let host = Path::new("/").join(name);
             match std::fs::read_link(&host) {
-                Ok(target) => push(&[&"--symlink", &target, &host]),
-                Err(_) if host.is_dir() => push(&[&"--ro-bind", &host, &host]),
+                Ok(target) => system.extend(["--symlink".into(), target.into(), host.into()]),
+                Err(_) if host.is_dir() => {
+                    system.extend(["--ro-bind".into(), host.clone().into(), host.into()])
+                }
                 Err(_) => {}
             }
         }
         for name in ETC {
             let host = Path::new("/etc").join(name);
             if host.exists() {
-                push(&[&"--ro-bind", &host, &host]);
+                system.extend(["--ro-bind".into(), host.clone().into(), host.into()]);
             }
         }
+        Self { bwrap, system }
+    }
+
+    fn arguments(&self, jail: &Jail, program: &Path, args: &[String]) -> Vec<OsString> {
+        let uid = jail.uid.to_string();
+        let namespaces = [
+            "--unshare-user",
+            "--uid",
+            &uid,
+            "--gid",
+            &uid,
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+            "--die-with-parent",
+            "--new-session",
+            "--cap-drop",
+            "ALL",
+            "--hostname",
+            "sandbox",
+        ];
+        let mut a: Vec<OsString> = namespaces.iter().map(OsString::from).collect();
+        a.extend(self.system.iter().cloned());
+        let mut push = |items: &[&dyn AsRef<std::ffi::OsStr>]| {
+            a.extend(items.iter().map(|i| i.as_ref().to_os_string()));
+        };
         if let Some((passwd, group)) = &jail.identity {
             push(&[&"--ro-bind", passwd, &"/etc/passwd", &"--ro-bind", group, &"/etc/group"]);
         }
@@ -216,7 +239,7 @@ mod tests {
 
     #[test]
     fn arguments_bind_only_what_the_jail_names() {
-        let sandbox = Sandbox { bwrap: PathBuf::from("/usr/bin/bwrap") };
+        let sandbox = Sandbox::new(PathBuf::from("/usr/bin/bwrap"));
         let jail = Jail {
             uid: 12_345,
             home: PathBuf::from("/data/runtime/agents/a/s/home"),
