@@ -114,8 +114,11 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `dynamcp eval FILE [--ablation]`.
+/// `dynamcp eval FILE [--ablation | --plans [--misses]]`.
 pub async fn eval(args: EvalArgs) -> anyhow::Result<()> {
+    if args.plans {
+        return eval_plans(args).await;
+    }
     let queries = catalog::eval::load(&args.file)?;
     let (store, catalog) = open(&args.store).await?;
     let index = catalog.index();
@@ -178,6 +181,65 @@ pub async fn eval(args: EvalArgs) -> anyhow::Result<()> {
         for m in &r.misses {
             let rank = m.rank.map_or("not in top 10".to_owned(), |r| format!("rank {r}"));
             println!("  {} [{}] {rank}: {}\n      got: {}", m.query_id, m.need, m.query, m.got.join(", "));
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+/// `dynamcp eval FILE --plans`: the offline planner's choices against labelled steps, choosing
+/// among the launch kinds this machine runs (npm, PyPI, docker, remote), as `serve` would.
+async fn eval_plans(args: EvalArgs) -> anyhow::Result<()> {
+    use crate::planner::{ChoiceSettings, OfflinePlanner, Planner, eval};
+    let cases = eval::load(&args.file)?;
+    let (store, catalog) = open(&args.store).await?;
+    let catalog = std::sync::Arc::new(catalog);
+    let defaults = crate::config::RuntimeArgs::default();
+    let launcher = crate::runtime::launch::Launcher::new(
+        &defaults.runtimes,
+        std::env::var_os("PATH"),
+        &[],
+        |_| None,
+        std::env::temp_dir(),
+    );
+    let runnable = launcher.kinds();
+    let planner = OfflinePlanner::new(
+        catalog.clone(),
+        ChoiceSettings { runnable: runnable.clone(), ..ChoiceSettings::default() },
+    );
+    let started = std::time::Instant::now();
+    let mut plans = Vec::with_capacity(cases.len());
+    for case in &cases {
+        plans.push(planner.plan(&case.request, &[]).await?);
+    }
+    let elapsed = started.elapsed();
+    let r = eval::score(&cases, &plans);
+    println!(
+        "{} requests ({} steps, {} with an expert, {} that no server should serve) from {}; catalog of {} servers; runnable here: {runnable:?}",
+        r.requests,
+        r.steps,
+        r.expert_steps,
+        r.nonsense,
+        args.file.display(),
+        catalog.index().len()
+    );
+    println!("precision {:.3} (of {} chosen servers)", r.precision, r.chosen);
+    println!("coverage  {:.3} (steps with an acceptable server chosen)", r.coverage);
+    if r.expert_steps > 0 {
+        println!("expert    {:.3} (steps whose expert's choice was chosen)", r.expert);
+    }
+    if r.nonsense > 0 {
+        println!("refused   {:.3} (requests no server should serve, with nothing chosen)", r.refused);
+    }
+    println!("planning: {:.1} ms a request", elapsed.as_secs_f64() * 1000.0 / cases.len().max(1) as f64);
+    if args.misses {
+        println!("\nchosen servers no step accepts: {}", r.wrong.len());
+        for m in &r.wrong {
+            println!("  {}: {} — chose {}", m.case, m.request, m.chosen.join(", "));
+        }
+        println!("\nsteps without an acceptable server: {}", r.uncovered.len());
+        for m in &r.uncovered {
+            println!("  {} [{}]: {} — chose {}", m.case, m.step, m.request, m.chosen.join(", "));
         }
     }
     store.close().await;

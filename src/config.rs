@@ -263,6 +263,13 @@ pub struct EvalArgs {
     /// Fusion weights to try instead of the defaults: `lexical,dense,tools,whole,named`.
     #[arg(long)]
     pub weights: Option<String>,
+    /// Score the offline planner's plans (the server chosen per step) instead of search. Reads
+    /// plan sets (`steps` with `acceptable` and `expert`) and search sets alike.
+    #[arg(long, conflicts_with_all = ["ablation", "weights"])]
+    pub plans: bool,
+    /// With --plans: print every wrong choice and every step left uncovered.
+    #[arg(long, requires = "plans")]
+    pub misses: bool,
 }
 
 /// Settings shared by every subcommand that touches the store.

@@ -8,7 +8,7 @@ use crate::catalog::embed::{LocalEmbedder, RemoteEmbedder};
 use crate::catalog::{Catalog, CatalogError, Embedder};
 use crate::config::{EmbeddingSource, PlannerChoice, ServeArgs, StoreArgs};
 use crate::llm::LlmClient;
-use crate::planner::{LlmPlanner, MasterAgent, OfflinePlanner, Planner};
+use crate::planner::{ChoiceSettings, LlmPlanner, MasterAgent, OfflinePlanner, Planner};
 use crate::progress::Progress;
 use crate::runtime::Runtime;
 use crate::store::{self, Store, StoreError};
@@ -124,13 +124,6 @@ impl AppState {
         llm: Option<Arc<dyn LlmClient>>,
         args: &ServeArgs,
     ) -> Self {
-        let planner: Arc<dyn Planner> = match (&llm, args.llm.planner) {
-            (Some(llm), PlannerChoice::Auto | PlannerChoice::Llm) => {
-                Arc::new(LlmPlanner::new(llm.clone(), catalog.clone(), args.llm.planner_max_rounds))
-            }
-            _ => Arc::new(OfflinePlanner::new(catalog.clone())),
-        };
-        let agent_model = llm.as_ref().map(|l| l.describe());
         let runtime = Runtime::new(
             catalog.clone(),
             store.clone(),
@@ -138,6 +131,15 @@ impl AppState {
             llm.clone(),
             args.runtime.settings(&args.store.data_dir),
         );
+        // Plans choose only servers this machine can start.
+        let choice = ChoiceSettings { runnable: runtime.launch_kinds(), ..ChoiceSettings::default() };
+        let planner: Arc<dyn Planner> = match (&llm, args.llm.planner) {
+            (Some(llm), PlannerChoice::Auto | PlannerChoice::Llm) => {
+                Arc::new(LlmPlanner::new(llm.clone(), catalog.clone(), args.llm.planner_max_rounds, choice))
+            }
+            _ => Arc::new(OfflinePlanner::new(catalog.clone(), choice)),
+        };
+        let agent_model = llm.as_ref().map(|l| l.describe());
         Self {
             // Without any key, only a loopback service (or one explicitly allowed) runs open.
             access: Arc::new(Access::new(

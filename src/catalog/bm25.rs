@@ -170,6 +170,27 @@ impl Bm25 {
         hits
     }
 
+    /// How much of the query a document covers: the share of the query's distinct terms it
+    /// contains, each weighted by its rarity (idf). A term the index has never seen counts at
+    /// the highest weight and is never covered, so words no server uses pull coverage down.
+    pub fn coverage(&self, doc: u32, query: &str) -> f32 {
+        let mut query_terms = terms(query);
+        query_terms.sort_unstable();
+        query_terms.dedup();
+        let docs = self.docs as f32;
+        let idf = |df: usize| (1.0 + (docs - df as f32 + 0.5) / (df as f32 + 0.5)).ln();
+        let (mut covered, mut total) = (0.0, 0.0);
+        for t in &query_terms {
+            let posting = self.posting(t);
+            let weight = idf(posting.len());
+            total += weight;
+            if posting.binary_search_by_key(&doc, |&(d, _)| d).is_ok() {
+                covered += weight;
+            }
+        }
+        if total > 0.0 { covered / total } else { 0.0 }
+    }
+
     /// In how many documents a (stemmed) term occurs.
     pub fn document_frequency(&self, term: &str) -> usize {
         self.posting(term).len()

@@ -31,7 +31,10 @@ use dense::{DenseHits, DenseIndex, Quantized};
 pub use embed::{EmbedError, Embedder, TextKind};
 pub use import::{EntryIssue, Format, ImportError};
 use query_cache::{Bounded, QueryCache};
-pub use record::{CredentialKind, CredentialSpec, LaunchKind, LaunchOption, ServerRecord, Tool};
+pub use record::{
+    CredentialKind, CredentialSpec, LaunchKind, LaunchOption, Launchability, RegistryFacts, ServerRecord,
+    Tool,
+};
 pub use search::{Found, Hit, QueryText, SearchConfig, SearchIndex};
 
 /// The default catalog, compiled in (see `catalog/README.md` for its sources and licences).

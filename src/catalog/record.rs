@@ -85,14 +85,89 @@ pub struct LaunchOption {
     /// True only when a source vouches that this launch works.
     #[serde(default)]
     pub verified: bool,
+    /// What the package's registry said of it when the catalog was made (npm and PyPI options).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistryFacts>,
+}
+
+/// Registry facts about a launch option's package, taken when the catalog was built (not live).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RegistryFacts {
+    /// The registry lists the package with real use. `false`: no such package, or (npm) fewer
+    /// than ~480 downloads a month.
+    pub listed: bool,
+    /// `Some(false)`: the name belongs to another library (its summary never mentions MCP), so
+    /// the option would run the wrong program.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_package: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_version: Option<String>,
+    /// npm downloads a month.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downloads_month: Option<u64>,
+    /// PyPI: rank among the most downloaded projects (1 = most).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download_rank: Option<u64>,
+}
+
+/// How sure the catalog is that a launch option starts the right program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Launchability {
+    /// No launch spec, or the registry shows it cannot be the server: the package does not exist
+    /// or is another library.
+    No,
+    /// A launch spec no registry fact confirms (e.g. an npm name guessed from the server's name).
+    Unconfirmed,
+    /// A container image or a remote URL from a registry that lists it.
+    Listed,
+    /// A published MCP package with real use.
+    Published,
 }
 
 impl LaunchOption {
     pub fn is_runnable(&self) -> bool {
-        match self.kind {
+        self.launchability() > Launchability::No
+    }
+
+    pub fn launchability(&self) -> Launchability {
+        let has_spec = match self.kind {
             LaunchKind::Source => false,
             LaunchKind::Remote => self.url.is_some(),
             _ => self.command.is_some(),
+        };
+        if !has_spec {
+            return Launchability::No;
+        }
+        match (&self.registry, self.kind) {
+            (Some(r), _) if r.mcp_package == Some(false) => Launchability::No,
+            (Some(r), _) if r.listed => Launchability::Published,
+            // PyPI's list is complete: unlisted means no such project.
+            (Some(_), LaunchKind::Pypi) => Launchability::No,
+            (Some(_), _) => Launchability::Unconfirmed,
+            (None, _) if self.verified => Launchability::Listed,
+            (None, _) => Launchability::Unconfirmed,
+        }
+    }
+
+    /// npm downloads a month, or for PyPI an equivalent read off the download rank.
+    pub fn monthly_use(&self) -> u64 {
+        let Some(r) = self.registry.as_ref().filter(|r| r.listed && r.mcp_package != Some(false)) else {
+            return 0;
+        };
+        if let Some(d) = r.downloads_month {
+            return d;
+        }
+        // The 15,000th most downloaded PyPI project still has tens of thousands of downloads a
+        // month; rank 1 has hundreds of millions. A log-linear read between those is enough to
+        // compare with npm counts. A listed project without a rank: a small one.
+        match r.download_rank {
+            Some(rank) => {
+                let rank = rank.clamp(1, 15_000) as f64;
+                let log = 8.5 - (rank.log10() / 15_000f64.log10()) * (8.5 - 4.5);
+                10f64.powf(log) as u64
+            }
+            None => 1_000,
         }
     }
 }
@@ -135,6 +210,22 @@ impl ServerRecord {
     /// Has a runnable launch option that a source vouches for.
     pub fn verified(&self) -> bool {
         self.launch.iter().any(|l| l.is_runnable() && l.verified)
+    }
+
+    /// The launch option to run: the most certain one, catalog order among equals.
+    pub fn best_launch(&self) -> Option<&LaunchOption> {
+        let best = self.launch.iter().map(LaunchOption::launchability).max()?;
+        self.launch.iter().find(|l| l.launchability() == best && best > Launchability::No)
+    }
+
+    /// How sure the catalog is that this server can be started at all.
+    pub fn launchability(&self) -> Launchability {
+        self.launch.iter().map(LaunchOption::launchability).max().unwrap_or(Launchability::No)
+    }
+
+    /// Use a month of its most used published package (0 when none is known).
+    pub fn monthly_use(&self) -> u64 {
+        self.launch.iter().map(LaunchOption::monthly_use).max().unwrap_or(0)
     }
 
     /// A stable hash of the whole record: unchanged records are skipped on re-import.

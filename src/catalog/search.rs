@@ -204,6 +204,17 @@ impl SearchIndex {
         steps
     }
 
+    /// The services a text names ("google sheet", "gmail"), as its own words.
+    pub fn services(&self, text: &str) -> Vec<String> {
+        self.lexicon.mentions(text)
+    }
+
+    /// The idf-weighted share of `text`'s terms that server `doc`'s name, description and tools
+    /// contain (see [`Bm25::coverage`]).
+    pub fn coverage(&self, doc: u32, text: &str) -> f32 {
+        self.bm25.coverage(doc, text)
+    }
+
     /// Every server matching `query` lexically, best first (for browsing).
     pub fn lexical(&self, query: &str) -> Vec<u32> {
         self.bm25.search(query, usize::MAX).into_iter().map(|(d, _)| d).collect()
@@ -444,6 +455,7 @@ pub(crate) mod tests {
                 package: Some(id.into()),
                 url: None,
                 verified: false,
+                registry: None,
             });
         }
         r

@@ -38,7 +38,7 @@ pub fn mcp_config(servers: &[&ServerRecord], provided: &BTreeSet<(String, String
     let mut entries = Map::new();
     let mut skipped = Vec::new();
     for record in servers {
-        let Some(launch) = record.launch.iter().find(|l| l.is_runnable()) else {
+        let Some(launch) = record.best_launch() else {
             skipped.push(record.id.clone());
             continue;
         };

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::plan::{ChosenServer, OfflinePlanner, Plan, PlannedNeed, Planner};
-use super::{PlannerError, instructions};
+use super::{ChoiceSettings, PlannerError, instructions};
 use crate::catalog::{Catalog, SearchConfig};
 use crate::llm::{LlmClient, Message, Part, Request, Role, ToolSpec};
 use crate::store::Message as StoredMessage;
@@ -37,8 +37,13 @@ pub struct LlmPlanner {
 }
 
 impl LlmPlanner {
-    pub fn new(llm: Arc<dyn LlmClient>, catalog: Arc<Catalog>, max_rounds: usize) -> Self {
-        let fallback = OfflinePlanner::new(catalog.clone());
+    pub fn new(
+        llm: Arc<dyn LlmClient>,
+        catalog: Arc<Catalog>,
+        max_rounds: usize,
+        choice: ChoiceSettings,
+    ) -> Self {
+        let fallback = OfflinePlanner::new(catalog.clone(), choice);
         Self { llm, catalog, fallback, max_rounds: max_rounds.max(1) }
     }
 
@@ -183,10 +188,10 @@ impl LlmPlanner {
                 None if by_model => None,
                 None => return Err(format!("needs[{i}] needs a server_id, or by_model: true")),
             };
-            planned.push(PlannedNeed {
-                need: need.to_owned(),
-                server,
-                by_model: by_model && n.get("server_id").is_none(),
+            planned.push(if by_model && n.get("server_id").is_none() {
+                PlannedNeed::by_model(need)
+            } else {
+                PlannedNeed::served(need, server)
             });
         }
         let workflow: Vec<String> = args

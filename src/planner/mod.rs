@@ -5,6 +5,8 @@
 //! seal what the user sends, and the store to persist. Never knows HTTP.
 
 pub mod agent_config;
+pub mod choice;
+pub mod eval;
 pub mod instructions;
 mod llm_planner;
 mod plan;
@@ -16,6 +18,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use choice::ChoiceSettings;
 pub use llm_planner::LlmPlanner;
 pub use plan::{ChosenServer, OfflinePlanner, Plan, PlannedNeed, Planner};
 

@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::PlannerError;
-use crate::catalog::{Catalog, LaunchKind, SearchConfig, ServerRecord};
+use super::choice::{self, ChoiceSettings, Scored};
+use crate::catalog::{Catalog, SearchConfig};
 use crate::store::Message;
 
 /// One server chosen for a need.
@@ -32,6 +33,24 @@ pub struct PlannedNeed {
     /// A step such as "extract the data" or "summarise it": work for the agent's model, not a tool.
     #[serde(default)]
     pub by_model: bool,
+    /// Other servers that would do, best first: the user can pick one by number or id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alternatives: Vec<ChosenServer>,
+    /// Why no server was chosen, when none was and the model cannot do it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub none_because: Option<String>,
+}
+
+impl PlannedNeed {
+    /// A step the agent's model does itself.
+    pub fn by_model(need: &str) -> Self {
+        Self { need: need.to_owned(), server: None, by_model: true, alternatives: vec![], none_because: None }
+    }
+
+    /// A step served by `server` (or, with `None`, by nothing found).
+    pub fn served(need: &str, server: Option<ChosenServer>) -> Self {
+        Self { need: need.to_owned(), server, by_model: false, alternatives: vec![], none_because: None }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,18 +86,31 @@ pub trait Planner: Send + Sync {
     async fn plan(&self, request: &str, history: &[Message]) -> Result<Plan, PlannerError>;
 }
 
-/// Hits considered per request: enough for every need to have runnable alternatives.
-const CANDIDATES: usize = 12;
+/// Hits considered per need: enough for the choice to find the product's own server and a
+/// published one among near-duplicates.
+const CANDIDATES: usize = 15;
 
 /// The deterministic planner that needs no LLM: the search engine splits the request into needs
-/// and ranks servers per need; the most relevant runnable server wins each need.
+/// and ranks servers per need; [`choice::choose`] picks the one an expert would run.
 pub struct OfflinePlanner {
     catalog: Arc<Catalog>,
+    choice: ChoiceSettings,
 }
 
 impl OfflinePlanner {
-    pub fn new(catalog: Arc<Catalog>) -> Self {
-        Self { catalog }
+    pub fn new(catalog: Arc<Catalog>, choice: ChoiceSettings) -> Self {
+        Self { catalog, choice }
+    }
+}
+
+impl ChosenServer {
+    pub fn from_scored(s: &Scored<'_>) -> Self {
+        Self {
+            id: s.record.id.clone(),
+            name: s.record.name.clone(),
+            why: s.why.clone(),
+            tools: s.tools.clone(),
+        }
     }
 }
 
@@ -103,26 +135,18 @@ impl Planner for OfflinePlanner {
         let mut needs = Vec::with_capacity(needs_text.len());
         for need in &needs_text {
             if is_model_step(need) {
-                needs.push(PlannedNeed { need: need.clone(), server: None, by_model: true });
+                needs.push(PlannedNeed::by_model(need));
                 continue;
             }
             let found = found.next().unwrap_or_default();
-            let candidates: Vec<_> = found.hits.iter().collect();
-            // Relevance first (the search already prefers runnable servers with known tools in
-            // near-ties); a server that cannot be launched only when nothing runnable fits.
-            let pick =
-                candidates.iter().find(|h| index.record(h.doc).runnable()).or_else(|| candidates.first());
-            let server = pick.map(|h| {
-                let record = index.record(h.doc);
-                let rank = candidates.iter().position(|c| c.doc == h.doc).unwrap_or(0) + 1;
-                ChosenServer {
-                    id: record.id.clone(),
-                    name: record.name.clone(),
-                    why: why(record, &h.matched_tools, rank),
-                    tools: h.matched_tools.clone(),
-                }
+            let choice = choice::choose(&index, need, &found.hits, &self.choice);
+            needs.push(PlannedNeed {
+                need: need.clone(),
+                server: choice.chosen.as_ref().map(ChosenServer::from_scored),
+                by_model: false,
+                alternatives: choice.alternatives.iter().map(ChosenServer::from_scored).collect(),
+                none_because: choice.none_because,
             });
-            needs.push(PlannedNeed { need: need.clone(), server, by_model: false });
         }
         let workflow = needs
             .iter()
@@ -134,7 +158,11 @@ impl Planner for OfflinePlanner {
                 None if n.by_model => {
                     format!("{} — by the agent's model, no tool needed", capitalise(&n.need))
                 }
-                None => format!("{} — no catalog server found", capitalise(&n.need)),
+                None => format!(
+                    "{} — no server chosen: {}",
+                    capitalise(&n.need),
+                    n.none_because.as_deref().unwrap_or("nothing in the catalog fits")
+                ),
             })
             .collect();
         Ok(Plan { request: request.trim().to_owned(), needs, workflow, note: None })
@@ -234,32 +262,6 @@ fn capitalise(s: &str) -> String {
         Some(c) => c.to_uppercase().chain(chars).collect(),
         None => String::new(),
     }
-}
-
-/// Why a server was chosen: its rank for the need, what runs it, and the tools that matched.
-fn why(record: &ServerRecord, tools: &[String], rank: usize) -> String {
-    let launch = record.launch.iter().find(|l| l.is_runnable()).map(|l| match l.kind {
-        LaunchKind::Npm => format!("runs with npx {}", l.package.as_deref().unwrap_or(&record.id)),
-        LaunchKind::Pypi => format!("runs with uvx {}", l.package.as_deref().unwrap_or(&record.id)),
-        LaunchKind::Docker => format!("runs in Docker ({})", l.package.as_deref().unwrap_or("image")),
-        LaunchKind::Remote => "a hosted (remote) server".to_owned(),
-        LaunchKind::Command | LaunchKind::Source => "has a launch command".to_owned(),
-    });
-    let mut parts = vec![if rank == 1 {
-        "the best match in the catalog".to_owned()
-    } else {
-        format!("the best runnable match (#{rank} by relevance)")
-    }];
-    match launch {
-        Some(l) => parts.push(l),
-        None => parts.push("no launch spec in the catalog, so it cannot be started yet".to_owned()),
-    }
-    if !tools.is_empty() {
-        parts.push(format!("matching tools: {}", tools.join(", ")));
-    } else if !record.tools.is_empty() {
-        parts.push(format!("{} known tools", record.tools.len()));
-    }
-    parts.join("; ")
 }
 
 #[cfg(test)]

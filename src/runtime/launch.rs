@@ -226,6 +226,25 @@ impl Launcher {
         launcher
     }
 
+    /// The launch kinds this machine can run: allowed and installed.
+    pub fn kinds(&self) -> Vec<LaunchKind> {
+        let installed = |name: &str| self.programs.get(name).is_some_and(Option::is_some);
+        let mut kinds = Vec::new();
+        if installed("npx") {
+            kinds.push(LaunchKind::Npm);
+        }
+        if installed("uvx") {
+            kinds.push(LaunchKind::Pypi);
+        }
+        if installed("docker") {
+            kinds.push(LaunchKind::Docker);
+        }
+        if self.allow_remote {
+            kinds.push(LaunchKind::Remote);
+        }
+        kinds
+    }
+
     pub fn installers(&self) -> &Installers {
         &self.installers
     }
@@ -269,7 +288,10 @@ impl Launcher {
     /// The first launch option of `record` this machine may and can run.
     pub fn target(&self, record: &ServerRecord) -> Result<Target, RuntimeError> {
         let mut reasons = Vec::new();
-        for option in record.launch.iter().filter(|l| l.is_runnable()) {
+        let mut options: Vec<&LaunchOption> = record.launch.iter().filter(|l| l.is_runnable()).collect();
+        // The most certain first (a published package before a guessed name), catalog order among equals.
+        options.sort_by_key(|l| std::cmp::Reverse(l.launchability()));
+        for option in options {
             match self.target_of(option) {
                 Ok(target) => return Ok(target),
                 Err(reason) => reasons.push(reason),

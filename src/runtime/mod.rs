@@ -218,6 +218,11 @@ pub struct Runtime {
 
 impl Runtime {
     /// Resolves the allowed runtimes on dynamcp's PATH and starts the idle reaper.
+    /// The launch kinds this machine can run, for planners that choose servers.
+    pub fn launch_kinds(&self) -> Vec<crate::catalog::LaunchKind> {
+        self.launcher.kinds()
+    }
+
     pub fn new(
         catalog: Arc<Catalog>,
         store: Arc<dyn Store>,

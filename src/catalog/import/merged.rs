@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::{Parsed, list_of, optional_string, required_str, str_field, string_list, tools};
 use crate::catalog::record::{
-    CredentialKind, CredentialSpec, LaunchKind, LaunchOption, ServerRecord, Transport,
+    CredentialKind, CredentialSpec, LaunchKind, LaunchOption, RegistryFacts, ServerRecord, Transport,
 };
 
 pub(super) fn parse(doc: &Value) -> Parsed {
@@ -73,7 +73,20 @@ fn launch_option(value: &Value) -> Result<LaunchOption, String> {
         package: str_field(value, "package").map(str::to_owned),
         url: str_field(value, "url").map(str::to_owned),
         verified: value.get("verified").and_then(Value::as_bool).unwrap_or(false),
+        registry: value.get("registry").map(registry_facts),
     })
+}
+
+/// A launch option's `registry` object; unknown fields are ignored, a malformed one reads as
+/// "not listed" (never as more certain than the data says).
+fn registry_facts(value: &Value) -> RegistryFacts {
+    RegistryFacts {
+        listed: value.get("listed").and_then(Value::as_bool).unwrap_or(false),
+        mcp_package: value.get("mcp_package").and_then(Value::as_bool),
+        latest_version: str_field(value, "latest_version").map(str::to_owned),
+        downloads_month: value.get("downloads_month").and_then(Value::as_u64),
+        download_rank: value.get("download_rank").and_then(Value::as_u64),
+    }
 }
 
 fn credential(value: &Value) -> Result<CredentialSpec, String> {
@@ -116,6 +129,47 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::catalog::record::Launchability;
+
+    #[test]
+    fn registry_facts_rank_launch_options() {
+        let doc = json!({"schema_version": 1, "servers": [
+            {"id": "gmail", "name": "Gmail", "launch": [
+                {"kind": "npm", "package": "gmail-guess", "command": "npx", "args": ["-y", "gmail-guess"],
+                 "registry": {"listed": false}},
+                {"kind": "npm", "package": "slack", "command": "npx", "args": ["-y", "slack"],
+                 "registry": {"listed": true, "mcp_package": false, "downloads_month": 90000}},
+                {"kind": "npm", "package": "@a/gmail-mcp", "command": "npx", "args": ["-y", "@a/gmail-mcp"],
+                 "registry": {"listed": true, "mcp_package": true, "latest_version": "1.2.0", "downloads_month": 5000}}
+            ]},
+            {"id": "time", "name": "Time", "launch": [
+                {"kind": "pypi", "package": "nope", "command": "uvx", "args": ["nope"], "registry": {"listed": false}},
+                {"kind": "pypi", "package": "mcp-server-time", "command": "uvx", "args": ["mcp-server-time"],
+                 "registry": {"listed": true, "mcp_package": true, "download_rank": 7873}}
+            ]},
+            {"id": "wrong", "name": "Wrong", "launch": [
+                {"kind": "npm", "package": "fetch", "command": "npx", "args": ["fetch"],
+                 "registry": {"listed": true, "mcp_package": false}}
+            ]}
+        ]});
+        let parsed = parse(&doc);
+        let [gmail, time, wrong] = &parsed.servers[..] else { panic!("three records") };
+        // A guessed name stays startable but unconfirmed; another library's name is not the server.
+        assert_eq!(gmail.launch[0].launchability(), Launchability::Unconfirmed);
+        assert_eq!(gmail.launch[1].launchability(), Launchability::No);
+        assert_eq!(gmail.best_launch().and_then(|l| l.package.as_deref()), Some("@a/gmail-mcp"));
+        assert_eq!(gmail.monthly_use(), 5000, "another library's downloads are not the server's");
+        assert_eq!(
+            gmail.launch[2].registry.as_ref().and_then(|r| r.latest_version.as_deref()),
+            Some("1.2.0")
+        );
+        // PyPI lists every project: an unlisted one does not exist.
+        assert_eq!(time.launch[0].launchability(), Launchability::No);
+        assert_eq!(time.best_launch().and_then(|l| l.package.as_deref()), Some("mcp-server-time"));
+        assert!(time.monthly_use() > 10_000 && time.monthly_use() < 1_000_000, "{}", time.monthly_use());
+        assert!(!wrong.runnable());
+        assert_eq!(wrong.launchability(), Launchability::No);
+    }
 
     #[test]
     fn records_keep_launch_options_tools_and_credentials() {

@@ -130,6 +130,7 @@ fn package_option(p: &Value) -> Result<(Option<LaunchOption>, Vec<CredentialSpec
         package: Some(identifier.to_owned()),
         url: None,
         verified: false,
+        registry: None,
     };
     Ok((Some(option), env_credentials(p)?))
 }
@@ -195,6 +196,7 @@ fn remote_option(r: &Value) -> Result<(LaunchOption, Vec<CredentialSpec>), Strin
         package: None,
         url: Some(url),
         verified: false,
+        registry: None,
     };
     Ok((option, creds))
 }

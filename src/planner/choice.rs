@@ -1,0 +1,521 @@
+//! Choosing is not searching. Search returns the servers relevant to a step; the choice picks
+//! the one an expert would run and says why in a few words, keeping up to two alternatives.
+//!
+//! Signals, per candidate among the search's best for one step:
+//! - *identity*: when the step names a service ("Google Sheet", "GitHub"), a candidate must be
+//!   for that service: its name, id, package, repository or description names it. An Excel
+//!   server is never chosen for a Google Sheet;
+//! - *coverage*: how much of the step's wording (idf-weighted) the candidate's own text holds.
+//!   Servers that rank for everything through meaning alone (memory, sequential thinking) cover
+//!   little of a specific step, and below [`ChoiceSettings::min_coverage`] nothing is chosen:
+//!   the planner says so instead of guessing;
+//! - *official*: the product's own organisation publishes it (repository owner or package
+//!   scope), or it is one of the MCP reference servers;
+//! - *popularity*: registry use (npm downloads a month, PyPI download rank, Smithery uses);
+//! - *launchable*: a published package for a runtime this machine has, a listed image or a
+//!   remote URL; a package name no registry confirms is a last resort;
+//! - *relevance*: the search's own score, relative to the step's best.
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::text::terms;
+use crate::catalog::{Hit, LaunchKind, Launchability, SearchIndex, ServerRecord, intents};
+
+/// How the planner chooses; plain settings, filled by whoever builds the planner.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChoiceSettings {
+    /// Launch kinds this machine can run; servers with none of them are never chosen.
+    pub runnable: Vec<LaunchKind>,
+    /// The least idf-weighted share of a step's words the chosen server's text must hold.
+    pub min_coverage: f32,
+    /// Alternatives kept per step.
+    pub alternatives: usize,
+}
+
+impl Default for ChoiceSettings {
+    fn default() -> Self {
+        Self {
+            runnable: vec![LaunchKind::Npm, LaunchKind::Pypi, LaunchKind::Docker, LaunchKind::Remote],
+            min_coverage: 0.3,
+            alternatives: 2,
+        }
+    }
+}
+
+/// Whether the product's own organisation publishes a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Provenance {
+    Community,
+    /// One of the Model Context Protocol project's reference servers.
+    Reference,
+    /// Published by the organisation of the service the step names.
+    Vendor,
+}
+
+/// One candidate, scored.
+#[derive(Debug, Clone)]
+pub struct Scored<'a> {
+    pub record: &'a ServerRecord,
+    pub tools: Vec<String>,
+    pub score: f32,
+    pub provenance: Provenance,
+    pub coverage: f32,
+    pub launch: Launchability,
+    /// The service the step names that this server is for, as the user wrote it.
+    pub service: Option<String>,
+    /// Why, in a few words.
+    pub why: String,
+}
+
+/// The choice for one step.
+#[derive(Debug, Clone, Default)]
+pub struct Choice<'a> {
+    pub chosen: Option<Scored<'a>>,
+    pub alternatives: Vec<Scored<'a>>,
+    /// Why nothing was chosen, when nothing was.
+    pub none_because: Option<String>,
+}
+
+/// Picks a server for `step` among its search hits (best first).
+pub fn choose<'a>(index: &'a SearchIndex, step: &str, hits: &[Hit], settings: &ChoiceSettings) -> Choice<'a> {
+    let Some(top) = hits.first().map(|h| h.score).filter(|s| *s > 0.0) else {
+        return Choice {
+            none_because: Some("nothing in the catalog matches it".to_owned()),
+            ..Choice::default()
+        };
+    };
+    let named = index.services(step);
+    let expanded = intents::expand(step);
+    let mut eligible = Vec::new();
+    let mut wrong_service = 0;
+    let mut unlaunchable = 0;
+    let mut weak = 0;
+    for hit in hits {
+        let record = index.record(hit.doc);
+        let launch = launchability(record, &settings.runnable);
+        if launch == Launchability::No {
+            unlaunchable += 1;
+            continue;
+        }
+        let service = if named.is_empty() {
+            None
+        } else {
+            match named
+                .iter()
+                .filter_map(|s| identity(record, s).map(|w| (s, w)))
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+            {
+                Some((s, weight)) => Some((s.clone(), weight)),
+                None => {
+                    wrong_service += 1;
+                    continue;
+                }
+            }
+        };
+        let coverage = index
+            .coverage(hit.doc, step)
+            .max(expanded.as_deref().map_or(0.0, |e| index.coverage(hit.doc, e)));
+        // A server for the service the step names needs no more proof of relevance.
+        if service.is_none() && coverage < settings.min_coverage {
+            weak += 1;
+            continue;
+        }
+        let provenance = provenance(record, service.as_ref().map(|(s, _)| s.as_str()));
+        let relevance = hit.score / top;
+        let score = 0.40 * relevance
+            + 0.20 * coverage
+            + 0.20 * popularity(record)
+            + match provenance {
+                Provenance::Vendor => 0.15,
+                Provenance::Reference => 0.12,
+                Provenance::Community => 0.0,
+            }
+            + service.as_ref().map_or(0.0, |(_, w)| 0.10 * w)
+            + match launch {
+                Launchability::Published => 0.05,
+                Launchability::Listed => 0.03,
+                // Most such names were guessed from a server's name and were never published.
+                _ => -0.25,
+            }
+            + if record.tools.is_empty() { 0.0 } else { 0.02 };
+        eligible.push(Scored {
+            record,
+            tools: hit.matched_tools.clone(),
+            score,
+            provenance,
+            coverage,
+            launch,
+            service: service.map(|(s, _)| s),
+            why: String::new(),
+        });
+    }
+    eligible.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.record.id.cmp(&b.record.id)));
+    let most_used = eligible.iter().map(|s| s.record.monthly_use()).max().unwrap_or(0);
+    let count = eligible.len();
+    for s in &mut eligible {
+        s.why = why(s, most_used, count);
+    }
+    let mut rest = eligible.into_iter();
+    let chosen = rest.next();
+    let none_because = chosen.is_none().then(|| {
+        if wrong_service > 0 && !named.is_empty() {
+            format!("no server in the catalog that I can start is for {}", named.join(" or "))
+        } else if unlaunchable > 0 && weak == 0 {
+            "the servers that match it cannot be started here (no published package or launch spec)"
+                .to_owned()
+        } else {
+            "no server in the catalog does this clearly enough".to_owned()
+        }
+    });
+    Choice { chosen, alternatives: rest.take(settings.alternatives).collect(), none_because }
+}
+
+/// How startable a record is with the launch kinds this machine runs.
+fn launchability(record: &ServerRecord, runnable: &[LaunchKind]) -> Launchability {
+    record
+        .launch
+        .iter()
+        .filter(|l| runnable.contains(&l.kind) || l.kind == LaunchKind::Command)
+        .map(|l| l.launchability())
+        .max()
+        .unwrap_or(Launchability::No)
+}
+
+/// Whether `record` is for `service` (every word of it): 1.0 when its name, id, package or
+/// repository says so, 0.6 when only its description does, `None` when nothing does.
+fn identity(record: &ServerRecord, service: &str) -> Option<f32> {
+    let wanted = terms(service);
+    if wanted.is_empty() {
+        return None;
+    }
+    let mut own = format!("{} {}", record.name, record.id);
+    for l in &record.launch {
+        own.push(' ');
+        own.push_str(l.package.as_deref().unwrap_or_default());
+    }
+    if let Some(repo) = &record.repository {
+        own.push(' ');
+        own.push_str(repo);
+    }
+    let holds = |text: &str| {
+        let have = terms(text);
+        wanted.iter().all(|w| have.contains(w))
+    };
+    if holds(&own) {
+        Some(1.0)
+    } else if holds(&format!("{own} {}", record.description)) {
+        Some(0.6)
+    } else {
+        None
+    }
+}
+
+/// Who publishes `record`: the organisations behind its repository and packages.
+fn publishers(record: &ServerRecord) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(repo) = &record.repository {
+        let rest = repo.split_once("://").map_or(repo.as_str(), |(_, r)| r);
+        if let Some(owner) = rest.split('/').nth(1) {
+            out.push(owner.to_lowercase());
+        }
+    }
+    for l in &record.launch {
+        match (l.kind, l.package.as_deref()) {
+            (LaunchKind::Npm, Some(p)) if p.starts_with('@') => {
+                out.extend(p[1..].split('/').next().map(str::to_lowercase));
+            }
+            (LaunchKind::Docker, Some(p)) if p.contains('/') => {
+                out.extend(p.split('/').next().map(str::to_lowercase));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn provenance(record: &ServerRecord, service: Option<&str>) -> Provenance {
+    let publishers = publishers(record);
+    if let Some(service) = service {
+        // Brand words: "notion" is in "makenotion" and "notionhq"; "google" in "googleapis".
+        // An organisation named after MCP work on a brand ("notion-mcp-dev") is not the brand.
+        let brands: Vec<String> = service
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| w.len() >= 4)
+            .map(str::to_lowercase)
+            .collect();
+        if publishers.iter().any(|p| !p.contains("mcp") && brands.iter().any(|b| p.contains(b.as_str()))) {
+            return Provenance::Vendor;
+        }
+    }
+    if publishers.iter().any(|p| p == "modelcontextprotocol") {
+        return Provenance::Reference;
+    }
+    Provenance::Community
+}
+
+/// Registry use on a 0–1 log scale: a million npm downloads a month is 1, a thousand 0.5;
+/// Smithery use counts weigh less (they count calls through one hosting service).
+fn popularity(record: &ServerRecord) -> f32 {
+    let registry = ((1.0 + record.monthly_use() as f32).log10() / 6.0).min(1.0);
+    let smithery = ((1.0 + record.popularity as f32).log10() / 4.0).min(1.0) * 0.6;
+    registry.max(smithery)
+}
+
+/// "official Notion server, 239k downloads a month, npm @notionhq/notion-mcp-server 2.5.2".
+fn why(s: &Scored<'_>, most_used: u64, candidates: usize) -> String {
+    let record = s.record;
+    let mut parts: Vec<String> = Vec::new();
+    match (s.provenance, &s.service) {
+        (Provenance::Vendor, Some(service)) => parts.push(format!("official {} server", title(service))),
+        (Provenance::Reference, _) => parts.push("an MCP reference server".to_owned()),
+        _ => {}
+    }
+    let uses = record.monthly_use();
+    if uses > 0 {
+        let ranked = record.launch.iter().find_map(|l| l.registry.as_ref()?.download_rank);
+        let amount = match (
+            ranked,
+            record.launch.iter().any(|l| l.registry.as_ref().is_some_and(|r| r.downloads_month.is_some())),
+        ) {
+            (_, true) => format!("{} downloads a month", compact(uses)),
+            (Some(rank), false) => format!("#{} on PyPI by downloads", compact(rank)),
+            (None, false) => "published on PyPI".to_owned(),
+        };
+        if uses == most_used && candidates > 1 && s.provenance == Provenance::Community {
+            parts.push(format!("the most used of {candidates} matches ({amount})"));
+        } else {
+            parts.push(amount);
+        }
+    } else if record.popularity > 0 {
+        parts.push(format!("{} uses on Smithery", compact(record.popularity)));
+    }
+    if let Some(l) = record.best_launch() {
+        let version = l.registry.as_ref().and_then(|r| r.latest_version.as_deref());
+        let package = l.package.as_deref().unwrap_or(&record.id);
+        parts.push(match (l.kind, s.launch) {
+            (LaunchKind::Npm | LaunchKind::Pypi, Launchability::Unconfirmed) => {
+                format!("its package {package} is not confirmed published")
+            }
+            (LaunchKind::Npm, _) => {
+                format!("npm {package}{}", version.map(|v| format!(" {v}")).unwrap_or_default())
+            }
+            (LaunchKind::Pypi, _) => {
+                format!("PyPI {package}{}", version.map(|v| format!(" {v}")).unwrap_or_default())
+            }
+            (LaunchKind::Docker, _) => format!("Docker image {package}"),
+            (LaunchKind::Remote, _) => "hosted (remote)".to_owned(),
+            (LaunchKind::Command | LaunchKind::Source, _) => "an operator's launch command".to_owned(),
+        });
+    }
+    if !s.tools.is_empty() {
+        parts.push(format!("tools: {}", s.tools.iter().take(3).cloned().collect::<Vec<_>>().join(", ")));
+    }
+    parts.join(", ")
+}
+
+/// 239565 → "240k", 1133453 → "1.1M".
+fn compact(n: u64) -> String {
+    match n {
+        0..1_000 => n.to_string(),
+        1_000..1_000_000 => format!("{}k", (n + 500) / 1_000),
+        _ => format!("{:.1}M", n as f64 / 1e6),
+    }
+}
+
+fn title(service: &str) -> String {
+    service
+        .split(' ')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next().map_or_else(String::new, |f| f.to_uppercase().chain(c).collect())
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::record::Transport;
+    use crate::catalog::record::tests::record;
+    use crate::catalog::{LaunchOption, RegistryFacts};
+
+    fn npm(package: &str, listed: bool, downloads: Option<u64>) -> LaunchOption {
+        LaunchOption {
+            kind: LaunchKind::Npm,
+            transport: Transport::Stdio,
+            command: Some("npx".into()),
+            args: vec!["-y".into(), package.into()],
+            package: Some(package.into()),
+            url: None,
+            verified: false,
+            registry: Some(RegistryFacts {
+                listed,
+                mcp_package: listed.then_some(true),
+                latest_version: listed.then(|| "1.0.0".into()),
+                downloads_month: downloads,
+                download_rank: None,
+            }),
+        }
+    }
+
+    fn server(
+        id: &str,
+        name: &str,
+        description: &str,
+        repo: &str,
+        launch: Vec<LaunchOption>,
+    ) -> ServerRecord {
+        let mut r = record(id);
+        r.name = name.into();
+        r.description = description.into();
+        r.repository = Some(repo.into());
+        r.launch = launch;
+        r
+    }
+
+    fn hits(index: &SearchIndex, ids: &[&str]) -> Vec<Hit> {
+        ids.iter()
+            .enumerate()
+            .map(|(i, id)| Hit {
+                doc: index.doc(id).expect("id"),
+                score: 1.0 - i as f32 * 0.05,
+                need: 0,
+                matched_tools: vec![],
+            })
+            .collect()
+    }
+
+    /// Enough servers for the lexicon to know the services, as in the real catalog.
+    fn catalog() -> SearchIndex {
+        let mut servers = vec![
+            server(
+                "notion-guess",
+                "Notion MCP",
+                "Read and write Notion pages",
+                "https://github.com/someone/notion-mcp",
+                vec![npm("notion-mcp-guess", false, None)],
+            ),
+            server(
+                "notion-official",
+                "Notion MCP Server",
+                "Notion API: pages and databases",
+                "https://github.com/makenotion/notion-mcp-server",
+                vec![npm("@notionhq/notion-mcp-server", true, Some(239_565))],
+            ),
+            server(
+                "notion-small",
+                "Notion Tools",
+                "Notion pages",
+                "https://github.com/x/notion-tools",
+                vec![npm("notion-tools-mcp", true, Some(900))],
+            ),
+            server(
+                "excel",
+                "Excel MCP",
+                "Read and write Excel spreadsheets and sheets",
+                "https://github.com/y/excel-mcp",
+                vec![npm("excel-mcp", true, Some(50_000))],
+            ),
+            server(
+                "gsheets",
+                "Google Sheets MCP",
+                "Google Sheets read and write",
+                "https://github.com/z/gsheets",
+                vec![npm("gsheets-mcp", true, Some(3_000))],
+            ),
+            server(
+                "gsheets-2",
+                "Google Sheets Server",
+                "Google Sheets",
+                "https://github.com/w/gs",
+                vec![npm("gs-mcp", true, Some(800))],
+            ),
+            server("gsheets-3", "Google Sheets Tools", "Sheets", "https://github.com/v/gs", vec![]),
+            server(
+                "memory",
+                "Memory",
+                "Knowledge graph memory for everything",
+                "https://github.com/modelcontextprotocol/servers",
+                vec![npm("@modelcontextprotocol/server-memory", true, Some(400_000))],
+            ),
+        ];
+        for i in 0..3 {
+            servers.push(server(
+                &format!("notion-{i}"),
+                "Notion Server",
+                "Notion",
+                "https://github.com/n/n",
+                vec![],
+            ));
+        }
+        SearchIndex::build(servers)
+    }
+
+    #[test]
+    fn the_named_product_wins_over_a_neighbour_and_the_vendor_over_the_crowd() {
+        let index = catalog();
+        let settings = ChoiceSettings::default();
+        let choice = choose(
+            &index,
+            "write the rows to a Google Sheet",
+            &hits(&index, &["excel", "gsheets-2", "gsheets"]),
+            &settings,
+        );
+        let chosen = choice.chosen.expect("a Sheets server");
+        assert_eq!(chosen.record.id, "gsheets", "the most used Google Sheets server, never Excel");
+        assert!(choice.alternatives.iter().all(|a| a.record.id != "excel"));
+        assert!(chosen.why.contains("3k downloads a month"), "{}", chosen.why);
+
+        let choice = choose(
+            &index,
+            "add a page to Notion",
+            &hits(&index, &["notion-guess", "notion-small", "notion-official"]),
+            &settings,
+        );
+        let chosen = choice.chosen.expect("a Notion server");
+        assert_eq!(chosen.record.id, "notion-official");
+        assert_eq!(chosen.provenance, Provenance::Vendor);
+        assert!(
+            chosen.why.starts_with(
+                "official Notion server, 240k downloads a month, npm @notionhq/notion-mcp-server 1.0.0"
+            ),
+            "{}",
+            chosen.why
+        );
+        // The unpublished guess is the last resort, behind both published servers.
+        let alternatives: Vec<&str> = choice.alternatives.iter().map(|a| a.record.id.as_str()).collect();
+        assert_eq!(alternatives, ["notion-small", "notion-guess"]);
+    }
+
+    #[test]
+    fn nothing_is_chosen_for_a_service_no_startable_server_serves_or_for_nonsense() {
+        let index = catalog();
+        let settings = ChoiceSettings::default();
+        let choice =
+            choose(&index, "update my Google Sheet", &hits(&index, &["gsheets-3", "excel"]), &settings);
+        assert!(choice.chosen.is_none());
+        assert!(choice.none_because.expect("a reason").contains("google sheet"));
+        // A hub server that ranks for everything does not answer words it does not hold.
+        let choice = choose(&index, "purple monkey dishwasher", &hits(&index, &["memory"]), &settings);
+        assert!(choice.chosen.is_none(), "{:?}", choice.chosen.map(|c| c.record.id.clone()));
+        assert_eq!(choose(&index, "anything", &[], &settings).chosen.map(|c| c.record.id.clone()), None);
+    }
+
+    #[test]
+    fn runtimes_this_machine_lacks_are_not_chosen() {
+        let index = catalog();
+        let settings = ChoiceSettings { runnable: vec![LaunchKind::Pypi], ..ChoiceSettings::default() };
+        let choice = choose(&index, "add a page to Notion", &hits(&index, &["notion-official"]), &settings);
+        assert!(choice.chosen.is_none());
+        assert!(choice.none_because.expect("why").contains("cannot be started here"));
+    }
+
+    #[test]
+    fn numbers_read_short() {
+        assert_eq!(compact(239_565), "240k");
+        assert_eq!(compact(1_133_453), "1.1M");
+        assert_eq!(compact(480), "480");
+    }
+}
