@@ -203,47 +203,61 @@ async fn eval_plans(args: EvalArgs) -> anyhow::Result<()> {
         std::env::temp_dir(),
     );
     let runnable = launcher.kinds();
-    let planner = OfflinePlanner::new(
-        catalog.clone(),
-        ChoiceSettings { runnable: runnable.clone(), ..ChoiceSettings::default() },
-    );
-    let started = std::time::Instant::now();
-    let mut plans = Vec::with_capacity(cases.len());
-    for case in &cases {
-        plans.push(planner.plan(&case.request, &[]).await?);
+    let catalog_size = catalog.index().len();
+    let mut rules = vec![("choice step (default)", false)];
+    if args.baseline {
+        rules.push(("relevance only (before the choice step)", true));
     }
-    let elapsed = started.elapsed();
-    let r = eval::score(&cases, &plans);
-    println!(
-        "{} requests ({} steps, {} with an expert, {} that no server should serve) from {}; catalog of {} servers; runnable here: {runnable:?}",
-        r.requests,
-        r.steps,
-        r.expert_steps,
-        r.nonsense,
-        args.file.display(),
-        catalog.index().len()
-    );
-    println!("precision {:.3} (of {} chosen servers)", r.precision, r.chosen);
-    println!("coverage  {:.3} (steps with an acceptable server chosen)", r.coverage);
-    if r.expert_steps > 0 {
-        println!("expert    {:.3} (steps whose expert's choice was chosen)", r.expert);
-    }
-    if r.nonsense > 0 {
-        println!("refused   {:.3} (requests no server should serve, with nothing chosen)", r.refused);
-    }
-    println!("planning: {:.1} ms a request", elapsed.as_secs_f64() * 1000.0 / cases.len().max(1) as f64);
-    if args.misses {
-        println!("\nchosen servers no step accepts: {}", r.wrong.len());
-        for m in &r.wrong {
-            println!("  {}: {} — chose {}", m.case, m.request, m.chosen.join(", "));
+    for (name, relevance_only) in rules {
+        let settings = ChoiceSettings { runnable: runnable.clone(), relevance_only, ..ChoiceSettings::default() };
+        let planner = OfflinePlanner::new(catalog.clone(), settings);
+        let started = std::time::Instant::now();
+        let mut plans = Vec::with_capacity(cases.len());
+        for case in &cases {
+            plans.push(planner.plan(&case.request, &[]).await?);
         }
-        println!("\nsteps without an acceptable server: {}", r.uncovered.len());
-        for m in &r.uncovered {
-            println!("  {} [{}]: {} — chose {}", m.case, m.step, m.request, m.chosen.join(", "));
+        let elapsed = started.elapsed();
+        let r = eval::score(&cases, &plans);
+        println!(
+            "{name}: {} requests ({} steps, {} with an expert, {} that no server should serve) from {}; catalog of {catalog_size} servers; runnable here: {runnable:?}",
+            r.requests,
+            r.steps,
+            r.expert_steps,
+            r.nonsense,
+            args.file.display(),
+        );
+        println!("  precision {:.3} (of {} chosen servers)", r.precision, r.chosen);
+        println!("  coverage  {:.3} (steps with an acceptable server chosen)", r.coverage);
+        if r.expert_steps > 0 {
+            println!("  expert    {:.3} (steps whose expert's choice was chosen)", r.expert);
+        }
+        if r.nonsense > 0 {
+            println!("  refused   {:.3} (requests no server should serve, with nothing chosen)", r.refused);
+        }
+        println!("  planning: {:.1} ms a request", elapsed.as_secs_f64() * 1000.0 / cases.len().max(1) as f64);
+        if args.misses && !relevance_only {
+            print_plan_misses(&r, &cases, &plans);
         }
     }
     store.close().await;
     Ok(())
+}
+
+fn print_plan_misses(r: &crate::planner::eval::PlanReport, cases: &[crate::planner::eval::PlanCase], plans: &[crate::planner::Plan]) {
+    println!("\nchosen servers no step accepts: {}", r.wrong.len());
+    for m in &r.wrong {
+        println!("  {}: {} — chose {}", m.case, m.request, m.chosen.join(", "));
+        if let Some(plan) = cases.iter().position(|c| c.id == m.case).map(|i| &plans[i]) {
+            for n in &plan.needs {
+                let server = n.server.as_ref().map_or("-", |s| s.id.as_str());
+                println!("      [{}] → {server}", n.need);
+            }
+        }
+    }
+    println!("\nsteps without an acceptable server: {}", r.uncovered.len());
+    for m in &r.uncovered {
+        println!("  {} [{}]: {} — chose {}", m.case, m.step, m.request, m.chosen.join(", "));
+    }
 }
 
 /// `dynamcp catalog pack-embeddings`: the reproducible source of the shipped embedding pack.

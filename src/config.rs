@@ -270,6 +270,10 @@ pub struct EvalArgs {
     /// With --plans: print every wrong choice and every step left uncovered.
     #[arg(long, requires = "plans")]
     pub misses: bool,
+    /// With --plans: also score the rule before the choice step (the most relevant server that
+    /// can be launched), side by side.
+    #[arg(long, requires = "plans")]
+    pub baseline: bool,
 }
 
 /// Settings shared by every subcommand that touches the store.

@@ -19,6 +19,9 @@ const DESCRIPTION: f32 = 1.0;
 const TOOL_NAME: f32 = 1.5;
 const TOOL_DESCRIPTION: f32 = 0.5;
 
+/// Fewer servers than this use a word: it names something, it does not describe a capability.
+const VOCABULARY_DF: usize = 5;
+
 /// An inverted index: term -> (document, precomputed BM25 weight).
 #[derive(Debug, Default)]
 pub struct Bm25 {
@@ -170,9 +173,10 @@ impl Bm25 {
         hits
     }
 
-    /// How much of the query a document covers: the share of the query's distinct terms it
-    /// contains, each weighted by its rarity (idf). A term the index has never seen counts at
-    /// the highest weight and is never covered, so words no server uses pull coverage down.
+    /// How much of the query's catalog vocabulary a document covers: the share of the query's
+    /// distinct terms it contains, each weighted by its rarity (idf). Terms fewer than
+    /// [`VOCABULARY_DF`] servers use are names and arguments ("Tokyo", "acme-backups"), not
+    /// what a server does, and do not count; a query with none left has coverage 0.
     pub fn coverage(&self, doc: u32, query: &str) -> f32 {
         let mut query_terms = terms(query);
         query_terms.sort_unstable();
@@ -182,6 +186,9 @@ impl Bm25 {
         let (mut covered, mut total) = (0.0, 0.0);
         for t in &query_terms {
             let posting = self.posting(t);
+            if posting.len() < VOCABULARY_DF {
+                continue;
+            }
             let weight = idf(posting.len());
             total += weight;
             if posting.binary_search_by_key(&doc, |&(d, _)| d).is_ok() {

@@ -54,8 +54,25 @@ const INTENTS: &[(&[&str], &str)] = &[
         "economic data indicators fred",
     ),
     (
-        &["tip", "split the bill", "arithmetic", "calculator", "do the math", "percentage"],
+        &["tip", "split the bill", "arithmetic", "calculator", "do the math", "percentage", "bmi", "calculate"],
         "calculator math arithmetic",
+    ),
+    // Dates and times: asked as a question about a place or a day, never as "a time server".
+    (
+        &[
+            "what time",
+            "time is it",
+            "the time in",
+            "local time",
+            "time zone",
+            "timezone",
+            "time difference",
+            "what day",
+            "what date",
+            "today s date",
+            "day of the week",
+        ],
+        "current time timezone date clock",
     ),
     // Messages and voice.
     (&["inbox", "unread", "emails", "mailbox"], "email"),
@@ -138,6 +155,11 @@ const INTENTS: &[(&[&str], &str)] = &[
     (&["remember", "keep track", "don t forget", "still know", "next time"], "memory knowledge graph"),
     // The web and research.
     (&["fill out", "submit", "click", "log into", "login", "portal"], "browser automation"),
+    // A shop's own page: only a browser (or a page fetcher) reads its prices.
+    (
+        &["at amazon", "on amazon", "amazon price", "amazon prices", "on ebay", "at walmart", "on the website", "their website", "the site"],
+        "web browser fetch page",
+    ),
     (
         &["http", "https", "this article", "this page", "web page", "webpage", "url"],
         "fetch web page url content",
@@ -195,6 +217,12 @@ const INTENTS: &[(&[&str], &str)] = &[
 
 /// The catalog words to add to a need, or `None` when no phrase matches.
 pub fn expand(need: &str) -> Option<String> {
+    extra(need).map(|extra| format!("{need} ({extra})"))
+}
+
+/// Only the catalog words a need's phrases imply ("what time is it in Tokyo" → "current time
+/// timezone date clock"), or `None`.
+pub fn extra(need: &str) -> Option<String> {
     let w = words(need);
     let padded = format!(" {} ", w.join(" "));
     let mut extra: Vec<&str> = Vec::new();
@@ -203,7 +231,7 @@ pub fn expand(need: &str) -> Option<String> {
             extra.push(words);
         }
     }
-    (!extra.is_empty()).then(|| format!("{need} ({})", extra.join("; ")))
+    (!extra.is_empty()).then(|| extra.join("; "))
 }
 
 #[cfg(test)]

@@ -30,6 +30,9 @@ pub struct ChoiceSettings {
     pub min_coverage: f32,
     /// Alternatives kept per step.
     pub alternatives: usize,
+    /// The rule before the choice step, kept to compare with: the most relevant server that
+    /// can be launched, no other signal.
+    pub relevance_only: bool,
 }
 
 impl Default for ChoiceSettings {
@@ -38,6 +41,7 @@ impl Default for ChoiceSettings {
             runnable: vec![LaunchKind::Npm, LaunchKind::Pypi, LaunchKind::Docker, LaunchKind::Remote],
             min_coverage: 0.3,
             alternatives: 2,
+            relevance_only: false,
         }
     }
 }
@@ -77,8 +81,17 @@ pub struct Choice<'a> {
     pub none_because: Option<String>,
 }
 
-/// Picks a server for `step` among its search hits (best first).
-pub fn choose<'a>(index: &'a SearchIndex, step: &str, hits: &[Hit], settings: &ChoiceSettings) -> Choice<'a> {
+/// Picks a server for `step` among its search hits (best first). `request`: for a step split
+/// from a longer request, the servers relevant to the whole request; a server for a step that
+/// names no service must be one of them (a fragment such as "priority High" or "around 30
+/// songs" is an argument of another step, and servers that match only it are noise).
+pub fn choose<'a>(
+    index: &'a SearchIndex,
+    step: &str,
+    hits: &[Hit],
+    request: Option<&std::collections::HashSet<u32>>,
+    settings: &ChoiceSettings,
+) -> Choice<'a> {
     let Some(top) = hits.first().map(|h| h.score).filter(|s| *s > 0.0) else {
         return Choice {
             none_because: Some("nothing in the catalog matches it".to_owned()),
@@ -86,7 +99,7 @@ pub fn choose<'a>(index: &'a SearchIndex, step: &str, hits: &[Hit], settings: &C
         };
     };
     let named = index.services(step);
-    let expanded = intents::expand(step);
+    let implied = intents::extra(step);
     let mut eligible = Vec::new();
     let mut wrong_service = 0;
     let mut unlaunchable = 0;
@@ -97,6 +110,19 @@ pub fn choose<'a>(index: &'a SearchIndex, step: &str, hits: &[Hit], settings: &C
         if launch == Launchability::No {
             unlaunchable += 1;
             continue;
+        }
+        if settings.relevance_only {
+            let only = Scored {
+                record,
+                tools: hit.matched_tools.clone(),
+                score: hit.score,
+                provenance: Provenance::Community,
+                coverage: 0.0,
+                launch,
+                service: None,
+                why: "the most relevant server that can be launched".to_owned(),
+            };
+            return Choice { chosen: Some(only), ..Choice::default() };
         }
         let service = if named.is_empty() {
             None
@@ -115,9 +141,10 @@ pub fn choose<'a>(index: &'a SearchIndex, step: &str, hits: &[Hit], settings: &C
         };
         let coverage = index
             .coverage(hit.doc, step)
-            .max(expanded.as_deref().map_or(0.0, |e| index.coverage(hit.doc, e)));
+            .max(implied.as_deref().map_or(0.0, |e| index.coverage(hit.doc, e)));
         // A server for the service the step names needs no more proof of relevance.
-        if service.is_none() && coverage < settings.min_coverage {
+        let off_request = request.is_some_and(|r| !r.contains(&hit.doc)) && implied.is_none();
+        if service.is_none() && (coverage < settings.min_coverage || off_request) {
             weak += 1;
             continue;
         }
@@ -494,20 +521,20 @@ mod tests {
         let index = catalog();
         let settings = ChoiceSettings::default();
         let choice =
-            choose(&index, "update my Google Sheet", &hits(&index, &["gsheets-3", "excel"]), &settings);
+            choose(&index, "update my Google Sheet", &hits(&index, &["gsheets-3", "excel"]), None, &settings);
         assert!(choice.chosen.is_none());
         assert!(choice.none_because.expect("a reason").contains("google sheet"));
         // A hub server that ranks for everything does not answer words it does not hold.
-        let choice = choose(&index, "purple monkey dishwasher", &hits(&index, &["memory"]), &settings);
+        let choice = choose(&index, "purple monkey dishwasher", &hits(&index, &["memory"]), None, &settings);
         assert!(choice.chosen.is_none(), "{:?}", choice.chosen.map(|c| c.record.id.clone()));
-        assert_eq!(choose(&index, "anything", &[], &settings).chosen.map(|c| c.record.id.clone()), None);
+        assert_eq!(choose(&index, "anything", &[], None, &settings).chosen.map(|c| c.record.id.clone()), None);
     }
 
     #[test]
     fn runtimes_this_machine_lacks_are_not_chosen() {
         let index = catalog();
         let settings = ChoiceSettings { runnable: vec![LaunchKind::Pypi], ..ChoiceSettings::default() };
-        let choice = choose(&index, "add a page to Notion", &hits(&index, &["notion-official"]), &settings);
+        let choice = choose(&index, "add a page to Notion", &hits(&index, &["notion-official"]), None, &settings);
         assert!(choice.chosen.is_none());
         assert!(choice.none_because.expect("why").contains("cannot be started here"));
     }

@@ -1,6 +1,7 @@
 //! A plan: the request's needs, one chosen server per need, and the workflow steps. Planners
 //! produce it; the master agent turns it into credential requests and, once complete, an agent.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -89,6 +90,8 @@ pub trait Planner: Send + Sync {
 /// Hits considered per need: enough for the choice to find the product's own server and a
 /// published one among near-duplicates.
 const CANDIDATES: usize = 15;
+/// Servers relevant to a whole request, which a step's server that names no service must be among.
+const REQUEST_CANDIDATES: usize = 30;
 
 /// The deterministic planner that needs no LLM: the search engine splits the request into needs
 /// and ranks servers per need; [`choice::choose`] picks the one an expert would run.
@@ -132,6 +135,13 @@ impl Planner for OfflinePlanner {
         let searched: Vec<String> = needs_text.iter().filter(|n| !is_model_step(n)).cloned().collect();
         let single = SearchConfig { decompose: false, ..SearchConfig::default() };
         let mut found = self.catalog.search_each(&searched, CANDIDATES, single).await?.into_iter();
+        // What the whole request is about, for the steps split from it.
+        let whole = if searched.len() > 1 {
+            let found = self.catalog.search_each(&[request.trim().to_owned()], REQUEST_CANDIDATES, single).await?;
+            Some(found.into_iter().flat_map(|f| f.hits).map(|h| h.doc).collect::<HashSet<u32>>())
+        } else {
+            None
+        };
         let mut needs = Vec::with_capacity(needs_text.len());
         for need in &needs_text {
             if is_model_step(need) {
@@ -139,7 +149,7 @@ impl Planner for OfflinePlanner {
                 continue;
             }
             let found = found.next().unwrap_or_default();
-            let choice = choice::choose(&index, need, &found.hits, &self.choice);
+            let choice = choice::choose(&index, need, &found.hits, whole.as_ref(), &self.choice);
             needs.push(PlannedNeed {
                 need: need.clone(),
                 server: choice.chosen.as_ref().map(ChosenServer::from_scored),
