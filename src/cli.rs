@@ -209,7 +209,8 @@ async fn eval_plans(args: EvalArgs) -> anyhow::Result<()> {
         rules.push(("relevance only (before the choice step)", true));
     }
     for (name, relevance_only) in rules {
-        let settings = ChoiceSettings { runnable: runnable.clone(), relevance_only, ..ChoiceSettings::default() };
+        let settings =
+            ChoiceSettings { runnable: runnable.clone(), relevance_only, ..ChoiceSettings::default() };
         let planner = OfflinePlanner::new(catalog.clone(), settings);
         let started = std::time::Instant::now();
         let mut plans = Vec::with_capacity(cases.len());
@@ -234,7 +235,10 @@ async fn eval_plans(args: EvalArgs) -> anyhow::Result<()> {
         if r.nonsense > 0 {
             println!("  refused   {:.3} (requests no server should serve, with nothing chosen)", r.refused);
         }
-        println!("  planning: {:.1} ms a request", elapsed.as_secs_f64() * 1000.0 / cases.len().max(1) as f64);
+        println!(
+            "  planning: {:.1} ms a request",
+            elapsed.as_secs_f64() * 1000.0 / cases.len().max(1) as f64
+        );
         if args.misses && !relevance_only {
             print_plan_misses(&r, &cases, &plans);
         }
@@ -243,7 +247,11 @@ async fn eval_plans(args: EvalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_plan_misses(r: &crate::planner::eval::PlanReport, cases: &[crate::planner::eval::PlanCase], plans: &[crate::planner::Plan]) {
+fn print_plan_misses(
+    r: &crate::planner::eval::PlanReport,
+    cases: &[crate::planner::eval::PlanCase],
+    plans: &[crate::planner::Plan],
+) {
     println!("\nchosen servers no step accepts: {}", r.wrong.len());
     for m in &r.wrong {
         println!("  {}: {} — chose {}", m.case, m.request, m.chosen.join(", "));

@@ -79,9 +79,25 @@ async fn gmail_to_sheets_from_request_to_agent_without_leaking_a_value() {
     show("turn 1", &request, &first);
     assert_eq!(status, 200, "{first}");
     assert_eq!(first["status"], "pending_credentials");
-    let servers = servers_of(&first);
-    let gmail = servers.iter().find(|s| s.contains("gmail")).expect("a Gmail server").clone();
-    let sheets = servers.iter().find(|s| s.contains("sheet")).expect("a Google Sheets server").clone();
+    let sid = first["session_id"].clone();
+    // The plan's servers: a Gmail one and a Google Sheets one (by name, id, or tools).
+    let (_, session) = server.get(&format!("/api/sessions/{}", sid.as_str().unwrap())).await;
+    let planned: Vec<(String, String)> = session["context"]["plan"]["needs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["server"].as_object())
+        .map(|s| {
+            (
+                s["id"].as_str().unwrap().to_owned(),
+                s.to_owned().into_iter().map(|(_, v)| v.to_string()).collect::<String>().to_lowercase(),
+            )
+        })
+        .collect();
+    let gmail = planned.iter().find(|(_, text)| text.contains("gmail")).expect("a Gmail server").0.clone();
+    let sheets =
+        planned.iter().find(|(_, text)| text.contains("sheet")).expect("a Google Sheets server").0.clone();
+    assert_ne!(gmail, sheets, "{first}");
     for item in first["required_credentials"].as_array().unwrap() {
         let steps = item["instructions"].as_str().unwrap();
         assert!(steps.starts_with("1. ") && steps.contains("Format:"), "{item}");
@@ -94,21 +110,25 @@ async fn gmail_to_sheets_from_request_to_agent_without_leaking_a_value() {
         .map(|c| c["instructions"].as_str().unwrap())
         .collect();
     assert!(sheets_steps.iter().any(|s| s.contains("console.cloud.google.com")), "{sheets_steps:?}");
-    let sid = first["session_id"].clone();
     responses.push(first.clone());
 
-    // 2. A partial turn: Gmail's credentials only. The rest is still asked for.
-    let request = json!({"message": "Here are my Gmail credentials", "session_id": sid, "credentials": values_for(&first, &gmail, &canary)});
-    let (status, second) = server.post("/api/chat", request.clone()).await;
-    show(
-        "turn 2",
-        &json!({"message": request["message"], "session_id": sid, "credentials": "[values withheld]"}),
-        &second,
-    );
-    assert_eq!(status, 200, "{second}");
-    assert_eq!(second["status"], "pending_credentials");
+    // 2. A partial turn: every server's credentials but the Sheets server's. The rest is still
+    // asked for.
+    let mut second = first.clone();
+    for other in servers_of(&first).into_iter().filter(|s| *s != sheets) {
+        let request = json!({"message": "Here are my credentials", "session_id": sid, "credentials": values_for(&second, &other, &canary)});
+        let (status, body) = server.post("/api/chat", request.clone()).await;
+        show(
+            "turn 2",
+            &json!({"message": request["message"], "session_id": sid, "credentials": "[values withheld]"}),
+            &body,
+        );
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["status"], "pending_credentials");
+        responses.push(body.clone());
+        second = body;
+    }
     assert_eq!(servers_of(&second), vec![sheets.clone()]);
-    responses.push(second.clone());
 
     // 3. The last turn: success, and an agent whose config references both servers.
     let request = json!({"message": "And the Google Sheets ones", "session_id": sid, "credentials": values_for(&second, &sheets, &canary)});

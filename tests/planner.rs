@@ -15,6 +15,7 @@ on_both_backends!(
     bad_credential_turns_store_nothing,
     a_request_without_credentials_succeeds_at_once,
     refinement_swaps_a_server,
+    an_alternative_is_picked_by_number_or_by_id,
     files_are_requested_and_accepted,
 );
 
@@ -262,6 +263,56 @@ async fn refinement_swaps_a_server(db: Db) {
     assert!(servers.contains(&"slack-mcp-server".to_owned()), "{second}");
     assert!(!servers.contains(&"gmail-mcp-2".to_owned()), "{second}");
     assert!(second["reply"].as_str().unwrap().starts_with("Switched from gmail to outlook."), "{second}");
+    server.stop().await;
+}
+
+async fn an_alternative_is_picked_by_number_or_by_id(db: Db) {
+    let server = TestServer::start_with_fixture_catalog(db).await;
+    let (_, first) = server.post("/api/chat", json!({"message": "What time is it in Tokyo?"})).await;
+    let sid = first["session_id"].clone();
+    let reply = first["reply"].as_str().unwrap();
+    // The published reference server wins over a package name no registry confirms, which is
+    // offered as the alternative, with the reason.
+    assert!(reply.contains("→ Time MCP Server (time-mcp-server)"), "{reply}");
+    let line = reply
+        .lines()
+        .find(|l| {
+            l.contains(
+                "or Time MCP Local (time-mcp-local): its package time-mcp-local is not confirmed published",
+            )
+        })
+        .unwrap_or_else(|| panic!("{reply}"));
+    let number = line.trim().trim_start_matches('[').split(']').next().unwrap().to_owned();
+    let (status, picked) = server.post("/api/chat", json!({"message": number, "session_id": sid})).await;
+    assert_eq!(status, 200, "{picked}");
+    assert!(
+        picked["reply"]
+            .as_str()
+            .unwrap()
+            .starts_with("Step 1 now uses Time MCP Local (time-mcp-local), as you asked."),
+        "{picked}"
+    );
+    let (_, agent) = server.get(&format!("/api/agents/{}", picked["agent_id"].as_str().unwrap())).await;
+    assert_eq!(
+        agent["mcp_config"]["mcpServers"].as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["time-mcp-local"]
+    );
+    // And back by id, as the design's users say it.
+    let (_, back) =
+        server.post("/api/chat", json!({"message": "use time-mcp-server instead", "session_id": sid})).await;
+    assert!(
+        back["reply"].as_str().unwrap().starts_with("Step 1 now uses Time MCP Server (time-mcp-server)"),
+        "{back}"
+    );
+    let (_, agent) = server.get(&format!("/api/agents/{}", back["agent_id"].as_str().unwrap())).await;
+    assert_eq!(
+        agent["mcp_config"]["mcpServers"].as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["time-mcp-server"]
+    );
+    // A number no alternative has is not a pick: the plan stands.
+    let (status, kept) = server.post("/api/chat", json!({"message": "7", "session_id": sid})).await;
+    assert_eq!(status, 200, "{kept}");
+    assert_eq!(kept["agent_id"], back["agent_id"]);
     server.stop().await;
 }
 

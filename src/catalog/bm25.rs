@@ -19,7 +19,8 @@ const DESCRIPTION: f32 = 1.0;
 const TOOL_NAME: f32 = 1.5;
 const TOOL_DESCRIPTION: f32 = 0.5;
 
-/// Fewer servers than this use a word: it names something, it does not describe a capability.
+/// Fewer servers than this use a word (in a catalog of thousands): it names something, it does
+/// not describe a capability.
 const VOCABULARY_DF: usize = 5;
 
 /// An inverted index: term -> (document, precomputed BM25 weight).
@@ -184,9 +185,11 @@ impl Bm25 {
         let docs = self.docs as f32;
         let idf = |df: usize| (1.0 + (docs - df as f32 + 0.5) / (df as f32 + 0.5)).ln();
         let (mut covered, mut total) = (0.0, 0.0);
+        // A catalog of a few dozen servers has no word that many use.
+        let vocabulary = VOCABULARY_DF.min(1 + self.docs / 2000);
         for t in &query_terms {
             let posting = self.posting(t);
-            if posting.len() < VOCABULARY_DF {
+            if posting.len() < vocabulary {
                 continue;
             }
             let weight = idf(posting.len());

@@ -54,7 +54,16 @@ const INTENTS: &[(&[&str], &str)] = &[
         "economic data indicators fred",
     ),
     (
-        &["tip", "split the bill", "arithmetic", "calculator", "do the math", "percentage", "bmi", "calculate"],
+        &[
+            "tip",
+            "split the bill",
+            "arithmetic",
+            "calculator",
+            "do the math",
+            "percentage",
+            "bmi",
+            "calculate",
+        ],
         "calculator math arithmetic",
     ),
     // Dates and times: asked as a question about a place or a day, never as "a time server".
@@ -157,7 +166,17 @@ const INTENTS: &[(&[&str], &str)] = &[
     (&["fill out", "submit", "click", "log into", "login", "portal"], "browser automation"),
     // A shop's own page: only a browser (or a page fetcher) reads its prices.
     (
-        &["at amazon", "on amazon", "amazon price", "amazon prices", "on ebay", "at walmart", "on the website", "their website", "the site"],
+        &[
+            "at amazon",
+            "on amazon",
+            "amazon price",
+            "amazon prices",
+            "on ebay",
+            "at walmart",
+            "on the website",
+            "their website",
+            "the site",
+        ],
         "web browser fetch page",
     ),
     (

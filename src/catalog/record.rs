@@ -117,8 +117,11 @@ pub enum Launchability {
     /// No launch spec, or the registry shows it cannot be the server: the package does not exist
     /// or is another library.
     No,
-    /// A launch spec no registry fact confirms (e.g. an npm name guessed from the server's name).
+    /// A package the registry facts do not list: most such names were guessed from a server's
+    /// name and never published.
     Unconfirmed,
+    /// A launch spec the catalog has no registry facts about (e.g. an operator's own import).
+    Unknown,
     /// A container image or a remote URL from a registry that lists it.
     Listed,
     /// A published MCP package with real use.
@@ -146,7 +149,7 @@ impl LaunchOption {
             (Some(_), LaunchKind::Pypi) => Launchability::No,
             (Some(_), _) => Launchability::Unconfirmed,
             (None, _) if self.verified => Launchability::Listed,
-            (None, _) => Launchability::Unconfirmed,
+            (None, _) => Launchability::Unknown,
         }
     }
 

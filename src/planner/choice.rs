@@ -139,9 +139,8 @@ pub fn choose<'a>(
                 }
             }
         };
-        let coverage = index
-            .coverage(hit.doc, step)
-            .max(implied.as_deref().map_or(0.0, |e| index.coverage(hit.doc, e)));
+        let coverage =
+            index.coverage(hit.doc, step).max(implied.as_deref().map_or(0.0, |e| index.coverage(hit.doc, e)));
         // A server for the service the step names needs no more proof of relevance.
         let off_request = request.is_some_and(|r| !r.contains(&hit.doc)) && implied.is_none();
         if service.is_none() && (coverage < settings.min_coverage || off_request) {
@@ -162,8 +161,9 @@ pub fn choose<'a>(
             + match launch {
                 Launchability::Published => 0.05,
                 Launchability::Listed => 0.03,
+                Launchability::Unknown => 0.0,
                 // Most such names were guessed from a server's name and were never published.
-                _ => -0.25,
+                Launchability::Unconfirmed | Launchability::No => -0.25,
             }
             + if record.tools.is_empty() { 0.0 } else { 0.02 };
         eligible.push(Scored {
@@ -488,6 +488,7 @@ mod tests {
             &index,
             "write the rows to a Google Sheet",
             &hits(&index, &["excel", "gsheets-2", "gsheets"]),
+            None,
             &settings,
         );
         let chosen = choice.chosen.expect("a Sheets server");
@@ -499,6 +500,7 @@ mod tests {
             &index,
             "add a page to Notion",
             &hits(&index, &["notion-guess", "notion-small", "notion-official"]),
+            None,
             &settings,
         );
         let chosen = choice.chosen.expect("a Notion server");
@@ -527,14 +529,29 @@ mod tests {
         // A hub server that ranks for everything does not answer words it does not hold.
         let choice = choose(&index, "purple monkey dishwasher", &hits(&index, &["memory"]), None, &settings);
         assert!(choice.chosen.is_none(), "{:?}", choice.chosen.map(|c| c.record.id.clone()));
-        assert_eq!(choose(&index, "anything", &[], None, &settings).chosen.map(|c| c.record.id.clone()), None);
+        assert_eq!(
+            choose(&index, "anything", &[], None, &settings).chosen.map(|c| c.record.id.clone()),
+            None
+        );
+    }
+
+    #[test]
+    fn a_fragment_of_a_longer_request_takes_only_servers_relevant_to_the_whole() {
+        let index = catalog();
+        let settings = ChoiceSettings::default();
+        let step = "knowledge graph memory";
+        let memory = hits(&index, &["memory"]);
+        assert!(choose(&index, step, &memory, None, &settings).chosen.is_some());
+        let unrelated: std::collections::HashSet<u32> = [index.doc("excel").expect("doc")].into();
+        assert!(choose(&index, step, &memory, Some(&unrelated), &settings).chosen.is_none());
     }
 
     #[test]
     fn runtimes_this_machine_lacks_are_not_chosen() {
         let index = catalog();
         let settings = ChoiceSettings { runnable: vec![LaunchKind::Pypi], ..ChoiceSettings::default() };
-        let choice = choose(&index, "add a page to Notion", &hits(&index, &["notion-official"]), None, &settings);
+        let choice =
+            choose(&index, "add a page to Notion", &hits(&index, &["notion-official"]), None, &settings);
         assert!(choice.chosen.is_none());
         assert!(choice.none_because.expect("why").contains("cannot be started here"));
     }

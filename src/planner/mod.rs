@@ -230,6 +230,17 @@ enum Intent {
     Refine { old: String, new: String },
     /// Commentary alongside credentials, or small talk: the plan stands.
     Keep,
+    /// "2", "use time-mcp-server instead": a step's server swapped for one the user names (an
+    /// alternative by its number, or any catalog server by id or exact name).
+    Pick(Pick),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Pick {
+    /// The step whose server changes.
+    need: usize,
+    /// The catalog id chosen.
+    server: String,
 }
 
 /// The master agent.
@@ -283,8 +294,12 @@ impl MasterAgent {
         }
 
         // 1. The plan this turn leaves in place.
-        let intent = classify(&turn.message, context.plan.as_ref(), sends_values);
+        let intent = match context.plan.as_ref().and_then(|p| self.pick(&turn.message, p)) {
+            Some(pick) => Intent::Pick(pick),
+            None => classify(&turn.message, context.plan.as_ref(), sends_values),
+        };
         let plan = match (&intent, &context.plan) {
+            (Intent::Pick(pick), Some(current)) => Some(self.picked(current, pick)),
             (Intent::Request(text), _) => Some(self.planner.plan(text, &history).await?),
             (Intent::Refine { old, new }, Some(current)) => {
                 Some(self.planner.plan(&refined(&current.request, old, new), &history).await?)
@@ -455,6 +470,89 @@ impl MasterAgent {
         crate::access::owned_session(self.store.as_ref(), tenant, id)
             .await?
             .ok_or(PlannerError::SessionNotFound(id))
+    }
+
+    /// The step and server a message picks, if it picks one: an alternative's number ("2",
+    /// "option 2"), a catalog id or exact name alone, or "use <id or name> instead (of <old>)".
+    fn pick(&self, message: &str, plan: &Plan) -> Option<Pick> {
+        let text = message.trim().trim_end_matches(['.', '!']).trim().to_lowercase();
+        let bare = ["use ", "pick ", "take ", "choose ", "go with ", "switch to "]
+            .iter()
+            .fold(text.as_str(), |t, p| t.strip_prefix(p).unwrap_or(t));
+        let bare = ["option ", "alternative ", "number ", "#"]
+            .iter()
+            .fold(bare, |t, p| t.strip_prefix(p).unwrap_or(t));
+        if let Ok(n) = bare.trim().parse::<usize>() {
+            return numbered_alternatives(plan)
+                .into_iter()
+                .nth(n.checked_sub(1)?)
+                .map(|(need, server)| Pick { need, server });
+        }
+        let (old, named) = match refinement(&text) {
+            Some((old, new)) => (Some(old), new),
+            None => (None, bare.trim_end_matches(" instead").trim().to_owned()),
+        };
+        let index = self.catalog.index();
+        let record = index.get(&named).or_else(|| {
+            // An exact name, when only one server has it.
+            let mut same = index
+                .lexical(&named)
+                .into_iter()
+                .map(|d| index.record(d))
+                .filter(|r| r.name.eq_ignore_ascii_case(&named));
+            match (same.next(), same.next()) {
+                (Some(one), None) => Some(one),
+                _ => None,
+            }
+        })?;
+        let served: Vec<usize> = (0..plan.needs.len()).filter(|&i| plan.needs[i].server.is_some()).collect();
+        let mentions = |i: &usize, what: &str| {
+            let n = &plan.needs[*i];
+            n.need.to_lowercase().contains(what)
+                || n.server
+                    .as_ref()
+                    .is_some_and(|s| s.id.contains(what) || s.name.to_lowercase().contains(what))
+        };
+        let need = plan
+            .needs
+            .iter()
+            .position(|n| n.alternatives.iter().any(|a| a.id == record.id))
+            .or_else(|| old.as_deref().and_then(|old| served.iter().copied().find(|i| mentions(i, old))))
+            .or_else(|| (served.len() == 1).then(|| served[0]))
+            .or_else(|| {
+                (0..plan.needs.len()).find(|&i| plan.needs[i].server.is_none() && !plan.needs[i].by_model)
+            })?;
+        Some(Pick { need, server: record.id.clone() })
+    }
+
+    /// `current` with step `pick.need` served by `pick.server`; the server it had becomes the
+    /// first alternative.
+    fn picked(&self, current: &Plan, pick: &Pick) -> Plan {
+        let mut plan = current.clone();
+        let index = self.catalog.index();
+        let (Some(record), Some(need)) = (index.get(&pick.server), plan.needs.get_mut(pick.need)) else {
+            return plan;
+        };
+        let tools =
+            need.alternatives.iter().find(|a| a.id == record.id).map(|a| a.tools.clone()).unwrap_or_default();
+        let chosen = ChosenServer {
+            id: record.id.clone(),
+            name: record.name.clone(),
+            why: "your choice".to_owned(),
+            tools,
+        };
+        need.alternatives.retain(|a| a.id != record.id);
+        if let Some(old) = need.server.replace(chosen) {
+            for step in &mut plan.workflow {
+                *step = step.replace(&old.name, &record.name);
+            }
+            need.alternatives.insert(0, old);
+        } else if let Some(step) = plan.workflow.get_mut(pick.need) {
+            *step = format!("{} — with {}", need.need, record.name);
+        }
+        need.by_model = false;
+        need.none_because = None;
+        plan
     }
 
     /// The catalog records of a plan's servers (a server gone from the catalog is left out).
@@ -775,6 +873,16 @@ fn refined(request: &str, old: &str, new: &str) -> String {
     }
 }
 
+/// Every step's alternatives in reply order, numbered from 1: `(step, server id)`.
+fn numbered_alternatives(plan: &Plan) -> Vec<(usize, String)> {
+    plan.needs
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.server.is_some())
+        .flat_map(|(i, n)| n.alternatives.iter().map(move |a| (i, a.id.clone())))
+        .collect()
+}
+
 fn agent_name(plan: &Plan) -> String {
     let names: Vec<&str> = plan.servers().iter().map(|s| s.name.as_str()).collect();
     if names.is_empty() {
@@ -801,8 +909,19 @@ fn compose_reply(
     intent: &Intent,
 ) -> String {
     let mut out = String::new();
-    if let Intent::Refine { old, new } = intent {
-        out.push_str(&format!("Switched from {old} to {new}. "));
+    match intent {
+        Intent::Refine { old, new } => out.push_str(&format!("Switched from {old} to {new}. ")),
+        Intent::Pick(pick) => {
+            if let Some(s) = plan.needs.get(pick.need).and_then(|n| n.server.as_ref()) {
+                out.push_str(&format!(
+                    "Step {} now uses {} ({}), as you asked. ",
+                    pick.need + 1,
+                    s.name,
+                    s.id
+                ));
+            }
+        }
+        _ => {}
     }
     if let Some(note) = &plan.note {
         out.push_str(note);
@@ -818,20 +937,31 @@ fn compose_reply(
         "I read your request as {n} step{} and chose an MCP server for each step that needs one:\n",
         if n == 1 { "" } else { "s" }
     ));
+    let mut number = 0;
     for (i, need) in plan.needs.iter().enumerate() {
         match &need.server {
             Some(s) => {
-                out.push_str(&format!("{}. \"{}\" → {} ({}): {}.\n", i + 1, need.need, s.name, s.id, s.why))
+                out.push_str(&format!("{}. \"{}\" → {} ({}): {}.\n", i + 1, need.need, s.name, s.id, s.why));
+                for a in &need.alternatives {
+                    number += 1;
+                    out.push_str(&format!("   [{number}] or {} ({}): {}\n", a.name, a.id, a.why));
+                }
             }
             None if need.by_model => out.push_str(&format!(
                 "{}. \"{}\" → the agent's model does this itself; no server needed.\n",
                 i + 1,
                 need.need
             )),
-            None => {
-                out.push_str(&format!("{}. \"{}\" → no server found in the catalog.\n", i + 1, need.need))
-            }
+            None => out.push_str(&format!(
+                "{}. \"{}\" → no server chosen: {}.\n",
+                i + 1,
+                need.need,
+                need.none_because.as_deref().unwrap_or("nothing in the catalog fits")
+            )),
         }
+    }
+    if number > 0 {
+        out.push_str("To use an alternative, reply with its number (or any catalog server's id).\n");
     }
     out.push_str("\nWorkflow:\n");
     for (i, step) in plan.workflow.iter().enumerate() {

@@ -137,7 +137,8 @@ impl Planner for OfflinePlanner {
         let mut found = self.catalog.search_each(&searched, CANDIDATES, single).await?.into_iter();
         // What the whole request is about, for the steps split from it.
         let whole = if searched.len() > 1 {
-            let found = self.catalog.search_each(&[request.trim().to_owned()], REQUEST_CANDIDATES, single).await?;
+            let found =
+                self.catalog.search_each(&[request.trim().to_owned()], REQUEST_CANDIDATES, single).await?;
             Some(found.into_iter().flat_map(|f| f.hits).map(|h| h.doc).collect::<HashSet<u32>>())
         } else {
             None
