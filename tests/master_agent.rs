@@ -90,7 +90,7 @@ async fn gmail_to_sheets_from_request_to_agent_without_leaking_a_value() {
         .map(|s| {
             (
                 s["id"].as_str().unwrap().to_owned(),
-                s.to_owned().into_iter().map(|(_, v)| v.to_string()).collect::<String>().to_lowercase(),
+                s.values().map(Value::to_string).collect::<String>().to_lowercase(),
             )
         })
         .collect();
