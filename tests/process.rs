@@ -18,6 +18,8 @@ fn start(data_dir: &Path, extra_env: &[(&str, &str)]) -> Running {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dynamcp"));
     cmd.arg("serve")
         .env_clear()
+        // Plans choose only servers whose runtimes (npx, uvx) this machine has.
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("DYNAMCP_ADDR", "127.0.0.1:0")
         .env("DYNAMCP_DATA_DIR", data_dir)
         .current_dir(data_dir);
