@@ -50,6 +50,8 @@ fn with(env: &[(String, String)], extra: &[(&str, &str)]) -> Vec<(String, String
 fn command(args: &[&str], data_dir: &Path, env: &[(String, String)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dynamcp"));
     cmd.args(args).env_clear().current_dir(data_dir);
+    // Plans choose only servers whose runtimes (npx, uvx) this machine has.
+    cmd.env("PATH", std::env::var_os("PATH").unwrap_or_default());
     for (k, v) in env {
         cmd.env(k, v);
     }
