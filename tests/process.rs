@@ -15,11 +15,8 @@ use common::Running;
 
 /// Starts `dynamcp serve` on an ephemeral port with JSON logs and returns once it listens.
 fn start(data_dir: &Path, extra_env: &[(&str, &str)]) -> Running {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dynamcp"));
+    let mut cmd = common::clean_command();
     cmd.arg("serve")
-        .env_clear()
-        // Plans choose only servers whose runtimes (npx, uvx) this machine has.
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("DYNAMCP_ADDR", "127.0.0.1:0")
         .env("DYNAMCP_DATA_DIR", data_dir)
         .current_dir(data_dir);
@@ -88,15 +85,7 @@ async fn write_until_killed(base: String, tag: usize, acked: std::sync::Arc<std:
         let Ok(body) = resp.json::<Value>().await else { return };
         let session = body["session_id"].as_str().unwrap().to_owned();
         acked.lock().unwrap().push(Acked { session: session.clone(), message, agent: None });
-        let mut credentials = serde_json::Map::new();
-        let mut sent = Vec::new();
-        for item in body["required_credentials"].as_array().unwrap() {
-            let (server, key) =
-                (item["mcp_server"].as_str().unwrap(), item["credential_key"].as_str().unwrap());
-            let value = format!("value-{tag}-{i}-{key}");
-            credentials.entry(server.to_owned()).or_insert_with(|| json!({}))[key] = json!(value);
-            sent.push((server.to_owned(), key.to_owned(), value));
-        }
+        let (credentials, sent) = common::answer_credentials(&body, |key| format!("value-{tag}-{i}-{key}"));
         let request = json!({"message": "", "session_id": session, "credentials": credentials});
         let Ok(resp) = http.post(format!("{base}/api/chat")).json(&request).send().await else { return };
         let Ok(body) = resp.json::<Value>().await else { return };

@@ -48,10 +48,8 @@ fn with(env: &[(String, String)], extra: &[(&str, &str)]) -> Vec<(String, String
 }
 
 fn command(args: &[&str], data_dir: &Path, env: &[(String, String)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dynamcp"));
-    cmd.args(args).env_clear().current_dir(data_dir);
-    // Plans choose only servers whose runtimes (npx, uvx) this machine has.
-    cmd.env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    let mut cmd = common::clean_command();
+    cmd.args(args).current_dir(data_dir);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -97,15 +95,9 @@ async fn write_until(base: String, tag: usize, acked: Ledger, stop: Arc<AtomicBo
         };
         let Ok(body) = resp.json::<Value>().await else { return };
         let session = body["session_id"].as_str().unwrap().to_owned();
-        let mut credentials = serde_json::Map::new();
-        let mut sent = Vec::new();
-        for item in body["required_credentials"].as_array().unwrap() {
-            let (server, key) =
-                (item["mcp_server"].as_str().unwrap(), item["credential_key"].as_str().unwrap());
-            let value = format!("value-{tag}-{i}-{key}-{}", uuid::Uuid::new_v4().simple());
-            credentials.entry(server.to_owned()).or_insert_with(|| json!({}))[key] = json!(value);
-            sent.push((server.to_owned(), key.to_owned(), value));
-        }
+        let (credentials, sent) = common::answer_credentials(&body, |key| {
+            format!("value-{tag}-{i}-{key}-{}", uuid::Uuid::new_v4().simple())
+        });
         assert!(!sent.is_empty(), "the request needs credentials: {body}");
         let request = json!({"message": "here they are", "session_id": session, "credentials": credentials});
         let Ok(resp) = http.post(format!("{base}/api/chat")).json(&request).send().await else { return };

@@ -318,6 +318,34 @@ impl Running {
     }
 }
 
+/// A `dynamcp` command with an empty environment but for `PATH`: the service sees only what the
+/// test sets, and plans can still choose servers whose runtimes (npx, uvx) are installed.
+#[allow(dead_code, reason = "not every test binary spawns the service")]
+pub fn clean_command() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_dynamcp"));
+    cmd.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    cmd
+}
+
+/// The credentials that answer every `required_credentials` item of a chat response, each value
+/// made by `value(key)`, as `{"<mcp_server>": {"KEY": value}}`, and what was sent as
+/// `(server, key, value)`.
+#[allow(dead_code, reason = "not every test binary sends credentials")]
+pub fn answer_credentials(
+    body: &Value,
+    value: impl Fn(&str) -> String,
+) -> (Value, Vec<(String, String, String)>) {
+    let mut credentials = serde_json::Map::new();
+    let mut sent = Vec::new();
+    for item in body["required_credentials"].as_array().unwrap() {
+        let (server, key) = (item["mcp_server"].as_str().unwrap(), item["credential_key"].as_str().unwrap());
+        let value = value(key);
+        credentials.entry(server.to_owned()).or_insert_with(|| json!({}))[key] = json!(value);
+        sent.push((server.to_owned(), key.to_owned(), value));
+    }
+    (Value::Object(credentials), sent)
+}
+
 /// Spawns `cmd` (a `dynamcp serve` with its environment set) with JSON logs on stderr and
 /// returns once it reports the address it listens on; what it logged before is in the panic
 /// message if it never does.
