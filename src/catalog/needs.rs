@@ -34,6 +34,17 @@ const JOINERS: &[&str] = &[
 /// At most this many needs: a longer request is more likely prose than a workflow.
 pub const MAX_NEEDS: usize = 4;
 
+/// A request longer than this many words is prose (a task told with its background), not a list
+/// of steps: it is searched whole. Split, its sentences and the services its background mentions
+/// become needs of their own, and on MCP-Bench's task texts (117–380 words) that cost more than
+/// half of Recall@5 (eval/README.md). Every workflow request in the team's sets has at most 29.
+pub const PROSE_WORDS: usize = 60;
+
+/// Whether `request` is prose to search whole (see [`PROSE_WORDS`]).
+pub fn is_prose(request: &str) -> bool {
+    request.split_whitespace().nth(PROSE_WORDS).is_some()
+}
+
 /// The needs of a request, in order. A request with one need gives one element (itself, trimmed).
 pub fn split(request: &str) -> Vec<String> {
     let collapsed = request.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -281,6 +292,17 @@ mod tests {
         assert!(is_schedule("on Fridays at 5pm"));
         assert!(is_schedule("every day at 07 30"));
         assert!(!is_schedule("at the office"));
+    }
+
+    #[test]
+    fn prose_is_told_apart_from_a_step_list() {
+        let steps = "check my Gmail for invoices, then add each one to a Google Sheet and tell me on Slack";
+        assert!(!is_prose(steps));
+        let background = "I run a small bakery and my accountant keeps asking for things. ";
+        let prose = format!("{} Could you find every invoice in Gmail and total them?", background.repeat(5));
+        assert!(prose.split_whitespace().count() > PROSE_WORDS);
+        assert!(is_prose(&prose));
+        assert!(!is_prose(&background.repeat(4)), "a request of exactly 48 words is not prose");
     }
 
     #[test]

@@ -180,8 +180,11 @@ impl SearchIndex {
     }
 
     /// The needs of a request: its workflow steps, or, when it names more services than it has
-    /// steps, one need per named service.
+    /// steps, one need per named service. Prose (see [`needs::is_prose`]) is one need.
     pub fn needs(&self, request: &str) -> Vec<String> {
+        if needs::is_prose(request) {
+            return vec![request.split_whitespace().collect::<Vec<_>>().join(" ")];
+        }
         let steps = needs::split(request);
         let mentions = self.lexicon.mentions(request);
         if mentions.len() >= 2 && mentions.len() > steps.len() && mentions.len() <= needs::MAX_NEEDS {
