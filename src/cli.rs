@@ -10,8 +10,9 @@ use serde_json::json;
 
 use crate::catalog::TextKind;
 use crate::catalog::{self, Catalog, CatalogError, SearchConfig};
-use crate::config::{EvalArgs, ImportArgs, PackArgs, SearchArgs, StoreArgs};
+use crate::config::{EvalArgs, ImportArgs, PackArgs, RuntimeArgs, SearchArgs, StoreArgs, VerifyArgs};
 use crate::progress::Progress;
+use crate::runtime::Runtime;
 use crate::store::{self, Store};
 
 async fn open(args: &StoreArgs) -> anyhow::Result<(Arc<dyn Store>, Catalog)> {
@@ -19,6 +20,67 @@ async fn open(args: &StoreArgs) -> anyhow::Result<(Arc<dyn Store>, Catalog)> {
     let catalog =
         crate::state::open_catalog(store.clone(), args).await.context("could not load the catalog")?;
     Ok((store, catalog))
+}
+
+/// The store, catalog and a runtime (no language model), as `serve` opens them.
+async fn open_runtime(
+    store_args: &StoreArgs,
+    runtime: &RuntimeArgs,
+) -> anyhow::Result<(Arc<dyn Store>, Arc<Catalog>, Arc<Runtime>)> {
+    let (store, catalog) = open(store_args).await?;
+    let catalog = Arc::new(catalog);
+    let source = crate::state::keyring_source(store_args)?;
+    let vault =
+        crate::vault::Vault::open(store.as_ref(), source).await.context("could not open the vault")?;
+    let runtime = Runtime::new(
+        catalog.clone(),
+        store.clone(),
+        Arc::new(vault),
+        None,
+        runtime.settings(&store_args.data_dir),
+    );
+    Ok((store, catalog, runtime))
+}
+
+/// `dynamcp catalog verify --ids A,B | --top N`: each server installed and started once here,
+/// one after another, with no time budget but the runtime's own start timeouts.
+pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
+    let (store, catalog, runtime) = open_runtime(&args.store, &args.runtime).await?;
+    if let Some(why) =
+        runtime.sandbox_status().sandbox().is_none().then(|| runtime.sandbox_status().describe())
+    {
+        anyhow::bail!("servers are verified only inside the sandbox, and there is none here: {why}");
+    }
+    let index = catalog.index();
+    let records: Vec<catalog::ServerRecord> = match args.top {
+        Some(n) => {
+            let mut all: Vec<&catalog::ServerRecord> =
+                (0..index.len() as u32).map(|d| index.record(d)).filter(|r| r.runnable()).collect();
+            all.sort_by_key(|r| std::cmp::Reverse(r.monthly_use()));
+            all.into_iter().take(n).cloned().collect()
+        }
+        None => args
+            .ids
+            .iter()
+            .map(|id| index.get(id).cloned().with_context(|| format!("{id:?} is not in the catalog")))
+            .collect::<anyhow::Result<_>>()?,
+    };
+    let mut started = 0;
+    for record in &records {
+        let v = runtime.verify_with(record, std::time::Duration::from_secs(3600), !args.again).await;
+        started += usize::from(v.verdict == catalog::verified::Verdict::Started);
+        if args.json {
+            println!("{}", serde_json::to_string(&v)?);
+        } else {
+            println!("{:<40} {:<18} {:>7} ms  {}", record.id, v.verdict.as_str(), v.ms, v.summary());
+        }
+    }
+    if !args.json {
+        println!("{started} of {} started with no credentials", records.len());
+    }
+    runtime.shutdown().await;
+    store.close().await;
+    Ok(())
 }
 
 /// `dynamcp catalog import [--replace] FILE...`. Each file is one transaction; exits non-zero if
@@ -192,8 +254,13 @@ pub async fn eval(args: EvalArgs) -> anyhow::Result<()> {
 async fn eval_plans(args: EvalArgs) -> anyhow::Result<()> {
     use crate::planner::{ChoiceSettings, OfflinePlanner, Planner, eval};
     let cases = eval::load(&args.file)?;
-    let (store, catalog) = open(&args.store).await?;
-    let catalog = std::sync::Arc::new(catalog);
+    let (store, catalog, runtime) = if args.verify {
+        let (store, catalog, runtime) = open_runtime(&args.store, &args.runtime).await?;
+        (store, catalog, Some(runtime))
+    } else {
+        let (store, catalog) = open(&args.store).await?;
+        (store, Arc::new(catalog), None)
+    };
     let defaults = crate::config::RuntimeArgs::default();
     let launcher = crate::runtime::launch::Launcher::new(
         &defaults.runtimes,
@@ -218,6 +285,14 @@ async fn eval_plans(args: EvalArgs) -> anyhow::Result<()> {
             plans.push(planner.plan(&case.request, &[]).await?);
         }
         let elapsed = started.elapsed();
+        if let Some(runtime) = &runtime {
+            let verifier: Arc<dyn crate::planner::Verifier> = Arc::new(runtime.clone());
+            let index = catalog.index();
+            for plan in &mut plans {
+                let wait = std::time::Duration::from_secs(3600);
+                crate::planner::verify::verify_plan(plan, &index, verifier.as_ref(), wait).await;
+            }
+        }
         let r = eval::score(&cases, &plans);
         println!(
             "{name}: {} requests ({} steps, {} with an expert, {} that no server should serve) from {}; catalog of {catalog_size} servers; runnable here: {runnable:?}",
@@ -235,6 +310,9 @@ async fn eval_plans(args: EvalArgs) -> anyhow::Result<()> {
         if r.nonsense > 0 {
             println!("  refused   {:.3} (requests no server should serve, with nothing chosen)", r.refused);
         }
+        if runtime.is_some() {
+            print_starts(&plans);
+        }
         println!(
             "  planning: {:.1} ms a request",
             elapsed.as_secs_f64() * 1000.0 / cases.len().max(1) as f64
@@ -245,6 +323,28 @@ async fn eval_plans(args: EvalArgs) -> anyhow::Result<()> {
     }
     store.close().await;
     Ok(())
+}
+
+/// How many chosen servers start here, after verification replaced those that did not.
+fn print_starts(plans: &[crate::planner::Plan]) {
+    use crate::catalog::verified::Verdict;
+    let chosen: Vec<_> =
+        plans.iter().flat_map(|p| p.needs.iter().filter_map(|n| n.server.as_ref())).collect();
+    let count =
+        |verdict| chosen.iter().filter(|s| s.start.as_ref().map(|v| v.verdict) == Some(verdict)).count();
+    let (started, credentials, unchecked) =
+        (count(Verdict::Started), count(Verdict::NeedsCredentials), count(Verdict::Unchecked));
+    let replaced: usize = plans.iter().flat_map(|p| &p.needs).map(|n| n.did_not_start.len()).sum();
+    let emptied = plans
+        .iter()
+        .flat_map(|p| &p.needs)
+        .filter(|n| n.server.is_none() && !n.did_not_start.is_empty())
+        .count();
+    println!(
+        "  starts here {:.3} ({started} started, {credentials} need their credentials to start, {unchecked} not checked, of {} chosen; {replaced} replaced; {emptied} steps left without a server)",
+        (started + credentials) as f64 / chosen.len().max(1) as f64,
+        chosen.len()
+    );
 }
 
 fn print_plan_misses(

@@ -213,6 +213,29 @@ pub enum CatalogCommand {
     /// Embed every text of the compiled-in default catalog with the local model and write the
     /// int8 pack that ships as `catalog/default-embeddings.bin.gz`.
     PackEmbeddings(PackArgs),
+    /// Install and start servers once here (sandboxed, no credentials), list their live tools,
+    /// and keep the result: what chat turns otherwise check as they plan.
+    Verify(Box<VerifyArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    /// Catalog ids to verify, comma-separated.
+    #[arg(long, value_delimiter = ',', required_unless_present = "top")]
+    pub ids: Vec<String>,
+    /// Verify the N most used launchable servers (by their registries' downloads).
+    #[arg(long, conflicts_with = "ids")]
+    pub top: Option<usize>,
+    /// Check again even where a stored result still holds.
+    #[arg(long)]
+    pub again: bool,
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -274,6 +297,12 @@ pub struct EvalArgs {
     /// can be launched), side by side.
     #[arg(long, requires = "plans")]
     pub baseline: bool,
+    /// With --plans: verify each plan as a chat turn does (install and start every chosen
+    /// server here, replacing those that do not start) and report how many start.
+    #[arg(long, requires = "plans")]
+    pub verify: bool,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 /// Settings shared by every subcommand that touches the store.
@@ -634,6 +663,15 @@ pub struct ServeArgs {
     /// Requests a caller may send at once before the per-second rate applies.
     #[arg(long, env = "DYNAMCP_RATE_LIMIT_BURST", default_value_t = 100)]
     pub rate_limit_burst: u32,
+    /// Before asking for any credential, install and start each chosen server once here
+    /// (sandboxed, with no credentials) and replace one that does not start by the step's next
+    /// alternative. `false`: plans are not checked (planning then takes milliseconds).
+    #[arg(long, env = "DYNAMCP_VERIFY_SERVERS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub verify_servers: bool,
+    /// Seconds a chat turn waits for those checks (at most half the request timeout); a check
+    /// still installing goes on in the background and the next turn sees its result.
+    #[arg(long, env = "DYNAMCP_VERIFY_BUDGET_SECS", default_value_t = 15)]
+    pub verify_budget_secs: u64,
     /// Chat turns planned at once; more wait (within the request timeout).
     #[arg(long, env = "DYNAMCP_MAX_CONCURRENT_PLANS", default_value_t = 64)]
     pub max_concurrent_plans: usize,
@@ -662,6 +700,14 @@ pub struct ServeArgs {
 impl ServeArgs {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+
+    /// How plans are verified: the budget stays within half the request timeout.
+    pub fn verify(&self) -> crate::planner::VerifySettings {
+        crate::planner::VerifySettings {
+            enabled: self.verify_servers,
+            budget: Duration::from_secs(self.verify_budget_secs.min(self.request_timeout_secs / 2)),
+        }
     }
 
     pub fn shutdown_grace(&self) -> Duration {
@@ -712,6 +758,8 @@ impl ServeArgs {
             rate_limit_per_sec: 0,
             rate_limit_burst: 100,
             max_concurrent_plans: 64,
+            verify_servers: false,
+            verify_budget_secs: 15,
             lease_heartbeat_secs: 5,
         }
     }

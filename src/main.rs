@@ -24,6 +24,10 @@ async fn main() -> anyhow::Result<()> {
             init_tracing(LogFormat::Text, "warn");
             dynamcp::cli::import(args).await
         }
+        Command::Catalog(CatalogCommand::Verify(args)) => {
+            init_tracing(LogFormat::Text, "warn");
+            dynamcp::cli::verify(*args).await
+        }
         Command::Catalog(CatalogCommand::PackEmbeddings(args)) => {
             init_tracing(LogFormat::Text, "warn");
             dynamcp::cli::pack_embeddings(args).await

@@ -140,6 +140,12 @@ impl AppState {
             _ => Arc::new(OfflinePlanner::new(catalog.clone(), choice)),
         };
         let agent_model = llm.as_ref().map(|l| l.describe());
+        let mut master =
+            MasterAgent::new(store.clone(), catalog.clone(), vault.clone(), planner, agent_model);
+        let verify = args.verify();
+        if verify.enabled {
+            master = master.with_verifier(Arc::new(runtime.clone()), verify.budget);
+        }
         Self {
             // Without any key, only a loopback service (or one explicitly allowed) runs open.
             access: Arc::new(Access::new(
@@ -153,13 +159,7 @@ impl AppState {
             .map(Arc::new),
             planning: Arc::new(tokio::sync::Semaphore::new(args.max_concurrent_plans.max(1))),
             runtime,
-            master: Arc::new(MasterAgent::new(
-                store.clone(),
-                catalog.clone(),
-                vault.clone(),
-                planner,
-                agent_model,
-            )),
+            master: Arc::new(master),
             store,
             catalog,
             vault,

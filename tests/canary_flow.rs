@@ -124,6 +124,7 @@ async fn whole_flow(db: Db) {
         .env("DYNAMCP_LLM_MODEL", "fake-model")
         .env("OPENAI_API_KEY", "sk-test")
         .env("DYNAMCP_PLANNER", "offline")
+        .env("DYNAMCP_VERIFY_SERVERS", "false")
         .env("DYNAMCP_LOG", "debug")
         .env("DYNAMCP_LOG_FORMAT", "json")
         .stdout(Stdio::piped())

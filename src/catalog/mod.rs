@@ -15,6 +15,7 @@ pub mod pack;
 pub mod record;
 pub mod search;
 pub mod text;
+pub mod verified;
 
 mod query_cache;
 

@@ -180,6 +180,9 @@ pub struct ChosenServer {
     /// Why it was chosen.
     pub why: String,
     pub tools: Vec<String>,
+    /// Whether it installs and starts on this machine ("started here with 2 tools …").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub starts_here: Option<String>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -564,7 +567,13 @@ fn need(n: PlannedNeed) -> Need {
     Need {
         need: n.need,
         by_model: n.by_model,
-        server: n.server.map(|s| ChosenServer { id: s.id, name: s.name, why: s.why, tools: s.tools }),
+        server: n.server.map(|s| ChosenServer {
+            starts_here: s.start.as_ref().map(|v| v.summary()),
+            id: s.id,
+            name: s.name,
+            why: s.why,
+            tools: s.tools,
+        }),
     }
 }
 

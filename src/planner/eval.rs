@@ -189,6 +189,7 @@ mod tests {
                         name: (*id).into(),
                         why: String::new(),
                         tools: vec![],
+                        start: None,
                     }),
                 )
             })

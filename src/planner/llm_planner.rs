@@ -183,6 +183,7 @@ impl LlmPlanner {
                         name: r.name.clone(),
                         why: if why.is_empty() { "chosen by the planner".to_owned() } else { why.to_owned() },
                         tools: Vec::new(),
+                        start: None,
                     })
                 }
                 None if by_model => None,

@@ -10,6 +10,7 @@ pub mod eval;
 pub mod instructions;
 mod llm_planner;
 mod plan;
+pub mod verify;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -20,7 +21,8 @@ use uuid::Uuid;
 
 pub use choice::ChoiceSettings;
 pub use llm_planner::LlmPlanner;
-pub use plan::{ChosenServer, OfflinePlanner, Plan, PlannedNeed, Planner};
+pub use plan::{ChosenServer, NotStarted, OfflinePlanner, Plan, PlannedNeed, Planner};
+pub use verify::{Verifier, VerifySettings};
 
 use crate::access::Tenant;
 use crate::catalog::{Catalog, CatalogError, CredentialKind, CredentialSpec, ServerRecord};
@@ -251,6 +253,9 @@ pub struct MasterAgent {
     planner: Arc<dyn Planner>,
     /// The LLM model agents are created with (`None`: none configured).
     agent_model: Option<String>,
+    /// Checks that chosen servers start here before anything is asked (`None`: plans are not
+    /// verified).
+    verifier: Option<(Arc<dyn Verifier>, std::time::Duration)>,
 }
 
 impl MasterAgent {
@@ -261,7 +266,13 @@ impl MasterAgent {
         planner: Arc<dyn Planner>,
         agent_model: Option<String>,
     ) -> Self {
-        Self { store, catalog, vault, planner, agent_model }
+        Self { store, catalog, vault, planner, agent_model, verifier: None }
+    }
+
+    /// Verifies plans with `verifier`, each turn waiting at most `budget` for the checks.
+    pub fn with_verifier(mut self, verifier: Arc<dyn Verifier>, budget: std::time::Duration) -> Self {
+        self.verifier = Some((verifier, budget));
+        self
     }
 
     /// Handles one turn. Everything the turn sends is validated before anything is written, so a
@@ -306,9 +317,17 @@ impl MasterAgent {
             }
             _ => context.plan.clone(),
         };
-        let Some(plan) = plan else {
+        let Some(mut plan) = plan else {
             return Err(PlannerError::UnexpectedCredentials { server: first_value().unwrap_or_default() });
         };
+        // A new plan's servers are checked before anything is asked for them; so are those of a
+        // plan still waiting for credentials (a check that ran past a turn's budget ends later).
+        let replanned = matches!(intent, Intent::Request(_) | Intent::Refine { .. } | Intent::Pick(_));
+        if let Some((verifier, budget)) = &self.verifier
+            && (replanned || context.agent_id.is_none())
+        {
+            verify::verify_plan(&mut plan, &self.catalog.index(), verifier.as_ref(), *budget).await;
+        }
         let records = self.records(&plan);
 
         // 2. Write. The values, all checked and sealed first, in their own transaction (only an
@@ -540,6 +559,7 @@ impl MasterAgent {
             name: record.name.clone(),
             why: "your choice".to_owned(),
             tools,
+            start: None,
         };
         need.alternatives.retain(|a| a.id != record.id);
         if let Some(old) = need.server.replace(chosen) {
@@ -656,6 +676,7 @@ impl MasterAgent {
                     "planner": self.planner.name(),
                     "servers": records.iter().map(|r| &r.id).collect::<Vec<_>>(),
                     "not_launchable": skipped,
+                    "pins": verify::pins(&plan),
                     "plan": plan,
                 }),
             });
@@ -942,6 +963,15 @@ fn compose_reply(
         match &need.server {
             Some(s) => {
                 out.push_str(&format!("{}. \"{}\" → {} ({}): {}.\n", i + 1, need.need, s.name, s.id, s.why));
+                for gone in &need.did_not_start {
+                    out.push_str(&format!(
+                        "   {} ({}) was the first choice but does not start here ({}), so {} is used instead.\n",
+                        gone.name, gone.id, gone.why, s.name
+                    ));
+                }
+                if let Some(start) = &s.start {
+                    out.push_str(&format!("   Checked: {}.\n", start.summary()));
+                }
                 for a in &need.alternatives {
                     number += 1;
                     out.push_str(&format!("   [{number}] or {} ({}): {}\n", a.name, a.id, a.why));

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::PlannerError;
 use super::choice::{self, ChoiceSettings, Scored};
+use crate::catalog::verified::Verification;
 use crate::catalog::{Catalog, SearchConfig};
 use crate::store::Message;
 
@@ -23,6 +24,17 @@ pub struct ChosenServer {
     /// The tools that answer the need.
     #[serde(default)]
     pub tools: Vec<String>,
+    /// Whether it installs and starts here (see `planner::verify`); `None` when not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<Verification>,
+}
+
+/// A candidate that was chosen and did not start here, so the next one was used.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NotStarted {
+    pub id: String,
+    pub name: String,
+    pub why: String,
 }
 
 /// One need of the request and the server chosen for it (`None`: the agent's model does it
@@ -40,17 +52,27 @@ pub struct PlannedNeed {
     /// Why no server was chosen, when none was and the model cannot do it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub none_because: Option<String>,
+    /// Servers chosen first that did not install or start here, in the order tried.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub did_not_start: Vec<NotStarted>,
 }
 
 impl PlannedNeed {
     /// A step the agent's model does itself.
     pub fn by_model(need: &str) -> Self {
-        Self { need: need.to_owned(), server: None, by_model: true, alternatives: vec![], none_because: None }
+        Self { by_model: true, ..Self::served(need, None) }
     }
 
     /// A step served by `server` (or, with `None`, by nothing found).
     pub fn served(need: &str, server: Option<ChosenServer>) -> Self {
-        Self { need: need.to_owned(), server, by_model: false, alternatives: vec![], none_because: None }
+        Self {
+            need: need.to_owned(),
+            server,
+            by_model: false,
+            alternatives: vec![],
+            none_because: None,
+            did_not_start: vec![],
+        }
     }
 }
 
@@ -113,6 +135,7 @@ impl ChosenServer {
             name: s.record.name.clone(),
             why: s.why.clone(),
             tools: s.tools.clone(),
+            start: None,
         }
     }
 }
@@ -152,11 +175,9 @@ impl Planner for OfflinePlanner {
             let found = found.next().unwrap_or_default();
             let choice = choice::choose(&index, need, &found.hits, whole.as_ref(), &self.choice);
             needs.push(PlannedNeed {
-                need: need.clone(),
-                server: choice.chosen.as_ref().map(ChosenServer::from_scored),
-                by_model: false,
                 alternatives: choice.alternatives.iter().map(ChosenServer::from_scored).collect(),
                 none_because: choice.none_because,
+                ..PlannedNeed::served(need, choice.chosen.as_ref().map(ChosenServer::from_scored))
             });
         }
         let workflow = needs

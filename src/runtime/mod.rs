@@ -23,6 +23,7 @@ pub mod run;
 pub mod sandbox;
 pub mod schema;
 pub mod server;
+pub mod verify;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -213,6 +214,8 @@ pub struct Runtime {
     sessions: std::sync::Mutex<HashMap<Uuid, Uuid>>,
     permits: Arc<Semaphore>,
     runs: Arc<Semaphore>,
+    /// Verifications in progress (see `verify`).
+    verifying: verify::InFlight,
     stopping: AtomicBool,
 }
 
@@ -274,6 +277,7 @@ impl Runtime {
             settings,
             slots: std::sync::Mutex::new(HashMap::new()),
             sessions: std::sync::Mutex::new(HashMap::new()),
+            verifying: Default::default(),
             stopping: AtomicBool::new(false),
         });
         tokio::spawn(reap_idle(Arc::downgrade(&runtime)));

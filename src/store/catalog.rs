@@ -34,6 +34,17 @@ pub struct InstructionRow {
     pub secret: Option<bool>,
 }
 
+/// One server verification as stored (its meaning belongs to `catalog::verified`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerificationRow {
+    pub server: String,
+    pub launch: String,
+    /// `""` when no version is known.
+    pub version: String,
+    pub verdict: String,
+    pub detail: Value,
+}
+
 /// What one import transaction changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UpsertCounts {
@@ -67,6 +78,13 @@ pub trait CatalogStore: Send + Sync {
     /// Every cached embedding of `model`, by text hash (little-endian f32 bytes).
     async fn embeddings(&self, model: &str) -> Result<HashMap<String, Vec<u8>>, StoreError>;
     async fn put_embeddings(&self, model: &str, items: &[(String, Vec<u8>)]) -> Result<(), StoreError>;
+
+    /// Records one server verification (see `catalog::verified`), replacing an earlier one of the
+    /// same server, launch and version. `detail` is the whole verification as JSON.
+    async fn put_verification(&self, row: &VerificationRow) -> Result<(), StoreError>;
+
+    /// Every stored verification of `server`, newest first, as the JSON written.
+    async fn verifications(&self, server: &str) -> Result<Vec<Value>, StoreError>;
 
     /// Dense search inside the database (PostgreSQL with pgvector); `None` where the backend has
     /// none and the in-process index serves alone.
@@ -244,6 +262,39 @@ macro_rules! impl_catalog_store {
                 }
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn put_verification(
+                &self,
+                row: &$crate::store::VerificationRow,
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query(
+                    "INSERT INTO server_verifications (server_id, launch, version, verdict, detail, checked_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (server_id, launch, version) DO UPDATE \
+                     SET verdict = excluded.verdict, detail = excluded.detail, checked_at = excluded.checked_at",
+                )
+                .bind(&row.server)
+                .bind(&row.launch)
+                .bind(&row.version)
+                .bind(&row.verdict)
+                .bind(sqlx::types::Json(&row.detail))
+                .bind($crate::store::sql::now())
+                .execute(&self.writer)
+                .await?;
+                Ok(())
+            }
+
+            async fn verifications(
+                &self,
+                server: &str,
+            ) -> Result<Vec<serde_json::Value>, $crate::store::StoreError> {
+                let rows: Vec<(sqlx::types::Json<serde_json::Value>,)> = sqlx::query_as(
+                    "SELECT detail FROM server_verifications WHERE server_id = $1 ORDER BY checked_at DESC",
+                )
+                .bind(server)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(|(d,)| d.0).collect())
             }
 
             $($extra)*

@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use crate::config::StoreArgs;
 
-pub use catalog::{CatalogRow, CatalogStore, InstructionRow, UpsertCounts};
+pub use catalog::{CatalogRow, CatalogStore, InstructionRow, UpsertCounts, VerificationRow};
 pub use credentials::{CredentialStore, Rewrapped, SealedCredential, SecretKind};
 pub use leases::{Lease, LeaseStore};
 pub use postgres::PgStore;

@@ -1,0 +1,168 @@
+//! What is known of a server starting on this machine: installed at a pinned version, started
+//! with no credentials, its live tools listed. A plan asks for credentials only for servers that
+//! pass (or that need those credentials to start at all); agents run the version verified.
+//!
+//! The runtime produces [`Verification`]s, the store keeps them per server, launch and version
+//! (as opaque JSON), and the planner reads them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::record::{LaunchKind, ServerRecord};
+
+/// How long a verification of a launch whose version the catalog does not know stays valid.
+pub const UNVERSIONED_TTL_DAYS: i64 = 7;
+
+/// The outcome of starting a server once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Installed, started and listed its tools.
+    Started,
+    /// Installed, and did not start without the credentials it declares: not verified, not
+    /// failed (most servers check their token at start).
+    NeedsCredentials,
+    /// Could not be installed, or crashed though it needs no credentials: it will not run here.
+    Failed,
+    /// Not tried: no sandbox, docker, capacity, or the time budget ran out first (the check
+    /// goes on in the background and its result is kept).
+    Unchecked,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "started",
+            Self::NeedsCredentials => "needs_credentials",
+            Self::Failed => "failed",
+            Self::Unchecked => "unchecked",
+        }
+    }
+}
+
+/// One verification of one server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Verification {
+    pub server: String,
+    pub verdict: Verdict,
+    /// What was launched, without its version: `npm @scope/name`, `pypi name`, a URL, a command.
+    pub launch: String,
+    /// `npm` or `pypi` for a package.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ecosystem: Option<String>,
+    /// The package's name, for a package.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
+    /// The version installed and started (agents are pinned to it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The live tools' names, when it started.
+    #[serde(default)]
+    pub tools: Vec<String>,
+    /// Why it failed or was not checked (secrets redacted, shortened).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Install and start, in milliseconds.
+    #[serde(default)]
+    pub ms: u64,
+    #[schema(value_type = String)]
+    pub checked_at: DateTime<Utc>,
+}
+
+impl Verification {
+    /// A verdict reached without launching anything.
+    pub fn unchecked(record: &ServerRecord, launch: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self {
+            server: record.id.clone(),
+            verdict: Verdict::Unchecked,
+            launch: launch.into(),
+            ecosystem: None,
+            package: None,
+            version: None,
+            tools: Vec::new(),
+            detail: Some(detail.into()),
+            ms: 0,
+            checked_at: Utc::now(),
+        }
+    }
+
+    /// Whether this stored verification still describes `record`'s launch: the same launch, and
+    /// the version the catalog expects now (the spec's pin or the registry's latest), or, when
+    /// the catalog knows no version, checked recently.
+    pub fn still_holds(&self, launch: &str, expected_version: Option<&str>, now: DateTime<Utc>) -> bool {
+        if self.launch != launch || self.verdict == Verdict::Unchecked {
+            return false;
+        }
+        match (expected_version, self.version.as_deref()) {
+            (Some(expected), Some(version)) => expected == version,
+            // Failed installs have no version: valid while the catalog expects the same one,
+            // which the stored launch text cannot tell; keep them for the short period too.
+            _ => now - self.checked_at < chrono::Duration::days(UNVERSIONED_TTL_DAYS),
+        }
+    }
+
+    /// A few words for a reply: "started here, 2 tools (npm mcp-server-time 1.0.3)".
+    pub fn summary(&self) -> String {
+        let what = match (&self.package, &self.version, &self.ecosystem) {
+            (Some(p), Some(v), Some(e)) => format!(" ({e} {p} {v})"),
+            _ => String::new(),
+        };
+        match self.verdict {
+            Verdict::Started => {
+                let n = self.tools.len();
+                format!("started here with {n} tool{}{what}", if n == 1 { "" } else { "s" })
+            }
+            Verdict::NeedsCredentials => format!("installed{what}; starts once its credentials are set"),
+            Verdict::Failed => {
+                format!("does not start here: {}", self.detail.as_deref().unwrap_or("unknown error"))
+            }
+            Verdict::Unchecked => format!("not checked yet: {}", self.detail.as_deref().unwrap_or("")),
+        }
+    }
+}
+
+/// Whether a server declares credentials it cannot start without.
+pub fn needs_credentials(record: &ServerRecord) -> bool {
+    record.credentials.iter().any(|c| c.required)
+}
+
+/// Whether verifying a launch of this kind starts anything here (a docker image is not pulled
+/// to verify it; an operator's command is theirs).
+pub fn verifiable(kind: LaunchKind) -> bool {
+    matches!(kind, LaunchKind::Npm | LaunchKind::Pypi | LaunchKind::Remote)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn started(version: Option<&str>, days_ago: i64) -> Verification {
+        Verification {
+            server: "s".into(),
+            verdict: Verdict::Started,
+            launch: "npm s".into(),
+            ecosystem: Some("npm".into()),
+            package: Some("s".into()),
+            version: version.map(str::to_owned),
+            tools: vec!["a".into(), "b".into()],
+            detail: None,
+            ms: 10,
+            checked_at: Utc::now() - chrono::Duration::days(days_ago),
+        }
+    }
+
+    #[test]
+    fn a_verification_holds_for_its_launch_and_version_only() {
+        let now = Utc::now();
+        let v = started(Some("1.2.0"), 30);
+        assert!(v.still_holds("npm s", Some("1.2.0"), now));
+        assert!(!v.still_holds("npm s", Some("1.3.0"), now), "a newer release is verified again");
+        assert!(!v.still_holds("npm t", Some("1.2.0"), now));
+        assert!(!v.still_holds("npm s", None, now), "without a known version it expires");
+        assert!(started(Some("1.2.0"), 1).still_holds("npm s", None, now));
+        let mut unchecked = started(None, 0);
+        unchecked.verdict = Verdict::Unchecked;
+        assert!(!unchecked.still_holds("npm s", None, now), "an unchecked server is checked again");
+        assert_eq!(v.summary(), "started here with 2 tools (npm s 1.2.0)");
+    }
+}
