@@ -112,7 +112,13 @@ impl Verification {
                 let n = self.tools.len();
                 format!("started here with {n} tool{}{what}", if n == 1 { "" } else { "s" })
             }
-            Verdict::NeedsCredentials => format!("installed{what}; starts once its credentials are set"),
+            Verdict::NeedsCredentials => match self.detail.as_deref().and_then(|d| d.split_once("it said: "))
+            {
+                Some((_, said)) => {
+                    format!("installed{what}; without its credentials it says: {}", said.trim())
+                }
+                None => format!("installed{what}; starts once its credentials are set"),
+            },
             Verdict::Failed => {
                 format!("does not start here: {}", self.detail.as_deref().unwrap_or("unknown error"))
             }

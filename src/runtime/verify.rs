@@ -214,7 +214,8 @@ impl Runtime {
     }
 }
 
-/// What a failed start says about the server.
+/// What a failed start says about the server: a crash of the package itself is a failure; a
+/// server that declares credentials, or whose own words ask for one, needs them to start.
 fn verdict_of(error: &RuntimeError, record: &ServerRecord) -> Verdict {
     match error {
         RuntimeError::InstallFailed { .. }
@@ -224,7 +225,10 @@ fn verdict_of(error: &RuntimeError, record: &ServerRecord) -> Verdict {
         | RuntimeError::StartTimeout { .. }
         | RuntimeError::ServerGone { .. }
         | RuntimeError::RemoteRefused { .. } => {
-            if verified::needs_credentials(record) {
+            let said = error.to_string().to_lowercase();
+            if CRASHES.iter().any(|c| said.contains(c)) {
+                Verdict::Failed
+            } else if verified::needs_credentials(record) || ASKS.iter().any(|a| said.contains(a)) {
                 Verdict::NeedsCredentials
             } else {
                 Verdict::Failed
@@ -233,6 +237,55 @@ fn verdict_of(error: &RuntimeError, record: &ServerRecord) -> Verdict {
         _ => Verdict::Unchecked,
     }
 }
+
+/// What a package that cannot run says (lower case): missing modules, syntax the runtime does not
+/// know, a wrong runtime version.
+const CRASHES: &[&str] = &[
+    "cannot find module",
+    "cannot find package",
+    "err_module_not_found",
+    "err_require_esm",
+    "modulenotfounderror",
+    "no module named",
+    "importerror",
+    "syntaxerror",
+    "unsupported engine",
+    "requires python",
+    "command not found",
+    "exec format error",
+];
+
+/// What a server that wants a credential or a setting says when it has none (lower case).
+const ASKS: &[&str] = &[
+    "api key",
+    "api_key",
+    "apikey",
+    "access token",
+    "_token",
+    "token is",
+    "token not",
+    "credential",
+    "oauth",
+    "unauthori",
+    "authenticat",
+    "password",
+    "secret",
+    "keys file",
+    "key file",
+    "client id",
+    "client_id",
+    "environment variable",
+    "env var",
+    "must be set",
+    "is not set",
+    "are not set",
+    "is required",
+    "are required",
+    "missing required",
+    "please set",
+    "please provide",
+    "not configured",
+];
 
 /// A launch without its version: what a verification is of.
 fn launch_key(target: &Target) -> String {
@@ -266,4 +319,53 @@ fn shorten(text: &str) -> String {
     }
     let cut: String = text.chars().take(DETAIL_CHARS).collect();
     format!("{cut}…")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(credentials: bool) -> ServerRecord {
+        let mut record: ServerRecord =
+            serde_json::from_value(json!({"id": "s", "name": "S"})).expect("a minimal record");
+        if credentials {
+            record.credentials = serde_json::from_value(json!([{"name": "S_API_KEY", "required": true}]))
+                .expect("a credential");
+        }
+        record
+    }
+
+    fn exited(said: &str) -> RuntimeError {
+        RuntimeError::StartFailed {
+            server: "s".into(),
+            reason: format!("it stopped before answering; it said: {said}"),
+        }
+    }
+
+    #[test]
+    fn a_failed_start_is_told_apart_from_one_that_wants_credentials() {
+        let install = RuntimeError::InstallFailed { server: "s".into(), reason: "npm error 404".into() };
+        assert_eq!(verdict_of(&install, &record(true)), Verdict::Failed);
+        let asks =
+            exited("Error: OAuth keys file not found. Please place gcp-oauth.keys.json in ~/.gmail-mcp");
+        assert_eq!(
+            verdict_of(&asks, &record(false)),
+            Verdict::NeedsCredentials,
+            "its own words ask for a file"
+        );
+        assert_eq!(verdict_of(&exited("GITHUB_TOKEN is not set"), &record(false)), Verdict::NeedsCredentials);
+        assert_eq!(
+            verdict_of(&exited("segfault"), &record(true)),
+            Verdict::NeedsCredentials,
+            "it declares one"
+        );
+        assert_eq!(verdict_of(&exited("segfault"), &record(false)), Verdict::Failed);
+        let crash = exited("Error: Cannot find module 'zod'. API_KEY is required");
+        assert_eq!(
+            verdict_of(&crash, &record(true)),
+            Verdict::Failed,
+            "a broken package fails whatever it declares"
+        );
+        assert_eq!(verdict_of(&RuntimeError::Capacity { max: 1 }, &record(false)), Verdict::Unchecked);
+    }
 }
