@@ -53,6 +53,9 @@ fn dynamcp_env(data_dir: &Path) -> Vec<(String, String)> {
             Path::new(env!("CARGO_TARGET_TMPDIR")).join("mcp-package-store").display().to_string(),
         ),
         ("DYNAMCP_LOG", "warn".to_owned()),
+        // The Gmail → Sheets records here name unpublished packages (tests/verify.rs covers
+        // what verification does with those); this file tests the MCP face.
+        ("DYNAMCP_VERIFY_SERVERS", "false".to_owned()),
     ]
     .map(|(k, v)| (k.to_owned(), v))
     .to_vec()
