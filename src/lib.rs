@@ -11,14 +11,17 @@
 //! - [`mcp`]: dynamcp's own tools for MCP clients (rmcp), over stdio or `/mcp`; no credential
 //!   ever passes through them.
 //! - [`planner`]: the master agent; from a chat turn to a plan (offline, or an LLM's tool loop),
-//!   the missing credentials with instructions, and an agent with its `mcpServers` config.
-//! - [`catalog`]: MCP server records, import from every common format, hybrid search.
+//!   the server an expert would choose per step, each checked to start here before anything is
+//!   asked (through the [`planner::Verifier`] edge, the runtime in service), the missing
+//!   credentials with instructions, and an agent with its `mcpServers` config.
+//! - [`catalog`]: MCP server records, import from every common format, hybrid search, and what is
+//!   known of each server starting here ([`catalog::verified`]).
 //! - [`llm`]: language-model providers (Anthropic, OpenAI-compatible) behind one trait.
 //! - [`store`]: persistence behind one trait; SQLite (default) and PostgreSQL + pgvector.
 //! - [`runtime`]: runs agents: installs their MCP servers' packages into a pinned store and starts
 //!   them from catalog launch specs only, each in a bubblewrap sandbox (explicit env, process
-//!   groups, timeouts, idle stop, tool definitions pinned), and the LLM tool loop that streams run
-//!   events.
+//!   groups, timeouts, idle stop, tool definitions pinned), verifies servers once with no
+//!   credentials, and runs the LLM tool loop that streams run events.
 //! - [`vault`]: credential values: the redacting [`vault::Secret`] type, envelope encryption
 //!   (AES-256-GCM data keys wrapped by a keyring of master keys), key rotation in step with the
 //!   running services, and each service's lease on the store.

@@ -27,6 +27,11 @@ on_both_backends!(
 /// These servers start with an empty catalog (no default import, no model): every plan is empty.
 const NO_SERVER_FOUND: &str = dynamcp::planner::NO_SERVER_FOUND;
 
+/// The reply to "check my Gmail for invoices" with an empty catalog: why, per step.
+fn nothing_found() -> String {
+    format!("{NO_SERVER_FOUND}\n- \"check my Gmail for invoices\": nothing in the catalog matches it.")
+}
+
 async fn root_answers_the_design_identity(db: Db) {
     let server = TestServer::start(db).await;
     let resp = server.http.get(server.url("/")).send().await.unwrap();
@@ -85,7 +90,7 @@ async fn session_creation_returns_an_id(db: Db) {
 
 fn chat_reply(session_id: &Value) -> Value {
     json!({
-        "reply": NO_SERVER_FOUND,
+        "reply": nothing_found(),
         "session_id": session_id,
         "required_credentials": [],
         "required_files": [],
@@ -105,7 +110,8 @@ async fn chat_returns_a_session_id_and_records_the_turn(db: Db) {
 
     let messages = server.store.messages(id).await.unwrap();
     let turns: Vec<(Role, &str)> = messages.iter().map(|m| (m.role, m.message.as_str())).collect();
-    assert_eq!(turns, vec![(Role::User, "check my Gmail for invoices"), (Role::Assistant, NO_SERVER_FOUND)]);
+    let nothing = nothing_found();
+    assert_eq!(turns, vec![(Role::User, "check my Gmail for invoices"), (Role::Assistant, nothing.as_str())]);
 
     let (_, session) = server.get(&format!("/api/sessions/{id}")).await;
     let history: Vec<(&str, &str)> = session["messages"]
@@ -114,7 +120,7 @@ async fn chat_returns_a_session_id_and_records_the_turn(db: Db) {
         .iter()
         .map(|m| (m["role"].as_str().unwrap(), m["message"].as_str().unwrap()))
         .collect();
-    assert_eq!(history, vec![("user", "check my Gmail for invoices"), ("assistant", NO_SERVER_FOUND)]);
+    assert_eq!(history, vec![("user", "check my Gmail for invoices"), ("assistant", nothing.as_str())]);
     server.stop().await;
 }
 

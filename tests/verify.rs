@@ -106,8 +106,12 @@ async fn a_server_that_needs_its_credentials_to_start_is_kept_and_its_key_asked(
     assert!(!reply.contains("does not start here"), "not a failure: {reply}");
     assert!(reply.contains("Checked: installed (npm @modelcontextprotocol/server-brave-search "), "{reply}");
     assert_eq!(body["status"], "pending_credentials");
-    let keys: Vec<&str> =
-        body["required_credentials"].as_array().unwrap().iter().filter_map(|c| c["credential_key"].as_str()).collect();
+    let keys: Vec<&str> = body["required_credentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["credential_key"].as_str())
+        .collect();
     assert_eq!(keys, ["BRAVE_API_KEY"]);
     let stored = server.store.verifications("brave-search-mcp-server").await.unwrap();
     assert_eq!(stored[0]["verdict"], "needs_credentials", "{stored:?}");

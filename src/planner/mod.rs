@@ -951,6 +951,13 @@ fn compose_reply(
     let servers = plan.servers();
     if servers.is_empty() {
         out.push_str(NO_SERVER_FOUND);
+        for need in plan.needs.iter().filter(|n| !n.by_model) {
+            out.push_str(&format!(
+                "\n- \"{}\": {}.",
+                need.need,
+                need.none_because.as_deref().unwrap_or("nothing in the catalog fits")
+            ));
+        }
         return out;
     }
     let n = plan.needs.len();

@@ -81,8 +81,10 @@ async fn verify_need(
             });
             continue;
         };
-        let left = deadline.saturating_duration_since(Instant::now());
-        let verification = verifier.verify(record, left).await;
+        let verification = match candidate.start.take() {
+            Some(known) if known.verdict != Verdict::Unchecked => known,
+            _ => verifier.verify(record, deadline.saturating_duration_since(Instant::now())).await,
+        };
         if verification.verdict == Verdict::Failed {
             need.did_not_start.push(NotStarted {
                 id: candidate.id.clone(),

@@ -436,7 +436,7 @@ impl Runtime {
             _ => self.isolation(agent)?,
         };
         let work = self.launcher.work_dir(agent.id, server);
-        let (program, args, installed, cached) = match &target {
+        let (program, args, installed) = match &target {
             Target::Package { package, args } => {
                 let pin = pinned(agent, server, package);
                 let version = pin.clone().or_else(|| package.version.clone());
@@ -469,7 +469,7 @@ impl Runtime {
                     Some(_) => PathBuf::from(sandbox::PACKAGE).join(&installed.entry),
                     None => installed.dir.join(&installed.entry),
                 };
-                (program, args.clone(), Some(installed), cached)
+                (program, args.clone(), Some(installed))
             }
             Target::Command { program, args, .. } => {
                 events.emit(RunEvent::ServerStarting {
@@ -478,7 +478,7 @@ impl Runtime {
                     cached: true,
                     timeout_secs: self.settings.start_timeout.as_secs(),
                 });
-                (program.clone(), args.clone(), None, true)
+                (program.clone(), args.clone(), None)
             }
             Target::Remote { url } => {
                 let timeout = self.settings.start_timeout;
@@ -496,7 +496,9 @@ impl Runtime {
                 return Live::start_remote(params, url, headers, &policy).await;
             }
         };
-        let timeout = if cached { self.settings.start_timeout } else { self.settings.first_start_timeout };
+        // The package is installed by now (within the first start's own timeout): what is left
+        // is the handshake, which a server that answers at all finishes well within this.
+        let timeout = self.settings.start_timeout;
         tracing::info!(agent = %agent.id, server, launch = %target.describe(), sandboxed = jail.is_some(), "starting server");
         let permit = self.permit(timeout).await?;
         let env = self.launcher.environment(&record, &work, &values, jail.is_some())?;

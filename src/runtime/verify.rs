@@ -131,9 +131,9 @@ impl Runtime {
                 verdict: v.verdict.as_str().to_owned(),
                 detail: serde_json::to_value(&v).unwrap_or(Value::Null),
             };
-            if v.verdict != Verdict::Unchecked
-                && let Err(e) = runtime.store.put_verification(&row).await
-            {
+            // A network failure says nothing lasting about the server: it is checked again.
+            let lasting = v.verdict != Verdict::Unchecked && !v.detail.as_deref().is_some_and(transient);
+            if lasting && let Err(e) = runtime.store.put_verification(&row).await {
                 tracing::warn!(server = %v.server, error = %e, "could not store a verification");
             }
             tracing::info!(server = %v.server, verdict = v.verdict.as_str(), version = ?v.version, tools = v.tools.len(), ms = v.ms, "verified");
@@ -237,6 +237,27 @@ fn verdict_of(error: &RuntimeError, record: &ServerRecord) -> Verdict {
         _ => Verdict::Unchecked,
     }
 }
+
+/// Whether a failure came from the network (a registry, a download a package's install script
+/// makes, a remote server unreachable from here) rather than from the server itself.
+fn transient(detail: &str) -> bool {
+    let detail = detail.to_lowercase();
+    NETWORK.iter().any(|n| detail.contains(n))
+}
+
+/// What a failure of the network looks like (lower case).
+const NETWORK: &[&str] = &[
+    "enotfound",
+    "eai_again",
+    "etimedout",
+    "econnreset",
+    "econnrefused",
+    "getaddrinfo",
+    "network is unreachable",
+    "failed to fetch",
+    "did not answer as an mcp server",
+    "did not start within",
+];
 
 /// What a package that cannot run says (lower case): missing modules, syntax the runtime does not
 /// know, a wrong runtime version.
@@ -367,5 +388,7 @@ mod tests {
             "a broken package fails whatever it declares"
         );
         assert_eq!(verdict_of(&RuntimeError::Capacity { max: 1 }, &record(false)), Verdict::Unchecked);
+        assert!(transient("installing npm x failed: npm error code: 'ENOTFOUND', syscall: 'getaddrinfo'"));
+        assert!(!transient("installing npm x failed: npm error 404"), "a 404 is the package's, and lasts");
     }
 }
