@@ -27,9 +27,9 @@ on_both_backends!(
 /// These servers start with an empty catalog (no default import, no model): every plan is empty.
 const NO_SERVER_FOUND: &str = dynamcp::planner::NO_SERVER_FOUND;
 
-/// The reply to "check my Gmail for invoices" with an empty catalog: why, per step.
-fn nothing_found() -> String {
-    format!("{NO_SERVER_FOUND}\n- \"check my Gmail for invoices\": nothing in the catalog matches it.")
+/// The reply to a one-step `request` with an empty catalog: why, per step.
+fn nothing_found(request: &str) -> String {
+    format!("{NO_SERVER_FOUND}\n- \"{request}\": nothing in the catalog matches it.")
 }
 
 async fn root_answers_the_design_identity(db: Db) {
@@ -88,9 +88,9 @@ async fn session_creation_returns_an_id(db: Db) {
     server.stop().await;
 }
 
-fn chat_reply(session_id: &Value) -> Value {
+fn chat_reply(session_id: &Value, request: &str) -> Value {
     json!({
-        "reply": nothing_found(),
+        "reply": nothing_found(request),
         "session_id": session_id,
         "required_credentials": [],
         "required_files": [],
@@ -106,11 +106,11 @@ async fn chat_returns_a_session_id_and_records_the_turn(db: Db) {
     assert_eq!(status, 200);
     let session_id = body["session_id"].clone();
     let id: Uuid = session_id.as_str().unwrap().parse().unwrap();
-    assert_eq!(body, chat_reply(&session_id));
+    assert_eq!(body, chat_reply(&session_id, "check my Gmail for invoices"));
 
     let messages = server.store.messages(id).await.unwrap();
     let turns: Vec<(Role, &str)> = messages.iter().map(|m| (m.role, m.message.as_str())).collect();
-    let nothing = nothing_found();
+    let nothing = nothing_found("check my Gmail for invoices");
     assert_eq!(turns, vec![(Role::User, "check my Gmail for invoices"), (Role::Assistant, nothing.as_str())]);
 
     let (_, session) = server.get(&format!("/api/sessions/{id}")).await;
@@ -130,7 +130,8 @@ async fn chat_continues_an_existing_session(db: Db) {
     let id = created["id"].clone();
     for text in ["first", "second"] {
         let (status, body) = server.post("/api/chat", json!({"message": text, "session_id": id})).await;
-        assert_eq!((status, body), (200, chat_reply(&id)));
+        // "second" asks for nothing new: the plan for "first" stands, with its reason.
+        assert_eq!((status, body), (200, chat_reply(&id, "first")));
     }
     let messages = server.store.messages(id.as_str().unwrap().parse().unwrap()).await.unwrap();
     let users: Vec<&str> =

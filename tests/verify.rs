@@ -6,6 +6,8 @@
 //! `@modelcontextprotocol/server-brave-search` (exits at start without `BRAVE_API_KEY`), and npm
 //! `mcp-time-server`, a name the catalog's launch spec guesses and that was never published (404).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::{Db, TestServer};
@@ -126,4 +128,38 @@ async fn verification_off_plans_without_starting_anything() {
     assert!(!body["reply"].as_str().unwrap().contains("Checked:"), "{body}");
     assert!(server.store.verifications("time-mcp-server").await.unwrap().is_empty());
     server.stop().await;
+}
+
+#[tokio::test]
+async fn catalog_verify_checks_servers_in_bulk_and_keeps_the_results() {
+    let (args, dir) = common::test_args(Db::Sqlite).await;
+    common::import_default_records(&args, RECORDS, &[]).await;
+    let verify = |extra: &[&str]| {
+        let mut cmd = common::clean_command();
+        cmd.args(["catalog", "verify", "--ids", "time-mcp-server,mcp-time-server", "--json"])
+            .args(extra)
+            .env("DYNAMCP_DATA_DIR", dir.path())
+            .env("DYNAMCP_DEFAULT_CATALOG", "false")
+            .env("DYNAMCP_NO_MODEL", "true")
+            .env("DYNAMCP_RUNTIMES", "npx,uvx")
+            .env("DYNAMCP_PACKAGE_DIR", args.runtime.package_dir.as_ref().unwrap())
+            // The machine's trust settings, which installers need behind a TLS-inspecting proxy.
+            .envs(std::env::vars().filter(|(k, _)| k == "HOME" || k.starts_with("SSL_") || k.starts_with("NODE_EXTRA")));
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let lines: Vec<Value> =
+            String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        lines
+    };
+    let first = verify(&[]);
+    let verdicts: Vec<(&str, &str)> =
+        first.iter().map(|v| (v["server"].as_str().unwrap(), v["verdict"].as_str().unwrap())).collect();
+    assert_eq!(verdicts, [("time-mcp-server", "started"), ("mcp-time-server", "failed")]);
+    assert!(first[1]["detail"].as_str().unwrap().contains("404"), "{}", first[1]);
+    // Run again: the stored results answer (same check time); --again checks anew.
+    let second = verify(&[]);
+    assert_eq!(second[0]["checked_at"], first[0]["checked_at"]);
+    let third = verify(&["--again"]);
+    assert_ne!(third[0]["checked_at"], first[0]["checked_at"]);
+    assert_eq!(third[0]["verdict"], "started");
 }

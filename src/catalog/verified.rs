@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use super::record::{LaunchKind, ServerRecord};
 
+/// The longest reason a reply gives for a server that did not start.
+const BRIEF_CHARS: usize = 160;
+
 /// How long a verification of a launch whose version the catalog does not know stays valid.
 pub const UNVERSIONED_TTL_DAYS: i64 = 7;
 
@@ -101,6 +104,37 @@ impl Verification {
         }
     }
 
+    /// Why it did not start, in one short line for a reply: npm's 404, the Python it needs, or
+    /// the last line the server said (a traceback's error, not its frames).
+    pub fn brief(&self) -> String {
+        let detail = self.detail.as_deref().unwrap_or("it did not start");
+        let lower = detail.to_lowercase();
+        let line = if lower.contains("could not be installed") && lower.contains(" 404") {
+            "its package is not published (the registry answers 404)".to_owned()
+        } else if let Some(at) = lower.find("python>=") {
+            let wanted: String = detail[at + "python>=".len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.')
+                .collect();
+            format!("it needs Python {wanted} or newer")
+        } else if let Some((_, said)) = detail.split_once("it said: ") {
+            said.split(" | ")
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('^'))
+                .last()
+                .unwrap_or(said)
+                .to_owned()
+        } else {
+            detail.split(" | ").next().unwrap_or(detail).to_owned()
+        };
+        let line = line.trim().trim_end_matches('.');
+        if line.chars().count() > BRIEF_CHARS {
+            format!("{}…", line.chars().take(BRIEF_CHARS).collect::<String>())
+        } else {
+            line.to_owned()
+        }
+    }
+
     /// A few words for a reply: "started here, 2 tools (npm mcp-server-time 1.0.3)".
     pub fn summary(&self) -> String {
         let what = match (&self.package, &self.version, &self.ecosystem) {
@@ -170,5 +204,20 @@ mod tests {
         unchecked.verdict = Verdict::Unchecked;
         assert!(!unchecked.still_holds("npm s", None, now), "an unchecked server is checked again");
         assert_eq!(v.summary(), "started here with 2 tools (npm s 1.2.0)");
+    }
+
+    #[test]
+    fn a_failure_is_told_in_one_short_line() {
+        let failed = |detail: &str| Verification {
+            verdict: Verdict::Failed,
+            detail: Some(detail.to_owned()),
+            ..started(None, 0)
+        };
+        let npm = "server \"x\" could not be installed: installing npm x failed: npm error 404 | npm error 404  The requested resource";
+        assert_eq!(failed(npm).brief(), "its package is not published (the registry answers 404)");
+        let python = "server \"x\" could not be installed: installing pypi x==0.1.3 failed: error: No solution | cause: Because the current Python version (3.11.2) does not satisfy Python>=3.12 and x";
+        assert_eq!(failed(python).brief(), "it needs Python 3.12 or newer");
+        let trace = "server \"x\" failed to start: it stopped before answering; it said:   File \"/opt/x.py\", line 9, in <module> |     from x import y | ImportError: cannot import name 'y' | ";
+        assert_eq!(failed(trace).brief(), "ImportError: cannot import name 'y'");
     }
 }

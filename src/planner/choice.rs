@@ -28,8 +28,11 @@ pub struct ChoiceSettings {
     pub runnable: Vec<LaunchKind>,
     /// The least idf-weighted share of a step's words the chosen server's text must hold.
     pub min_coverage: f32,
-    /// Alternatives kept per step.
+    /// Alternatives kept per step (offered to the user).
     pub alternatives: usize,
+    /// Further candidates kept behind them, best first, for a server that does not start here
+    /// to be replaced by (never offered).
+    pub reserve: usize,
     /// The rule before the choice step, kept to compare with: the most relevant server that
     /// can be launched, no other signal.
     pub relevance_only: bool,
@@ -41,6 +44,7 @@ impl Default for ChoiceSettings {
             runnable: vec![LaunchKind::Npm, LaunchKind::Pypi, LaunchKind::Docker, LaunchKind::Remote],
             min_coverage: 0.3,
             alternatives: 2,
+            reserve: 5,
             relevance_only: false,
         }
     }
@@ -77,6 +81,8 @@ pub struct Scored<'a> {
 pub struct Choice<'a> {
     pub chosen: Option<Scored<'a>>,
     pub alternatives: Vec<Scored<'a>>,
+    /// The next candidates after the alternatives (see [`ChoiceSettings::reserve`]).
+    pub reserve: Vec<Scored<'a>>,
     /// Why nothing was chosen, when nothing was.
     pub none_because: Option<String>,
 }
@@ -195,7 +201,8 @@ pub fn choose<'a>(
             "no server in the catalog does this clearly enough".to_owned()
         }
     });
-    Choice { chosen, alternatives: rest.take(settings.alternatives).collect(), none_because }
+    let alternatives = rest.by_ref().take(settings.alternatives).collect();
+    Choice { chosen, alternatives, reserve: rest.take(settings.reserve).collect(), none_because }
 }
 
 /// How startable a record is with the launch kinds this machine runs.

@@ -49,6 +49,9 @@ pub struct PlannedNeed {
     /// Other servers that would do, best first: the user can pick one by number or id.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alternatives: Vec<ChosenServer>,
+    /// Further candidates, never offered: the next tried when a server does not start here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reserve: Vec<ChosenServer>,
     /// Why no server was chosen, when none was and the model cannot do it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub none_because: Option<String>,
@@ -70,6 +73,7 @@ impl PlannedNeed {
             server,
             by_model: false,
             alternatives: vec![],
+            reserve: vec![],
             none_because: None,
             did_not_start: vec![],
         }
@@ -176,27 +180,12 @@ impl Planner for OfflinePlanner {
             let choice = choice::choose(&index, need, &found.hits, whole.as_ref(), &self.choice);
             needs.push(PlannedNeed {
                 alternatives: choice.alternatives.iter().map(ChosenServer::from_scored).collect(),
+                reserve: choice.reserve.iter().map(ChosenServer::from_scored).collect(),
                 none_because: choice.none_because,
                 ..PlannedNeed::served(need, choice.chosen.as_ref().map(ChosenServer::from_scored))
             });
         }
-        let workflow = needs
-            .iter()
-            .map(|n| match &n.server {
-                Some(s) if !s.tools.is_empty() => {
-                    format!("{} — with {} ({})", capitalise(&n.need), s.name, s.tools.join(", "))
-                }
-                Some(s) => format!("{} — with {}", capitalise(&n.need), s.name),
-                None if n.by_model => {
-                    format!("{} — by the agent's model, no tool needed", capitalise(&n.need))
-                }
-                None => format!(
-                    "{} — no server chosen: {}",
-                    capitalise(&n.need),
-                    n.none_because.as_deref().unwrap_or("nothing in the catalog fits")
-                ),
-            })
-            .collect();
+        let workflow = needs.iter().map(workflow_step).collect();
         Ok(Plan { request: request.trim().to_owned(), needs, workflow, note: None })
     }
 }
@@ -286,6 +275,22 @@ fn is_model_step(need: &str) -> bool {
         .collect();
     words.iter().any(|w| MODEL_VERBS.contains(&w.as_str()))
         && words.iter().all(|w| MODEL_VERBS.contains(&w.as_str()) || MODEL_OBJECTS.contains(&w.as_str()))
+}
+
+/// One step of a plan's workflow: the need and what does it.
+pub fn workflow_step(n: &PlannedNeed) -> String {
+    match &n.server {
+        Some(s) if !s.tools.is_empty() => {
+            format!("{} — with {} ({})", capitalise(&n.need), s.name, s.tools.join(", "))
+        }
+        Some(s) => format!("{} — with {}", capitalise(&n.need), s.name),
+        None if n.by_model => format!("{} — by the agent's model, no tool needed", capitalise(&n.need)),
+        None => format!(
+            "{} — no server chosen: {}",
+            capitalise(&n.need),
+            n.none_because.as_deref().unwrap_or("nothing in the catalog fits")
+        ),
+    }
 }
 
 fn capitalise(s: &str) -> String {

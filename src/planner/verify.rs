@@ -14,6 +14,9 @@ use crate::catalog::verified::{Verdict, Verification};
 use crate::catalog::{SearchIndex, ServerRecord};
 use crate::runtime::Runtime;
 
+/// Alternatives offered after a replacement, when the step had fewer.
+const ALTERNATIVES: usize = 2;
+
 /// Whether and how long plans are verified (from the command line).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VerifySettings {
@@ -52,10 +55,12 @@ pub async fn verify_plan(plan: &mut Plan, index: &SearchIndex, verifier: &dyn Ve
     let checked =
         futures::future::join_all(needs.into_iter().map(|n| verify_need(n, index, verifier, deadline)));
     plan.needs = checked.await;
-    for (need, step) in plan.needs.iter().zip(plan.workflow.iter_mut()) {
-        let Some(server) = &need.server else { continue };
-        for gone in &need.did_not_start {
-            *step = step.replace(&gone.name, &server.name);
+    // A step whose server changed is described anew (the planner's text named the old one).
+    if plan.workflow.len() == plan.needs.len() {
+        for (need, step) in plan.needs.iter().zip(plan.workflow.iter_mut()) {
+            if !need.did_not_start.is_empty() {
+                *step = super::plan::workflow_step(need);
+            }
         }
     }
 }
@@ -71,7 +76,9 @@ async fn verify_need(
         need.server = Some(first);
         return need;
     }
-    let mut candidates: VecDeque<_> = std::iter::once(first).chain(need.alternatives.drain(..)).collect();
+    let offered = need.alternatives.len().max(ALTERNATIVES);
+    let mut candidates: VecDeque<_> =
+        std::iter::once(first).chain(need.alternatives.drain(..)).chain(need.reserve.drain(..)).collect();
     while let Some(mut candidate) = candidates.pop_front() {
         let Some(record) = index.get(&candidate.id) else {
             need.did_not_start.push(NotStarted {
@@ -89,7 +96,7 @@ async fn verify_need(
             need.did_not_start.push(NotStarted {
                 id: candidate.id.clone(),
                 name: candidate.name.clone(),
-                why: verification.detail.unwrap_or_else(|| "it did not start".to_owned()),
+                why: verification.brief(),
             });
             continue;
         }
@@ -97,7 +104,9 @@ async fn verify_need(
         need.server = Some(candidate);
         break;
     }
-    need.alternatives = candidates.into();
+    let mut rest: Vec<_> = candidates.into();
+    need.reserve = rest.split_off(offered.min(rest.len()));
+    need.alternatives = rest;
     if need.server.is_none() {
         let tried: Vec<&str> = need.did_not_start.iter().map(|n| n.id.as_str()).collect();
         need.none_because =

@@ -254,6 +254,8 @@ const NETWORK: &[&str] = &[
     "econnrefused",
     "getaddrinfo",
     "network is unreachable",
+    "self-signed certificate",
+    "unable to get local issuer certificate",
     "failed to fetch",
     "did not answer as an mcp server",
     "did not start within",
