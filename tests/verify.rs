@@ -144,7 +144,10 @@ async fn catalog_verify_checks_servers_in_bulk_and_keeps_the_results() {
             .env("DYNAMCP_RUNTIMES", "npx,uvx")
             .env("DYNAMCP_PACKAGE_DIR", args.runtime.package_dir.as_ref().unwrap())
             // The machine's trust settings, which installers need behind a TLS-inspecting proxy.
-            .envs(std::env::vars().filter(|(k, _)| k == "HOME" || k.starts_with("SSL_") || k.starts_with("NODE_EXTRA")));
+            .envs(
+                std::env::vars()
+                    .filter(|(k, _)| k == "HOME" || k.starts_with("SSL_") || k.starts_with("NODE_EXTRA")),
+            );
         let out = cmd.output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let lines: Vec<Value> =
