@@ -83,7 +83,12 @@ async fn a_plan_is_verified_pinned_and_a_server_that_does_not_start_is_replaced(
     let reply = body["reply"].as_str().unwrap();
     assert!(reply.contains("mcp-time-server") && reply.contains("does not start here"), "{reply}");
     assert!(reply.contains("404"), "npm's own answer is shown: {reply}");
-    assert!(reply.contains("so Time is used instead") || reply.contains("is used instead"), "{reply}");
+    assert!(
+        reply.starts_with("You asked for ")
+            && reply.contains("(mcp-time-server) in step 1, but it does not start here (its package is not published (the registry answers 404)), so step 1 uses ")
+            && reply.contains("(time-mcp-server)"),
+        "the reply does not claim the pick was made: {reply}"
+    );
     assert_eq!(body["status"], "success", "{body}");
     let failed = server.store.verifications("mcp-time-server").await.unwrap();
     assert_eq!(failed[0]["verdict"], "failed", "{failed:?}");

@@ -933,13 +933,22 @@ fn compose_reply(
     match intent {
         Intent::Refine { old, new } => out.push_str(&format!("Switched from {old} to {new}. ")),
         Intent::Pick(pick) => {
-            if let Some(s) = plan.needs.get(pick.need).and_then(|n| n.server.as_ref()) {
-                out.push_str(&format!(
-                    "Step {} now uses {} ({}), as you asked. ",
-                    pick.need + 1,
-                    s.name,
-                    s.id
-                ));
+            let step = pick.need + 1;
+            let need = plan.needs.get(pick.need);
+            let refused = need.and_then(|n| n.did_not_start.iter().find(|g| g.id == pick.server));
+            match (need.and_then(|n| n.server.as_ref()), refused) {
+                (Some(s), _) if s.id == pick.server => {
+                    out.push_str(&format!("Step {step} now uses {} ({}), as you asked. ", s.name, s.id))
+                }
+                (Some(s), Some(gone)) => out.push_str(&format!(
+                    "You asked for {} ({}) in step {step}, but it does not start here ({}), so step {step} uses {} ({}). ",
+                    gone.name, gone.id, gone.why, s.name, s.id
+                )),
+                (None, Some(gone)) => out.push_str(&format!(
+                    "You asked for {} ({}) in step {step}, but it does not start here ({}). ",
+                    gone.name, gone.id, gone.why
+                )),
+                _ => {}
             }
         }
         _ => {}
