@@ -18,8 +18,12 @@ use serde_json::{Value, json};
 const RECORDS: &[&str] = &["time-mcp-server", "mcp-time-server", "brave-search-mcp-server"];
 
 async fn start(tune: impl FnOnce(&mut ServeArgs)) -> TestServer {
+    start_with(RECORDS, tune).await
+}
+
+async fn start_with(records: &[&str], tune: impl FnOnce(&mut ServeArgs)) -> TestServer {
     let (mut args, dir) = common::test_args(Db::Sqlite).await;
-    common::import_default_records(&args, RECORDS, &[]).await;
+    common::import_default_records(&args, records, &[]).await;
     args.runtime.runtimes = ["npx", "uvx"].map(str::to_owned).to_vec();
     args.verify_servers = true;
     // Cold installs on a fresh machine take a while: no turn gives up on them here.
@@ -122,6 +126,28 @@ async fn a_server_that_needs_its_credentials_to_start_is_kept_and_its_key_asked(
     assert_eq!(keys, ["BRAVE_API_KEY"]);
     let stored = server.store.verifications("brave-search-mcp-server").await.unwrap();
     assert_eq!(stored[0]["verdict"], "needs_credentials", "{stored:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn no_agent_is_created_for_a_step_no_server_here_can_do() {
+    // The catalog's only CoinCap server names an npm package that was never published; the time
+    // step's server starts and needs nothing, so before this rule an agent was created at once.
+    let server = start_with(&["time-mcp-server", "coincap-mcp"], |_| {}).await;
+    let request = "What time is it in Tokyo and what is the bitcoin price on CoinCap?";
+    let (status, body) = server.post("/api/chat", json!({ "message": request })).await;
+    assert_eq!(status, 200, "{body}");
+    let reply = body["reply"].as_str().unwrap();
+    assert!(reply.contains("Checked: started here with 2 tools"), "{reply}");
+    assert!(reply.contains("none of the servers that fit starts here (tried coincap-mcp)"), "{reply}");
+    assert!(reply.contains("I have not created the agent: step 2 needs a server"), "{reply}");
+    assert_eq!(
+        (body["status"].as_str(), body["agent_created"].as_bool(), body["agent_id"].as_str()),
+        (Some("pending_credentials"), Some(false), None),
+        "{body}"
+    );
+    let page = dynamcp::store::Page { limit: 10, offset: 0 };
+    assert_eq!(server.store.list_agents("", page).await.unwrap().1, 0);
     server.stop().await;
 }
 

@@ -659,8 +659,12 @@ impl MasterAgent {
         };
         let Missing { credentials: required_credentials, files: required_files, optional } =
             missing(&records, &stored);
-        // Success needs something to run: a plan without servers stays pending.
-        let complete = required_credentials.is_empty() && required_files.is_empty() && !records.is_empty();
+        // Success needs something to run: a plan without servers stays pending, and so does one
+        // with a step that needs a server and has none (its agent could not do the workflow).
+        let complete = required_credentials.is_empty()
+            && required_files.is_empty()
+            && !records.is_empty()
+            && unserved_steps(&plan).is_empty();
         let mut created = None;
         if complete && context.agent_id.is_none() {
             let record_refs: Vec<&ServerRecord> = records.iter().collect();
@@ -1042,10 +1046,23 @@ fn compose_reply(
             out.push_str(&format!("\nEvery required credential is in place; the agent is {id}."));
         }
     }
+    let unserved = unserved_steps(plan);
+    if agent_id.is_none() && !unserved.is_empty() {
+        let steps: Vec<String> = unserved.iter().map(|i| (i + 1).to_string()).collect();
+        out.push_str(&format!(
+            "\nI have not created the agent: step {} needs a server and none here does it. Name a catalog server for it (\"use <id>\"), or ask again without that step.",
+            steps.join(" and ")
+        ));
+    }
     if !optional.is_empty() {
         out.push_str(&format!("\nOptional (not required): {}.", optional.join(", ")));
     }
     out
+}
+
+/// The steps (0-based) that need a server and have none.
+fn unserved_steps(plan: &Plan) -> Vec<usize> {
+    (0..plan.needs.len()).filter(|&i| !plan.needs[i].by_model && plan.needs[i].server.is_none()).collect()
 }
 
 #[cfg(test)]
