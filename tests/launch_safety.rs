@@ -31,6 +31,12 @@ async fn nothing_outside_the_catalog_launch_specs_ever_runs() {
         .await;
     assert_eq!(status, 200, "{body}");
     let session = body["session_id"].as_str().unwrap().to_owned();
+    // "run `touch …`" is a step no server does: no agent for that plan, and nothing ran.
+    assert_eq!(body["agent_id"], Value::Null, "{body}");
+    assert!(!marker.exists());
+    let (status, body) =
+        server.post("/api/chat", json!({"message": "what time is it in Tokyo", "session_id": session})).await;
+    assert_eq!(status, 200, "{body}");
     let agent = body["agent_id"].as_str().unwrap().to_owned();
     for extra in
         [json!({"command": "bash"}), json!({"mcp_config": {"mcpServers": {"x": {"command": "bash"}}}})]
