@@ -29,9 +29,7 @@ async fn open_runtime(
 ) -> anyhow::Result<(Arc<dyn Store>, Arc<Catalog>, Arc<Runtime>)> {
     let (store, catalog) = open(store_args).await?;
     let catalog = Arc::new(catalog);
-    let source = crate::state::keyring_source(store_args)?;
-    let vault =
-        crate::vault::Vault::open(store.as_ref(), source).await.context("could not open the vault")?;
+    let vault = vault_on(store.as_ref(), store_args).await?;
     let runtime = Runtime::new(
         catalog.clone(),
         store.clone(),
@@ -407,10 +405,14 @@ pub async fn pack_embeddings(args: PackArgs) -> anyhow::Result<()> {
 /// Opens the store and the vault the way `serve` does, for the `vault` subcommands.
 async fn open_vault(args: &StoreArgs) -> anyhow::Result<(Arc<dyn Store>, crate::vault::Vault)> {
     let store = store::open(args).await.context("could not open the store")?;
-    let source = crate::state::keyring_source(args)?;
-    let vault =
-        crate::vault::Vault::open(store.as_ref(), source).await.context("could not open the vault")?;
+    let vault = vault_on(store.as_ref(), args).await?;
     Ok((store, vault))
+}
+
+/// The vault over an open store, with the keys `serve` would use.
+async fn vault_on(store: &dyn Store, args: &StoreArgs) -> anyhow::Result<crate::vault::Vault> {
+    let source = crate::state::keyring_source(args)?;
+    crate::vault::Vault::open(store, source).await.context("could not open the vault")
 }
 
 fn rotate_settings(args: &crate::config::RotateArgs) -> crate::vault::RotateSettings {

@@ -114,6 +114,17 @@ const STOP_WORDS: &[&str] = &[
 
 static STOP_SET: LazyLock<HashSet<&'static str>> = LazyLock::new(|| STOP_WORDS.iter().copied().collect());
 
+/// `text` trimmed, and cut to `max` characters with "…" when longer: for reasons and descriptions
+/// shown to users or models.
+pub fn clip(text: &str, max: usize) -> String {
+    let text = text.trim();
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let cut: String = text.chars().take(max).collect();
+    format!("{cut}…")
+}
+
 pub fn is_stop_word(word: &str) -> bool {
     STOP_SET.contains(word)
 }

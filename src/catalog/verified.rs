@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::record::{LaunchKind, ServerRecord};
+use super::record::ServerRecord;
 
 /// The longest reason a reply gives for a server that did not start.
 const BRIEF_CHARS: usize = 160;
@@ -127,12 +127,7 @@ impl Verification {
         } else {
             detail.split(" | ").next().unwrap_or(detail).to_owned()
         };
-        let line = line.trim().trim_end_matches('.');
-        if line.chars().count() > BRIEF_CHARS {
-            format!("{}…", line.chars().take(BRIEF_CHARS).collect::<String>())
-        } else {
-            line.to_owned()
-        }
+        super::text::clip(line.trim().trim_end_matches('.'), BRIEF_CHARS)
     }
 
     /// A few words for a reply: "started here, 2 tools (npm mcp-server-time 1.0.3)".
@@ -164,12 +159,6 @@ impl Verification {
 /// Whether a server declares credentials it cannot start without.
 pub fn needs_credentials(record: &ServerRecord) -> bool {
     record.credentials.iter().any(|c| c.required)
-}
-
-/// Whether verifying a launch of this kind starts anything here (a docker image is not pulled
-/// to verify it; an operator's command is theirs).
-pub fn verifiable(kind: LaunchKind) -> bool {
-    matches!(kind, LaunchKind::Npm | LaunchKind::Pypi | LaunchKind::Remote)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use super::plan::{ChosenServer, OfflinePlanner, Plan, PlannedNeed, Planner};
 use super::{ChoiceSettings, PlannerError, instructions};
+use crate::catalog::text::clip;
 use crate::catalog::{Catalog, SearchConfig};
 use crate::llm::{LlmClient, Message, Part, Request, Role, ToolSpec};
 use crate::store::Message as StoredMessage;
@@ -112,7 +113,7 @@ impl LlmPlanner {
                                     h.matched_tools.iter().map(String::as_str).collect()
                                 };
                                 json!({
-                                    "id": r.id, "name": r.name, "description": clip(&r.description),
+                                    "id": r.id, "name": r.name, "description": clip(&r.description, DESCRIPTION_CHARS),
                                     "runnable": r.runnable(), "tools": tools,
                                     "credentials": credentials(r),
                                 })
@@ -137,10 +138,10 @@ impl LlmPlanner {
                     json!({ "id": r.id, "credentials": credentials(r) })
                 } else {
                     json!({
-                        "id": r.id, "name": r.name, "description": clip(&r.description),
+                        "id": r.id, "name": r.name, "description": clip(&r.description, DESCRIPTION_CHARS),
                         "runnable": r.runnable(),
                         "launch": r.launch.iter().map(|l| json!({"kind": l.kind, "package": l.package, "url": l.url})).collect::<Vec<_>>(),
-                        "tools": r.tools.iter().take(30).map(|t| json!({"name": t.name, "description": clip(&t.description)})).collect::<Vec<_>>(),
+                        "tools": r.tools.iter().take(30).map(|t| json!({"name": t.name, "description": clip(&t.description, DESCRIPTION_CHARS)})).collect::<Vec<_>>(),
                         "credentials": credentials(r),
                     })
                 };
@@ -211,17 +212,8 @@ fn credentials(r: &crate::catalog::ServerRecord) -> Vec<Value> {
     r.credentials
         .iter()
         .filter(|c| !instructions::is_setting(c))
-        .map(|c| json!({"key": c.name, "required": c.required, "kind": c.kind, "description": clip(&c.description)}))
+        .map(|c| json!({"key": c.name, "required": c.required, "kind": c.kind, "description": clip(&c.description, DESCRIPTION_CHARS)}))
         .collect()
-}
-
-fn clip(text: &str) -> String {
-    let t = text.trim();
-    if t.chars().count() <= DESCRIPTION_CHARS {
-        return t.to_owned();
-    }
-    let cut: String = t.chars().take(DESCRIPTION_CHARS).collect();
-    format!("{cut}…")
 }
 
 #[async_trait]

@@ -200,7 +200,7 @@ impl Runtime {
             }
             Err(e) => {
                 v.verdict = verdict_of(&e, record);
-                v.detail = Some(shorten(&e.to_string()));
+                v.detail = Some(crate::catalog::text::clip(&e.to_string(), DETAIL_CHARS));
             }
         }
         let work = self.launcher.work_dir(VERIFY_AGENT, &record.id);
@@ -333,15 +333,6 @@ fn expected_version(record: &ServerRecord, target: &Target) -> Option<String> {
             .find_map(|o| o.registry.as_ref().and_then(|r| r.latest_version.clone()))
             .filter(|v| super::packages::valid_version(v))
     })
-}
-
-fn shorten(text: &str) -> String {
-    let text = text.trim();
-    if text.chars().count() <= DETAIL_CHARS {
-        return text.to_owned();
-    }
-    let cut: String = text.chars().take(DETAIL_CHARS).collect();
-    format!("{cut}…")
 }
 
 #[cfg(test)]
