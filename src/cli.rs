@@ -292,6 +292,14 @@ async fn eval_plans(args: EvalArgs) -> anyhow::Result<()> {
             }
         }
         let r = eval::score(&cases, &plans);
+        if let (Some(path), false) = (&args.plans_out, relevance_only) {
+            let mut out = String::new();
+            for (case, plan) in cases.iter().zip(&plans) {
+                out.push_str(&serde_json::to_string(&serde_json::json!({"id": case.id, "plan": plan}))?);
+                out.push('\n');
+            }
+            std::fs::write(path, out).with_context(|| format!("could not write {}", path.display()))?;
+        }
         println!(
             "{name}: {} requests ({} steps, {} with an expert, {} that no server should serve) from {}; catalog of {catalog_size} servers; runnable here: {runnable:?}",
             r.requests,

@@ -301,6 +301,10 @@ pub struct EvalArgs {
     /// server here, replacing those that do not start) and report how many start.
     #[arg(long, requires = "plans")]
     pub verify: bool,
+    /// With --plans: also write every plan, one JSON line per request (`{"id", "plan"}`), to
+    /// this file, to read choices next to their alternatives.
+    #[arg(long, requires = "plans")]
+    pub plans_out: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }

@@ -326,13 +326,52 @@ pub struct ServiceLexicon {
 const GENERIC: &[&str] = &[
     "access", "agent", "alpha", "analyz", "analysi", "analyt", "api", "app", "assist", "autom", "bank",
     "basic", "bridg", "build", "chat", "cli", "client", "cloud", "code", "connect", "convert", "core",
-    "data", "databas", "demo", "dev", "download", "editor", "engin", "explor", "face", "fetcher", "file",
-    "finder", "free", "gateway", "gen", "generat", "help", "hub", "integr", "kit", "local", "magic", "manag",
-    "master", "nova", "offici", "open", "orchestr", "plugin", "pro", "proxi", "reader", "remot", "runner",
-    "sandbox", "scanner", "search", "servic", "simpl", "solver", "spring", "starter", "studio", "test",
-    "tester", "toolkit", "toolbox", "tracker", "unoffici", "util", "web", "com", "io", "mac", "new", "smart",
-    "system", "think", "thing", "toolsdk", "smitheri", "awesom", "googl", "workflow", "context", "protocol",
-    "model", "simpl",
+    "data", "databas", "db", "demo", "dev", "download", "editor", "engin", "explor", "face", "fetcher",
+    "file", "finder", "free", "gateway", "gen", "generat", "help", "hub", "integr", "kit", "local", "magic",
+    "manag", "master", "nova", "offici", "open", "orchestr", "plugin", "pro", "proxi", "reader", "remot",
+    "runner", "sandbox", "scanner", "search", "servic", "simpl", "solver", "spring", "starter", "studio",
+    "test", "tester", "toolkit", "toolbox", "tracker", "unoffici", "util", "web", "com", "io", "mac", "new",
+    "smart", "system", "think", "thing", "toolsdk", "smitheri", "awesom", "googl", "workflow", "context",
+    "protocol", "model", "simpl",
+];
+
+/// The services a text names, as its writer marks them: someone who capitalises "Google
+/// Calendar" and writes "deep work" in lower case names one product, not two. When some
+/// mentions are capitalised and others are not, only the capitalised ones are kept; a text in
+/// one case keeps all.
+pub fn as_written(text: &str, mentions: Vec<String>) -> Vec<String> {
+    let capitalised = |mention: &str| {
+        let first = mention.split_whitespace().next().unwrap_or(mention);
+        text.split(|c: char| !c.is_alphanumeric())
+            .any(|w| w.eq_ignore_ascii_case(first) && w.starts_with(|c: char| c.is_uppercase()))
+    };
+    let marked: Vec<bool> = mentions.iter().map(|m| capitalised(m)).collect();
+    if marked.iter().all(|m| *m) || !marked.iter().any(|m| *m) {
+        return mentions;
+    }
+    mentions.into_iter().zip(marked).filter(|(_, m)| *m).map(|(s, _)| s).collect()
+}
+
+/// Days and months: "next Monday" is a date, never the product some server is named after.
+const CALENDAR_WORDS: &[&str] = &[
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+    "january",
+    "february",
+    "march",
+    "april",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
 ];
 
 /// A server name without its registry namespace: `@scope/x-mcp` → `x-mcp`,
@@ -410,7 +449,10 @@ impl ServiceLexicon {
                     continue;
                 }
             }
-            if self.terms.contains(&stems[i]) && seen_terms.insert(stems[i].clone()) {
+            if self.terms.contains(&stems[i])
+                && !CALENDAR_WORDS.contains(&surface[i].to_lowercase().as_str())
+                && seen_terms.insert(stems[i].clone())
+            {
                 out.push(surface[i].clone());
             }
             i += 1;
@@ -448,6 +490,31 @@ mod lexicon_tests {
         assert_eq!(lexicon.mentions("gmail gmail"), ["gmail"]);
         // A quoted name is the user's own, not a service.
         assert_eq!(lexicon.mentions("add 'Gmail Digest' to my postgres table"), ["postgres"]);
+    }
+
+    #[test]
+    fn a_writer_s_capitals_and_the_calendar_tell_products_from_words() {
+        let names = [
+            "Google Calendar MCP",
+            "Google Calendar Server",
+            "Google Calendar Tools",
+            "Deep Research",
+            "Deep Think",
+            "Deep Search",
+            "Monday MCP",
+            "Monday Boards",
+            "Monday Server",
+        ];
+        let lexicon = ServiceLexicon::build(names.iter().copied(), |_| 4);
+        let request = "Block 2 hours in Google Calendar for deep work";
+        assert_eq!(lexicon.mentions(request), ["google calendar", "deep"]);
+        assert_eq!(as_written(request, lexicon.mentions(request)), ["google calendar"]);
+        // Written in one case, every mention stands.
+        let lower = "block 2 hours in google calendar for deep work";
+        assert_eq!(as_written(lower, lexicon.mentions(lower)), ["google calendar", "deep"]);
+        // A day is a date, whatever servers are named after it.
+        assert_eq!(lexicon.mentions("call them next Monday"), Vec::<String>::new());
+        assert_eq!(lexicon.mentions("a db on monday"), Vec::<String>::new());
     }
 
     #[test]

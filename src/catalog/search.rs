@@ -186,7 +186,7 @@ impl SearchIndex {
             return vec![request.split_whitespace().collect::<Vec<_>>().join(" ")];
         }
         let steps = needs::split(request);
-        let mentions = self.lexicon.mentions(request);
+        let mentions = needs::as_written(request, self.lexicon.mentions(request));
         if mentions.len() >= 2 && mentions.len() > steps.len() && mentions.len() <= needs::MAX_NEEDS {
             return mentions;
         }
@@ -194,7 +194,7 @@ impl SearchIndex {
         // service; the other steps stay as they are.
         let mut refined: Vec<String> = Vec::with_capacity(steps.len());
         for step in &steps {
-            let named = self.lexicon.mentions(step);
+            let named = needs::as_written(step, self.lexicon.mentions(step));
             if named.len() >= 2 {
                 refined.extend(named.into_iter().filter(|n| !refined.contains(n)).collect::<Vec<_>>());
             } else {

@@ -118,12 +118,7 @@ impl Verification {
                 .collect();
             format!("it needs Python {wanted} or newer")
         } else if let Some((_, said)) = detail.split_once("it said: ") {
-            said.split(" | ")
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('^'))
-                .last()
-                .unwrap_or(said)
-                .to_owned()
+            last_line(said).to_owned()
         } else {
             detail.split(" | ").next().unwrap_or(detail).to_owned()
         };
@@ -143,17 +138,22 @@ impl Verification {
             }
             Verdict::NeedsCredentials => match self.detail.as_deref().and_then(|d| d.split_once("it said: "))
             {
-                Some((_, said)) => {
-                    format!("installed{what}; without its credentials it says: {}", said.trim())
-                }
+                Some((_, said)) => format!(
+                    "installed{what}; without its credentials it says: {}",
+                    super::text::clip(last_line(said).trim_end_matches('.'), BRIEF_CHARS)
+                ),
                 None => format!("installed{what}; starts once its credentials are set"),
             },
-            Verdict::Failed => {
-                format!("does not start here: {}", self.detail.as_deref().unwrap_or("unknown error"))
-            }
+            Verdict::Failed => format!("does not start here: {}", self.brief()),
             Verdict::Unchecked => format!("not checked yet: {}", self.detail.as_deref().unwrap_or("")),
         }
     }
+}
+
+/// The line of what a server said that tells why: a traceback's error, not its frames (lines
+/// are joined by " | " when stored).
+fn last_line(said: &str) -> &str {
+    said.split(" | ").map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('^')).last().unwrap_or(said)
 }
 
 /// Whether a server declares credentials it cannot start without.
@@ -208,5 +208,18 @@ mod tests {
         assert_eq!(failed(python).brief(), "it needs Python 3.12 or newer");
         let trace = "server \"x\" failed to start: it stopped before answering; it said:   File \"/opt/x.py\", line 9, in <module> |     from x import y | ImportError: cannot import name 'y' | ";
         assert_eq!(failed(trace).brief(), "ImportError: cannot import name 'y'");
+        assert_eq!(failed(trace).summary(), "does not start here: ImportError: cannot import name 'y'");
+        // A server that asks for its key says so in its last line, not with its stack.
+        let asks = Verification {
+            verdict: Verdict::NeedsCredentials,
+            detail: Some(
+                "it stopped; it said: at main (/opt/x.js:9) | Error: DEEPL_API_KEY is required.".into(),
+            ),
+            ..started(Some("1.2.0"), 0)
+        };
+        assert_eq!(
+            asks.summary(),
+            "installed (npm s 1.2.0); without its credentials it says: Error: DEEPL_API_KEY is required"
+        );
     }
 }

@@ -28,6 +28,9 @@ pub struct ChoiceSettings {
     pub runnable: Vec<LaunchKind>,
     /// The least idf-weighted share of a step's words the chosen server's text must hold.
     pub min_coverage: f32,
+    /// The least search score, relative to the step's best, of a server chosen for a step that
+    /// names no service.
+    pub min_relevance: f32,
     /// Alternatives kept per step (offered to the user).
     pub alternatives: usize,
     /// Further candidates kept behind them, best first, for a server that does not start here
@@ -43,6 +46,7 @@ impl Default for ChoiceSettings {
         Self {
             runnable: vec![LaunchKind::Npm, LaunchKind::Pypi, LaunchKind::Docker, LaunchKind::Remote],
             min_coverage: 0.3,
+            min_relevance: 0.5,
             alternatives: 2,
             reserve: 5,
             relevance_only: false,
@@ -105,6 +109,7 @@ pub fn choose<'a>(
         };
     };
     let named = index.services(step);
+    let bare = is_bare_name(step, &named);
     let implied = intents::extra(step);
     let mut eligible = Vec::new();
     let mut wrong_service = 0;
@@ -147,20 +152,26 @@ pub fn choose<'a>(
         };
         let coverage =
             index.coverage(hit.doc, step).max(implied.as_deref().map_or(0.0, |e| index.coverage(hit.doc, e)));
-        // A server for the service the step names needs no more proof of relevance.
+        let relevance = hit.score / top;
+        // A server for the service the step names needs no more proof of relevance, unless the
+        // step is nothing but that name ("deep" split from "deep work"): then it must also be
+        // relevant to the whole request.
         let off_request = request.is_some_and(|r| !r.contains(&hit.doc)) && implied.is_none();
-        if service.is_none() && (coverage < settings.min_coverage || off_request) {
+        if (service.is_none() && (coverage < settings.min_coverage || relevance < settings.min_relevance))
+            || (off_request && (service.is_none() || bare))
+        {
             weak += 1;
             continue;
         }
         let provenance = provenance(record, service.as_ref().map(|(s, _)| s.as_str()));
-        let relevance = hit.score / top;
-        let score = 0.40 * relevance
-            + 0.20 * coverage
-            + 0.20 * popularity(record)
+        // Among servers that do the step, an expert runs the product's own, else a reference
+        // server, else the most used: relevance decides less once a server clearly does it.
+        let score = 0.25 * relevance
+            + 0.15 * coverage
+            + 0.30 * popularity(record)
             + match provenance {
-                Provenance::Vendor => 0.15,
-                Provenance::Reference => 0.12,
+                Provenance::Vendor => 0.25,
+                Provenance::Reference => 0.15,
                 Provenance::Community => 0.0,
             }
             + service.as_ref().map_or(0.0, |(_, w)| 0.10 * w)
@@ -203,6 +214,12 @@ pub fn choose<'a>(
     });
     let alternatives = rest.by_ref().take(settings.alternatives).collect();
     Choice { chosen, alternatives, reserve: rest.take(settings.reserve).collect(), none_because }
+}
+
+/// Whether `step` is nothing but the one service it `named`: a need split from a clause that
+/// names two ("deep" from "deep work in Google Calendar").
+pub(crate) fn is_bare_name(step: &str, named: &[String]) -> bool {
+    named.len() == 1 && terms(step) == terms(&named[0])
 }
 
 /// How startable a record is with the launch kinds this machine runs.
@@ -261,6 +278,18 @@ fn publishers(record: &ServerRecord) -> Vec<String> {
             }
             (LaunchKind::Docker, Some(p)) if p.contains('/') => {
                 out.extend(p.split('/').next().map(str::to_lowercase));
+            }
+            // A hosted endpoint on the product's own domain: `mcp.linear.app` is Linear's.
+            (LaunchKind::Remote, _) => {
+                let host =
+                    l.url.as_deref().and_then(|u| reqwest::Url::parse(u).ok()?.host_str().map(str::to_owned));
+                if let Some(host) = host {
+                    let labels: Vec<&str> = host.split('.').collect();
+                    // The registrable name: the label before the top-level domain.
+                    out.extend(
+                        labels.len().checked_sub(2).and_then(|i| labels.get(i)).map(|l| l.to_lowercase()),
+                    );
+                }
             }
             _ => {}
         }
@@ -561,6 +590,38 @@ mod tests {
             choose(&index, "add a page to Notion", &hits(&index, &["notion-official"]), None, &settings);
         assert!(choice.chosen.is_none());
         assert!(choice.none_because.expect("why").contains("cannot be started here"));
+    }
+
+    #[test]
+    fn a_hosted_endpoint_on_the_product_s_domain_is_the_vendor_s() {
+        let mut linear = record("linear");
+        linear.launch = vec![LaunchOption {
+            kind: LaunchKind::Remote,
+            transport: Transport::StreamableHttp,
+            command: None,
+            args: vec![],
+            package: None,
+            url: Some("https://mcp.linear.app/mcp".into()),
+            verified: true,
+            registry: None,
+        }];
+        assert_eq!(provenance(&linear, Some("linear")), Provenance::Vendor);
+        linear.launch[0].url = Some("https://linear-mcp.example.workers.dev/mcp".into());
+        assert_eq!(provenance(&linear, Some("linear")), Provenance::Community);
+    }
+
+    #[test]
+    fn a_bare_service_name_must_be_relevant_to_the_whole_request() {
+        let index = catalog();
+        let settings = ChoiceSettings::default();
+        let notion = hits(&index, &["notion-official"]);
+        let unrelated: std::collections::HashSet<u32> = [index.doc("excel").expect("doc")].into();
+        assert!(is_bare_name("notion", &index.services("notion")));
+        assert!(choose(&index, "notion", &notion, Some(&unrelated), &settings).chosen.is_none());
+        // With the step's own words, the name is enough.
+        assert!(
+            choose(&index, "add a page to Notion", &notion, Some(&unrelated), &settings).chosen.is_some()
+        );
     }
 
     #[test]

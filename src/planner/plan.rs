@@ -115,9 +115,9 @@ pub trait Planner: Send + Sync {
 
 /// Hits considered per need: enough for the choice to find the product's own server and a
 /// published one among near-duplicates.
-const CANDIDATES: usize = 15;
+const CANDIDATES: usize = 40;
 /// Servers relevant to a whole request, which a step's server that names no service must be among.
-const REQUEST_CANDIDATES: usize = 30;
+const REQUEST_CANDIDATES: usize = 80;
 
 /// The deterministic planner that needs no LLM: the search engine splits the request into needs
 /// and ranks servers per need; [`choice::choose`] picks the one an expert would run.
@@ -157,9 +157,10 @@ impl Planner for OfflinePlanner {
         if needs_text.is_empty() {
             needs_text.push(request.trim().to_owned());
         }
+        let steps = steps_of(&index, needs_text);
         // Each need is ranked on its own (the request-wide search interleaves the needs and gives
         // each server to one need only); the needs are embedded together.
-        let searched: Vec<String> = needs_text.iter().filter(|n| !is_model_step(n)).cloned().collect();
+        let searched: Vec<String> = steps.iter().filter(|s| !s.by_model).map(|s| s.text.clone()).collect();
         let single = SearchConfig { decompose: false, ..SearchConfig::default() };
         let mut found = self.catalog.search_each(&searched, CANDIDATES, single).await?.into_iter();
         // What the whole request is about, for the steps split from it.
@@ -170,9 +171,10 @@ impl Planner for OfflinePlanner {
         } else {
             None
         };
-        let mut needs = Vec::with_capacity(needs_text.len());
-        for need in &needs_text {
-            if is_model_step(need) {
+        let mut needs = Vec::with_capacity(steps.len());
+        for step in &steps {
+            let need = step.text.as_str();
+            if step.by_model {
                 needs.push(PlannedNeed::by_model(need));
                 continue;
             }
@@ -207,6 +209,81 @@ fn strip_preamble(request: &str) -> &str {
         }
     }
     trimmed
+}
+
+/// The steps of a plan from the search's needs. A short fragment that names no service and
+/// implies none ("Oct 10-14", "priority High", "label it bug") is an argument of the step before
+/// it, not a step; a step that asks for an answer ("tell me who is on call", "give me the gist")
+/// is the model's, unless it says where the answer goes ("tell me on Slack").
+fn steps_of(index: &crate::catalog::SearchIndex, needs: Vec<String>) -> Vec<Step> {
+    let mut out: Vec<Step> = Vec::with_capacity(needs.len());
+    for need in needs {
+        let names = index.services(&need);
+        let implied = crate::catalog::intents::extra(&need).is_some();
+        let short = need.split_whitespace().count() <= ARGUMENT_WORDS
+            && !need.split_whitespace().next().is_some_and(|w| DELIVERY.contains(&w.to_lowercase().as_str()));
+        match out.last_mut() {
+            // Never onto a service's bare name, split from a clause that names two.
+            Some(previous)
+                if short
+                    && names.is_empty()
+                    && !implied
+                    && !choice::is_bare_name(&previous.text, &index.services(&previous.text)) =>
+            {
+                previous.text.push_str(", ");
+                previous.text.push_str(&need);
+            }
+            _ => {
+                let by_model =
+                    is_model_step(&need) || (!out.is_empty() && !implied && is_asking(&need, &names));
+                out.push(Step { text: need, by_model });
+            }
+        }
+    }
+    out
+}
+
+/// One step of a request: its words, and whether the agent's model does it without a tool.
+struct Step {
+    text: String,
+    by_model: bool,
+}
+
+/// At most this many words, a fragment with no service in it is an argument of the step before.
+const ARGUMENT_WORDS: usize = 4;
+
+/// Verbs that open a step of their own however short it is ("email Tom", "save it"): they send
+/// or keep what the steps before produced.
+const DELIVERY: &[&str] = &[
+    "email", "mail", "send", "text", "message", "post", "notify", "ping", "share", "remind", "alert",
+    "tweet", "forward", "upload", "save", "store", "export", "book", "schedule",
+];
+
+/// Openings of a step that asks the model for an answer.
+const ASKING: &[&str] =
+    &["tell me", "give me", "let me know", "explain", "show me", "summarize", "summarise"];
+
+/// Whether `need` asks for an answer and names no service as where it goes ("on Slack", "to
+/// my Notion"): a service named after a preposition is a destination, not the answer's subject.
+fn is_asking(need: &str, names: &[String]) -> bool {
+    let plain = crate::catalog::text::plain_words(need);
+    let mut rest: &[String] = &plain;
+    while let Some((first, tail)) = rest.split_first()
+        && matches!(first.as_str(), "just" | "then" | "and" | "also" | "please" | "so" | "now")
+    {
+        rest = tail;
+    }
+    let opening = rest.join(" ");
+    if !ASKING.iter().any(|a| opening == *a || opening.starts_with(&format!("{a} "))) {
+        return false;
+    }
+    let padded = format!(" {opening} ");
+    !names.iter().any(|n| {
+        let n = crate::catalog::text::plain_words(n).join(" ");
+        ["on", "in", "via", "through", "with", "to", "into", "using", "from"]
+            .iter()
+            .any(|p| padded.contains(&format!(" {p} {n} ")) || padded.contains(&format!(" {p} my {n} ")))
+    })
 }
 
 /// Verbs of a step the model does on its own: processing what other steps fetched.
@@ -315,5 +392,67 @@ mod tests {
         assert!(!is_model_step("saves it to a Google Sheet"));
         assert!(!is_model_step("extract text from a PDF"));
         assert!(!is_model_step("the data"));
+    }
+
+    fn index(names: &[&str]) -> crate::catalog::SearchIndex {
+        let servers = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let mut r = crate::catalog::record::tests::record(&format!("s{i}"));
+                r.name = (*name).to_owned();
+                r
+            })
+            .collect();
+        crate::catalog::SearchIndex::build(servers)
+    }
+
+    fn shaped(index: &crate::catalog::SearchIndex, needs: &[&str]) -> Vec<(String, bool)> {
+        steps_of(index, needs.iter().map(|n| (*n).to_owned()).collect())
+            .into_iter()
+            .map(|s| (s.text, s.by_model))
+            .collect()
+    }
+
+    #[test]
+    fn arguments_join_their_step_and_questions_are_the_model_s() {
+        let index = index(&[
+            "Slack MCP",
+            "Slack Server",
+            "Slack Bot",
+            "Airbnb MCP",
+            "Airbnb Search",
+            "Airbnb Finder",
+        ]);
+        // "Oct 10-14" and "under $150 a night" say which listings; they are not steps.
+        assert_eq!(
+            shaped(&index, &["find an airbnb in Lisbon for 2 people", "Oct 10-14", "under $150 a night"]),
+            [("find an airbnb in Lisbon for 2 people, Oct 10-14, under $150 a night".to_owned(), false)]
+        );
+        // An answer the model gives from what the step before fetched.
+        assert_eq!(
+            shaped(&index, &["find the on-call page", "tell me who is on call next week"]),
+            [
+                ("find the on-call page".to_owned(), false),
+                ("tell me who is on call next week".to_owned(), true)
+            ]
+        );
+        assert_eq!(
+            shaped(&index, &["read the report", "just give me the gist"])[1],
+            ("just give me the gist".to_owned(), true)
+        );
+        // Where the answer goes is a step of its own, and so is a need the words imply.
+        assert_eq!(
+            shaped(&index, &["read the report", "tell me on Slack"])[1],
+            ("tell me on Slack".to_owned(), false)
+        );
+        assert_eq!(
+            shaped(&index, &["look up the museum", "give me directions from the station"])[1],
+            ("give me directions from the station".to_owned(), false)
+        );
+        // However short, a step that sends or keeps something is a step.
+        assert_eq!(shaped(&index, &["find the invoice", "email it to Tom"]).len(), 2);
+        // A question alone is the request, not an answer to another step.
+        assert_eq!(shaped(&index, &["tell me the weather"]), [("tell me the weather".to_owned(), false)]);
     }
 }
