@@ -326,20 +326,25 @@ pub struct ServiceLexicon {
 const GENERIC: &[&str] = &[
     "access", "agent", "alpha", "analyz", "analysi", "analyt", "api", "app", "assist", "autom", "bank",
     "basic", "bridg", "build", "chat", "cli", "client", "cloud", "code", "connect", "convert", "core",
-    "data", "databas", "db", "demo", "dev", "download", "editor", "engin", "explor", "face", "fetcher",
-    "file", "finder", "free", "gateway", "gen", "generat", "help", "hub", "integr", "kit", "local", "magic",
-    "manag", "master", "nova", "offici", "open", "orchestr", "plugin", "pro", "proxi", "reader", "remot",
-    "runner", "sandbox", "scanner", "search", "servic", "simpl", "solver", "spring", "starter", "studio",
-    "test", "tester", "toolkit", "toolbox", "tracker", "unoffici", "util", "web", "com", "io", "mac", "new",
-    "smart", "system", "think", "thing", "toolsdk", "smitheri", "awesom", "googl", "workflow", "context",
-    "protocol", "model", "simpl",
+    "data", "databas", "demo", "dev", "download", "editor", "engin", "explor", "face", "fetcher", "file",
+    "finder", "free", "gateway", "gen", "generat", "help", "hub", "integr", "kit", "local", "magic", "manag",
+    "master", "nova", "offici", "open", "orchestr", "plugin", "pro", "proxi", "reader", "remot", "runner",
+    "sandbox", "scanner", "search", "servic", "simpl", "solver", "spring", "starter", "studio", "test",
+    "tester", "toolkit", "toolbox", "tracker", "unoffici", "util", "web", "com", "io", "mac", "new", "smart",
+    "system", "think", "thing", "toolsdk", "smitheri", "awesom", "googl", "workflow", "context", "protocol",
+    "model", "simpl",
 ];
 
 /// The services a text names, as its writer marks them: someone who capitalises "Google
 /// Calendar" and writes "deep work" in lower case names one product, not two. When some
 /// mentions are capitalised and others are not, only the capitalised ones are kept; a text in
 /// one case keeps all.
+///
+/// Days and months ("next Monday") and bare words for a database ("the prod db") are never
+/// taken for a product here, whatever servers are named after them.
 pub fn as_written(text: &str, mentions: Vec<String>) -> Vec<String> {
+    let mentions: Vec<String> =
+        mentions.into_iter().filter(|m| !NOT_PRODUCTS.contains(&m.to_lowercase().as_str())).collect();
     let capitalised = |mention: &str| {
         let first = mention.split_whitespace().next().unwrap_or(mention);
         text.split(|c: char| !c.is_alphanumeric())
@@ -352,8 +357,8 @@ pub fn as_written(text: &str, mentions: Vec<String>) -> Vec<String> {
     mentions.into_iter().zip(marked).filter(|(_, m)| *m).map(|(s, _)| s).collect()
 }
 
-/// Days and months: "next Monday" is a date, never the product some server is named after.
-const CALENDAR_WORDS: &[&str] = &[
+/// Words some servers are named after that name no product when people write them.
+const NOT_PRODUCTS: &[&str] = &[
     "monday",
     "tuesday",
     "wednesday",
@@ -372,6 +377,7 @@ const CALENDAR_WORDS: &[&str] = &[
     "october",
     "november",
     "december",
+    "db",
 ];
 
 /// A server name without its registry namespace: `@scope/x-mcp` → `x-mcp`,
@@ -449,10 +455,7 @@ impl ServiceLexicon {
                     continue;
                 }
             }
-            if self.terms.contains(&stems[i])
-                && !CALENDAR_WORDS.contains(&surface[i].to_lowercase().as_str())
-                && seen_terms.insert(stems[i].clone())
-            {
+            if self.terms.contains(&stems[i]) && seen_terms.insert(stems[i].clone()) {
                 out.push(surface[i].clone());
             }
             i += 1;
@@ -513,8 +516,9 @@ mod lexicon_tests {
         let lower = "block 2 hours in google calendar for deep work";
         assert_eq!(as_written(lower, lexicon.mentions(lower)), ["google calendar", "deep"]);
         // A day is a date, whatever servers are named after it.
-        assert_eq!(lexicon.mentions("call them next Monday"), Vec::<String>::new());
-        assert_eq!(lexicon.mentions("a db on monday"), Vec::<String>::new());
+        let day = "call them next Monday";
+        assert_eq!(lexicon.mentions(day), ["monday"], "search keeps every mention");
+        assert_eq!(as_written(day, lexicon.mentions(day)), Vec::<String>::new());
     }
 
     #[test]

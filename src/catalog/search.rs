@@ -182,11 +182,24 @@ impl SearchIndex {
     /// The needs of a request: its workflow steps, or, when it names more services than it has
     /// steps, one need per named service. Prose (see [`needs::is_prose`]) is one need.
     pub fn needs(&self, request: &str) -> Vec<String> {
+        self.split_needs(request, false)
+    }
+
+    /// The needs of a request for a plan: as [`SearchIndex::needs`], but a service name the
+    /// writer did not mark as one (see [`needs::as_written`]) is not a need of its own. Search
+    /// keeps every mention: an extra need costs it nothing, while a plan would choose a server
+    /// for it ("deep" in "deep work").
+    pub fn plan_needs(&self, request: &str) -> Vec<String> {
+        self.split_needs(request, true)
+    }
+
+    fn split_needs(&self, request: &str, marked_only: bool) -> Vec<String> {
+        let mentions_in = |text: &str| if marked_only { self.products(text) } else { self.services(text) };
         if needs::is_prose(request) {
             return vec![request.split_whitespace().collect::<Vec<_>>().join(" ")];
         }
         let steps = needs::split(request);
-        let mentions = needs::as_written(request, self.lexicon.mentions(request));
+        let mentions = mentions_in(request);
         if mentions.len() >= 2 && mentions.len() > steps.len() && mentions.len() <= needs::MAX_NEEDS {
             return mentions;
         }
@@ -194,7 +207,7 @@ impl SearchIndex {
         // service; the other steps stay as they are.
         let mut refined: Vec<String> = Vec::with_capacity(steps.len());
         for step in &steps {
-            let named = needs::as_written(step, self.lexicon.mentions(step));
+            let named = mentions_in(step);
             if named.len() >= 2 {
                 refined.extend(named.into_iter().filter(|n| !refined.contains(n)).collect::<Vec<_>>());
             } else {
@@ -210,6 +223,12 @@ impl SearchIndex {
     /// The services a text names ("google sheet", "gmail"), as its own words.
     pub fn services(&self, text: &str) -> Vec<String> {
         self.lexicon.mentions(text)
+    }
+
+    /// The products a text names for a plan: [`SearchIndex::services`] as the writer marked
+    /// them (see [`needs::as_written`]).
+    pub fn products(&self, text: &str) -> Vec<String> {
+        needs::as_written(text, self.lexicon.mentions(text))
     }
 
     /// The idf-weighted share of `text`'s terms that server `doc`'s name, description and tools

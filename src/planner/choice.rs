@@ -108,7 +108,7 @@ pub fn choose<'a>(
             ..Choice::default()
         };
     };
-    let named = index.services(step);
+    let named = index.products(step);
     let bare = is_bare_name(step, &named);
     let implied = intents::extra(step);
     let mut eligible = Vec::new();
@@ -616,7 +616,7 @@ mod tests {
         let settings = ChoiceSettings::default();
         let notion = hits(&index, &["notion-official"]);
         let unrelated: std::collections::HashSet<u32> = [index.doc("excel").expect("doc")].into();
-        assert!(is_bare_name("notion", &index.services("notion")));
+        assert!(is_bare_name("notion", &index.products("notion")));
         assert!(choose(&index, "notion", &notion, Some(&unrelated), &settings).chosen.is_none());
         // With the step's own words, the name is enough.
         assert!(

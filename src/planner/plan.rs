@@ -153,7 +153,7 @@ impl Planner for OfflinePlanner {
     async fn plan(&self, request: &str, _history: &[Message]) -> Result<Plan, PlannerError> {
         let index = self.catalog.index();
         let request = strip_preamble(request);
-        let mut needs_text = index.needs(request);
+        let mut needs_text = index.plan_needs(request);
         if needs_text.is_empty() {
             needs_text.push(request.trim().to_owned());
         }
@@ -218,17 +218,16 @@ fn strip_preamble(request: &str) -> &str {
 fn steps_of(index: &crate::catalog::SearchIndex, needs: Vec<String>) -> Vec<Step> {
     let mut out: Vec<Step> = Vec::with_capacity(needs.len());
     for need in needs {
-        let names = index.services(&need);
+        let names = index.products(&need);
         let implied = crate::catalog::intents::extra(&need).is_some();
-        let short = need.split_whitespace().count() <= ARGUMENT_WORDS
-            && !need.split_whitespace().next().is_some_and(|w| DELIVERY.contains(&w.to_lowercase().as_str()));
+        let short = need.split_whitespace().count() <= ARGUMENT_WORDS && !opens_a_step(&need);
         match out.last_mut() {
             // Never onto a service's bare name, split from a clause that names two.
             Some(previous)
                 if short
                     && names.is_empty()
                     && !implied
-                    && !choice::is_bare_name(&previous.text, &index.services(&previous.text)) =>
+                    && !choice::is_bare_name(&previous.text, &index.products(&previous.text)) =>
             {
                 previous.text.push_str(", ");
                 previous.text.push_str(&need);
@@ -252,16 +251,92 @@ struct Step {
 /// At most this many words, a fragment with no service in it is an argument of the step before.
 const ARGUMENT_WORDS: usize = 4;
 
-/// Verbs that open a step of their own however short it is ("email Tom", "save it"): they send
-/// or keep what the steps before produced.
+/// Whether a short fragment is a step of its own: it opens with an action ("run the tests",
+/// "email Tom"). An action on "it" is one on the step before ("call it 'focus'", "label it
+/// bug"), unless it sends or keeps that ("email it to Tom", "save it").
+fn opens_a_step(fragment: &str) -> bool {
+    let words = crate::catalog::text::plain_words(fragment);
+    let Some(verb) = words.first().map(String::as_str) else { return false };
+    if DELIVERY.contains(&verb) {
+        return true;
+    }
+    ACTIONS.contains(&verb) && !matches!(words.get(1).map(String::as_str), Some("it" | "them"))
+}
+
+/// Verbs that send or keep what the steps before produced.
 const DELIVERY: &[&str] = &[
     "email", "mail", "send", "text", "message", "post", "notify", "ping", "share", "remind", "alert",
     "tweet", "forward", "upload", "save", "store", "export", "book", "schedule",
 ];
 
+/// Verbs of other actions a step can open with.
+const ACTIONS: &[&str] = &[
+    "run",
+    "execute",
+    "open",
+    "create",
+    "add",
+    "delete",
+    "remove",
+    "update",
+    "buy",
+    "order",
+    "find",
+    "search",
+    "get",
+    "fetch",
+    "check",
+    "read",
+    "write",
+    "download",
+    "install",
+    "deploy",
+    "translate",
+    "convert",
+    "play",
+    "skip",
+    "pause",
+    "turn",
+    "set",
+    "start",
+    "stop",
+    "restart",
+    "scale",
+    "close",
+    "merge",
+    "approve",
+    "assign",
+    "move",
+    "rename",
+    "copy",
+    "print",
+    "look",
+    "query",
+    "draft",
+    "reply",
+    "invite",
+    "cancel",
+    "track",
+    "monitor",
+    "watch",
+    "scrape",
+    "crawl",
+    "browse",
+    "generate",
+    "make",
+];
+
 /// Openings of a step that asks the model for an answer.
 const ASKING: &[&str] =
     &["tell me", "give me", "let me know", "explain", "show me", "summarize", "summarise"];
+
+/// Words that open a question.
+const QUESTION_WORDS: &[&str] =
+    &["who", "what", "which", "whether", "if", "when", "where", "how", "why", "whose", "whom"];
+
+/// Words for a digest of what other steps fetched.
+const DIGESTS: &[&str] =
+    &["gist", "summary", "tldr", "tl dr", "short version", "highlights", "key points", "main points"];
 
 /// Whether `need` asks for an answer and names no service as where it goes ("on Slack", "to
 /// my Notion"): a service named after a preposition is a destination, not the answer's subject.
@@ -274,7 +349,18 @@ fn is_asking(need: &str, names: &[String]) -> bool {
         rest = tail;
     }
     let opening = rest.join(" ");
-    if !ASKING.iter().any(|a| opening == *a || opening.starts_with(&format!("{a} "))) {
+    let Some(asked) = ASKING
+        .iter()
+        .find_map(|a| if opening == *a { Some("") } else { opening.strip_prefix(&format!("{a} ")) })
+    else {
+        return false;
+    };
+    // "tell me who is on call", "give me the gist": a question about, or a digest of, what was
+    // fetched. "tell me the current time in Tokyo" asks for something new.
+    let first = asked.split(' ').next().unwrap_or_default();
+    if !QUESTION_WORDS.contains(&first)
+        && !DIGESTS.iter().any(|d| format!(" {asked} ").contains(&format!(" {d} ")))
+    {
         return false;
     }
     let padded = format!(" {opening} ");
@@ -450,8 +536,15 @@ mod tests {
             shaped(&index, &["look up the museum", "give me directions from the station"])[1],
             ("give me directions from the station".to_owned(), false)
         );
-        // However short, a step that sends or keeps something is a step.
+        // However short, a step that sends or keeps something, or that acts, is a step.
         assert_eq!(shaped(&index, &["find the invoice", "email it to Tom"]).len(), 2);
+        assert_eq!(shaped(&index, &["check the time", "run `touch /tmp/x`"]).len(), 2);
+        assert_eq!(shaped(&index, &["block two hours", "call it 'focus'"]).len(), 1);
+        // Asked for something new, not about what was fetched: a step of its own.
+        assert_eq!(
+            shaped(&index, &["echo my messages back", "tell me the current time in Tokyo"])[1],
+            ("tell me the current time in Tokyo".to_owned(), false)
+        );
         // A question alone is the request, not an answer to another step.
         assert_eq!(shaped(&index, &["tell me the weather"]), [("tell me the weather".to_owned(), false)]);
     }
