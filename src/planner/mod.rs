@@ -10,6 +10,7 @@ pub mod eval;
 pub mod instructions;
 mod llm_planner;
 mod plan;
+mod steps;
 pub mod verify;
 
 use std::collections::{BTreeMap, BTreeSet};
