@@ -3,8 +3,9 @@
 //! needs its credentials to start, pins the version that started, and stores each check.
 //!
 //! Real packages throughout: PyPI `mcp-server-time` (the reference time server), npm
-//! `@modelcontextprotocol/server-brave-search` (exits at start without `BRAVE_API_KEY`), and npm
-//! `mcp-time-server`, a name the catalog's launch spec guesses and that was never published (404).
+//! `@modelcontextprotocol/server-brave-search` (exits at start without `BRAVE_API_KEY`), npm
+//! `mcp-time-server`, a name the catalog's launch spec guesses and that was never published (404),
+//! and for the design's example the npm packages of the Gmail and Google Sheets servers chosen.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -126,6 +127,56 @@ async fn a_server_that_needs_its_credentials_to_start_is_kept_and_its_key_asked(
     assert_eq!(keys, ["BRAVE_API_KEY"]);
     let stored = server.store.verifications("brave-search-mcp-server").await.unwrap();
     assert_eq!(stored[0]["verdict"], "needs_credentials", "{stored:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_design_example_gets_the_expert_s_servers_and_both_start_here() {
+    // The whole default catalog and the model, as `serve` runs: the choice among every Gmail and
+    // Google Sheets server, then a real install and start of the two chosen.
+    let (mut args, dir) = common::test_args(Db::Sqlite).await;
+    args.store.default_catalog = true;
+    args.store.no_model = false;
+    args.store.model_dir =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2");
+    args.runtime.runtimes = ["npx", "uvx"].map(str::to_owned).to_vec();
+    args.verify_servers = true;
+    args.request_timeout_secs = 600;
+    args.verify_budget_secs = 300;
+    let server = TestServer::start_with(args, dir).await;
+    let (status, body) = server
+        .post(
+            "/api/chat",
+            json!({"message": "Check my Gmail for invoices and extract the data into a Google Sheet"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let reply = body["reply"].as_str().unwrap();
+    let session = body["session_id"].as_str().unwrap();
+    let (_, session) = server.get(&format!("/api/sessions/{session}")).await;
+    let chosen: Vec<(String, String)> = session["context"]["plan"]["needs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["server"].as_object())
+        .map(|s| {
+            (s["id"].as_str().unwrap().to_owned(), s["start"]["verdict"].as_str().unwrap_or("").to_owned())
+        })
+        .collect();
+    // The most used Gmail server (not a PyPI one of unknown use) and the most used server that
+    // writes Google Sheets (never an Excel one); the Gmail server stops for its OAuth keys
+    // file, the Drive/Sheets one starts and lists its tools.
+    assert_eq!(
+        chosen,
+        [
+            ("gmail-autoauth-mcp-server".to_owned(), "needs_credentials".to_owned()),
+            ("google-drive-mcp".to_owned(), "started".to_owned())
+        ],
+        "{reply}"
+    );
+    assert!(reply.contains("the most used of"), "the reason is given: {reply}");
+    assert!(!reply.contains("does not start here"), "{reply}");
+    assert_eq!(body["status"], "pending_credentials", "{body}");
     server.stop().await;
 }
 
