@@ -9,12 +9,18 @@
 //!   Servers that rank for everything through meaning alone (memory, sequential thinking) cover
 //!   little of a specific step, and below [`ChoiceSettings::min_coverage`] nothing is chosen:
 //!   the planner says so instead of guessing;
-//! - *official*: the product's own organisation publishes it (repository owner or package
-//!   scope), or it is one of the MCP reference servers;
+//! - *official*: the product's own organisation publishes it (repository owner, package scope,
+//!   or the domain of its hosted endpoint), or it is one of the MCP reference servers;
 //! - *popularity*: registry use (npm downloads a month, PyPI download rank, Smithery uses);
 //! - *launchable*: a published package for a runtime this machine has, a listed image or a
 //!   remote URL; a package name no registry confirms is a last resort;
-//! - *relevance*: the search's own score, relative to the step's best.
+//! - *relevance*: the search's own score, relative to the step's best; a step that names no
+//!   service takes only servers within [`ChoiceSettings::min_relevance`] of it, and a step that
+//!   is nothing but a service's name only servers relevant to the whole request.
+//!
+//! Once a server clearly does the step, provenance and registry use weigh more than small
+//! differences of relevance: an expert runs the product's own server, else a reference one,
+//! else the most used.
 
 use serde::{Deserialize, Serialize};
 
