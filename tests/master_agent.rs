@@ -65,10 +65,7 @@ async fn gmail_to_sheets_from_request_to_agent_without_leaking_a_value() {
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let (mut args, dir) = common::test_args(Db::Sqlite).await;
-    args.store.default_catalog = true;
-    args.store.no_model = false;
-    args.store.model_dir =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2");
+    common::with_default_catalog(&mut args);
     let server = TestServer::start_with(args, dir).await;
     let canary = format!("canary{}", uuid::Uuid::new_v4().simple());
     let mut responses = Vec::new();

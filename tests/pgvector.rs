@@ -31,10 +31,7 @@ fn ids(catalog: &Catalog, docs: impl IntoIterator<Item = u32>) -> Vec<String> {
 #[tokio::test]
 async fn pgvector_ranks_like_the_in_process_index() {
     let (mut args, _dir) = common::test_args(Db::Postgres).await;
-    args.store.default_catalog = true;
-    args.store.no_model = false;
-    args.store.model_dir =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2");
+    common::with_default_catalog(&mut args);
     args.store.dense_backend = DenseBackend::Pgvector;
     let store = dynamcp::store::open(&args.store).await.unwrap();
     let pg = dynamcp::state::open_catalog(store.clone(), &args.store).await.unwrap();

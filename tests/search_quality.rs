@@ -9,10 +9,7 @@ use serde_json::{Value, json};
 
 async fn default_catalog_server() -> TestServer {
     let (mut args, dir) = common::test_args(Db::Sqlite).await;
-    args.store.default_catalog = true;
-    args.store.no_model = false;
-    args.store.model_dir =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2");
+    common::with_default_catalog(&mut args);
     TestServer::start_with(args, dir).await
 }
 

@@ -135,10 +135,7 @@ async fn the_design_example_gets_the_expert_s_servers_and_both_start_here() {
     // The whole default catalog and the model, as `serve` runs: the choice among every Gmail and
     // Google Sheets server, then a real install and start of the two chosen.
     let (mut args, dir) = common::test_args(Db::Sqlite).await;
-    args.store.default_catalog = true;
-    args.store.no_model = false;
-    args.store.model_dir =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2");
+    common::with_default_catalog(&mut args);
     args.runtime.runtimes = ["npx", "uvx"].map(str::to_owned).to_vec();
     args.verify_servers = true;
     args.request_timeout_secs = 600;

@@ -22,6 +22,15 @@ pub enum Db {
     Postgres,
 }
 
+/// The whole default catalog and the local embedding model, as `serve` runs by default (the
+/// model is fetched by `scripts/setup.sh`).
+pub fn with_default_catalog(args: &mut ServeArgs) {
+    args.store.default_catalog = true;
+    args.store.no_model = false;
+    args.store.model_dir =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2");
+}
+
 /// Server settings for a test: defaults, a fresh temp data dir, a fresh database of the kind asked.
 pub async fn test_args(db: Db) -> (ServeArgs, TempDir) {
     let dir = tempfile::tempdir().unwrap();
