@@ -78,12 +78,10 @@ async fn gmail_to_sheets_from_request_to_agent_without_leaking_a_value() {
     assert_eq!(first["status"], "pending_credentials");
     let sid = first["session_id"].clone();
     // The plan's servers: a Gmail one and a Google Sheets one (by name, id, or tools).
-    let (_, session) = server.get(&format!("/api/sessions/{}", sid.as_str().unwrap())).await;
-    let planned: Vec<(String, String)> = session["context"]["plan"]["needs"]
-        .as_array()
-        .unwrap()
+    let planned: Vec<(String, String)> = server
+        .planned_servers(sid.as_str().unwrap())
+        .await
         .iter()
-        .filter_map(|n| n["server"].as_object())
         .map(|s| {
             (
                 s["id"].as_str().unwrap().to_owned(),

@@ -150,12 +150,10 @@ async fn the_design_example_gets_the_expert_s_servers_and_both_start_here() {
     assert_eq!(status, 200, "{body}");
     let reply = body["reply"].as_str().unwrap();
     let session = body["session_id"].as_str().unwrap();
-    let (_, session) = server.get(&format!("/api/sessions/{session}")).await;
-    let chosen: Vec<(String, String)> = session["context"]["plan"]["needs"]
-        .as_array()
-        .unwrap()
+    let chosen: Vec<(String, String)> = server
+        .planned_servers(session)
+        .await
         .iter()
-        .filter_map(|n| n["server"].as_object())
         .map(|s| {
             (s["id"].as_str().unwrap().to_owned(), s["start"]["verdict"].as_str().unwrap_or("").to_owned())
         })

@@ -122,7 +122,7 @@ impl Verification {
         } else {
             detail.split(" | ").next().unwrap_or(detail).to_owned()
         };
-        super::text::clip(line.trim().trim_end_matches('.'), BRIEF_CHARS)
+        one_line(&line)
     }
 
     /// A few words for a reply: "started here, 2 tools (npm mcp-server-time 1.0.3)".
@@ -138,10 +138,9 @@ impl Verification {
             }
             Verdict::NeedsCredentials => match self.detail.as_deref().and_then(|d| d.split_once("it said: "))
             {
-                Some((_, said)) => format!(
-                    "installed{what}; without its credentials it says: {}",
-                    super::text::clip(last_line(said).trim_end_matches('.'), BRIEF_CHARS)
-                ),
+                Some((_, said)) => {
+                    format!("installed{what}; without its credentials it says: {}", one_line(last_line(said)))
+                }
                 None => format!("installed{what}; starts once its credentials are set"),
             },
             Verdict::Failed => format!("does not start here: {}", self.brief()),
@@ -154,6 +153,11 @@ impl Verification {
 /// are joined by " | " when stored).
 fn last_line(said: &str) -> &str {
     said.split(" | ").map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('^')).last().unwrap_or(said)
+}
+
+/// A reason as a reply shows it: trimmed, without its full stop, at most [`BRIEF_CHARS`].
+fn one_line(reason: &str) -> String {
+    super::text::clip(reason.trim().trim_end_matches('.'), BRIEF_CHARS)
 }
 
 /// Whether a server declares credentials it cannot start without.

@@ -18,19 +18,15 @@ pub(super) fn steps_of(index: &SearchIndex, needs: Vec<String>) -> Vec<Step> {
         let short = need.split_whitespace().count() <= ARGUMENT_WORDS && !opens_a_step(&need);
         match out.last_mut() {
             // Never onto a service's bare name, split from a clause that names two.
-            Some(previous)
-                if short
-                    && names.is_empty()
-                    && !implied
-                    && !choice::is_bare_name(&previous.text, &index.products(&previous.text)) =>
-            {
+            Some(previous) if short && names.is_empty() && !implied && !previous.bare => {
                 previous.text.push_str(", ");
                 previous.text.push_str(&need);
             }
             _ => {
                 let by_model =
                     is_model_step(&need) || (!out.is_empty() && !implied && is_asking(&need, &names));
-                out.push(Step { text: need, by_model });
+                let bare = choice::is_bare_name(&need, &names);
+                out.push(Step { text: need, by_model, bare });
             }
         }
     }
@@ -41,6 +37,9 @@ pub(super) fn steps_of(index: &SearchIndex, needs: Vec<String>) -> Vec<Step> {
 pub(super) struct Step {
     pub text: String,
     pub by_model: bool,
+    /// Nothing but one service's name: no argument joins it (what joins names no service, so a
+    /// step that is not bare stays so).
+    bare: bool,
 }
 
 /// At most this many words, a fragment with no service in it is an argument of the step before.

@@ -136,6 +136,18 @@ impl TestServer {
         self.json(self.http.get(self.url(path))).await
     }
 
+    /// The servers a session's current plan chose, one per step that has one, in step order.
+    pub async fn planned_servers(&self, session: &str) -> Vec<serde_json::Map<String, Value>> {
+        let (status, body) = self.get(&format!("/api/sessions/{session}")).await;
+        assert_eq!(status, 200, "{body}");
+        body["context"]["plan"]["needs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|n| n["server"].as_object().cloned())
+            .collect()
+    }
+
     pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
         self.json(self.http.post(self.url(path)).json(&body)).await
     }
