@@ -57,7 +57,8 @@ async fn a_request_asks_for_exactly_the_missing_credentials(db: Db) {
     );
     for item in body["required_credentials"].as_array().unwrap() {
         let fields: Vec<&str> = item.as_object().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(fields, ["credential_key", "description", "instructions", "mcp_server"]);
+        // The design's four fields, and `kind` (which design clients ignore).
+        assert_eq!(fields, ["credential_key", "description", "instructions", "kind", "mcp_server"]);
         let steps = item["instructions"].as_str().unwrap();
         assert!(steps.starts_with("1. ") && steps.contains("\n2. "), "{steps}");
         assert!(steps.contains("Format:"), "{steps}");

@@ -13,7 +13,10 @@ use uuid::Uuid;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::extract::Json;
-use crate::planner::{ChatOutcome, ChatStatus, ChatTurn, InlineFile, RequiredCredential, RequiredFile};
+use crate::planner::{
+    ChatOutcome, ChatStatus, ChatTurn, FilledSetting, InlineFile, OptionalSetting, RequiredCredential,
+    RequiredFile,
+};
 use crate::state::AppState;
 use crate::vault::Secret;
 
@@ -56,6 +59,11 @@ pub struct ChatResponse {
     pub status: ChatStatus,
     pub agent_created: bool,
     pub agent_id: Option<Uuid>,
+    /// Not in the design: settings the chosen servers declare that are filled in with their
+    /// defaults (never asked).
+    pub defaults: Vec<FilledSetting>,
+    /// Not in the design: settings the workflow does not need; send them to override.
+    pub optional: Vec<OptionalSetting>,
 }
 
 impl From<ChatOutcome> for ChatResponse {
@@ -68,6 +76,8 @@ impl From<ChatOutcome> for ChatResponse {
             status: o.status,
             agent_created: o.agent_id.is_some(),
             agent_id: o.agent_id,
+            defaults: o.defaults,
+            optional: o.optional,
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod intents;
 pub mod needs;
 pub mod pack;
 pub mod record;
+pub mod requirements;
 pub mod search;
 pub mod text;
 pub mod verified;

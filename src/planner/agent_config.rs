@@ -6,8 +6,9 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value, json};
 
-use super::instructions::is_setting;
-use crate::catalog::{CredentialKind, LaunchKind, ServerRecord};
+use crate::catalog::requirements::{self, Fill, Provide, Shape};
+use crate::catalog::{LaunchKind, ServerRecord};
+use crate::runtime::launch::env_name_allowed;
 
 /// The reference to an env credential: `${vault:<server id>/<KEY>}`.
 pub fn vault_ref(server: &str, key: &str) -> String {
@@ -42,23 +43,29 @@ pub fn mcp_config(servers: &[&ServerRecord], provided: &BTreeSet<(String, String
             skipped.push(record.id.clone());
             continue;
         };
-        let wanted = record.credentials.iter().filter(|c| {
-            !is_setting(c) && (c.required || provided.contains(&(record.id.clone(), c.name.clone())))
-        });
         let mut env = Map::new();
         let mut headers = Map::new();
-        for c in wanted {
+        for c in record.credentials.iter().filter(|c| env_name_allowed(&c.name)) {
+            let requirement = requirements::classify(c);
+            let value = if provided.contains(&(record.id.clone(), c.name.clone())) || requirement.asked() {
+                // The user's value, by reference.
+                if requirement.shape == Shape::File {
+                    vault_file_ref(&record.id, &c.name)
+                } else {
+                    vault_ref(&record.id, &c.name)
+                }
+            } else if let Provide::Filled(Fill::Value(default)) = requirement.provide {
+                // A documented default, written out so an exported config behaves the same.
+                default
+            } else {
+                continue;
+            };
             match c.kind {
-                CredentialKind::Header => {
-                    headers.insert(c.name.clone(), Value::String(vault_ref(&record.id, &c.name)));
+                crate::catalog::CredentialKind::Header => {
+                    headers.insert(c.name.clone(), Value::String(value))
                 }
-                CredentialKind::File => {
-                    env.insert(c.name.clone(), Value::String(vault_file_ref(&record.id, &c.name)));
-                }
-                CredentialKind::Env => {
-                    env.insert(c.name.clone(), Value::String(vault_ref(&record.id, &c.name)));
-                }
-            }
+                _ => env.insert(c.name.clone(), Value::String(value)),
+            };
         }
         let entry = if launch.kind == LaunchKind::Remote {
             // Remote servers take credentials as headers; env-style ones go there by name too.
@@ -173,7 +180,9 @@ mod tests {
                 {"name": "TOKEN", "required": true, "secret": true, "kind": "env"},
                 {"name": "OPTIONAL", "required": false, "secret": true, "kind": "env"},
                 {"name": "SA_FILE", "required": true, "secret": true, "kind": "file"},
-                {"name": "MCP_TRANSPORT", "required": true, "secret": false, "kind": "env"}
+                {"name": "MCP_TRANSPORT", "required": true, "secret": false, "kind": "env"},
+                {"name": "CACHE_MAX_AGE", "description": "1", "required": true, "secret": false},
+                {"name": "LOG_PATH", "description": "[set an accessible absolute path]", "required": true}
             ]
         }));
         let remote = record(json!({
@@ -190,7 +199,8 @@ mod tests {
             config,
             json!({"mcpServers": {
                 "gmail-x": {"command": "npx", "args": ["-y", "@x/gmail"], "env": {
-                    "TOKEN": "${vault:gmail-x/TOKEN}", "SA_FILE": "${vault-file:gmail-x/SA_FILE}"}},
+                    "TOKEN": "${vault:gmail-x/TOKEN}", "SA_FILE": "${vault-file:gmail-x/SA_FILE}",
+                    "CACHE_MAX_AGE": "1"}},
                 "remote-y": {"url": "https://mcp.example.com/mcp", "headers": {"Authorization": "${vault:remote-y/Authorization}"}}
             }})
         );

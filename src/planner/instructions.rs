@@ -6,7 +6,10 @@
 //! MCP servers most often wrap (matched on the variable name, then on the server's name), and the
 //! value's format from the variable's suffix.
 
-use crate::catalog::{CredentialKind, CredentialSpec, ServerRecord};
+use crate::catalog::requirements::{self, Shape};
+use crate::catalog::{CredentialSpec, ServerRecord};
+#[cfg(test)]
+use std::collections::BTreeSet;
 
 /// A service users create credentials for, and how.
 struct Service {
@@ -341,13 +344,235 @@ const SERVICES: &[Service] = &[
     },
 ];
 
-/// Variables that configure a server rather than authenticate it: never block on them.
-const SETTINGS: &[&str] =
-    &["MCP_TRANSPORT", "TRANSPORT", "PORT", "MCP_PORT", "HOST", "LOG_LEVEL", "DEBUG", "NODE_ENV", "TIMEOUT"];
+/// Steps that produce one particular variable, whatever service's table would also match it:
+/// ids, addresses and tokens that a service's key-creation steps do not yield.
+struct KeySteps {
+    /// Upper-case names, exact, or a suffix when written `*_SUFFIX`.
+    names: &'static [&'static str],
+    /// Only for a server whose id or name contains one of these (empty: any server).
+    servers: &'static [&'static str],
+    steps: &'static [&'static str],
+}
 
-/// Whether a declared variable is a setting with a default, not a credential to ask for.
-pub fn is_setting(spec: &CredentialSpec) -> bool {
-    !spec.secret && SETTINGS.iter().any(|s| spec.name.eq_ignore_ascii_case(s))
+const GOOGLE_ACCESS_TOKEN_STEPS: &[&str] = &[
+    "Open https://developers.google.com/oauthplayground/ and, in Step 1, select the scopes the workflow needs (e.g. https://www.googleapis.com/auth/gmail.readonly for mail, https://www.googleapis.com/auth/spreadsheets for Sheets, https://www.googleapis.com/auth/drive.readonly for Drive).",
+    "Click Authorize APIs, sign in with the Google account whose data the agent uses, then in Step 2 click Exchange authorization code for tokens.",
+    "Copy the Access token (it starts with ya29.). It lasts one hour: after that the server is refused until you send a new one (for lasting access give the server a refresh token, if it accepts one, or a service-account key).",
+];
+
+const KEY_STEPS: &[KeySteps] = &[
+    KeySteps {
+        names: &["GAS_ENDPOINT", "*_APPS_SCRIPT_URL", "APPS_SCRIPT_URL", "GAS_URL", "*_WEBAPP_URL"],
+        servers: &[],
+        steps: &[
+            "This is the address of your own Google Apps Script web app, which the server's README gives you the code for: open https://script.google.com/, create a project and paste that code.",
+            "Click Deploy → New deployment → Select type: Web app; execute as yourself, with the access the README says; Deploy and authorize it.",
+            "Copy the Web app URL (https://script.google.com/macros/s/…/exec).",
+        ],
+    },
+    KeySteps {
+        names: &[
+            "GOOGLE_ACCESS_TOKEN",
+            "GMAIL_ACCESS_TOKEN",
+            "GOOGLE_OAUTH_ACCESS_TOKEN",
+            "GOOGLE_OAUTH_TOKEN",
+        ],
+        servers: &[],
+        steps: GOOGLE_ACCESS_TOKEN_STEPS,
+    },
+    KeySteps {
+        names: &["GOOGLE_REFRESH_TOKEN", "GMAIL_REFRESH_TOKEN", "GOOGLE_OAUTH_REFRESH_TOKEN"],
+        servers: &[],
+        steps: &[
+            "You need your own OAuth client first (GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET): https://console.cloud.google.com/ → APIs & Services → Credentials → Create credentials → OAuth client ID (Web application, authorized redirect URI https://developers.google.com/oauthplayground).",
+            "Open https://developers.google.com/oauthplayground/, click the gear icon, tick Use your own OAuth credentials and enter that client's id and secret; select the scopes the workflow needs, Authorize APIs, then Exchange authorization code for tokens.",
+            "Copy the Refresh token (it starts with 1//). It lasts until revoked, except that Google expires it after 7 days while the OAuth consent screen's publishing status is Testing: publish the app (In production) for a lasting one.",
+        ],
+    },
+    KeySteps {
+        names: &[
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            "*SERVICE_ACCOUNT_KEY",
+            "*SERVICE_ACCOUNT_JSON",
+            "*SERVICE_ACCOUNT_FILE",
+            "*SERVICE_ACCOUNT_PATH",
+        ],
+        servers: &[],
+        steps: &[
+            "Open https://console.cloud.google.com/, pick or create a project, and enable the APIs the workflow uses (APIs & Services → Library: e.g. Google Drive API, Google Sheets API).",
+            "IAM & Admin → Service accounts → Create service account (no project role is needed for Drive or Sheets) → open it → Keys → Add key → Create new key → JSON; the file downloads once.",
+            "Share each spreadsheet, document or folder the agent may use with the service account's e-mail (…@….iam.gserviceaccount.com), as you would with a person. The key lasts until you delete it.",
+        ],
+    },
+    KeySteps {
+        names: &["SLACK_TEAM_ID", "SLACK_WORKSPACE_ID"],
+        servers: &[],
+        steps: &[
+            "Open Slack in a browser (https://app.slack.com/client): the address is https://app.slack.com/client/T…/…, and the part starting with T is the team id. In the desktop app: click the workspace name → Tools & settings → Workspace settings shows the same address.",
+        ],
+    },
+    KeySteps {
+        names: &["SLACK_CHANNEL_IDS", "SLACK_CHANNEL_ID", "SLACK_CHANNEL", "SLACK_DEFAULT_CHANNEL"],
+        servers: &[],
+        steps: &[
+            "In Slack, open the channel, click its name at the top → About (or View channel details); the Channel ID (starts with C) is at the bottom. Separate several ids with commas.",
+            "Invite the app's bot to each channel (/invite @your-bot) so it can read and post there.",
+        ],
+    },
+    KeySteps {
+        names: &["TELEGRAM_CHAT_ID", "CHAT_ID", "TG_CHAT_ID", "TELEGRAM_CHANNEL_ID"],
+        servers: &[],
+        steps: &[
+            "Send any message to your bot (or add it to the group), then open https://api.telegram.org/bot<your bot token>/getUpdates in a browser.",
+            "The chat id is the number at result[…].message.chat.id (groups and channels are negative, e.g. -1001234567890).",
+        ],
+    },
+    KeySteps {
+        names: &["DISCORD_CHANNEL_ID", "DISCORD_GUILD_ID", "DISCORD_SERVER_ID", "GUILD_ID"],
+        servers: &[],
+        steps: &[
+            "In Discord open User Settings → Advanced and turn on Developer Mode.",
+            "Right-click the server (for a guild id) or the channel (for a channel id) → Copy ID.",
+        ],
+    },
+    KeySteps {
+        names: &["NOTION_DATABASE_ID", "NOTION_PAGE_ID", "NOTION_PARENT_PAGE_ID", "NOTION_ROOT_PAGE_ID"],
+        servers: &[],
+        steps: &[
+            "Open the page or database in Notion → Share → Copy link; the id is the 32 hexadecimal characters at the end of the link, before any ?v=.",
+            "Share it with your integration (••• → Connections) or the server cannot see it.",
+        ],
+    },
+    KeySteps {
+        names: &["*SPREADSHEET_ID", "*SHEET_ID", "GOOGLE_SHEETS_ID"],
+        servers: &[],
+        steps: &[
+            "Open the spreadsheet in Google Sheets; its id is the part of the address between /d/ and /edit (https://docs.google.com/spreadsheets/d/<id>/edit).",
+        ],
+    },
+    KeySteps {
+        names: &["*DRIVE_FOLDER_ID", "*FOLDER_ID"],
+        servers: &["google", "drive", "gdrive"],
+        steps: &[
+            "Open the folder in Google Drive; its id is the last part of the address (https://drive.google.com/drive/folders/<id>).",
+        ],
+    },
+    KeySteps {
+        names: &["GOOGLE_CALENDAR_ID", "CALENDAR_ID"],
+        servers: &[],
+        steps: &[
+            "Your main calendar's id is your Gmail address. For another calendar: Google Calendar → Settings → the calendar under Settings for my calendars → Integrate calendar → Calendar ID.",
+        ],
+    },
+    KeySteps {
+        names: &["GOOGLE_SEARCH_ENGINE_ID", "GOOGLE_CSE_ID", "GOOGLE_CX", "SEARCH_ENGINE_ID"],
+        servers: &[],
+        steps: &[
+            "Open https://programmablesearchengine.google.com/controlpanel/all → Add, choose Search the entire web, create it, and copy the Search engine ID from its Overview page.",
+        ],
+    },
+    KeySteps {
+        names: &["AWS_REGION", "AWS_DEFAULT_REGION"],
+        servers: &[],
+        steps: &[
+            "The AWS region your resources are in, as shown at the top right of the AWS console (e.g. us-east-1, eu-west-1).",
+        ],
+    },
+    KeySteps {
+        names: &["AZURE_TENANT_ID", "MS_TENANT_ID", "MICROSOFT_TENANT_ID", "TENANT_ID"],
+        servers: &[],
+        steps: &[
+            "Open https://entra.microsoft.com/ → Overview: the Tenant ID is listed under Basic information (for an app registration, also on its Overview page as Directory (tenant) ID).",
+        ],
+    },
+    KeySteps {
+        names: &["CLOUDFLARE_ACCOUNT_ID", "CF_ACCOUNT_ID"],
+        servers: &[],
+        steps: &[
+            "Open https://dash.cloudflare.com/, pick the account: the Account ID is in the address (dash.cloudflare.com/<account id>/…) and on the right of any zone's Overview page.",
+        ],
+    },
+    KeySteps {
+        names: &["GITHUB_OWNER", "GITHUB_USERNAME", "GITHUB_ORG", "GITHUB_REPO", "GITHUB_REPOSITORY"],
+        servers: &[],
+        steps: &[
+            "The owner is the user or organisation name in the repository's address, the repo its name: https://github.com/<owner>/<repo>.",
+        ],
+    },
+    KeySteps {
+        names: &[
+            "JIRA_URL",
+            "JIRA_BASE_URL",
+            "JIRA_HOST",
+            "CONFLUENCE_URL",
+            "CONFLUENCE_BASE_URL",
+            "ATLASSIAN_SITE",
+            "ATLASSIAN_URL",
+        ],
+        servers: &[],
+        steps: &[
+            "The address of your Atlassian site as you open it in the browser, e.g. https://your-team.atlassian.net (for Confluence Cloud add /wiki).",
+        ],
+    },
+    KeySteps {
+        names: &[
+            "JIRA_EMAIL",
+            "JIRA_USER_EMAIL",
+            "JIRA_USERNAME",
+            "CONFLUENCE_EMAIL",
+            "CONFLUENCE_USERNAME",
+            "ATLASSIAN_EMAIL",
+        ],
+        servers: &[],
+        steps: &["The e-mail address you sign in to Atlassian with (it pairs with the API token)."],
+    },
+    KeySteps {
+        names: &["TWILIO_ACCOUNT_SID"],
+        servers: &[],
+        steps: &[
+            "Open https://console.twilio.com/: the Account SID (starts with AC) is on the dashboard under Account Info.",
+        ],
+    },
+    KeySteps {
+        names: &["TWILIO_FROM_NUMBER", "TWILIO_PHONE_NUMBER", "TWILIO_NUMBER"],
+        servers: &[],
+        steps: &[
+            "Open https://console.twilio.com/ → Phone Numbers → Manage → Active numbers, and copy the number in E.164 form (+15551234567); buy one there if the list is empty.",
+        ],
+    },
+    KeySteps {
+        names: &["SUPABASE_URL", "SUPABASE_PROJECT_URL"],
+        servers: &[],
+        steps: &[
+            "Open https://supabase.com/dashboard → your project → Project Settings → Data API: the Project URL (https://<ref>.supabase.co).",
+        ],
+    },
+    KeySteps {
+        names: &["ZENDESK_SUBDOMAIN"],
+        servers: &[],
+        steps: &["The first part of your Zendesk address: for https://acme.zendesk.com it is acme."],
+    },
+    KeySteps {
+        names: &["SHOPIFY_STORE_DOMAIN", "SHOPIFY_DOMAIN", "SHOPIFY_SHOP", "MYSHOPIFY_DOMAIN"],
+        servers: &[],
+        steps: &[
+            "Your store's myshopify.com address (Settings → Domains shows it), e.g. your-store.myshopify.com.",
+        ],
+    },
+];
+
+fn key_steps(spec: &CredentialSpec, server: &ServerRecord) -> Option<&'static [&'static str]> {
+    let key = spec.name.to_ascii_uppercase();
+    let server_name = format!("{} {}", server.id, server.name).to_lowercase();
+    KEY_STEPS
+        .iter()
+        .find(|k| {
+            k.names.iter().any(|n| match n.strip_prefix('*') {
+                Some(suffix) => key.ends_with(suffix),
+                None => key == *n,
+            }) && (k.servers.is_empty() || k.servers.iter().any(|s| server_name.contains(s)))
+        })
+        .map(|k| k.steps)
 }
 
 fn service_for(spec: &CredentialSpec, server: &ServerRecord) -> Option<&'static Service> {
@@ -365,57 +590,52 @@ fn service_for(spec: &CredentialSpec, server: &ServerRecord) -> Option<&'static 
     }
 }
 
-/// What the value looks like, from the variable's name and kind.
-fn format_hint(spec: &CredentialSpec) -> String {
-    let key = spec.name.to_uppercase();
-    if spec.kind == CredentialKind::File
-        || key.ends_with("_FILE")
-        || key.ends_with("_PATH")
-        || key == "GOOGLE_APPLICATION_CREDENTIALS"
-    {
-        return "Format: upload the file itself (for a service account, the downloaded JSON key); dynamcp stores it \
-                encrypted and gives the server its path."
-            .to_owned();
+/// What the value looks like, from its shape.
+fn format_hint(spec: &CredentialSpec, shape: Shape) -> String {
+    match shape {
+        Shape::File => "Format: upload the file itself (for a service account, the downloaded JSON key); dynamcp \
+                        stores it encrypted and gives the server its path."
+            .to_owned(),
+        Shape::ConnectionString => {
+            "Format: a connection URL such as postgresql://user:password@host:5432/dbname. It is stored encrypted."
+                .to_owned()
+        }
+        Shape::Url => "Format: the full address, e.g. https://example.com, with no trailing slash.".to_owned(),
+        Shape::Identifier => "Format: the identifier exactly as shown (no quotes, no spaces).".to_owned(),
+        Shape::Account => "Format: the account's e-mail address or user name.".to_owned(),
+        Shape::Flag => "Format: true or false.".to_owned(),
+        Shape::Number => "Format: a whole number.".to_owned(),
+        Shape::Path => "Format: a path inside the server's sandbox; dynamcp gives it a folder of its own.".to_owned(),
+        Shape::Text if !spec.secret => "Format: a plain text value.".to_owned(),
+        _ => "Format: paste the value exactly as shown, with no quotes or spaces. It is stored encrypted and only \
+              given to this server."
+            .to_owned(),
     }
-    if key.contains("DATABASE_URL") || key.contains("CONNECTION_STRING") || key.ends_with("_DSN") {
-        return "Format: a connection URL such as postgresql://user:password@host:5432/dbname.".to_owned();
-    }
-    if key.ends_with("_URL")
-        || key.ends_with("_ENDPOINT")
-        || key.ends_with("_HOST")
-        || key.ends_with("_DOMAIN")
-    {
-        return "Format: the full address, e.g. https://example.com, with no trailing slash.".to_owned();
-    }
-    if key.ends_with("_ID") || key.ends_with("_SID") {
-        return "Format: the identifier exactly as shown (no quotes, no spaces).".to_owned();
-    }
-    if key.contains("EMAIL") || key.ends_with("_USER") || key.ends_with("_USERNAME") {
-        return "Format: the account's e-mail address or user name.".to_owned();
-    }
-    if spec.secret || ["TOKEN", "KEY", "SECRET", "PASSWORD"].iter().any(|w| key.contains(w)) {
-        return "Format: paste the value exactly as shown, with no quotes or spaces. It is stored encrypted and only \
-                given to this server."
-            .to_owned();
-    }
-    "Format: a plain text value.".to_owned()
 }
 
 /// A description that is not a placeholder: the record's own when it says something, else one
-/// made from the service and the variable.
+/// made from the service, the variable and what it is.
 pub fn description(spec: &CredentialSpec, server: &ServerRecord) -> String {
     let own = spec.description.trim();
-    if !is_placeholder(own) {
+    if !is_placeholder(own)
+        && requirements::stated_default(own).is_none()
+        && !own.eq_ignore_ascii_case(&spec.name)
+    {
         return own.to_owned();
     }
-    let what = if spec.kind == CredentialKind::File { "file" } else { "credential" };
+    let what = match requirements::classify(spec).kind_label() {
+        "file" => "file",
+        "secret" => "credential",
+        _ => "setting",
+    };
     match service_for(spec, server) {
         Some(s) => format!("{} {what} {} needs ({}).", s.name, server.name, spec.name),
         None => format!("The {what} {} reads from {}.", server.name, spec.name),
     }
 }
 
-/// Placeholder descriptions copied from README templates: "YOUR_API_KEY", "your-token-here", "".
+/// Placeholder descriptions copied from README templates: "YOUR_API_KEY", "your-token-here", "",
+/// or a bare example value ("T01234567").
 fn is_placeholder(text: &str) -> bool {
     let t = text.trim().trim_matches(['<', '>', '"', '\'']).to_lowercase();
     t.is_empty()
@@ -427,42 +647,96 @@ fn is_placeholder(text: &str) -> bool {
         || t.starts_with("/path/")
         || t.contains("path/to/")
         || t.starts_with("sk-...")
-        || t.split_whitespace().count() == 1 && t.contains(['_', '-'])
+        || t.starts_with('[')
+        || !t.contains(' ')
 }
 
-/// Numbered steps to obtain the credential, then its format.
-pub fn instructions(spec: &CredentialSpec, server: &ServerRecord) -> String {
-    let mut steps: Vec<String> =
+/// Where the server's own documentation is, for values no table knows.
+fn readme(server: &ServerRecord) -> Option<&str> {
+    server.repository.as_deref().or(server.homepage.as_deref())
+}
+
+/// Steps that produce the value: the record's own, else steps for this very variable, else the
+/// service's steps when they yield it (a key or a token), else what the value is and the
+/// server's README.
+fn steps_for(spec: &CredentialSpec, server: &ServerRecord, shape: Shape) -> Vec<String> {
+    let own: Vec<String> =
         spec.instructions.iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
-    if steps.is_empty() {
-        match service_for(spec, server) {
-            Some(s) => steps.extend(s.steps.iter().map(|s| (*s).to_owned())),
-            None => {
-                let home = server.homepage.as_deref().or(server.repository.as_deref());
-                steps.push(match home {
-                    Some(url) => format!(
-                        "Read how {} obtains {} at {url} (its README's configuration section).",
-                        server.name, spec.name
-                    ),
-                    None => format!(
-                        "Find {} in the settings or developer console of the service {} connects to.",
-                        spec.name, server.name
-                    ),
-                });
+    if !own.is_empty() {
+        return own;
+    }
+    if let Some(steps) = key_steps(spec, server) {
+        return steps.iter().map(|s| (*s).to_owned()).collect();
+    }
+    let service = service_for(spec, server);
+    let at_readme = |what: String| match readme(server) {
+        Some(url) => format!("{what} {}'s README says where to find it: {url}.", server.name),
+        None => what,
+    };
+    let mut steps = Vec::new();
+    match shape {
+        Shape::MadeUp => steps.push(
+            "Nobody issues this value: choose a long random string yourself (e.g. the output of `openssl rand -hex 32`). \
+             The server accepts only callers that present it, so keep it private."
+                .to_owned(),
+        ),
+        Shape::AccessToken if service.is_some_and(|s| s.name.contains("Google")) => {
+            steps.extend(GOOGLE_ACCESS_TOKEN_STEPS.iter().map(|s| (*s).to_owned()));
+        }
+        Shape::Token | Shape::OauthClient | Shape::AccessToken | Shape::RefreshToken | Shape::File
+            if service.is_some() =>
+        {
+            steps.extend(service.into_iter().flat_map(|s| s.steps.iter().map(|s| (*s).to_owned())));
+            if shape == Shape::AccessToken {
+                steps.push(
+                    "An OAuth access token expires (often within an hour); send a new one when the server reports it \
+                     is refused."
+                        .to_owned(),
+                );
+            }
+        }
+        Shape::ConnectionString if service.is_some() => {
+            steps.extend(service.into_iter().flat_map(|s| s.steps.iter().map(|s| (*s).to_owned())));
+        }
+        Shape::Url => steps.push(at_readme(match service {
+            Some(s) => format!("The address of your own {} instance, site or deployment, as you open it in a browser.", s.name),
+            None => format!("The address of the service {} connects to (your own instance or deployment).", server.name),
+        })),
+        Shape::Identifier => steps.push(at_readme(match service {
+            Some(s) => format!("The id of the {} item the workflow works on ({}), as {} shows it.", s.name, spec.name, s.name),
+            None => format!("The id {} reads from {}, as the service shows it.", server.name, spec.name),
+        })),
+        Shape::Account => steps.push(match service {
+            Some(s) => format!("The e-mail address or user name you sign in to {} with.", s.name),
+            None => format!("The e-mail address or user name of the account {} uses.", server.name),
+        }),
+        Shape::Flag => steps.push(at_readme(format!("true to turn on what {} controls, false to leave it off.", spec.name))),
+        _ => {
+            steps.push(at_readme(format!("{} is read by {}.", spec.name, server.name)));
+            if requirements::classify(spec).secret {
                 steps.push("Create it with the least access the workflow needs.".to_owned());
             }
         }
     }
-    steps.push(format_hint(spec));
+    steps
+}
+
+/// Numbered steps to obtain the value, then its format.
+pub fn instructions(spec: &CredentialSpec, server: &ServerRecord) -> String {
+    let shape = requirements::shape(spec);
+    let mut steps = steps_for(spec, server, shape);
+    steps.push(format_hint(spec, shape));
     steps.iter().enumerate().map(|(i, s)| format!("{}. {s}", i + 1)).collect::<Vec<_>>().join("\n")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::requirements::classify;
 
     fn server(id: &str, name: &str) -> ServerRecord {
-        serde_json::from_value(serde_json::json!({"id": id, "name": name})).unwrap()
+        serde_json::from_value(serde_json::json!({"id": id, "name": name, "repository": format!("https://github.com/someone/{id}")}))
+            .unwrap()
     }
 
     fn spec(name: &str, description: &str, secret: bool) -> CredentialSpec {
@@ -471,20 +745,103 @@ mod tests {
             description: description.into(),
             required: true,
             secret,
-            kind: CredentialKind::Env,
+            kind: crate::catalog::import::credential_kind(name, description),
             instructions: vec![],
         }
     }
 
+    /// The variables the most requested services' servers ask for, each with what its steps must
+    /// say (where the value comes from) and must not say (another value's steps).
+    /// (server id, variable, catalog description, kind, must contain, must not contain)
+    type Row = (
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static [&'static str],
+        &'static [&'static str],
+    );
+
+    #[rustfmt::skip]
+    const TABLE: &[Row] = &[
+        ("gmail-mcp-2", "GOOGLE_ACCESS_TOKEN", "Google OAuth access token with Gmail scopes.", "secret", &["oauthplayground", "one hour", "ya29."], &["OAuth client ID (type: Desktop app)"]),
+        ("gmail-mcp-3", "GAS_ENDPOINT", "YOUR_DEPLOYMENT_URL", "setting", &["script.google.com", "Web app", "/exec"], &["OAuth", "console.cloud.google.com"]),
+        ("gmail-mcp-3", "VALID_API_KEY", "YOUR_API_KEY", "secret", &["random string", "openssl rand"], &["console.cloud.google.com"]),
+        ("google-sheets-mcp", "GOOGLE_CLIENT_ID", "Google OAuth client ID.", "setting", &["console.cloud.google.com", "OAuth client ID"], &[]),
+        ("google-sheets-mcp", "GOOGLE_REFRESH_TOKEN", "", "secret", &["oauthplayground", "Use your own OAuth credentials", "7 days"], &[]),
+        ("google-sheets-mcp", "SPREADSHEET_ID", "", "setting", &["/d/", "/edit"], &["OAuth"]),
+        ("google-drive-mcp", "GOOGLE_APPLICATION_CREDENTIALS", "/path/to/credentials.json", "file", &["Service accounts", "JSON", "upload the file"], &[]),
+        ("google-calendar-mcp", "GOOGLE_CALENDAR_ID", "your_calendar_id", "setting", &["Integrate calendar"], &["OAuth client"]),
+        ("slack", "SLACK_BOT_TOKEN", "xoxb-your-bot-token", "secret", &["api.slack.com/apps", "chat:write", "xoxb-"], &[]),
+        ("slack", "SLACK_TEAM_ID", "T01234567", "setting", &["app.slack.com/client", "starting with T"], &["Create New App"]),
+        ("slack", "SLACK_CHANNEL_IDS", "C01234567, C76543210", "setting", &["Channel ID", "starts with C"], &["Create New App"]),
+        ("github", "GITHUB_PERSONAL_ACCESS_TOKEN", "Your GitHub personal access token", "secret", &["personal-access-tokens", "github_pat_"], &[]),
+        ("github", "GITHUB_OWNER", "Your GitHub username", "setting", &["github.com/<owner>/<repo>"], &["personal-access-tokens"]),
+        ("gitlab", "GITLAB_PERSONAL_ACCESS_TOKEN", "your_token_here", "secret", &["personal_access_tokens", "glpat-"], &[]),
+        ("notion-mcp-server", "NOTION_TOKEN", "", "secret", &["notion.so/profile/integrations", "ntn_"], &[]),
+        ("notion-mcp-server", "NOTION_DATABASE_ID", "", "setting", &["32 hexadecimal"], &["New integration"]),
+        ("jira-mcp", "JIRA_API_TOKEN", "Your Jira API token", "secret", &["id.atlassian.com/manage-profile/security/api-tokens"], &[]),
+        ("jira-mcp", "JIRA_URL", "https://your-domain.atlassian.net", "setting", &["atlassian.net"], &["api-tokens"]),
+        ("jira-mcp", "JIRA_USER_EMAIL", "your_email", "setting", &["e-mail address you sign in"], &["api-tokens"]),
+        ("linear-mcp", "LINEAR_API_KEY", "your_linear_api_key_here", "secret", &["lin_api_"], &[]),
+        ("discord-mcp", "DISCORD_TOKEN", "Your Discord bot token", "secret", &["discord.com/developers/applications", "Reset Token"], &[]),
+        ("discord-mcp", "DISCORD_CHANNEL_ID", "", "setting", &["Developer Mode", "Copy ID"], &["Reset Token"]),
+        ("telegram-mcp", "TELEGRAM_BOT_TOKEN", "", "secret", &["@BotFather", "/newbot"], &[]),
+        ("telegram-mcp", "TELEGRAM_CHAT_ID", "your_chat_id_here", "setting", &["getUpdates", "chat.id"], &["/newbot"]),
+        ("openai-mcp", "OPENAI_API_KEY", "your-openai-api-key", "secret", &["platform.openai.com/api-keys"], &[]),
+        ("brave-search", "BRAVE_API_KEY", "YOUR API KEY HERE", "secret", &["api-dashboard.search.brave.com"], &[]),
+        ("tavily-mcp", "TAVILY_API_KEY", "your-tavily-api-key", "secret", &["app.tavily.com", "tvly-"], &[]),
+        ("exa-mcp", "EXA_API_KEY", "", "secret", &["dashboard.exa.ai"], &[]),
+        ("firecrawl-mcp", "FIRECRAWL_API_KEY", "YOUR-API-KEY", "secret", &["firecrawl.dev", "fc-"], &[]),
+        ("perplexity-mcp", "PERPLEXITY_API_KEY", "your-perplexity-key", "secret", &["perplexity.ai/settings/api"], &[]),
+        ("stripe-mcp", "STRIPE_SECRET_KEY", "", "secret", &["dashboard.stripe.com/apikeys", "restricted key"], &[]),
+        ("twilio-mcp", "TWILIO_ACCOUNT_SID", "", "setting", &["console.twilio.com", "starts with AC"], &[]),
+        ("twilio-mcp", "TWILIO_AUTH_TOKEN", "", "secret", &["console.twilio.com", "Auth Token"], &[]),
+        ("twilio-mcp", "TWILIO_FROM_NUMBER", "", "setting", &["Active numbers", "E.164"], &[]),
+        ("aws-mcp", "AWS_ACCESS_KEY_ID", "YOUR_AWS_ACCESS_KEY_ID", "secret", &["Create access key", "AKIA"], &[]),
+        ("aws-mcp", "AWS_SECRET_ACCESS_KEY", "YOUR_AWS_SECRET_ACCESS_KEY", "secret", &["Create access key"], &[]),
+        ("aws-mcp", "AWS_REGION", "YOUR_AWS_REGION", "setting", &["us-east-1"], &["Create access key"]),
+        ("outlook-mcp", "MS_CLIENT_SECRET", "", "secret", &["entra.microsoft.com", "Mail.Read"], &[]),
+        ("outlook-mcp", "AZURE_TENANT_ID", "Azure Tenant ID", "setting", &["Tenant ID"], &["New client secret"]),
+        ("cloudflare-mcp", "CLOUDFLARE_API_TOKEN", "", "secret", &["dash.cloudflare.com/profile/api-tokens"], &[]),
+        ("cloudflare-mcp", "CLOUDFLARE_ACCOUNT_ID", "", "setting", &["Account ID"], &["Create Token"]),
+        ("airtable-mcp-server", "AIRTABLE_API_KEY", "pat123.abc123", "secret", &["airtable.com/create/tokens", "data.records:read"], &[]),
+        ("hubspot-mcp", "HUBSPOT_ACCESS_TOKEN", "", "secret", &["Private Apps", "pat-"], &[]),
+        ("todoist-mcp", "TODOIST_API_TOKEN", "your_api_token_here", "secret", &["Integrations", "Developer"], &[]),
+        ("trello-mcp", "TRELLO_API_KEY", "", "secret", &["trello.com/power-ups/admin"], &[]),
+        ("asana-mcp", "ASANA_ACCESS_TOKEN", "", "secret", &["app.asana.com/0/my-apps"], &[]),
+        ("figma-mcp", "FIGMA_API_KEY", "YOUR_FIGMA_API_KEY", "secret", &["Personal access tokens", "figd_"], &[]),
+        ("sentry-mcp", "SENTRY_AUTH_TOKEN", "", "secret", &["Auth Tokens", "event:read"], &[]),
+        ("supabase-mcp", "SUPABASE_ACCESS_TOKEN", "", "secret", &["supabase.com/dashboard/account/tokens", "sbp_"], &[]),
+        ("supabase-mcp", "SUPABASE_URL", "Your Supabase project URL", "setting", &["supabase.co"], &["sbp_"]),
+        ("spotify-mcp", "SPOTIFY_CLIENT_ID", "", "setting", &["developer.spotify.com/dashboard"], &[]),
+        ("shopify-mcp", "SHOPIFY_ACCESS_TOKEN", "", "secret", &["Develop apps", "shpat_"], &[]),
+        ("postgres-mcp", "DATABASE_URL", "", "secret", &["postgresql://user:password@host:5432/dbname", "only the privileges"], &[]),
+        ("hubspot-mcp", "HUBSPOT_PORTAL_ID", "", "setting", &["README", "github.com/someone/hubspot-mcp"], &["Private Apps"]),
+    ];
+
     #[test]
-    fn known_services_get_their_console_scopes_and_format() {
-        let sheets = server("google-sheets-mcp-5", "google-sheets-mcp");
-        let text = instructions(&spec("GOOGLE_ACCESS_TOKEN", "Google OAuth access token", true), &sheets);
-        assert!(text.starts_with("1. Open https://console.cloud.google.com/"), "{text}");
-        assert!(text.contains("auth/spreadsheets"), "{text}");
-        assert!(text.contains("no quotes or spaces"), "{text}");
-        let slack = instructions(&spec("SLACK_BOT_TOKEN", "", true), &server("slack", "Slack"));
-        assert!(slack.contains("chat:write") && slack.contains("xoxb-"), "{slack}");
+    fn the_most_requested_services_get_steps_that_produce_each_value() {
+        let mut services = BTreeSet::new();
+        let mut wrong = Vec::new();
+        for (id, key, description, kind, must, must_not) in TABLE {
+            let record = server(id, id);
+            let spec = spec(key, description, false);
+            let requirement = classify(&spec);
+            if !requirement.asked() || requirement.kind_label() != *kind {
+                wrong.push(format!("{id} {key}: {requirement:?}, expected asked as {kind}"));
+            }
+            let text = instructions(&spec, &record);
+            for m in must.iter().filter(|m| !text.contains(**m)) {
+                wrong.push(format!("{id} {key}: expected {m:?} in\n{text}"));
+            }
+            for m in must_not.iter().filter(|m| text.contains(**m)) {
+                wrong.push(format!("{id} {key}: did not expect {m:?} in\n{text}"));
+            }
+            services.insert(id.split(['-', '_']).next().unwrap_or(id));
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
+        assert!(services.len() >= 30, "{} services: {services:?}", services.len());
     }
 
     #[test]
@@ -496,17 +853,21 @@ mod tests {
             description(&spec("X", "Google OAuth client ID.", false), &gmail),
             "Google OAuth client ID."
         );
+        assert_eq!(
+            description(&spec("SLACK_TEAM_ID", "T01234567", false), &server("slack", "Slack")),
+            "Slack setting Slack needs (SLACK_TEAM_ID).",
+            "an example value is not a description"
+        );
         s.instructions = vec!["Deploy the Apps Script and copy its key.".into()];
         let text = instructions(&s, &gmail);
         assert!(text.starts_with("1. Deploy the Apps Script"), "{text}");
-        let url = instructions(&spec("GAS_ENDPOINT", "YOUR_DEPLOYMENT_URL", false), &gmail);
-        assert!(url.contains("https://example.com"), "{url}");
     }
 
     #[test]
-    fn settings_are_not_credentials() {
-        assert!(is_setting(&spec("MCP_TRANSPORT", "Transport type.", false)));
-        assert!(!is_setting(&spec("GOOGLE_CLIENT_ID", "", false)));
-        assert!(!is_setting(&spec("PORT", "", true)));
+    fn unknown_values_point_to_the_server_s_readme() {
+        let record = server("acme-mcp", "Acme");
+        let text = instructions(&spec("ACME_WIDGET", "", false), &record);
+        assert!(text.contains("https://github.com/someone/acme-mcp"), "{text}");
+        assert!(!text.contains("settings or developer console"), "{text}");
     }
 }

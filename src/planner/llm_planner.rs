@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::plan::{ChosenServer, OfflinePlanner, Plan, PlannedNeed, Planner};
-use super::{ChoiceSettings, PlannerError, instructions};
+use super::{ChoiceSettings, PlannerError};
 use crate::catalog::text::clip;
 use crate::catalog::{Catalog, SearchConfig};
 use crate::llm::{LlmClient, Message, Part, Request, Role, ToolSpec};
@@ -207,12 +207,21 @@ impl LlmPlanner {
     }
 }
 
-/// A record's credentials as the model sees them: key, required, kind (settings left out).
+/// A record's variables as the model sees them: the key, what it is (`secret`, `setting`,
+/// `file`), whether the user must provide it or what fills it instead.
 fn credentials(r: &crate::catalog::ServerRecord) -> Vec<Value> {
+    use crate::catalog::requirements::{self, Provide};
     r.credentials
         .iter()
-        .filter(|c| !instructions::is_setting(c))
-        .map(|c| json!({"key": c.name, "required": c.required, "kind": c.kind, "description": clip(&c.description, DESCRIPTION_CHARS)}))
+        .map(|c| {
+            let requirement = requirements::classify(c);
+            let provide = match &requirement.provide {
+                Provide::User => json!("asked of the user"),
+                Provide::Optional => json!("optional"),
+                Provide::Filled(fill) => json!(format!("filled by dynamcp: {}", super::filled_value(c, fill).0)),
+            };
+            json!({"key": c.name, "kind": requirement.kind_label(), "provided_by": provide, "description": clip(&c.description, DESCRIPTION_CHARS)})
+        })
         .collect()
 }
 

@@ -26,7 +26,9 @@ pub use plan::{ChosenServer, NotStarted, OfflinePlanner, Plan, PlannedNeed, Plan
 pub use verify::{Verifier, VerifySettings};
 
 use crate::access::Tenant;
-use crate::catalog::{Catalog, CatalogError, CredentialKind, CredentialSpec, ServerRecord};
+use crate::catalog::requirements::{self, Fill, Provide, Requirement, Shape};
+use crate::catalog::{Catalog, CatalogError, CredentialSpec, ServerRecord};
+use crate::runtime::launch::env_name_allowed;
 use crate::store::{
     Agent, NewAgent, NewMessage, Role, SealedCredential, SecretKind, Session, SessionState, Store,
     StoreError, TurnWrite,
@@ -82,6 +84,39 @@ pub struct RequiredCredential {
     pub description: String,
     /// Steps to obtain it: where to create it, which scopes, what format.
     pub instructions: String,
+    /// `secret` (stored encrypted, never shown) or `setting` (a value only the user knows, such
+    /// as an account id or their own site's address; stored the same way). Not in the design's
+    /// shape, whose clients ignore it.
+    #[serde(default)]
+    pub kind: ValueKind,
+}
+
+/// What a value the user is asked for is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueKind {
+    #[default]
+    Secret,
+    Setting,
+}
+
+/// A declared variable nobody is asked for, because dynamcp fills it in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FilledSetting {
+    pub mcp_server: String,
+    pub key: String,
+    /// The value it gets (a default, or where in the server's sandbox a path points).
+    pub value: String,
+    /// Why that value.
+    pub reason: String,
+}
+
+/// A declared variable the workflow does not need; the user may still send it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OptionalSetting {
+    pub mcp_server: String,
+    pub key: String,
+    pub description: String,
 }
 
 /// One file the user still has to provide (e.g. a Google service-account JSON).
@@ -101,6 +136,10 @@ pub struct ChatOutcome {
     pub session_id: Uuid,
     pub required_credentials: Vec<RequiredCredential>,
     pub required_files: Vec<RequiredFile>,
+    /// Settings filled in with their defaults (never asked).
+    pub defaults: Vec<FilledSetting>,
+    /// Settings the user may send but need not.
+    pub optional: Vec<OptionalSetting>,
     pub status: ChatStatus,
     pub agent_id: Option<Uuid>,
 }
@@ -213,7 +252,11 @@ struct Need<'a> {
 
 impl Need<'_> {
     fn kind(&self) -> SecretKind {
-        if self.spec.kind == CredentialKind::File { SecretKind::File } else { SecretKind::Env }
+        if self.requirement().shape == Shape::File { SecretKind::File } else { SecretKind::Env }
+    }
+
+    fn requirement(&self) -> Requirement {
+        requirements::classify(self.spec)
     }
 }
 
@@ -223,6 +266,13 @@ struct Settled {
     outcome: ChatOutcome,
     state: SessionState,
     agent: Option<Agent>,
+}
+
+/// What the user said in a turn: what the message means, and the values it stored (`KEY (server)`).
+#[derive(Clone, Copy)]
+struct Said<'a> {
+    intent: &'a Intent,
+    received: &'a [String],
 }
 
 /// What the user is doing with a turn's message.
@@ -347,7 +397,17 @@ impl MasterAgent {
         if plan_changed {
             context.agent_id = None;
         }
-        let settled = self.settle(&session, new_session, &mut context, plan, records, &intent).await?;
+        let received: Vec<String> = sealed.iter().map(|c| format!("{} ({})", c.key, c.server)).collect();
+        let settled = self
+            .settle(
+                &session,
+                new_session,
+                &mut context,
+                plan,
+                records,
+                Said { intent: &intent, received: &received },
+            )
+            .await?;
         let outcome = &settled.outcome;
 
         let mut reply = NewMessage::new(Role::Assistant, &outcome.reply);
@@ -415,7 +475,17 @@ impl MasterAgent {
                 .await
                 .map_err(|e| missing_session(e, session_id))?;
         }
-        let settled = self.settle(&session, false, &mut context, plan, records, &Intent::Keep).await?;
+        let received: Vec<String> = sealed.iter().map(|c| format!("{} ({})", c.key, c.server)).collect();
+        let settled = self
+            .settle(
+                &session,
+                false,
+                &mut context,
+                plan,
+                records,
+                Said { intent: &Intent::Keep, received: &received },
+            )
+            .await?;
         self.save(&session, false, &settled, &[]).await?;
         Ok(settled.outcome)
     }
@@ -440,7 +510,16 @@ impl MasterAgent {
             return Err(PlannerError::NoPlan(session_id));
         };
         let records = self.records(&plan);
-        let settled = self.settle(&session, false, &mut context, plan, records, &Intent::Keep).await?;
+        let settled = self
+            .settle(
+                &session,
+                false,
+                &mut context,
+                plan,
+                records,
+                Said { intent: &Intent::Keep, received: &[] },
+            )
+            .await?;
         self.save(&session, false, &settled, &[]).await?;
         Ok(settled.outcome)
     }
@@ -650,20 +729,20 @@ impl MasterAgent {
         context: &mut Context,
         plan: Plan,
         records: Vec<ServerRecord>,
-        intent: &Intent,
+        said: Said<'_>,
     ) -> Result<Settled, PlannerError> {
+        let Said { intent, received } = said;
         // A session this turn opens has nothing stored yet.
         let stored: BTreeSet<(String, String)> = if new_session {
             BTreeSet::new()
         } else {
             self.store.credentials(session.id).await?.into_iter().map(|c| (c.server, c.key)).collect()
         };
-        let Missing { credentials: required_credentials, files: required_files, optional } =
-            missing(&records, &stored);
+        let missing = missing(&records, &stored);
         // Success needs something to run: a plan without servers stays pending, and so does one
         // with a step that needs a server and has none (its agent could not do the workflow).
-        let complete = required_credentials.is_empty()
-            && required_files.is_empty()
+        let complete = missing.credentials.is_empty()
+            && missing.files.is_empty()
             && !records.is_empty()
             && unserved_steps(&plan).is_empty();
         let mut created = None;
@@ -691,28 +770,29 @@ impl MasterAgent {
         }
         let status = if complete { ChatStatus::Success } else { ChatStatus::PendingCredentials };
         let agent_id = if complete { context.agent_id } else { None };
-        let reply = compose_reply(
-            &plan,
-            &records,
-            &required_credentials,
-            &required_files,
-            &optional,
+        let reply = compose_reply(&ReplyFacts {
+            plan: &plan,
+            records: &records,
+            missing: &missing,
             agent_id,
-            created.is_some(),
+            created_now: created.is_some(),
             intent,
-        );
+            received,
+        });
         context.plan = Some(plan);
-        context.required_files = required_files.clone();
+        context.required_files = missing.files.clone();
         let state = SessionState {
             status: status.as_str().to_owned(),
             context: serde_json::to_value(&*context).unwrap_or_default(),
-            required_credentials: serde_json::to_value(&required_credentials).unwrap_or_default(),
+            required_credentials: serde_json::to_value(&missing.credentials).unwrap_or_default(),
         };
         let outcome = ChatOutcome {
             reply,
             session_id: session.id,
-            required_credentials,
-            required_files,
+            required_credentials: missing.credentials,
+            required_files: missing.files,
+            defaults: missing.defaults,
+            optional: missing.optional,
             status,
             agent_id,
         };
@@ -728,16 +808,15 @@ fn missing_session(e: StoreError, id: Uuid) -> PlannerError {
     }
 }
 
-/// Every credential and file the plan's servers declare (settings with defaults excluded).
+/// Every variable the plan's servers declare that a user may send: all but the names the
+/// runtime never sets and the paths it gives each server inside its sandbox.
 fn needs_of(records: &[ServerRecord]) -> Vec<Need<'_>> {
     records
         .iter()
-        .flat_map(|server| {
-            server
-                .credentials
-                .iter()
-                .filter(|c| !instructions::is_setting(c))
-                .map(move |spec| Need { server, spec })
+        .flat_map(|server| server.credentials.iter().map(move |spec| Need { server, spec }))
+        .filter(|n| {
+            env_name_allowed(&n.spec.name)
+                && !matches!(n.requirement().provide, Provide::Filled(Fill::Folder | Fill::FilePath))
         })
         .collect()
 }
@@ -746,19 +825,57 @@ fn needs_of(records: &[ServerRecord]) -> Vec<Need<'_>> {
 struct Missing {
     credentials: Vec<RequiredCredential>,
     files: Vec<RequiredFile>,
-    /// Optional credentials not sent, as `KEY (server)`: mentioned, never required.
-    optional: Vec<String>,
+    /// Settings dynamcp fills in (with what, and why).
+    defaults: Vec<FilledSetting>,
+    /// Settings not needed and not sent.
+    optional: Vec<OptionalSetting>,
+}
+
+/// The value a filled setting gets, as the user is shown it, and why.
+pub fn filled_value(spec: &CredentialSpec, fill: &Fill) -> (String, &'static str) {
+    let slug = crate::catalog::record::slug(&spec.name);
+    match fill {
+        Fill::Value(v) => (v.clone(), "its documented default"),
+        Fill::Folder => {
+            (format!("{}/{slug}", crate::runtime::sandbox::HOME), "a folder of its own in its sandbox")
+        }
+        Fill::FilePath => {
+            (format!("{}/{slug}", crate::runtime::sandbox::HOME), "a file of its own in its sandbox")
+        }
+        Fill::ServerDefault => ("(unset)".to_owned(), "the server's own default applies"),
+    }
 }
 
 fn missing(records: &[ServerRecord], stored: &BTreeSet<(String, String)>) -> Missing {
-    let mut out = Missing { credentials: Vec::new(), files: Vec::new(), optional: Vec::new() };
-    for need in needs_of(records) {
+    let mut out =
+        Missing { credentials: Vec::new(), files: Vec::new(), defaults: Vec::new(), optional: Vec::new() };
+    let declared =
+        records.iter().flat_map(|server| server.credentials.iter().map(move |spec| Need { server, spec }));
+    for need in declared.filter(|n| env_name_allowed(&n.spec.name)) {
         if stored.contains(&(need.server.id.clone(), need.spec.name.clone())) {
             continue;
         }
-        if !need.spec.required {
-            out.optional.push(format!("{} ({})", need.spec.name, need.server.id));
-            continue;
+        let requirement = need.requirement();
+        match &requirement.provide {
+            Provide::Filled(fill) => {
+                let (value, reason) = filled_value(need.spec, fill);
+                out.defaults.push(FilledSetting {
+                    mcp_server: need.server.id.clone(),
+                    key: need.spec.name.clone(),
+                    value,
+                    reason: reason.to_owned(),
+                });
+                continue;
+            }
+            Provide::Optional => {
+                out.optional.push(OptionalSetting {
+                    mcp_server: need.server.id.clone(),
+                    key: need.spec.name.clone(),
+                    description: instructions::description(need.spec, need.server),
+                });
+                continue;
+            }
+            Provide::User => {}
         }
         let description = instructions::description(need.spec, need.server);
         let steps = instructions::instructions(need.spec, need.server);
@@ -774,6 +891,7 @@ fn missing(records: &[ServerRecord], stored: &BTreeSet<(String, String)>) -> Mis
                 credential_key: need.spec.name.clone(),
                 description,
                 instructions: steps,
+                kind: if requirement.secret { ValueKind::Secret } else { ValueKind::Setting },
             }),
         }
     }
@@ -923,18 +1041,24 @@ fn workflow_text(plan: &Plan) -> String {
     format!("{}\n\n{}", plan.request, steps.join("\n"))
 }
 
-#[allow(clippy::too_many_arguments, reason = "one reply, many facts")]
-fn compose_reply(
-    plan: &Plan,
-    records: &[ServerRecord],
-    credentials: &[RequiredCredential],
-    files: &[RequiredFile],
-    optional: &[String],
+/// Everything a reply tells.
+struct ReplyFacts<'a> {
+    plan: &'a Plan,
+    records: &'a [ServerRecord],
+    missing: &'a Missing,
     agent_id: Option<Uuid>,
     created_now: bool,
-    intent: &Intent,
-) -> String {
+    intent: &'a Intent,
+    /// What this turn stored, as `KEY (server)`.
+    received: &'a [String],
+}
+
+fn compose_reply(facts: &ReplyFacts<'_>) -> String {
+    let ReplyFacts { plan, records, missing, agent_id, created_now, intent, received } = *facts;
     let mut out = String::new();
+    if !received.is_empty() {
+        out.push_str(&format!("Received and stored encrypted: {}.\n", received.join(", ")));
+    }
     match intent {
         Intent::Refine { old, new } => out.push_str(&format!("Switched from {old} to {new}. ")),
         Intent::Pick(pick) => {
@@ -974,6 +1098,66 @@ fn compose_reply(
         }
         return out;
     }
+    if matches!(intent, Intent::Keep) {
+        // The plan did not change this turn: name it in one line rather than repeat it.
+        let ids: Vec<&str> = servers.iter().map(|s| s.id.as_str()).collect();
+        out.push_str(&format!("The plan is unchanged ({}).\n", ids.join(", ")));
+    } else {
+        describe_plan(plan, records, &mut out);
+    }
+    let (credentials, files) = (&missing.credentials, &missing.files);
+    if !missing.defaults.is_empty() && !matches!(intent, Intent::Keep) {
+        let filled: Vec<String> = missing
+            .defaults
+            .iter()
+            .filter(|d| d.value != "(unset)")
+            .map(|d| format!("{}={} ({})", d.key, d.value, d.reason))
+            .collect();
+        if !filled.is_empty() {
+            out.push_str(&format!("\nSettings filled in, nothing to do: {}.", filled.join(", ")));
+        }
+    }
+    if !credentials.is_empty() || !files.is_empty() {
+        let mut wanted: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for c in credentials {
+            wanted.entry(&c.mcp_server).or_default().push(&c.credential_key);
+        }
+        for f in files {
+            wanted.entry(&f.mcp_server).or_default().push(&f.file_key);
+        }
+        let list: Vec<String> = wanted.iter().map(|(s, keys)| format!("{s}: {}", keys.join(", "))).collect();
+        out.push_str(&format!(
+            "\nStill needed before I can create the agent — {}. Each item in required_credentials and required_files says how to get it. Send values as credentials {{\"<mcp_server>\": {{\"KEY\": \"value\"}}}} and files inline or to /api/sessions/<id>/files; they are stored encrypted and never shown again.",
+            list.join("; ")
+        ));
+    } else if let Some(id) = agent_id {
+        if created_now {
+            out.push_str(&format!(
+                "\nEverything required is in place. I created the agent {id}; its mcpServers config references your stored credentials without containing them. Export it with GET /api/agents/{id}/config?format=claude (or cursor, fast-agent)."
+            ));
+        } else {
+            out.push_str(&format!("\nEverything required is in place; the agent is {id}."));
+        }
+    }
+    let unserved = unserved_steps(plan);
+    if agent_id.is_none() && !unserved.is_empty() {
+        let steps: Vec<String> = unserved.iter().map(|i| (i + 1).to_string()).collect();
+        out.push_str(&format!(
+            "\nI have not created the agent: step {} needs a server and none here does it. Name a catalog server for it (\"use <id>\"), or ask again without that step.",
+            steps.join(" and ")
+        ));
+    }
+    if !missing.optional.is_empty() && !matches!(intent, Intent::Keep) {
+        let keys: Vec<String> =
+            missing.optional.iter().map(|o| format!("{} ({})", o.key, o.mcp_server)).collect();
+        out.push_str(&format!("\nOptional, not needed for this workflow: {}.", keys.join(", ")));
+    }
+    out
+}
+
+/// The plan step by step: each step's server and why, its start check and alternatives, then
+/// the workflow.
+fn describe_plan(plan: &Plan, records: &[ServerRecord], out: &mut String) {
     let n = plan.needs.len();
     out.push_str(&format!(
         "I read your request as {n} step{} and chose an MCP server for each step that needs one:\n",
@@ -1025,40 +1209,6 @@ fn compose_reply(
             not_launchable.join(", ")
         ));
     }
-    if !credentials.is_empty() || !files.is_empty() {
-        let mut wanted: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for c in credentials {
-            wanted.entry(&c.mcp_server).or_default().push(&c.credential_key);
-        }
-        for f in files {
-            wanted.entry(&f.mcp_server).or_default().push(&f.file_key);
-        }
-        let list: Vec<String> = wanted.iter().map(|(s, keys)| format!("{s}: {}", keys.join(", "))).collect();
-        out.push_str(&format!(
-            "\nStill needed before I can create the agent — {}. Each item in required_credentials and required_files says how to get it. Send values as credentials {{\"<mcp_server>\": {{\"KEY\": \"value\"}}}} and files inline or to /api/sessions/<id>/files; they are stored encrypted and never shown again.",
-            list.join("; ")
-        ));
-    } else if let Some(id) = agent_id {
-        if created_now {
-            out.push_str(&format!(
-                "\nEvery required credential is in place. I created the agent {id}; its mcpServers config references your stored credentials without containing them. Export it with GET /api/agents/{id}/config?format=claude (or cursor, fast-agent)."
-            ));
-        } else {
-            out.push_str(&format!("\nEvery required credential is in place; the agent is {id}."));
-        }
-    }
-    let unserved = unserved_steps(plan);
-    if agent_id.is_none() && !unserved.is_empty() {
-        let steps: Vec<String> = unserved.iter().map(|i| (i + 1).to_string()).collect();
-        out.push_str(&format!(
-            "\nI have not created the agent: step {} needs a server and none here does it. Name a catalog server for it (\"use <id>\"), or ask again without that step.",
-            steps.join(" and ")
-        ));
-    }
-    if !optional.is_empty() {
-        out.push_str(&format!("\nOptional (not required): {}.", optional.join(", ")));
-    }
-    out
 }
 
 /// The steps (0-based) that need a server and have none.

@@ -9,7 +9,8 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use crate::catalog::record::{Transport, slug};
-use crate::catalog::{CredentialKind, LaunchKind, LaunchOption, ServerRecord};
+use crate::catalog::requirements::{self, Fill, Provide};
+use crate::catalog::{CredentialKind, CredentialSpec, LaunchKind, LaunchOption, ServerRecord};
 use crate::vault::SecretBytes;
 
 use super::RuntimeError;
@@ -380,7 +381,7 @@ impl Launcher {
         } else {
             let tmp = work.join("tmp");
             std::fs::create_dir_all(&tmp).map_err(|e| RuntimeError::io("prepare the server's folders", e))?;
-            (host_home, tmp, host_secrets.clone(), self.path.clone())
+            (host_home.clone(), tmp, host_secrets.clone(), self.path.clone())
         };
         let mut vars: Vec<(String, OsString)> = self.pass_env.clone();
         let fixed: [(&str, OsString); 10] = [
@@ -400,7 +401,15 @@ impl Launcher {
         let mut files = Vec::new();
         let mut skipped = Vec::new();
         for spec in &record.credentials {
-            let Some(value) = values.get(&spec.name) else { continue };
+            let Some(value) = values.get(&spec.name) else {
+                if env_name_allowed(&spec.name)
+                    && let Some(filled) = filled_setting(spec, &host_home, &home)?
+                {
+                    vars.retain(|(k, _)| k != &spec.name);
+                    vars.push((spec.name.clone(), filled));
+                }
+                continue;
+            };
             if !env_name_allowed(&spec.name) {
                 skipped.push(spec.name.clone());
                 continue;
@@ -456,6 +465,28 @@ impl Launcher {
         }
         Ok(headers)
     }
+}
+
+/// The value a setting nobody was asked for gets (the same the planner showed the user): its
+/// documented default, or a folder or file of the server's own in its home. `None`: unset, the
+/// server's own default applies (or, for an optional value, nothing was sent).
+fn filled_setting(
+    spec: &CredentialSpec,
+    host_home: &Path,
+    home: &Path,
+) -> Result<Option<OsString>, RuntimeError> {
+    let Provide::Filled(fill) = requirements::classify(spec).provide else { return Ok(None) };
+    let name = slug(&spec.name);
+    Ok(match fill {
+        Fill::Value(value) => Some(value.into()),
+        Fill::Folder => {
+            std::fs::create_dir_all(host_home.join(&name))
+                .map_err(|e| RuntimeError::io("prepare the server's folders", e))?;
+            Some(home.join(&name).into_os_string())
+        }
+        Fill::FilePath => Some(home.join(&name).into_os_string()),
+        Fill::ServerDefault => None,
+    })
 }
 
 /// A child's environment: every variable it gets, the credential files to delete when it
@@ -675,6 +706,9 @@ mod tests {
             {"name": "LD_PRELOAD"},
             {"name": "HTTPS_PROXY"},
             {"name": "UNSENT"},
+            {"name": "CACHE_MAX_AGE", "description": "1", "required": true},
+            {"name": "LOG_PATH", "description": "[set an accessible absolute path]", "required": true},
+            {"name": "LOG_LEVEL", "description": "Logging level", "required": true},
         ]))
         .unwrap();
         let rec = record(vec![option("npx", &["pkg"])], creds);
@@ -696,6 +730,13 @@ mod tests {
             assert_eq!(get("LD_PRELOAD"), None, "a loader variable is never set from a credential");
             assert_eq!(get("HTTPS_PROXY"), None, "nor a proxy");
             assert_eq!(get("NOT_DECLARED"), None, "only declared names");
+            // Settings nobody was asked for get what the planner showed: a documented default,
+            // a folder of the server's own, or nothing (the server's own default).
+            assert_eq!(get("CACHE_MAX_AGE").as_deref(), Some("1"));
+            assert_eq!(get("LOG_LEVEL"), None);
+            let logs = PathBuf::from(get("LOG_PATH").unwrap());
+            assert_eq!(logs, PathBuf::from(get("HOME").unwrap()).join("log_path"));
+            assert!(work.join("home/log_path").is_dir(), "the folder exists before the server starts");
             let (home, file) = (get("HOME").unwrap(), PathBuf::from(get("SA_JSON").unwrap()));
             if sandboxed {
                 assert_eq!(home, "/home/agent");
