@@ -269,6 +269,7 @@ async fn eval_plans(args: EvalArgs) -> anyhow::Result<()> {
     );
     let runnable = launcher.kinds();
     let catalog_size = catalog.index().len();
+    print_requirements(&cases, &catalog, args.misses);
     let mut rules = vec![("choice step (default)", false)];
     if args.baseline {
         rules.push(("relevance only (before the choice step)", true));
@@ -329,6 +330,32 @@ async fn eval_plans(args: EvalArgs) -> anyhow::Result<()> {
     }
     store.close().await;
     Ok(())
+}
+
+/// What dynamcp asks of each labelled expert's server against what it needs (the plan set's
+/// `starts_with`), whatever server the plan chose.
+fn print_requirements(cases: &[crate::planner::eval::PlanCase], catalog: &Catalog, misses: bool) {
+    let index = catalog.index();
+    let r = crate::planner::eval::score_requirements(cases, |id| index.get(id).cloned());
+    if r.steps == 0 {
+        return;
+    }
+    let share = |n: usize| n as f64 / r.steps as f64;
+    println!(
+        "requirements of the experts' servers ({} labelled steps whose expert is in the catalog):",
+        r.steps
+    );
+    println!("  exact     {:.3} (asked set equals needed set, variables and files)", share(r.exact));
+    println!(
+        "  {} needed not asked, {} asked not needed, {} asked that have a default or are optional",
+        r.missing, r.extra, r.defaults_asked
+    );
+    println!("  {} steps also need a login or a file no variable carries", r.other_needs);
+    if misses {
+        for m in &r.misses {
+            println!("  - {} {}: missing {:?}, extra {:?}", m.case, m.server, m.missing, m.extra);
+        }
+    }
 }
 
 /// How many chosen servers start here, after verification replaced those that did not.

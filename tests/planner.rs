@@ -64,8 +64,10 @@ async fn a_request_asks_for_exactly_the_missing_credentials(db: Db) {
         assert!(steps.contains("Format:"), "{steps}");
     }
     let token = &body["required_credentials"][2];
-    assert!(token["instructions"].as_str().unwrap().contains("https://console.cloud.google.com/"), "{token}");
-    assert!(token["instructions"].as_str().unwrap().contains("auth/spreadsheets"), "{token}");
+    // An access token's steps produce an access token, and say how long it lasts.
+    let steps = token["instructions"].as_str().unwrap();
+    assert!(steps.contains("https://developers.google.com/oauthplayground/"), "{token}");
+    assert!(steps.contains("auth/spreadsheets") && steps.contains("one hour"), "{token}");
     let reply = body["reply"].as_str().unwrap();
     assert!(
         reply.contains("Gmail MCP (gmail-mcp-2)")

@@ -60,9 +60,12 @@ pub struct ChatResponse {
     pub agent_created: bool,
     pub agent_id: Option<Uuid>,
     /// Not in the design: settings the chosen servers declare that are filled in with their
-    /// defaults (never asked).
+    /// defaults (never asked). Left out when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub defaults: Vec<FilledSetting>,
-    /// Not in the design: settings the workflow does not need; send them to override.
+    /// Not in the design: settings the workflow does not need; send them to override. Left
+    /// out when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub optional: Vec<OptionalSetting>,
 }
 

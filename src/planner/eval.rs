@@ -30,6 +30,16 @@ pub struct LabelledStep {
     pub step: String,
     pub acceptable: Vec<String>,
     pub expert: Option<String>,
+    /// What the expert's server needs before it starts (`starts_with`), where labelled.
+    pub starts_with: Option<StartLabel>,
+}
+
+/// A labeller's `starts_with`: the values the expert's server needs, and free notes.
+#[derive(Debug, Clone, Default)]
+pub struct StartLabel {
+    /// `(name as written, kind)`: kinds `secret`, `setting`, `file`, `oauth`.
+    pub values: Vec<(String, String)>,
+    pub notes: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +84,7 @@ fn case(v: &Value) -> Result<PlanCase, String> {
                 step: s.get("step").and_then(Value::as_str).unwrap_or_default().to_owned(),
                 acceptable: ids(s, "acceptable"),
                 expert: s.get("expert").and_then(Value::as_str).map(str::to_owned),
+                starts_with: s.get("starts_with").map(start_label),
             })
             .collect()
     } else if let Some(needs) = v.get("needs").and_then(Value::as_array) {
@@ -83,12 +94,139 @@ fn case(v: &Value) -> Result<PlanCase, String> {
                 step: n.get("need").and_then(Value::as_str).unwrap_or_default().to_owned(),
                 acceptable: ids(n, "ids"),
                 expert: None,
+                starts_with: None,
             })
             .collect()
     } else {
         return Err("missing `steps` (or `needs`)".to_owned());
     };
     Ok(PlanCase { id, request, steps })
+}
+
+fn start_label(v: &Value) -> StartLabel {
+    let values = v
+        .get("credentials")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            let name = c.get("name").and_then(Value::as_str)?;
+            Some((name.to_owned(), c.get("kind").and_then(Value::as_str).unwrap_or_default().to_owned()))
+        })
+        .collect();
+    StartLabel { values, notes: v.get("notes").and_then(Value::as_str).unwrap_or_default().to_owned() }
+}
+
+/// How the asked values of each labelled expert server compare with what it needs.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RequirementReport {
+    /// Labelled steps whose expert's record is in the catalog.
+    pub steps: usize,
+    /// Steps whose asked set equals the needed set (environment values and files).
+    pub exact: usize,
+    /// Needed values not asked, and values asked that are not needed.
+    pub missing: usize,
+    pub extra: usize,
+    /// Asked values the labeller marks as having a default or being optional.
+    pub defaults_asked: usize,
+    /// Steps whose expert also needs something no variable carries (a browser login, a file
+    /// at a fixed place in the home folder): dynamcp cannot take those as values.
+    pub other_needs: usize,
+    pub misses: Vec<RequirementMiss>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RequirementMiss {
+    pub case: String,
+    pub server: String,
+    pub missing: Vec<String>,
+    pub extra: Vec<String>,
+}
+
+/// The environment-variable name a label starts with (`NOTION_TOKEN (ntn_…)` → `NOTION_TOKEN`),
+/// or `None` for a label that names no variable (`Google account login`, `~/.x/keys.json`).
+fn variable(label: &str) -> Option<String> {
+    let token: String = label.trim().chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+    let rest = label.trim()[token.len()..].chars().next();
+    let upper = token.len() > 1
+        && token.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && token == token.to_ascii_uppercase()
+        && token.chars().any(|c| c.is_ascii_alphabetic());
+    (upper && rest.is_none_or(|c| c.is_whitespace() || c == '(' || c == ',' || c == ':')).then_some(token)
+}
+
+/// Whether the label or the notes say `name` is optional or has a default.
+fn labelled_optional(name: &str, label: &str, notes: &str) -> bool {
+    let says = |t: &str| {
+        let t = t.to_lowercase();
+        t.contains("optional") || t.contains("default")
+    };
+    if says(&label[name.len().min(label.len())..]) {
+        return true;
+    }
+    notes.match_indices(name).any(|(at, _)| {
+        let after: String = notes[at + name.len()..].chars().take(40).collect();
+        let before: String =
+            notes[..at].chars().rev().take(12).collect::<Vec<_>>().into_iter().rev().collect();
+        says(&after) || before.to_lowercase().contains("optional")
+    })
+}
+
+/// Compares, for every labelled step, the values dynamcp asks of the expert's server with the
+/// values it needs. `record` looks a server up in the catalog.
+pub fn score_requirements(
+    cases: &[PlanCase],
+    record: impl Fn(&str) -> Option<crate::catalog::ServerRecord>,
+) -> RequirementReport {
+    use std::collections::BTreeSet;
+    let mut r = RequirementReport::default();
+    for case in cases {
+        for step in &case.steps {
+            let (Some(expert), Some(label)) = (&step.expert, &step.starts_with) else { continue };
+            let Some(server) = record(expert) else { continue };
+            r.steps += 1;
+            let mut needed = BTreeSet::new();
+            let mut defaulted = BTreeSet::new();
+            let mut other = false;
+            for (text, _kind) in &label.values {
+                match variable(text) {
+                    Some(name) if labelled_optional(&name, text, &label.notes) => {
+                        defaulted.insert(name);
+                    }
+                    Some(name) => {
+                        needed.insert(name);
+                    }
+                    None => other = true,
+                }
+            }
+            let asked: BTreeSet<String> = server
+                .credentials
+                .iter()
+                .filter(|c| {
+                    crate::runtime::launch::env_name_allowed(&c.name)
+                        && crate::catalog::requirements::classify(c).asked()
+                })
+                .map(|c| c.name.to_ascii_uppercase())
+                .collect();
+            r.other_needs += usize::from(other);
+            r.defaults_asked += asked.intersection(&defaulted).count();
+            let missing: Vec<String> = needed.difference(&asked).cloned().collect();
+            let extra: Vec<String> = asked.difference(&needed).cloned().collect();
+            r.missing += missing.len();
+            r.extra += extra.len();
+            if missing.is_empty() && extra.is_empty() {
+                r.exact += 1;
+            } else {
+                r.misses.push(RequirementMiss {
+                    case: case.id.clone(),
+                    server: expert.clone(),
+                    missing,
+                    extra,
+                });
+            }
+        }
+    }
+    r
 }
 
 /// A chosen server no step accepts, or a step with no acceptable server chosen.
@@ -195,6 +333,37 @@ mod tests {
             })
             .collect();
         Plan { request: String::new(), needs, workflow: vec![], note: None }
+    }
+
+    #[test]
+    fn asked_values_are_compared_with_the_labelled_needs() {
+        let line = r#"{"id":"w1","request":"r","steps":[
+            {"step":"slack","acceptable":["slack"],"expert":"slack","starts_with":{"runtime":"node","credentials":[
+                {"name":"SLACK_BOT_TOKEN (xoxb-…)","kind":"secret"},{"name":"SLACK_TEAM_ID","kind":"setting"},
+                {"name":"SLACK_CHANNEL_IDS","kind":"setting"}],"notes":"SLACK_CHANNEL_IDS is optional"}},
+            {"step":"mail","acceptable":["gmail"],"expert":"gmail","starts_with":{"runtime":"node","credentials":[
+                {"name":"Google account login","kind":"oauth"}],"notes":""}},
+            {"step":"gone","acceptable":["nope"],"expert":"nope","starts_with":{"runtime":"node","credentials":[],"notes":""}}]}"#;
+        let cases = vec![case(&serde_json::from_str(&line.replace('\n', "")).expect("json")).expect("case")];
+        let slack: crate::catalog::ServerRecord = serde_json::from_value(serde_json::json!({
+            "id": "slack", "name": "Slack", "credentials": [
+                {"name": "SLACK_BOT_TOKEN", "required": true, "secret": true},
+                {"name": "SLACK_TEAM_ID", "description": "T01234567", "required": true},
+                {"name": "SLACK_CHANNEL_IDS", "description": "C01234567, C76543210", "required": true}]}))
+        .expect("record");
+        let gmail: crate::catalog::ServerRecord =
+            serde_json::from_value(serde_json::json!({"id": "gmail", "name": "Gmail"})).expect("record");
+        let r = score_requirements(&cases, |id| [&slack, &gmail].into_iter().find(|s| s.id == id).cloned());
+        // The unknown expert is skipped; Slack asks the channel ids the label calls optional.
+        assert_eq!((r.steps, r.exact, r.other_needs), (2, 1, 1));
+        assert_eq!((r.missing, r.extra, r.defaults_asked), (0, 1, 1));
+        assert_eq!(r.misses[0].extra, ["SLACK_CHANNEL_IDS"]);
+        assert_eq!(
+            variable("NOTION_TOKEN (internal integration secret ntn_...)").as_deref(),
+            Some("NOTION_TOKEN")
+        );
+        assert_eq!(variable("~/.gmail-mcp/gcp-oauth.keys.json"), None);
+        assert_eq!(variable("Google account login"), None);
     }
 
     #[test]
