@@ -350,7 +350,10 @@ fn print_requirements(cases: &[crate::planner::eval::PlanCase], catalog: &Catalo
         "  {} needed not asked, {} asked not needed, {} asked that have a default or are optional",
         r.missing, r.extra, r.defaults_asked
     );
-    println!("  {} steps also need a login or a file no variable carries", r.other_needs);
+    println!(
+        "  {} needed paths filled with a place in the server's sandbox; {} steps also need a login or a file no variable carries",
+        r.paths_filled, r.other_needs
+    );
     if misses {
         for m in &r.misses {
             println!("  - {} {}: missing {:?}, extra {:?}", m.case, m.server, m.missing, m.extra);

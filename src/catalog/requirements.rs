@@ -95,6 +95,13 @@ impl Requirement {
     }
 }
 
+/// Variables well-known servers document as optional although the catalog's sources mark them
+/// required (their README's example config lists every variable): `(name, why)`.
+const KNOWN_OPTIONAL: &[(&str, &str)] = &[
+    // The reference Slack server: "optional, limits the channels the bot can access".
+    ("SLACK_CHANNEL_IDS", "limits the channels the server may use; all channels the bot is in when unset"),
+];
+
 /// Name segments that make a variable a secret.
 const SECRET_WORDS: &[&str] = &[
     "KEY",
@@ -474,7 +481,10 @@ pub fn classify(spec: &CredentialSpec) -> Requirement {
         || d.contains("if you want")
         || d.starts_with("override")
         || d.contains("(not required)");
-    let provide = if secret {
+    let known_optional = KNOWN_OPTIONAL.iter().any(|(n, _)| name == *n);
+    let provide = if known_optional {
+        Provide::Optional
+    } else if secret {
         // A secret never takes a default from a description: that is an example, not a value.
         if spec.required && !says_optional { Provide::User } else { Provide::Optional }
     } else if shape == Shape::Path {

@@ -129,6 +129,8 @@ pub struct RequirementReport {
     pub extra: usize,
     /// Asked values the labeller marks as having a default or being optional.
     pub defaults_asked: usize,
+    /// Needed paths dynamcp fills with a place in the server's sandbox (met without asking).
+    pub paths_filled: usize,
     /// Steps whose expert also needs something no variable carries (a browser login, a file
     /// at a fixed place in the home folder): dynamcp cannot take those as values.
     pub other_needs: usize,
@@ -208,6 +210,18 @@ pub fn score_requirements(
                 })
                 .map(|c| c.name.to_ascii_uppercase())
                 .collect();
+            // A data path the labeller calls needed is met by the place dynamcp gives it.
+            let filled: BTreeSet<String> = server
+                .credentials
+                .iter()
+                .filter(|c| {
+                    use crate::catalog::requirements::{Fill, Provide, classify};
+                    matches!(classify(c).provide, Provide::Filled(Fill::Folder | Fill::FilePath))
+                })
+                .map(|c| c.name.to_ascii_uppercase())
+                .collect();
+            r.paths_filled += needed.intersection(&filled).count();
+            needed.retain(|n| !filled.contains(n));
             r.other_needs += usize::from(other);
             r.defaults_asked += asked.intersection(&defaulted).count();
             let missing: Vec<String> = needed.difference(&asked).cloned().collect();
@@ -332,7 +346,7 @@ mod tests {
                 )
             })
             .collect();
-        Plan { request: String::new(), needs, workflow: vec![], note: None }
+        Plan { request: String::new(), needs, workflow: vec![], note: None, schedule: None }
     }
 
     #[test]
@@ -340,7 +354,8 @@ mod tests {
         let line = r#"{"id":"w1","request":"r","steps":[
             {"step":"slack","acceptable":["slack"],"expert":"slack","starts_with":{"runtime":"node","credentials":[
                 {"name":"SLACK_BOT_TOKEN (xoxb-…)","kind":"secret"},{"name":"SLACK_TEAM_ID","kind":"setting"},
-                {"name":"SLACK_CHANNEL_IDS","kind":"setting"}],"notes":"SLACK_CHANNEL_IDS is optional"}},
+                {"name":"SLACK_REGION","kind":"setting"},{"name":"SLACK_DATA_DIR","kind":"setting"}],
+                "notes":"SLACK_REGION is optional"}},
             {"step":"mail","acceptable":["gmail"],"expert":"gmail","starts_with":{"runtime":"node","credentials":[
                 {"name":"Google account login","kind":"oauth"}],"notes":""}},
             {"step":"gone","acceptable":["nope"],"expert":"nope","starts_with":{"runtime":"node","credentials":[],"notes":""}}]}"#;
@@ -349,15 +364,17 @@ mod tests {
             "id": "slack", "name": "Slack", "credentials": [
                 {"name": "SLACK_BOT_TOKEN", "required": true, "secret": true},
                 {"name": "SLACK_TEAM_ID", "description": "T01234567", "required": true},
-                {"name": "SLACK_CHANNEL_IDS", "description": "C01234567, C76543210", "required": true}]}))
+                {"name": "SLACK_REGION", "required": true},
+                {"name": "SLACK_DATA_DIR", "description": "/path/to/data", "required": true}]}))
         .expect("record");
         let gmail: crate::catalog::ServerRecord =
             serde_json::from_value(serde_json::json!({"id": "gmail", "name": "Gmail"})).expect("record");
         let r = score_requirements(&cases, |id| [&slack, &gmail].into_iter().find(|s| s.id == id).cloned());
-        // The unknown expert is skipped; Slack asks the channel ids the label calls optional.
-        assert_eq!((r.steps, r.exact, r.other_needs), (2, 1, 1));
+        // The unknown expert is skipped; Slack asks a region the label calls optional, and its
+        // data folder, needed, is filled in.
+        assert_eq!((r.steps, r.exact, r.other_needs, r.paths_filled), (2, 1, 1, 1));
         assert_eq!((r.missing, r.extra, r.defaults_asked), (0, 1, 1));
-        assert_eq!(r.misses[0].extra, ["SLACK_CHANNEL_IDS"]);
+        assert_eq!(r.misses[0].extra, ["SLACK_REGION"]);
         assert_eq!(
             variable("NOTION_TOKEN (internal integration secret ntn_...)").as_deref(),
             Some("NOTION_TOKEN")

@@ -774,7 +774,7 @@ mod tests {
         ("google-calendar-mcp", "GOOGLE_CALENDAR_ID", "your_calendar_id", "setting", &["Integrate calendar"], &["OAuth client"]),
         ("slack", "SLACK_BOT_TOKEN", "xoxb-your-bot-token", "secret", &["api.slack.com/apps", "chat:write", "xoxb-"], &[]),
         ("slack", "SLACK_TEAM_ID", "T01234567", "setting", &["app.slack.com/client", "starting with T"], &["Create New App"]),
-        ("slack", "SLACK_CHANNEL_IDS", "C01234567, C76543210", "setting", &["Channel ID", "starts with C"], &["Create New App"]),
+        ("slack", "SLACK_CHANNEL_IDS", "C01234567, C76543210", "optional", &["Channel ID", "starts with C"], &["Create New App"]),
         ("github", "GITHUB_PERSONAL_ACCESS_TOKEN", "Your GitHub personal access token", "secret", &["personal-access-tokens", "github_pat_"], &[]),
         ("github", "GITHUB_OWNER", "Your GitHub username", "setting", &["github.com/<owner>/<repo>"], &["personal-access-tokens"]),
         ("gitlab", "GITLAB_PERSONAL_ACCESS_TOKEN", "your_token_here", "secret", &["personal_access_tokens", "glpat-"], &[]),
@@ -828,7 +828,11 @@ mod tests {
             let record = server(id, id);
             let spec = spec(key, description, false);
             let requirement = classify(&spec);
-            if !requirement.asked() || requirement.kind_label() != *kind {
+            let (asked, label) = match *kind {
+                "optional" => (false, "setting"),
+                other => (true, other),
+            };
+            if requirement.asked() != asked || requirement.kind_label() != label {
                 wrong.push(format!("{id} {key}: {requirement:?}, expected asked as {kind}"));
             }
             let text = instructions(&spec, &record);

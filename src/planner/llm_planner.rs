@@ -203,7 +203,7 @@ impl LlmPlanner {
             .unwrap_or_default();
         let workflow =
             if workflow.is_empty() { planned.iter().map(|n| n.need.clone()).collect() } else { workflow };
-        Ok(Plan { request: request.trim().to_owned(), needs: planned, workflow, note: None })
+        Ok(Plan { request: request.trim().to_owned(), needs: planned, workflow, note: None, schedule: None })
     }
 }
 

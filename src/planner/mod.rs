@@ -8,8 +8,10 @@ pub mod agent_config;
 pub mod choice;
 pub mod eval;
 pub mod instructions;
+mod language;
 mod llm_planner;
 mod plan;
+pub mod schedule;
 mod steps;
 pub mod verify;
 
@@ -371,6 +373,14 @@ impl MasterAgent {
         let Some(mut plan) = plan else {
             return Err(PlannerError::UnexpectedCredentials { server: first_value().unwrap_or_default() });
         };
+        // Whichever planner made it, a plan keeps the schedule its request asks for, and says
+        // when the request is not in English.
+        plan.schedule = schedule::of(&plan.request);
+        if let Some(language) = language::not_english(&plan.request)
+            && plan.note.is_none()
+        {
+            plan.note = Some(language::note(language));
+        }
         // A new plan's servers are checked before anything is asked for them; so are those of a
         // plan still waiting for credentials (a check that ran past a turn's budget ends later).
         let replanned = matches!(intent, Intent::Request(_) | Intent::Refine { .. } | Intent::Pick(_));
@@ -1038,7 +1048,12 @@ fn agent_name(plan: &Plan) -> String {
 fn workflow_text(plan: &Plan) -> String {
     let steps: Vec<String> =
         plan.workflow.iter().enumerate().map(|(i, s)| format!("{}. {s}", i + 1)).collect();
-    format!("{}\n\n{}", plan.request, steps.join("\n"))
+    let when = plan
+        .schedule
+        .as_ref()
+        .map(|w| format!("Runs: {w} (each run is triggered from outside).\n"))
+        .unwrap_or_default();
+    format!("{}\n\n{when}{}", plan.request, steps.join("\n"))
 }
 
 /// Everything a reply tells.
@@ -1104,6 +1119,9 @@ fn compose_reply(facts: &ReplyFacts<'_>) -> String {
         out.push_str(&format!("The plan is unchanged ({}).\n", ids.join(", ")));
     } else {
         describe_plan(plan, records, &mut out);
+    }
+    if let Some(when) = plan.schedule.as_deref().filter(|_| !matches!(intent, Intent::Keep)) {
+        out.push_str(&format!("\n{}\n", schedule::advice(when)));
     }
     let (credentials, files) = (&missing.credentials, &missing.files);
     if !missing.defaults.is_empty() && !matches!(intent, Intent::Keep) {
@@ -1236,7 +1254,7 @@ mod tests {
 
     #[test]
     fn messages_are_classified_against_the_plan() {
-        let plan = Plan { request: "x".into(), needs: vec![], workflow: vec![], note: None };
+        let plan = Plan { request: "x".into(), needs: vec![], workflow: vec![], note: None, schedule: None };
         assert!(matches!(classify("monitor gmail", None, false), Intent::Request(_)));
         assert!(matches!(classify("thanks!", Some(&plan), false), Intent::Keep));
         assert!(matches!(classify("here is my token for gmail", Some(&plan), true), Intent::Keep));

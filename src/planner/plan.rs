@@ -91,6 +91,10 @@ pub struct Plan {
     /// offline planner answered).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// When the request wants the agent to run ("every Friday"), as written: kept in the
+    /// workflow; dynamcp itself schedules nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
 }
 
 impl Plan {
@@ -190,7 +194,7 @@ impl Planner for OfflinePlanner {
             });
         }
         let workflow = needs.iter().map(workflow_step).collect();
-        Ok(Plan { request: request.trim().to_owned(), needs, workflow, note: None })
+        Ok(Plan { request: request.trim().to_owned(), needs, workflow, note: None, schedule: None })
     }
 }
 
