@@ -347,6 +347,11 @@ fn print_requirements(cases: &[crate::planner::eval::PlanCase], catalog: &Catalo
     );
     println!("  exact     {:.3} (asked set equals needed set, variables and files)", share(r.exact));
     println!(
+        "  before requirement kinds: exact {:.3}, {} asked that have a default or are optional",
+        share(r.before_exact),
+        r.before_defaults_asked
+    );
+    println!(
         "  {} needed not asked, {} asked not needed, {} asked that have a default or are optional",
         r.missing, r.extra, r.defaults_asked
     );

@@ -131,6 +131,10 @@ pub struct RequirementReport {
     pub defaults_asked: usize,
     /// Needed paths dynamcp fills with a place in the server's sandbox (met without asking).
     pub paths_filled: usize,
+    /// The same figures under the rule before requirement kinds (every required variable asked
+    /// but nine named settings), for comparison in the same run.
+    pub before_exact: usize,
+    pub before_defaults_asked: usize,
     /// Steps whose expert also needs something no variable carries (a browser login, a file
     /// at a fixed place in the home folder): dynamcp cannot take those as values.
     pub other_needs: usize,
@@ -172,6 +176,23 @@ fn labelled_optional(name: &str, label: &str, notes: &str) -> bool {
             notes[..at].chars().rev().take(12).collect::<Vec<_>>().into_iter().rev().collect();
         says(&after) || before.to_lowercase().contains("optional")
     })
+}
+
+/// The rule before requirement kinds: a variable was a setting (never asked) only when it had
+/// one of these names and was not marked secret.
+fn is_setting_before(spec: &crate::catalog::CredentialSpec) -> bool {
+    const SETTINGS: &[&str] = &[
+        "MCP_TRANSPORT",
+        "TRANSPORT",
+        "PORT",
+        "MCP_PORT",
+        "HOST",
+        "LOG_LEVEL",
+        "DEBUG",
+        "NODE_ENV",
+        "TIMEOUT",
+    ];
+    !spec.secret && SETTINGS.iter().any(|s| spec.name.eq_ignore_ascii_case(s))
 }
 
 /// Compares, for every labelled step, the values dynamcp asks of the expert's server with the
@@ -223,6 +244,15 @@ pub fn score_requirements(
             r.paths_filled += needed.intersection(&filled).count();
             needed.retain(|n| !filled.contains(n));
             r.other_needs += usize::from(other);
+            let before: BTreeSet<String> = server
+                .credentials
+                .iter()
+                .filter(|c| c.required && !is_setting_before(c))
+                .map(|c| c.name.to_ascii_uppercase())
+                .collect();
+            let needed_before: BTreeSet<String> = needed.union(&filled).cloned().collect();
+            r.before_exact += usize::from(before == needed_before);
+            r.before_defaults_asked += before.intersection(&defaulted).count();
             r.defaults_asked += asked.intersection(&defaulted).count();
             let missing: Vec<String> = needed.difference(&asked).cloned().collect();
             let extra: Vec<String> = asked.difference(&needed).cloned().collect();
