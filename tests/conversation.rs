@@ -185,3 +185,46 @@ async fn schedules_are_kept_and_other_languages_are_said() {
     assert!(reply.starts_with("Your request seems to be in French."), "{reply}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn steps_are_added_and_dropped_and_the_reply_says_what_changed() {
+    let server = server().await;
+    let (_, first) = server.post("/api/chat", json!({"message": "post a message to Slack"})).await;
+    let sid = first["session_id"].as_str().unwrap().to_owned();
+    let ids = |servers: Vec<serde_json::Map<String, Value>>| -> Vec<String> {
+        servers.iter().map(|s| s["id"].as_str().unwrap().to_owned()).collect()
+    };
+
+    // "also …" adds to the plan rather than replacing it.
+    let (_, added) = server
+        .post(
+            "/api/chat",
+            json!({"message": "also read the totals from my Excel workbook", "session_id": sid}),
+        )
+        .await;
+    let reply = added["reply"].as_str().unwrap();
+    assert!(
+        reply.starts_with(
+            "Added to the plan: \"read the totals from my Excel workbook\" → excel-mcp-server-4."
+        ),
+        "{reply}"
+    );
+    assert_eq!(ids(server.planned_servers(&sid).await), ["slack-mcp-server", "excel-mcp-server-4"]);
+    assert_eq!(added["status"], "pending_credentials", "Slack's token is still missing: {added}");
+
+    // A step that names nothing in the plan changes nothing, and the reply says so.
+    let (_, none) =
+        server.post("/api/chat", json!({"message": "drop the Discord step", "session_id": sid})).await;
+    assert!(none["reply"].as_str().unwrap().starts_with("No step matches \"discord\""), "{none}");
+    assert_eq!(ids(server.planned_servers(&sid).await), ["slack-mcp-server", "excel-mcp-server-4"]);
+
+    // Dropping the Slack step leaves only Excel, which needs nothing: the agent is created.
+    let (_, dropped) =
+        server.post("/api/chat", json!({"message": "drop the Slack step", "session_id": sid})).await;
+    let reply = dropped["reply"].as_str().unwrap();
+    assert!(reply.starts_with("Dropped step 1 (\"post a message to Slack\" → slack-mcp-server)."), "{reply}");
+    assert_eq!(ids(server.planned_servers(&sid).await), ["excel-mcp-server-4"]);
+    assert_eq!(dropped["required_credentials"], json!([]), "{dropped}");
+    assert_eq!(dropped["status"], "success", "{dropped}");
+    server.stop().await;
+}

@@ -460,6 +460,16 @@ fn folder_path(spec: &CredentialSpec) -> bool {
     !file_like || d.contains("directory") || d.contains("folder")
 }
 
+/// A description that calls the value optional: "(optional)", "Optional: …", "string, optional",
+/// not "optionally also grant write access".
+fn says_optional(description: &str) -> bool {
+    description.match_indices("optional").any(|(at, word)| {
+        let next = description[at + word.len()..].chars().next();
+        let before = description[..at].chars().next_back();
+        next.is_none_or(|c| !c.is_alphabetic()) && before.is_none_or(|c| !c.is_alphabetic())
+    })
+}
+
 /// How `spec` is treated: who provides it and what it is.
 pub fn classify(spec: &CredentialSpec) -> Requirement {
     let name = spec.name.to_ascii_uppercase();
@@ -476,7 +486,7 @@ pub fn classify(spec: &CredentialSpec) -> Requirement {
     ) || shape == Shape::OauthClient && name.contains("SECRET");
     let secret = secret_shape || spec.secret && matches!(shape, Shape::Text | Shape::OauthClient);
     let d = spec.description.to_lowercase();
-    let says_optional = d.contains("optional")
+    let says_optional = says_optional(&d)
         || d.contains("if needed")
         || d.contains("if you want")
         || d.starts_with("override")
@@ -644,6 +654,9 @@ mod tests {
             Provide::Optional
         );
         assert_eq!(stated_default("Server mode: 'all' (default), 'code'"), None);
+        // "optionally" grants more scopes; it does not make the token optional.
+        let airtable = "Airtable personal access token (e.g., pat123.abc123). Create at https://airtable.com/create/tokens/new with scopes: schema.bases:read, data.records:read, and optionally schema.bases:write.";
+        assert!(classify(&spec("AIRTABLE_API_KEY", airtable, true, true)).asked());
         assert_eq!(stated_default("Request timeout in ms (default 30000)"), Some("30000".into()));
     }
 }

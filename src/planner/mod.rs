@@ -275,6 +275,8 @@ struct Settled {
 struct Said<'a> {
     intent: &'a Intent,
     received: &'a [String],
+    /// What the turn changed in the plan, in a sentence.
+    change: Option<&'a str>,
 }
 
 /// What the user is doing with a turn's message.
@@ -285,6 +287,10 @@ enum Intent {
     Refine { old: String, new: String },
     /// Commentary alongside credentials, or small talk: the plan stands.
     Keep,
+    /// "also email me the chart": steps added to the current plan.
+    Extend(String),
+    /// "drop the Slack step", "remove step 2": steps taken out of the current plan.
+    Drop(String),
     /// "2", "use time-mcp-server instead": a step's server swapped for one the user names (an
     /// alternative by its number, or any catalog server by id or exact name).
     Pick(Pick),
@@ -368,6 +374,11 @@ impl MasterAgent {
             (Intent::Refine { old, new }, Some(current)) => {
                 Some(self.planner.plan(&refined(&current.request, old, new), &history).await?)
             }
+            (Intent::Extend(addition), Some(current)) => {
+                let added = self.planner.plan(addition, &history).await?;
+                Some(extended(current, added, addition))
+            }
+            (Intent::Drop(target), Some(current)) => Some(dropped(current, target)),
             _ => context.plan.clone(),
         };
         let Some(mut plan) = plan else {
@@ -383,7 +394,10 @@ impl MasterAgent {
         }
         // A new plan's servers are checked before anything is asked for them; so are those of a
         // plan still waiting for credentials (a check that ran past a turn's budget ends later).
-        let replanned = matches!(intent, Intent::Request(_) | Intent::Refine { .. } | Intent::Pick(_));
+        let replanned = matches!(
+            intent,
+            Intent::Request(_) | Intent::Refine { .. } | Intent::Pick(_) | Intent::Extend(_)
+        );
         if let Some((verifier, budget)) = &self.verifier
             && (replanned || context.agent_id.is_none())
         {
@@ -403,6 +417,7 @@ impl MasterAgent {
                 .await
                 .map_err(|e| missing_session(e, session.id))?;
         }
+        let change = context.plan.as_ref().and_then(|before| what_changed(before, &plan, &intent));
         let plan_changed = context.plan.as_ref() != Some(&plan);
         if plan_changed {
             context.agent_id = None;
@@ -415,7 +430,7 @@ impl MasterAgent {
                 &mut context,
                 plan,
                 records,
-                Said { intent: &intent, received: &received },
+                Said { intent: &intent, received: &received, change: change.as_deref() },
             )
             .await?;
         let outcome = &settled.outcome;
@@ -493,7 +508,7 @@ impl MasterAgent {
                 &mut context,
                 plan,
                 records,
-                Said { intent: &Intent::Keep, received: &received },
+                Said { intent: &Intent::Keep, received: &received, change: None },
             )
             .await?;
         self.save(&session, false, &settled, &[]).await?;
@@ -527,7 +542,7 @@ impl MasterAgent {
                 &mut context,
                 plan,
                 records,
-                Said { intent: &Intent::Keep, received: &[] },
+                Said { intent: &Intent::Keep, received: &[], change: None },
             )
             .await?;
         self.save(&session, false, &settled, &[]).await?;
@@ -591,7 +606,7 @@ impl MasterAgent {
         let bare = ["option ", "alternative ", "number ", "#"]
             .iter()
             .fold(bare, |t, p| t.strip_prefix(p).unwrap_or(t));
-        if let Ok(n) = bare.trim().parse::<usize>() {
+        if let Some(n) = ordinal(bare).or_else(|| bare.trim().parse::<usize>().ok()) {
             return numbered_alternatives(plan)
                 .into_iter()
                 .nth(n.checked_sub(1)?)
@@ -741,7 +756,7 @@ impl MasterAgent {
         records: Vec<ServerRecord>,
         said: Said<'_>,
     ) -> Result<Settled, PlannerError> {
-        let Said { intent, received } = said;
+        let Said { intent, received, change } = said;
         // A session this turn opens has nothing stored yet.
         let stored: BTreeSet<(String, String)> = if new_session {
             BTreeSet::new()
@@ -788,6 +803,7 @@ impl MasterAgent {
             created_now: created.is_some(),
             intent,
             received,
+            change,
         });
         context.plan = Some(plan);
         context.required_files = missing.files.clone();
@@ -972,6 +988,14 @@ fn classify(message: &str, plan: Option<&Plan>, sends_values: bool) -> Intent {
     {
         return Intent::Refine { old, new };
     }
+    if plan.is_some() {
+        if let Some(target) = removal(text) {
+            return Intent::Drop(target);
+        }
+        if let Some(addition) = addition(text) {
+            return Intent::Extend(addition);
+        }
+    }
     match plan {
         None => Intent::Request(text.to_owned()),
         // With a plan in place, a message sent with credentials comments on them, and a word or two
@@ -1027,6 +1051,142 @@ fn refined(request: &str, old: &str, new: &str) -> String {
     }
 }
 
+/// "also email me the chart", "and also post it to Slack", "add a step that …" → the addition.
+fn addition(text: &str) -> Option<String> {
+    let lower = text.trim().to_lowercase();
+    let rest = [
+        "and also ",
+        "also ",
+        "additionally, ",
+        "additionally ",
+        "then also ",
+        "plus ",
+        "add a step to ",
+        "add a step that ",
+    ]
+    .iter()
+    .find_map(|p| lower.strip_prefix(p))?;
+    let start = text.trim().len() - rest.len();
+    let addition = text.trim()[start..].trim().trim_end_matches(['.', '!']).trim();
+    (addition.split_whitespace().count() >= 2).then(|| addition.to_owned())
+}
+
+/// "drop the Slack step", "remove step 2", "skip the email step", "without Slack", "don't use
+/// Slack" → what to drop (a step number or a word of the step or its server).
+fn removal(text: &str) -> Option<String> {
+    let lower = text.trim().trim_end_matches(['.', '!']).trim().to_lowercase();
+    let rest = [
+        "drop ",
+        "remove ",
+        "skip ",
+        "delete ",
+        "without ",
+        "no ",
+        "don't use ",
+        "do not use ",
+        "leave out ",
+    ]
+    .iter()
+    .find_map(|p| {
+        lower.strip_prefix(p).or_else(|| lower.strip_prefix("please ").and_then(|l| l.strip_prefix(p)))
+    })?;
+    let target = rest.trim_start_matches("the ").trim_end_matches(" step").trim_end_matches(" part").trim();
+    let target = target.strip_prefix("step ").unwrap_or(target).trim();
+    (!target.is_empty() && target.split_whitespace().count() <= 4).then(|| target.to_owned())
+}
+
+/// "first", "the second option", "third one" → 1, 2, 3.
+fn ordinal(text: &str) -> Option<usize> {
+    const WORDS: &[&str] = &["first", "second", "third", "fourth", "fifth", "sixth"];
+    let t = text.trim().trim_start_matches("the ").trim();
+    let word = t.split_whitespace().next()?;
+    let rest: Vec<&str> = t.split_whitespace().skip(1).collect();
+    let tail_ok =
+        rest.is_empty() || matches!(rest.as_slice(), ["option"] | ["one"] | ["alternative"] | ["choice"]);
+    WORDS.iter().position(|w| *w == word).filter(|_| tail_ok).map(|i| i + 1)
+}
+
+/// The current plan with the addition's steps after its own.
+fn extended(current: &Plan, added: Plan, addition: &str) -> Plan {
+    let mut plan = current.clone();
+    plan.request = format!("{}; also {addition}", current.request.trim_end_matches(['.', '!']));
+    plan.needs.extend(added.needs);
+    plan.workflow.extend(added.workflow);
+    plan.note = added.note.or(plan.note);
+    plan
+}
+
+/// The steps `target` names: a step number, or a word of the step's text or of its server.
+fn steps_named(plan: &Plan, target: &str) -> Vec<usize> {
+    if let Ok(n) = target.parse::<usize>() {
+        return (n >= 1 && n <= plan.needs.len()).then(|| vec![n - 1]).unwrap_or_default();
+    }
+    let target = target.to_lowercase();
+    (0..plan.needs.len())
+        .filter(|&i| {
+            let need = &plan.needs[i];
+            need.need.to_lowercase().contains(&target)
+                || need.server.as_ref().is_some_and(|s| {
+                    s.id.to_lowercase().contains(&target) || s.name.to_lowercase().contains(&target)
+                })
+        })
+        .collect()
+}
+
+/// The current plan without the steps `target` names (unchanged when it names none).
+fn dropped(current: &Plan, target: &str) -> Plan {
+    let gone = steps_named(current, target);
+    let mut plan = current.clone();
+    let same_shape = plan.workflow.len() == plan.needs.len();
+    for &i in gone.iter().rev() {
+        plan.needs.remove(i);
+        if same_shape {
+            plan.workflow.remove(i);
+        }
+    }
+    if !same_shape {
+        let target = target.to_lowercase();
+        plan.workflow.retain(|w| !w.to_lowercase().contains(&target));
+    }
+    plan
+}
+
+/// What an edit did to the plan, in a sentence for the reply.
+fn what_changed(before: &Plan, after: &Plan, intent: &Intent) -> Option<String> {
+    let describe = |n: &PlannedNeed| match &n.server {
+        Some(s) => format!("\"{}\" → {}", n.need, s.id),
+        None => format!("\"{}\"", n.need),
+    };
+    match intent {
+        Intent::Drop(target) => {
+            let gone = steps_named(before, target);
+            Some(if gone.is_empty() {
+                let steps: Vec<String> =
+                    before.needs.iter().enumerate().map(|(i, n)| format!("{}. {}", i + 1, n.need)).collect();
+                format!(
+                    "No step matches \"{target}\", so the plan is unchanged; its steps are: {}.",
+                    steps.join("; ")
+                )
+            } else {
+                let list: Vec<String> = gone
+                    .iter()
+                    .map(|&i| format!("step {} ({})", i + 1, describe(&before.needs[i])))
+                    .collect();
+                format!("Dropped {}.", list.join(" and "))
+            })
+        }
+        Intent::Extend(_) => {
+            let added: Vec<String> =
+                after.needs[before.needs.len().min(after.needs.len())..].iter().map(describe).collect();
+            Some(format!(
+                "Added to the plan: {}.",
+                if added.is_empty() { "nothing I could plan".to_owned() } else { added.join("; ") }
+            ))
+        }
+        _ => None,
+    }
+}
+
 /// Every step's alternatives in reply order, numbered from 1: `(step, server id)`.
 fn numbered_alternatives(plan: &Plan) -> Vec<(usize, String)> {
     plan.needs
@@ -1066,13 +1226,18 @@ struct ReplyFacts<'a> {
     intent: &'a Intent,
     /// What this turn stored, as `KEY (server)`.
     received: &'a [String],
+    change: Option<&'a str>,
 }
 
 fn compose_reply(facts: &ReplyFacts<'_>) -> String {
-    let ReplyFacts { plan, records, missing, agent_id, created_now, intent, received } = *facts;
+    let ReplyFacts { plan, records, missing, agent_id, created_now, intent, received, change } = *facts;
     let mut out = String::new();
     if !received.is_empty() {
         out.push_str(&format!("Received and stored encrypted: {}.\n", received.join(", ")));
+    }
+    if let Some(change) = change {
+        out.push_str(change);
+        out.push('\n');
     }
     match intent {
         Intent::Refine { old, new } => out.push_str(&format!("Switched from {old} to {new}. ")),
@@ -1263,5 +1428,16 @@ mod tests {
             Intent::Request(_)
         ));
         assert!(matches!(classify("use Outlook instead of Gmail", Some(&plan), true), Intent::Refine { .. }));
+        assert!(
+            matches!(classify("also email me the chart", Some(&plan), false), Intent::Extend(a) if a == "email me the chart")
+        );
+        assert!(
+            matches!(classify("drop the Slack step", Some(&plan), false), Intent::Drop(t) if t == "slack")
+        );
+        assert!(matches!(classify("remove step 2", Some(&plan), false), Intent::Drop(t) if t == "2"));
+        assert!(matches!(classify("also email me the chart", None, false), Intent::Request(_)));
+        assert_eq!(ordinal("the second option"), Some(2));
+        assert_eq!(ordinal("first"), Some(1));
+        assert_eq!(ordinal("second thoughts about slack"), None);
     }
 }
