@@ -1119,7 +1119,7 @@ fn extended(current: &Plan, added: Plan, addition: &str) -> Plan {
 /// The steps `target` names: a step number, or a word of the step's text or of its server.
 fn steps_named(plan: &Plan, target: &str) -> Vec<usize> {
     if let Ok(n) = target.parse::<usize>() {
-        return (n >= 1 && n <= plan.needs.len()).then(|| vec![n - 1]).unwrap_or_default();
+        return if (1..=plan.needs.len()).contains(&n) { vec![n - 1] } else { Vec::new() };
     }
     let target = target.to_lowercase();
     (0..plan.needs.len())
