@@ -228,3 +228,27 @@ async fn steps_are_added_and_dropped_and_the_reply_says_what_changed() {
     assert_eq!(dropped["status"], "success", "{dropped}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_vague_request_gets_a_question_not_an_agent() {
+    let server = server().await;
+    for message in ["help me be more productive", "purple monkey dishwasher"] {
+        let (status, body) = server.post("/api/chat", json!({ "message": message })).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            (body["agent_created"].as_bool(), body["status"].as_str()),
+            (Some(false), Some("pending_credentials")),
+            "{body}"
+        );
+        let reply = body["reply"].as_str().unwrap();
+        assert!(
+            reply.contains("which of these do you mean")
+                || reply.contains("names no service or task I can match")
+                || reply.contains("could not find an MCP server"),
+            "{reply}"
+        );
+        let session = body["session_id"].as_str().unwrap();
+        assert!(server.planned_servers(session).await.is_empty(), "nothing is chosen for {message:?}");
+    }
+    server.stop().await;
+}

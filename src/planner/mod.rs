@@ -1192,7 +1192,7 @@ fn numbered_alternatives(plan: &Plan) -> Vec<(usize, String)> {
     plan.needs
         .iter()
         .enumerate()
-        .filter(|(_, n)| n.server.is_some())
+        .filter(|(_, n)| !n.by_model)
         .flat_map(|(i, n)| n.alternatives.iter().map(move |a| (i, a.id.clone())))
         .collect()
 }
@@ -1267,7 +1267,8 @@ fn compose_reply(facts: &ReplyFacts<'_>) -> String {
         out.push('\n');
     }
     let servers = plan.servers();
-    if servers.is_empty() {
+    let options = plan.needs.iter().any(|n| n.server.is_none() && !n.alternatives.is_empty());
+    if servers.is_empty() && !options {
         out.push_str(NO_SERVER_FOUND);
         for need in plan.needs.iter().filter(|n| !n.by_model) {
             out.push_str(&format!(
@@ -1370,12 +1371,18 @@ fn describe_plan(plan: &Plan, records: &[ServerRecord], out: &mut String) {
                 i + 1,
                 need.need
             )),
-            None => out.push_str(&format!(
-                "{}. \"{}\" → no server chosen: {}.\n",
-                i + 1,
-                need.need,
-                need.none_because.as_deref().unwrap_or("nothing in the catalog fits")
-            )),
+            None => {
+                out.push_str(&format!(
+                    "{}. \"{}\" → no server chosen: {}.\n",
+                    i + 1,
+                    need.need,
+                    need.none_because.as_deref().unwrap_or("nothing in the catalog fits")
+                ));
+                for a in &need.alternatives {
+                    number += 1;
+                    out.push_str(&format!("   [{number}] {} ({}): {}\n", a.name, a.id, a.why));
+                }
+            }
         }
     }
     if number > 0 {
