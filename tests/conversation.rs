@@ -252,3 +252,24 @@ async fn a_vague_request_gets_a_question_not_an_agent() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_long_request_written_as_a_list_is_planned_item_by_item() {
+    let server = server().await;
+    let background = "Every Monday our finance team spends an hour copying numbers around, and I would like an agent to take that over. ".repeat(6);
+    let message = format!(
+        "{background}\nHere is what it should do:\n1. Read the totals from my Excel workbook.\n2. Post them to Slack.\n"
+    );
+    let (_, body) = server.post("/api/chat", json!({ "message": message })).await;
+    let servers: Vec<String> = server
+        .planned_servers(body["session_id"].as_str().unwrap())
+        .await
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(servers, ["excel-mcp-server-4", "slack-mcp-server"], "{body}");
+    let reply = body["reply"].as_str().unwrap();
+    assert!(reply.contains("I read your request as 2 steps"), "{reply}");
+    assert!(!reply.contains(&background), "the request is not echoed whole as a step");
+    server.stop().await;
+}

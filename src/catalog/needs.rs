@@ -45,6 +45,35 @@ pub fn is_prose(request: &str) -> bool {
     request.split_whitespace().nth(PROSE_WORDS).is_some()
 }
 
+/// At most this many steps from a request written as a list.
+pub const MAX_LIST_STEPS: usize = 8;
+
+/// The items of a request written as a list, one per line ("- read my Gmail", "2) post it",
+/// "Step 3: …"), each with its marker removed; `None` unless at least two lines are items. The
+/// lines before the first item (the task's background) are not steps.
+pub fn list_items(request: &str) -> Option<Vec<String>> {
+    let items: Vec<String> = request.lines().filter_map(list_item).filter(|i| has_content(i)).collect();
+    (items.len() >= 2).then(|| items.into_iter().take(MAX_LIST_STEPS).collect())
+}
+
+/// One line's text when it is a list item.
+fn list_item(line: &str) -> Option<String> {
+    let t = line.trim();
+    let rest = if let Some(r) = t.strip_prefix(['-', '*', '•', '–']) {
+        r
+    } else {
+        let lower = t.to_lowercase();
+        let t2 = if lower.starts_with("step ") { &t[5..] } else { t };
+        let digits = t2.chars().take_while(char::is_ascii_digit).count();
+        if digits == 0 || digits > 2 {
+            return None;
+        }
+        t2[digits..].strip_prefix(['.', ')', ':'])?
+    };
+    let text = rest.split_whitespace().collect::<Vec<_>>().join(" ");
+    (!text.is_empty()).then_some(text)
+}
+
 /// The needs of a request, in order. A request with one need gives one element (itself, trimmed).
 pub fn split(request: &str) -> Vec<String> {
     let collapsed = request.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -245,6 +274,26 @@ const GLUE: &[&str] = &["do", "done", "make", "sure", "everything", "thing", "th
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_written_as_a_list_is_split_by_its_items() {
+        let request = "We run a small shop and every week the same chores pile up, so here is what I want the agent to do for me, in order, without asking each time:\n\
+                       1. Find the new orders in Shopify.\n2) Add each to the Orders sheet in Google Sheets\n- Post a summary to #sales on Slack\n\nThanks!";
+        assert_eq!(
+            list_items(request).unwrap(),
+            [
+                "Find the new orders in Shopify.",
+                "Add each to the Orders sheet in Google Sheets",
+                "Post a summary to #sales on Slack"
+            ]
+        );
+        assert_eq!(list_items("check my Gmail\nand put invoices in a sheet"), None);
+        assert_eq!(
+            list_items("In 2024 we grew.\n10 people joined."),
+            None,
+            "a number is not an item marker without its . ) or :"
+        );
+    }
 
     #[test]
     fn workflows_split_into_one_need_per_step() {

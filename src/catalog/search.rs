@@ -190,6 +190,10 @@ impl SearchIndex {
     /// keeps every mention: an extra need costs it nothing, while a plan would choose a server
     /// for it ("deep" in "deep work").
     pub fn plan_needs(&self, request: &str) -> Vec<String> {
+        // A request written as a list is planned item by item, however long its background.
+        if let Some(items) = needs::list_items(request) {
+            return items;
+        }
         self.split_needs(request, true)
     }
 
