@@ -270,6 +270,9 @@ async fn eval_plans(args: EvalArgs) -> anyhow::Result<()> {
     let runnable = launcher.kinds();
     let catalog_size = catalog.index().len();
     print_requirements(&cases, &catalog, args.misses);
+    if let Some(path) = &args.requirements_out {
+        write_requirements(&cases, &catalog, path)?;
+    }
     let mut rules = vec![("choice step (default)", false)];
     if args.baseline {
         rules.push(("relevance only (before the choice step)", true));
@@ -364,6 +367,33 @@ fn print_requirements(cases: &[crate::planner::eval::PlanCase], catalog: &Catalo
             println!("  - {} {}: missing {:?}, extra {:?}", m.case, m.server, m.missing, m.extra);
         }
     }
+}
+
+/// Every value dynamcp asks of each labelled expert's server, with what the user is shown.
+fn write_requirements(
+    cases: &[crate::planner::eval::PlanCase],
+    catalog: &Catalog,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    use crate::catalog::requirements::classify;
+    use crate::planner::instructions;
+    let index = catalog.index();
+    let mut out = String::new();
+    for case in cases {
+        for record in case.steps.iter().filter_map(|s| s.expert.as_deref()).filter_map(|id| index.get(id)) {
+            for spec in record.credentials.iter().filter(|c| classify(c).asked()) {
+                let line = json!({
+                    "case": case.id, "server": record.id, "server_name": record.name,
+                    "repository": record.repository, "key": spec.name, "kind": classify(spec).kind_label(),
+                    "description": instructions::description(spec, record),
+                    "instructions": instructions::instructions(spec, record),
+                });
+                out.push_str(&serde_json::to_string(&line)?);
+                out.push('\n');
+            }
+        }
+    }
+    std::fs::write(path, out).with_context(|| format!("could not write {}", path.display()))
 }
 
 /// How many chosen servers start here, after verification replaced those that did not.

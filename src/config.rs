@@ -305,6 +305,11 @@ pub struct EvalArgs {
     /// this file, to read choices next to their alternatives.
     #[arg(long, requires = "plans")]
     pub plans_out: Option<std::path::PathBuf>,
+    /// With --plans: also write what dynamcp asks of each labelled expert's server, one JSON
+    /// line per value (`{"case", "server", "key", "kind", "description", "instructions"}`), for a
+    /// blind judge of the instructions.
+    #[arg(long, requires = "plans")]
+    pub requirements_out: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }

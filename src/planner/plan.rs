@@ -219,13 +219,15 @@ fn question(need: &str, choice: &choice::Choice<'_>) -> PlannedNeed {
     let options: Vec<ChosenServer> =
         choice.chosen.iter().chain(&choice.alternatives).take(3).map(ChosenServer::from_scored).collect();
     PlannedNeed {
-        none_because: Some(if options.is_empty() {
-            "it names no service or task I can match; say which service to use and what to do with it"
-                .to_owned()
+        // With no candidate at all, the search's own reason says it best.
+        none_because: if options.is_empty() {
+            choice.none_because.clone()
         } else {
-            "it names no service or task I can match with confidence; which of these do you mean? Reply with its number, or name the service"
-                .to_owned()
-        }),
+            Some(
+                "it names no service or task I can match with confidence; which of these do you mean? Reply with its number, or name the service"
+                    .to_owned(),
+            )
+        },
         alternatives: options,
         ..PlannedNeed::served(need, None)
     }
