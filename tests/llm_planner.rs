@@ -278,6 +278,25 @@ async fn several_rounds_with_malformed_arguments(provider: Provider) {
     assert!(errors[1].contains("no server `no-such-server`"), "{errors:?}");
     assert!(errors[2].contains("`gmail-mcp-9` is not in the catalog"), "{errors:?}");
     assert!(last.iter().any(|(c, e)| !e && c.contains("SLACK_BOT_TOKEN")), "{last:?}");
+    // The model learns what each variable is and who provides it, as the user is told.
+    let slack =
+        last.iter().find(|(c, e)| !e && c.contains("SLACK_BOT_TOKEN")).map(|(c, _)| c.as_str()).unwrap();
+    assert!(
+        slack.contains(r#""key":"SLACK_TEAM_ID","kind":"setting","provided_by":"asked of the user""#),
+        "{slack}"
+    );
+    assert!(
+        slack.contains(r#""key":"SLACK_CHANNEL_IDS","kind":"setting","provided_by":"optional""#),
+        "{slack}"
+    );
+    // The same rules hold whichever planner made the plan: the optional channel list is not asked.
+    let asked: Vec<&str> = body["required_credentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["credential_key"].as_str().unwrap())
+        .collect();
+    assert!(asked.contains(&"SLACK_TEAM_ID") && !asked.contains(&"SLACK_CHANNEL_IDS"), "{body}");
     server.stop().await;
 }
 
