@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value, json};
 
-use crate::catalog::requirements::{self, Fill, Provide, Shape};
-use crate::catalog::{LaunchKind, ServerRecord};
+use crate::catalog::requirements::{self, Fill, Provide};
+use crate::catalog::{CredentialKind, LaunchKind, ServerRecord};
 use crate::runtime::launch::env_name_allowed;
 
 /// The reference to an env credential: `${vault:<server id>/<KEY>}`.
@@ -49,7 +49,7 @@ pub fn mcp_config(servers: &[&ServerRecord], provided: &BTreeSet<(String, String
             let requirement = requirements::classify(c);
             let value = if provided.contains(&(record.id.clone(), c.name.clone())) || requirement.asked() {
                 // The user's value, by reference.
-                if requirement.shape == Shape::File {
+                if c.kind == CredentialKind::File {
                     vault_file_ref(&record.id, &c.name)
                 } else {
                     vault_ref(&record.id, &c.name)

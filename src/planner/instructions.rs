@@ -360,6 +360,13 @@ const GOOGLE_ACCESS_TOKEN_STEPS: &[&str] = &[
     "Copy the Access token (it starts with ya29.). It lasts one hour: after that the server is refused until you send a new one (for lasting access give the server a refresh token, if it accepts one, or a service-account key).",
 ];
 
+const GOOGLE_OAUTH_CLIENT_STEPS: &[&str] = &[
+    "Open https://console.cloud.google.com/, pick or create a project, and enable the APIs the server uses (APIs & Services → Library; e.g. Gmail API, Google Drive API, Google Calendar API, Google Sheets API).",
+    "APIs & Services → OAuth consent screen: user type External (or Internal in a Workspace), fill in the app name and your e-mail, and add your own Google account under Test users.",
+    "APIs & Services → Credentials → Create credentials → OAuth client ID → application type Desktop app → Create; copy the Client ID (ends in .apps.googleusercontent.com) and the Client secret (starts with GOCSPX-).",
+    "The first time the server runs it opens Google's sign-in to grant access with this client; while the consent screen is in Testing, that grant lasts 7 days.",
+];
+
 const KEY_STEPS: &[KeySteps] = &[
     KeySteps {
         names: &["GAS_ENDPOINT", "*_APPS_SCRIPT_URL", "APPS_SCRIPT_URL", "GAS_URL", "*_WEBAPP_URL"],
@@ -575,19 +582,39 @@ fn key_steps(spec: &CredentialSpec, server: &ServerRecord) -> Option<&'static [&
         .map(|k| k.steps)
 }
 
+/// Whether `text` names `fragment`: a whole word of it for a short fragment ("gh", "aws": never
+/// inside "flight" or "laws"), anywhere for a longer one ("spreadsheet" in "googlespreadsheets").
+fn names(text: &str, fragment: &str) -> bool {
+    let fragment = fragment.trim_matches(['_', '-']);
+    if fragment.len() >= 5 {
+        return text.contains(fragment);
+    }
+    let words: Vec<&str> = text.split(|c: char| !c.is_ascii_alphanumeric()).collect();
+    if fragment.contains(' ') {
+        return text.contains(fragment);
+    }
+    words.contains(&fragment)
+}
+
 fn service_for(spec: &CredentialSpec, server: &ServerRecord) -> Option<&'static Service> {
     let key = spec.name.to_lowercase();
     let name = format!("{} {}", server.id, server.name).to_lowercase();
-    let find = |text: &str| {
-        SERVICES.iter().find(|s| s.matches.iter().any(|m| text.contains(m.trim_end_matches(['_', '-']))))
-    };
-    let by_key = SERVICES.iter().find(|s| s.matches.iter().any(|m| key.contains(m)));
-    match by_key {
+    let find = |text: &str| SERVICES.iter().find(|s| s.matches.iter().any(|m| names(text, m)));
+    match find(&key) {
         // A generic Google key (GOOGLE_ACCESS_TOKEN) of a Gmail or Sheets server: that product's steps.
         Some(s) if s.name == GOOGLE_CLOUD => find(&name).filter(|n| n.name.contains("(Google)")).or(Some(s)),
         Some(s) => Some(s),
         None => find(&name),
     }
+}
+
+/// The record's own description when it says where the value comes from (it has a link), which
+/// beats any table: it names the very console, product and scopes of this server.
+fn described_source(spec: &CredentialSpec) -> Option<String> {
+    let d = spec.description.trim();
+    let link = d.contains("http://") || d.contains("https://");
+    (link && !requirements::is_placeholder_value(d.split_whitespace().next().unwrap_or("")))
+        .then(|| d.to_owned())
 }
 
 /// What the value looks like, from its shape.
@@ -607,6 +634,11 @@ fn format_hint(spec: &CredentialSpec, shape: Shape) -> String {
         Shape::Number => "Format: a whole number.".to_owned(),
         Shape::Path => "Format: a path inside the server's sandbox; dynamcp gives it a folder of its own.".to_owned(),
         Shape::Text if !spec.secret => "Format: a plain text value.".to_owned(),
+        _ if spec.name.to_ascii_uppercase().contains("PRIVATE_KEY") => {
+            "Format: the whole key, including its -----BEGIN and -----END lines (or the hex string, for a wallet key). \
+             It is stored encrypted and only given to this server."
+                .to_owned()
+        }
         _ => "Format: paste the value exactly as shown, with no quotes or spaces. It is stored encrypted and only \
               given to this server."
             .to_owned(),
@@ -668,6 +700,9 @@ fn steps_for(spec: &CredentialSpec, server: &ServerRecord, shape: Shape) -> Vec<
     if let Some(steps) = key_steps(spec, server) {
         return steps.iter().map(|s| (*s).to_owned()).collect();
     }
+    if let Some(source) = described_source(spec) {
+        return vec![format!("{} (from {}'s own documentation)", source.trim_end_matches('.'), server.name)];
+    }
     let service = service_for(spec, server);
     let at_readme = |what: String| match readme(server) {
         Some(url) => format!("{what} {}'s README says where to find it: {url}.", server.name),
@@ -682,6 +717,9 @@ fn steps_for(spec: &CredentialSpec, server: &ServerRecord, shape: Shape) -> Vec<
         ),
         Shape::AccessToken if service.is_some_and(|s| s.name.contains("Google")) => {
             steps.extend(GOOGLE_ACCESS_TOKEN_STEPS.iter().map(|s| (*s).to_owned()));
+        }
+        Shape::OauthClient if service.is_some_and(|s| s.name.contains("Google")) => {
+            steps.extend(GOOGLE_OAUTH_CLIENT_STEPS.iter().map(|s| (*s).to_owned()));
         }
         Shape::Token | Shape::OauthClient | Shape::AccessToken | Shape::RefreshToken | Shape::File
             if service.is_some() =>
@@ -713,8 +751,9 @@ fn steps_for(spec: &CredentialSpec, server: &ServerRecord, shape: Shape) -> Vec<
         Shape::Flag => steps.push(at_readme(format!("true to turn on what {} controls, false to leave it off.", spec.name))),
         _ => {
             steps.push(at_readme(format!("{} is read by {}.", spec.name, server.name)));
-            if requirements::classify(spec).secret {
-                steps.push("Create it with the least access the workflow needs.".to_owned());
+            let upper = spec.name.to_ascii_uppercase();
+            if shape == Shape::Token && (upper.contains("KEY") || upper.contains("TOKEN")) && !upper.contains("PRIVATE") {
+                steps.push("Where the service lets you, create it with only the access the workflow needs.".to_owned());
             }
         }
     }
@@ -865,6 +904,41 @@ mod tests {
         s.instructions = vec!["Deploy the Apps Script and copy its key.".into()];
         let text = instructions(&s, &gmail);
         assert!(text.starts_with("1. Deploy the Apps Script"), "{text}");
+    }
+
+    #[test]
+    fn a_service_is_named_by_whole_words_not_by_letters_inside_others() {
+        // "gh" is inside "flight" and "playwright"; neither is GitHub.
+        let flights = server("flightradar24-mcp", "Flightradar24");
+        let text = instructions(&spec("FR24_API_KEY", "", true), &flights);
+        assert!(!text.contains("personal-access-tokens"), "{text}");
+        let playwright = server("playwright-mcp-2", "Playwright");
+        assert!(
+            !instructions(&spec("AMAP_MAPS_API_KEY", "", true), &playwright)
+                .contains("personal-access-tokens")
+        );
+        assert!(
+            instructions(&spec("GH_TOKEN", "", true), &server("gh-mcp", "gh"))
+                .contains("personal-access-tokens")
+        );
+        // A description with a link says where this very value comes from.
+        let airtable = "Airtable personal access token. Create at https://airtable.com/create/tokens/new with scopes: schema.bases:read, data.records:read.";
+        let text = instructions(
+            &spec("AIRTABLE_API_KEY", airtable, true),
+            &server("airtable-mcp-server", "Airtable"),
+        );
+        assert!(
+            text.starts_with(
+                "1. Airtable personal access token. Create at https://airtable.com/create/tokens/new"
+            ),
+            "{text}"
+        );
+        // A Google OAuth client is a Desktop-app client with a consent screen and a test user.
+        let calendar = instructions(
+            &spec("GOOGLE_CLIENT_ID", "", false),
+            &server("google-calendar-mcp", "Google Calendar"),
+        );
+        assert!(calendar.contains("Test users") && calendar.contains("Desktop app"), "{calendar}");
     }
 
     #[test]

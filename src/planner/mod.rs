@@ -28,8 +28,8 @@ pub use plan::{ChosenServer, NotStarted, OfflinePlanner, Plan, PlannedNeed, Plan
 pub use verify::{Verifier, VerifySettings};
 
 use crate::access::Tenant;
-use crate::catalog::requirements::{self, Fill, Provide, Requirement, Shape};
-use crate::catalog::{Catalog, CatalogError, CredentialSpec, ServerRecord};
+use crate::catalog::requirements::{self, Fill, Provide, Requirement};
+use crate::catalog::{Catalog, CatalogError, CredentialKind, CredentialSpec, ServerRecord};
 use crate::runtime::launch::env_name_allowed;
 use crate::store::{
     Agent, NewAgent, NewMessage, Role, SealedCredential, SecretKind, Session, SessionState, Store,
@@ -253,8 +253,10 @@ struct Need<'a> {
 }
 
 impl Need<'_> {
+    /// How the value travels: as the runtime gives it to the server (a file only where the
+    /// record says so; the requirement decides whether it is asked at all).
     fn kind(&self) -> SecretKind {
-        if self.requirement().shape == Shape::File { SecretKind::File } else { SecretKind::Env }
+        if self.spec.kind == CredentialKind::File { SecretKind::File } else { SecretKind::Env }
     }
 
     fn requirement(&self) -> Requirement {
