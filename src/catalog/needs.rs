@@ -392,8 +392,13 @@ const GENERIC: &[&str] = &[
 /// Days and months ("next Monday") and bare words for a database ("the prod db") are never
 /// taken for a product here, whatever servers are named after them.
 pub fn as_written(text: &str, mentions: Vec<String>) -> Vec<String> {
-    let mentions: Vec<String> =
-        mentions.into_iter().filter(|m| !NOT_PRODUCTS.contains(&m.to_lowercase().as_str())).collect();
+    let mentions: Vec<String> = mentions
+        .into_iter()
+        .filter(|m| {
+            let m = m.to_lowercase();
+            !NOT_PRODUCTS.contains(&m.as_str()) && !WEEKDAYS.contains(&m.as_str())
+        })
+        .collect();
     let capitalised = |mention: &str| {
         let first = mention.split_whitespace().next().unwrap_or(mention);
         text.split(|c: char| !c.is_alphanumeric())
@@ -406,15 +411,12 @@ pub fn as_written(text: &str, mentions: Vec<String>) -> Vec<String> {
     mentions.into_iter().zip(marked).filter(|(_, m)| *m).map(|(s, _)| s).collect()
 }
 
-/// Words some servers are named after that name no product when people write them.
+/// The days of the week, lower case.
+pub const WEEKDAYS: &[&str] = &["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"];
+
+/// Words some servers are named after that name no product when people write them (besides
+/// [`WEEKDAYS`]).
 const NOT_PRODUCTS: &[&str] = &[
-    "monday",
-    "tuesday",
-    "wednesday",
-    "thursday",
-    "friday",
-    "saturday",
-    "sunday",
     "january",
     "february",
     "march",

@@ -503,16 +503,7 @@ impl MasterAgent {
                 .map_err(|e| missing_session(e, session_id))?;
         }
         let received: Vec<String> = sealed.iter().map(|c| format!("{} ({})", c.key, c.server)).collect();
-        let settled = self
-            .settle(
-                &session,
-                false,
-                &mut context,
-                plan,
-                records,
-                Said { intent: &Intent::Keep, received: &received, change: None },
-            )
-            .await?;
+        let settled = self.settle_kept(&session, &mut context, plan, &received).await?;
         self.save(&session, false, &settled, &[]).await?;
         Ok(settled.outcome)
     }
@@ -536,17 +527,7 @@ impl MasterAgent {
         let Some(plan) = context.plan.clone() else {
             return Err(PlannerError::NoPlan(session_id));
         };
-        let records = self.records(&plan);
-        let settled = self
-            .settle(
-                &session,
-                false,
-                &mut context,
-                plan,
-                records,
-                Said { intent: &Intent::Keep, received: &[], change: None },
-            )
-            .await?;
+        let settled = self.settle_kept(&session, &mut context, plan, &[]).await?;
         self.save(&session, false, &settled, &[]).await?;
         Ok(settled.outcome)
     }
@@ -745,6 +726,20 @@ impl MasterAgent {
             .filter(|c| !c.expose().is_empty())
             .ok_or_else(|| PlannerError::InvalidFile { name: name.to_owned() })?;
         self.seal_one(session_id, &need, content.expose())
+    }
+
+    /// [`MasterAgent::settle`] for a turn that keeps the plan (files uploaded, a status asked),
+    /// with the values it stored (`KEY (server)`).
+    async fn settle_kept(
+        &self,
+        session: &Session,
+        context: &mut Context,
+        plan: Plan,
+        received: &[String],
+    ) -> Result<Settled, PlannerError> {
+        let records = self.records(&plan);
+        let said = Said { intent: &Intent::Keep, received, change: None };
+        self.settle(session, false, context, plan, records, said).await
     }
 
     /// Works out what is missing, makes the agent when nothing is, and writes the reply and the

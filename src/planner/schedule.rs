@@ -2,28 +2,12 @@
 //! "whenever a new invoice arrives". dynamcp runs an agent when asked and schedules nothing, so
 //! the plan keeps the wording in its workflow and the reply says how to trigger the runs.
 
-/// Words after "every" / "each" that make a schedule.
+use crate::catalog::needs::WEEKDAYS;
+
+/// Words after "every" / "each" that make a schedule (with [`WEEKDAYS`]).
 const PERIODS: &[&str] = &[
-    "morning",
-    "evening",
-    "night",
-    "day",
-    "weekday",
-    "weekend",
-    "week",
-    "month",
-    "year",
-    "hour",
-    "minute",
-    "quarter",
-    "monday",
-    "tuesday",
-    "wednesday",
-    "thursday",
-    "friday",
-    "saturday",
-    "sunday",
-    "other",
+    "morning", "evening", "night", "day", "weekday", "weekend", "week", "month", "year", "hour", "minute",
+    "quarter", "other",
 ];
 
 /// One-word schedules.
@@ -37,7 +21,10 @@ pub fn of(request: &str) -> Option<String> {
         let w = clean(word);
         let next = words.get(i + 1).map(|n| clean(n)).unwrap_or_default();
         let after = words.get(i + 2).map(|n| clean(n)).unwrap_or_default();
-        let period = |p: &str| PERIODS.iter().any(|q| p.trim_end_matches('s') == *q);
+        let period = |p: &str| {
+            let p = p.trim_end_matches('s');
+            PERIODS.contains(&p) || WEEKDAYS.contains(&p)
+        };
         let phrase = |len: usize| {
             let end = (i + len).min(words.len());
             let mut text = words[i..end].join(" ");
