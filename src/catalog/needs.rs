@@ -62,7 +62,7 @@ fn list_item(line: &str) -> Option<String> {
     let rest = if let Some(r) = t.strip_prefix(['-', '*', '•', '–']) {
         r
     } else {
-        let lower = t.to_lowercase();
+        let lower = t.to_ascii_lowercase();
         let t2 = if lower.starts_with("step ") { &t[5..] } else { t };
         let digits = t2.chars().take_while(char::is_ascii_digit).count();
         if digits == 0 || digits > 2 {

@@ -213,7 +213,7 @@ fn has_any(segs: &[String], words: &[&str]) -> bool {
 
 /// What a description says the value defaults to: `default: X`, `(default X)`, `defaults to X`.
 pub fn stated_default(description: &str) -> Option<String> {
-    let lower = description.to_lowercase();
+    let lower = description.to_ascii_lowercase(); // byte offsets stay those of `description`
     for marker in
         ["defaults to ", "default: ", "default:", "default is ", "(default ", "default = ", "default="]
     {
@@ -658,5 +658,7 @@ mod tests {
         let airtable = "Airtable personal access token (e.g., pat123.abc123). Create at https://airtable.com/create/tokens/new with scopes: schema.bases:read, data.records:read, and optionally schema.bases:write.";
         assert!(classify(&spec("AIRTABLE_API_KEY", airtable, true, true)).asked());
         assert_eq!(stated_default("Request timeout in ms (default 30000)"), Some("30000".into()));
+        // Letters whose lower case is longer than themselves do not shift where the value is read.
+        assert_eq!(stated_default("İİİ ẞ timeout (default 30)"), Some("30".into()));
     }
 }

@@ -1050,7 +1050,7 @@ fn refined(request: &str, old: &str, new: &str) -> String {
 
 /// "also email me the chart", "and also post it to Slack", "add a step that …" → the addition.
 fn addition(text: &str) -> Option<String> {
-    let lower = text.trim().to_lowercase();
+    let lower = text.trim().to_ascii_lowercase(); // byte offsets stay those of `text`
     let rest = [
         "and also ",
         "also ",
@@ -1440,6 +1440,9 @@ mod tests {
         );
         assert!(matches!(classify("remove step 2", Some(&plan), false), Intent::Drop(t) if t == "2"));
         assert!(matches!(classify("also email me the chart", None, false), Intent::Request(_)));
+        assert!(
+            matches!(classify("also İstanbul weather to Slack", Some(&plan), false), Intent::Extend(a) if a == "İstanbul weather to Slack")
+        );
         assert_eq!(ordinal("the second option"), Some(2));
         assert_eq!(ordinal("first"), Some(1));
         assert_eq!(ordinal("second thoughts about slack"), None);

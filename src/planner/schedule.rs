@@ -47,10 +47,7 @@ pub fn of(request: &str) -> Option<String> {
         if ADVERBS.contains(&w.as_str()) {
             return Some(phrase(1));
         }
-        if w == "on"
-            && PERIODS[12..19].iter().any(|d| next.trim_end_matches('s') == *d)
-            && next.ends_with('s')
-        {
+        if w == "on" && WEEKDAYS.contains(&next.trim_end_matches('s')) && next.ends_with('s') {
             return Some(phrase(2));
         }
         if w == "whenever" || w == "when" && words.iter().skip(i).take(8).any(|n| is_event(&clean(n))) {
