@@ -509,7 +509,8 @@ pub fn classify(spec: &CredentialSpec) -> Requirement {
         Provide::Filled(Fill::Value(value))
     } else if let Some(value) = literal_value(&spec.description, &spec.name)
         && (!is_url_value(&value) || default_url(&value))
-        && !matches!(shape, Shape::Identifier | Shape::Account) | !spec.required
+        // A required account id or user name shown as "T01234567" or "root" is an example.
+        && (!spec.required || !matches!(shape, Shape::Identifier | Shape::Account))
     {
         Provide::Filled(Fill::Value(value))
     } else if matches!(shape, Shape::Flag | Shape::Number) {
