@@ -381,7 +381,7 @@ fn write_requirements(
     let mut out = String::new();
     for case in cases {
         for record in case.steps.iter().filter_map(|s| s.expert.as_deref()).filter_map(|id| index.get(id)) {
-            for spec in record.credentials.iter().filter(|c| classify(c).asked()) {
+            for spec in record.credentials.iter().filter(|c| instructions::is_asked(c, record)) {
                 let line = json!({
                     "case": case.id, "server": record.id, "server_name": record.name,
                     "repository": record.repository, "key": spec.name, "kind": classify(spec).kind_label(),

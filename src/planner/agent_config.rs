@@ -47,7 +47,8 @@ pub fn mcp_config(servers: &[&ServerRecord], provided: &BTreeSet<(String, String
         let mut headers = Map::new();
         for c in record.credentials.iter().filter(|c| env_name_allowed(&c.name)) {
             let requirement = requirements::classify(c);
-            let value = if provided.contains(&(record.id.clone(), c.name.clone())) || requirement.asked() {
+            let asked = super::instructions::is_asked(c, record);
+            let value = if provided.contains(&(record.id.clone(), c.name.clone())) || asked {
                 // The user's value, by reference.
                 if c.kind == CredentialKind::File {
                     vault_file_ref(&record.id, &c.name)

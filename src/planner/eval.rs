@@ -227,7 +227,7 @@ pub fn score_requirements(
                 .iter()
                 .filter(|c| {
                     crate::runtime::launch::env_name_allowed(&c.name)
-                        && crate::catalog::requirements::classify(c).asked()
+                        && super::instructions::is_asked(c, &server)
                 })
                 .map(|c| c.name.to_ascii_uppercase())
                 .collect();

@@ -21,6 +21,7 @@ struct Service {
 }
 
 const GOOGLE_CLOUD: &str = "Google Cloud";
+const DATABASE: &str = "your database";
 
 const SERVICES: &[Service] = &[
     Service {
@@ -337,7 +338,7 @@ const SERVICES: &[Service] = &[
     },
     Service {
         matches: &["postgres", "pg_", "database_url", "mysql", "mongo", "redis", "supabase_db"],
-        name: "your database",
+        name: DATABASE,
         steps: &[
             "Ask your database administrator (or your hosting provider's dashboard) for a connection for a dedicated user with only the privileges the workflow needs (read-only if it only reads).",
         ],
@@ -596,9 +597,18 @@ fn names(text: &str, fragment: &str) -> bool {
     words.contains(&fragment)
 }
 
+/// A server's id and name as words that can name a service: without the registry's namespace
+/// (`io.github.someone/…` names where the server is published, not GitHub).
+fn server_words(server: &ServerRecord) -> String {
+    format!("{} {}", server.id, server.name)
+        .to_lowercase()
+        .replace("io.github.", " ")
+        .replace("io-github-", " ")
+}
+
 fn service_for(spec: &CredentialSpec, server: &ServerRecord) -> Option<&'static Service> {
     let key = spec.name.to_lowercase();
-    let name = format!("{} {}", server.id, server.name).to_lowercase();
+    let name = server_words(server);
     let find = |text: &str| SERVICES.iter().find(|s| s.matches.iter().any(|m| names(text, m)));
     match find(&key) {
         // A generic Google key (GOOGLE_ACCESS_TOKEN) of a Gmail or Sheets server: that product's steps.
@@ -606,6 +616,61 @@ fn service_for(spec: &CredentialSpec, server: &ServerRecord) -> Option<&'static 
         Some(s) => Some(s),
         None => find(&name),
     }
+}
+
+/// Services whose variables only a server for that very product reads: a Slack token declared
+/// by a browser server is a catalog error, not a need. (Model providers, clouds and databases
+/// are left out: servers of every kind use them.)
+const APPS: &[&str] = &[
+    "Slack",
+    "GitHub",
+    "GitLab",
+    "Notion",
+    "Linear",
+    "Discord",
+    "Telegram",
+    "Stripe",
+    "Twilio",
+    "Airtable",
+    "HubSpot",
+    "Todoist",
+    "Trello",
+    "Asana",
+    "Figma",
+    "Sentry",
+    "Spotify",
+    "X (Twitter)",
+    "Reddit",
+    "Shopify",
+    "Zendesk",
+];
+
+/// The app a variable belongs to when the server's own text never mentions it (its id, name,
+/// description and tools): `Some("Slack")` for `SLACK_BOT_TOKEN` on a Playwright
+/// server. Such a variable is not asked.
+pub fn foreign_app(spec: &CredentialSpec, server: &ServerRecord) -> Option<&'static str> {
+    let key = spec.name.to_lowercase();
+    let service = SERVICES.iter().find(|s| s.matches.iter().any(|m| names(&key, m)))?;
+    if !APPS.contains(&service.name) {
+        return None;
+    }
+    // Where the code lives (a github.com repository) is not what it serves: id, name,
+    // description and tools only.
+    let mut text = format!("{} {}", server_words(server), server.description).to_lowercase();
+    for tool in &server.tools {
+        text.push(' ');
+        text.push_str(&tool.name.to_lowercase());
+        text.push(' ');
+        text.push_str(&tool.description.to_lowercase());
+    }
+    let mentioned = service.matches.iter().any(|m| names(&text, m));
+    (!mentioned).then_some(service.name)
+}
+
+/// Whether the user is asked for `spec` of `server`: its requirement says so, and it is not
+/// another product's variable ([`foreign_app`]).
+pub fn is_asked(spec: &CredentialSpec, server: &ServerRecord) -> bool {
+    requirements::classify(spec).asked() && foreign_app(spec, server).is_none()
 }
 
 /// The record's own description when it says where the value comes from (it has a link), which
@@ -624,8 +689,17 @@ fn format_hint(spec: &CredentialSpec, shape: Shape) -> String {
                         stores it encrypted and gives the server its path."
             .to_owned(),
         Shape::ConnectionString => {
-            "Format: a connection URL such as postgresql://user:password@host:5432/dbname. It is stored encrypted."
-                .to_owned()
+            let text = format!("{} {}", spec.name, spec.description).to_lowercase();
+            let example = if text.contains("mongo") {
+                "mongodb+srv://user:password@cluster.example.net/dbname"
+            } else if text.contains("mysql") || text.contains("mariadb") {
+                "mysql://user:password@host:3306/dbname"
+            } else if text.contains("redis") {
+                "redis://user:password@host:6379/0"
+            } else {
+                "postgresql://user:password@host:5432/dbname"
+            };
+            format!("Format: a connection URL such as {example}. It is stored encrypted.")
         }
         Shape::Url => "Format: the full address, e.g. https://example.com, with no trailing slash.".to_owned(),
         Shape::Identifier => "Format: the identifier exactly as shown (no quotes, no spaces).".to_owned(),
@@ -717,6 +791,10 @@ fn steps_for(spec: &CredentialSpec, server: &ServerRecord, shape: Shape) -> Vec<
         ),
         Shape::AccessToken if service.is_some_and(|s| s.name.contains("Google")) => {
             steps.extend(GOOGLE_ACCESS_TOKEN_STEPS.iter().map(|s| (*s).to_owned()));
+        }
+        // A database's steps give a connection, not an API key the server happens to read.
+        Shape::Token if service.is_some_and(|s| s.name == DATABASE) => {
+            steps.push(at_readme(format!("{} is read by {}.", spec.name, server.name)));
         }
         Shape::OauthClient if service.is_some_and(|s| s.name.contains("Google")) => {
             steps.extend(GOOGLE_OAUTH_CLIENT_STEPS.iter().map(|s| (*s).to_owned()));
@@ -939,6 +1017,42 @@ mod tests {
             &server("google-calendar-mcp", "Google Calendar"),
         );
         assert!(calendar.contains("Test users") && calendar.contains("Desktop app"), "{calendar}");
+    }
+
+    #[test]
+    fn another_product_s_variables_are_recognised() {
+        let mut playwright = server("playwright-mcp-2", "Playwright");
+        playwright.description = "Browser automation with Playwright".into();
+        assert_eq!(foreign_app(&spec("SLACK_BOT_TOKEN", "", true), &playwright), Some("Slack"));
+        assert_eq!(
+            foreign_app(&spec("GITHUB_PERSONAL_ACCESS_TOKEN", "", true), &playwright),
+            Some("GitHub"),
+            "its repository on github.com is not GitHub use"
+        );
+        assert_eq!(
+            foreign_app(&spec("OPENAI_API_KEY", "", true), &playwright),
+            None,
+            "model providers serve every kind"
+        );
+        let slack = server("slack-mcp-server", "Slack MCP Server");
+        assert_eq!(foreign_app(&spec("SLACK_BOT_TOKEN", "", true), &slack), None);
+        let ticktick = server(
+            "io-github-alexarevalo9-ticktick-mcp-server",
+            "io.github.alexarevalo9/ticktick-mcp-server",
+        );
+        assert!(
+            !instructions(&spec("TICKTICK_CLIENT_ID", "", false), &ticktick)
+                .contains("personal-access-tokens")
+        );
+        let redis = server("redis", "Redis");
+        assert!(!instructions(&spec("API_KEY", "", true), &redis).contains("database administrator"));
+        assert!(
+            instructions(
+                &spec("MDB_MCP_CONNECTION_STRING", "MongoDB connection string", true),
+                &server("mongodb", "MongoDB")
+            )
+            .contains("mongodb+srv://")
+        );
     }
 
     #[test]

@@ -216,6 +216,9 @@ fn credentials(r: &crate::catalog::ServerRecord) -> Vec<Value> {
         .map(|c| {
             let requirement = requirements::classify(c);
             let provide = match &requirement.provide {
+                Provide::User if super::instructions::foreign_app(c, r).is_some() => {
+                    json!("optional (names a product this server never mentions)")
+                }
                 Provide::User => json!("asked of the user"),
                 Provide::Optional => json!("optional"),
                 Provide::Filled(fill) => json!(format!("filled by dynamcp: {}", super::filled_value(c, fill).0)),

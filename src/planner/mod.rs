@@ -879,6 +879,20 @@ fn missing(records: &[ServerRecord], stored: &BTreeSet<(String, String)>) -> Mis
             continue;
         }
         let requirement = need.requirement();
+        if requirement.asked()
+            && let Some(app) = instructions::foreign_app(need.spec, need.server)
+        {
+            // Declared by the catalog, but for a product this server never mentions.
+            out.optional.push(OptionalSetting {
+                mcp_server: need.server.id.clone(),
+                key: need.spec.name.clone(),
+                description: format!(
+                    "{} names {app}, which {} never mentions: most likely a catalog error, so it is not asked",
+                    need.spec.name, need.server.name
+                ),
+            });
+            continue;
+        }
         match &requirement.provide {
             Provide::Filled(fill) => {
                 let (value, reason) = filled_value(need.spec, fill);
