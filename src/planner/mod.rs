@@ -424,7 +424,7 @@ impl MasterAgent {
         if plan_changed {
             context.agent_id = None;
         }
-        let received: Vec<String> = sealed.iter().map(|c| format!("{} ({})", c.key, c.server)).collect();
+        let received = received(&sealed);
         let settled = self
             .settle(
                 &session,
@@ -502,8 +502,8 @@ impl MasterAgent {
                 .await
                 .map_err(|e| missing_session(e, session_id))?;
         }
-        let received: Vec<String> = sealed.iter().map(|c| format!("{} ({})", c.key, c.server)).collect();
-        let settled = self.settle_kept(&session, &mut context, plan, &received).await?;
+        let received = received(&sealed);
+        let settled = self.settle_kept(&session, &mut context, plan, records, &received).await?;
         self.save(&session, false, &settled, &[]).await?;
         Ok(settled.outcome)
     }
@@ -527,7 +527,8 @@ impl MasterAgent {
         let Some(plan) = context.plan.clone() else {
             return Err(PlannerError::NoPlan(session_id));
         };
-        let settled = self.settle_kept(&session, &mut context, plan, &[]).await?;
+        let records = self.records(&plan);
+        let settled = self.settle_kept(&session, &mut context, plan, records, &[]).await?;
         self.save(&session, false, &settled, &[]).await?;
         Ok(settled.outcome)
     }
@@ -735,9 +736,9 @@ impl MasterAgent {
         session: &Session,
         context: &mut Context,
         plan: Plan,
+        records: Vec<ServerRecord>,
         received: &[String],
     ) -> Result<Settled, PlannerError> {
-        let records = self.records(&plan);
         let said = Said { intent: &Intent::Keep, received, change: None };
         self.settle(session, false, context, plan, records, said).await
     }
@@ -821,6 +822,11 @@ impl MasterAgent {
         };
         Ok(Settled { outcome, state, agent: created })
     }
+}
+
+/// What a turn stored, as the reply acknowledges it: `KEY (server)`, never a value.
+fn received(sealed: &[SealedCredential]) -> Vec<String> {
+    sealed.iter().map(|c| format!("{} ({})", c.key, c.server)).collect()
 }
 
 fn missing_session(e: StoreError, id: Uuid) -> PlannerError {
