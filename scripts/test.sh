@@ -32,6 +32,10 @@ run_pg "$pgbin/pg_ctl" -D "$pgdir/data" -l "$pgdir/server.log" -w -o \
     "-c listen_addresses=127.0.0.1 -p $port -k $pgdir -c fsync=off -c max_connections=300" start >/dev/null
 export DYNAMCP_TEST_PG_URL="postgres://postgres@127.0.0.1:$port/postgres"
 
+# A whole-suite run gains nothing from incremental state (it is ~half the target dir's size on a fresh
+# build); iterating with `cargo nextest run -E …` directly keeps it.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
