@@ -273,3 +273,217 @@ async fn a_long_request_written_as_a_list_is_planned_item_by_item() {
     assert!(!reply.contains(&background), "the request is not echoed whole as a step");
     server.stop().await;
 }
+
+/// The same conversation with the LLM planner (a scripted fake speaking each provider's wire
+/// protocol): whatever the model proposes, the same rules decide what is asked, filled, listed
+/// as optional, acknowledged, kept and changed; the model asks through `ask_user` (or in plain
+/// words) and can only choose servers it was shown that start here.
+mod with_the_llm_planner {
+    use super::*;
+    use common::fake_llm::{self, Step, start_fake, text_turn, tool_results, tool_turn};
+    use dynamcp::llm::Provider;
+
+    /// The conversation's records plus one the catalog has no launch spec for.
+    const NOT_LAUNCHABLE: &str = "us-weather-by-zip-code";
+
+    async fn server(provider: Provider, script: Vec<Step>) -> (fake_llm::Fake, TestServer) {
+        let (fake, url) = start_fake(script).await;
+        let (mut args, dir) = common::test_args(Db::Sqlite).await;
+        let mut ids = RECORDS.to_vec();
+        ids.push(NOT_LAUNCHABLE);
+        common::import_default_records(&args, &ids, &[]).await;
+        fake_llm::configure(&mut args, provider, &url, 10, 0);
+        (fake, TestServer::start_with(args, dir).await)
+    }
+
+    fn search(provider: Provider, id: &str, query: &str) -> Step {
+        Step::Reply(tool_turn(provider, &[(id, "search_mcp_servers", json!({ "query": query }))]))
+    }
+
+    fn create(provider: Provider, id: &str, needs: Value) -> Step {
+        Step::Reply(tool_turn(provider, &[(id, "create_agent", json!({"needs": needs, "workflow": []}))]))
+    }
+
+    async fn the_same_rules_hold_whatever_the_model_proposes(provider: Provider) {
+        let slack = json!([{"need": "post the weekly summary to Slack", "server_id": "slack-mcp-server", "why": "posts to Slack channels"}]);
+        let excel = json!([{"need": "read the totals from my Excel workbook", "server_id": "excel-mcp-server-4", "why": "reads Excel workbooks"}]);
+        let (fake, server) = server(
+            provider,
+            vec![
+                search(provider, "c1", "post messages to Slack"),
+                create(provider, "c2", slack),
+                search(provider, "c3", "read an Excel workbook"),
+                create(provider, "c4", excel),
+            ],
+        )
+        .await;
+        let (status, first) = server
+            .post("/api/chat", json!({"message": "every Friday post the weekly summary to Slack"}))
+            .await;
+        assert_eq!(status, 200, "{first}");
+        let sid = first["session_id"].as_str().unwrap().to_owned();
+        assert_eq!(
+            asked(&first),
+            [
+                ("slack-mcp-server".to_owned(), "SLACK_BOT_TOKEN".to_owned(), "secret".to_owned()),
+                ("slack-mcp-server".to_owned(), "SLACK_TEAM_ID".to_owned(), "setting".to_owned())
+            ],
+            "{first}"
+        );
+        assert_eq!(listed(&first, "optional"), ["SLACK_CHANNEL_IDS"], "{first}");
+        let team = instructions_of(&first, "SLACK_TEAM_ID");
+        assert!(team.contains("app.slack.com/client") && !team.contains("Create New App"), "{team}");
+        let reply = first["reply"].as_str().unwrap();
+        assert!(reply.contains("You want this to run every Friday"), "{reply}");
+
+        // A credential turn asks the model nothing: it is acknowledged and the plan kept.
+        let token = format!("xoxb-{}", uuid::Uuid::new_v4().simple());
+        let (_, second) = server
+            .post(
+                "/api/chat",
+                json!({"message": "here is the token", "session_id": sid,
+                       "credentials": {"slack-mcp-server": {"SLACK_BOT_TOKEN": token}}}),
+            )
+            .await;
+        let reply = second["reply"].as_str().unwrap();
+        assert!(
+            reply.starts_with("Received and stored encrypted: SLACK_BOT_TOKEN (slack-mcp-server)."),
+            "{reply}"
+        );
+        assert!(reply.contains("The plan is unchanged"), "{reply}");
+        assert!(!second.to_string().contains(&token), "the value is never echoed");
+
+        // "also …" asks the model for the addition only; the settings with defaults are filled.
+        let (_, added) = server
+            .post(
+                "/api/chat",
+                json!({"message": "also read the totals from my Excel workbook", "session_id": sid}),
+            )
+            .await;
+        let reply = added["reply"].as_str().unwrap();
+        assert!(
+            reply.starts_with(
+                "Added to the plan: \"read the totals from my Excel workbook\" → excel-mcp-server-4."
+            ),
+            "{reply}"
+        );
+        let defaults = listed(&added, "defaults");
+        assert!(defaults.contains(&"CACHE_MAX_AGE".to_owned()), "{added}");
+        assert!(
+            !asked(&added).iter().any(|(server, _, _)| server == "excel-mcp-server-4"),
+            "nothing of Excel's is asked: {added}"
+        );
+
+        // Dropping the Slack step leaves Excel, which needs nothing: the agent is created.
+        let (_, dropped) =
+            server.post("/api/chat", json!({"message": "drop the Slack step", "session_id": sid})).await;
+        assert_eq!(dropped["status"], "success", "{dropped}");
+        let servers: Vec<String> =
+            server.planned_servers(&sid).await.iter().map(|s| s["id"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(servers, ["excel-mcp-server-4"]);
+        // Four model calls in all: two per planned request, none for the other turns.
+        assert_eq!(fake.seen.lock().unwrap().len(), 4);
+        server.stop().await;
+    }
+
+    async fn the_model_asks_when_unsure_and_the_user_picks(provider: Provider) {
+        let (fake, server) = server(
+            provider,
+            vec![
+                Step::Reply(tool_turn(
+                    provider,
+                    &[
+                        ("c1", "search_mcp_servers", json!({"query": "post messages to Slack"})),
+                        ("c2", "search_mcp_servers", json!({"query": "Excel workbook"})),
+                    ],
+                )),
+                Step::Reply(tool_turn(
+                    provider,
+                    &[("c3", "ask_user", json!({"question": "Where do you keep your work: Slack or an Excel workbook?", "options": ["slack-mcp-server", "excel-mcp-server-4"]}))],
+                )),
+                Step::Reply(text_turn(provider, "I could not tell what you want automated. Which app or task do you mean?")),
+            ],
+        )
+        .await;
+        let (status, body) = server.post("/api/chat", json!({"message": "help me be more productive"})).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            (body["agent_created"].as_bool(), body["status"].as_str()),
+            (Some(false), Some("pending_credentials")),
+            "{body}"
+        );
+        let reply = body["reply"].as_str().unwrap();
+        assert!(reply.contains("Where do you keep your work: Slack or an Excel workbook?"), "{reply}");
+        assert!(reply.contains("[1] Slack") && reply.contains("[2] "), "{reply}");
+        let sid = body["session_id"].as_str().unwrap();
+        assert!(server.planned_servers(sid).await.is_empty());
+
+        // The user answers with a number: the second option is planned, asking the model nothing.
+        let (_, picked) = server.post("/api/chat", json!({"message": "2", "session_id": sid})).await;
+        assert_eq!(picked["status"], "success", "{picked}");
+        let servers: Vec<String> =
+            server.planned_servers(sid).await.iter().map(|s| s["id"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(servers, ["excel-mcp-server-4"]);
+
+        // A model that answers in words is asking too: its question reaches the user, no agent.
+        let (_, words) = server.post("/api/chat", json!({"message": "purple monkey dishwasher"})).await;
+        assert_eq!(words["agent_created"], false, "{words}");
+        let reply = words["reply"].as_str().unwrap();
+        assert!(reply.contains("the planner asks: I could not tell what you want automated."), "{reply}");
+        assert!(!reply.contains("offline planner"), "{reply}");
+        assert_eq!(fake.seen.lock().unwrap().len(), 3);
+        server.stop().await;
+    }
+
+    async fn the_model_cannot_choose_a_server_it_was_not_shown_or_that_cannot_start(provider: Provider) {
+        let weather = json!([{"need": "weather for a US zip code", "server_id": NOT_LAUNCHABLE}]);
+        let (fake, server) = server(
+            provider,
+            vec![
+                create(provider, "c1", weather.clone()),
+                search(provider, "c2", "weather by zip code"),
+                create(provider, "c3", weather),
+                Step::Reply(tool_turn(
+                    provider,
+                    &[("c4", "ask_user", json!({"question": "No server here can fetch the weather. Shall I plan something else?"}))],
+                )),
+            ],
+        )
+        .await;
+        let (status, body) =
+            server.post("/api/chat", json!({"message": "tell me the weather for zip code 10001"})).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["agent_created"], false, "{body}");
+        assert!(body["reply"].as_str().unwrap().contains("No server here can fetch the weather"), "{body}");
+
+        let seen = fake.seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 4);
+        let unseen = tool_results(provider, &seen[1].1);
+        assert!(
+            unseen[0].1 && unseen[0].0.contains("was not among the servers you were shown"),
+            "{unseen:?}"
+        );
+        let results = tool_results(provider, &seen[3].1);
+        assert!(results[1].0.contains(&format!("\"id\":\"{NOT_LAUNCHABLE}\"")), "{results:?}");
+        assert!(results[1].0.contains("\"runnable\":false"), "{results:?}");
+        assert!(results[2].1 && results[2].0.contains("cannot be started here"), "{results:?}");
+        server.stop().await;
+    }
+
+    macro_rules! for_both_providers {
+        ($($name:ident),* $(,)?) => {
+            mod anthropic {
+                $( #[tokio::test] async fn $name() { super::$name(dynamcp::llm::Provider::Anthropic).await } )*
+            }
+            mod openai {
+                $( #[tokio::test] async fn $name() { super::$name(dynamcp::llm::Provider::Openai).await } )*
+            }
+        };
+    }
+
+    for_both_providers!(
+        the_same_rules_hold_whatever_the_model_proposes,
+        the_model_asks_when_unsure_and_the_user_picks,
+        the_model_cannot_choose_a_server_it_was_not_shown_or_that_cannot_start,
+    );
+}

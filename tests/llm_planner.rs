@@ -5,111 +5,17 @@
 
 mod common;
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Json;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
+use common::fake_llm::{self, Step, start_fake, tool_results, tool_turn};
 use common::{Db, TestServer};
 use dynamcp::llm::Provider;
-use dynamcp::vault::Secret;
 use serde_json::{Value, json};
-
-/// One scripted answer of the fake provider.
-enum Step {
-    Reply(Value),
-    Status(u16),
-    Slow(Duration),
-}
-
-/// A request the fake received: its auth header and its body.
-type Seen = (Option<String>, Value);
-
-#[derive(Clone, Default)]
-struct Fake {
-    script: Arc<Mutex<VecDeque<Step>>>,
-    /// Every request body received, with its auth header.
-    seen: Arc<Mutex<Vec<Seen>>>,
-}
-
-async fn answer(
-    State(fake): State<Fake>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> (StatusCode, Json<Value>) {
-    let auth = headers
-        .get("x-api-key")
-        .or_else(|| headers.get("authorization"))
-        .map(|v| v.to_str().unwrap().to_owned());
-    fake.seen.lock().unwrap().push((auth, body));
-    let step = fake.script.lock().unwrap().pop_front();
-    match step {
-        Some(Step::Reply(v)) => (StatusCode::OK, Json(v)),
-        Some(Step::Status(code)) => (
-            StatusCode::from_u16(code).unwrap(),
-            Json(json!({"error": {"type": "fake", "message": format!("scripted {code}")}})),
-        ),
-        Some(Step::Slow(d)) => {
-            tokio::time::sleep(d).await;
-            (StatusCode::OK, Json(json!({})))
-        }
-        None => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": {"message": "script exhausted"}}))),
-    }
-}
-
-async fn start_fake(script: Vec<Step>) -> (Fake, String) {
-    let fake = Fake { script: Arc::new(Mutex::new(script.into())), ..Fake::default() };
-    let app = axum::Router::new()
-        .route("/v1/messages", post(answer))
-        .route("/v1/chat/completions", post(answer))
-        .with_state(fake.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (fake, url)
-}
-
-/// A provider's wire format for a turn with tool calls (and optional text).
-fn tool_turn(provider: Provider, calls: &[(&str, &str, Value)]) -> Value {
-    match provider {
-        Provider::Anthropic => json!({
-            "id": "msg_1", "type": "message", "role": "assistant", "model": "fake-model",
-            "content": calls.iter().map(|(id, name, input)| json!({"type": "tool_use", "id": id, "name": name, "input": input})).collect::<Vec<_>>(),
-            "stop_reason": "tool_use", "usage": {"input_tokens": 100, "output_tokens": 20}
-        }),
-        _ => json!({
-            "id": "chatcmpl-1", "object": "chat.completion", "model": "fake-model",
-            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": null,
-                "tool_calls": calls.iter().map(|(id, name, input)| json!({"id": id, "type": "function", "function": {
-                    "name": name,
-                    // A string input is sent as the raw (possibly broken) arguments text.
-                    "arguments": input.as_str().map_or_else(|| input.to_string(), str::to_owned)
-                }})).collect::<Vec<_>>()}}],
-            "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}
-        }),
-    }
-}
 
 async fn server_with(provider: Provider, url: &str, timeout_secs: u64, retries: u32) -> TestServer {
     let (mut args, dir) = common::test_args(Db::Sqlite).await;
     common::import_fixture_catalog(&args).await;
-    args.llm.llm_provider = provider;
-    args.llm.llm_model = Some("fake-model".into());
-    args.llm.llm_timeout_secs = timeout_secs;
-    args.llm.llm_max_retries = retries;
-    match provider {
-        Provider::Anthropic => {
-            args.llm.llm_base_url = Some(url.to_owned());
-            args.llm.anthropic_api_key = Some(Secret::new("sk-ant-test"));
-        }
-        _ => {
-            args.llm.llm_base_url = Some(format!("{url}/v1"));
-            args.llm.openai_api_key = Some(Secret::new("sk-test"));
-        }
-    }
+    fake_llm::configure(&mut args, provider, url, timeout_secs, retries);
     TestServer::start_with(args, dir).await
 }
 
@@ -124,28 +30,6 @@ fn create_time_agent(id: &str) -> (&str, &'static str, Value) {
     )
 }
 
-/// The tool results the planner sent back in a request, as (content, is_error).
-fn tool_results(provider: Provider, body: &Value) -> Vec<(String, bool)> {
-    let messages = body["messages"].as_array().unwrap();
-    match provider {
-        Provider::Anthropic => messages
-            .iter()
-            .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default())
-            .filter(|c| c["type"] == "tool_result")
-            .map(|c| (c["content"].as_str().unwrap().to_owned(), c["is_error"].as_bool().unwrap()))
-            .collect(),
-        _ => messages
-            .iter()
-            .filter(|m| m["role"] == "tool")
-            .map(|m| {
-                let content = m["content"].as_str().unwrap().to_owned();
-                let is_error = content.starts_with("Error: ");
-                (content, is_error)
-            })
-            .collect(),
-    }
-}
-
 async fn tool_call_then_plan(provider: Provider) {
     let (fake, url) = start_fake(vec![
         Step::Reply(tool_turn(
@@ -153,7 +37,8 @@ async fn tool_call_then_plan(provider: Provider) {
             &[("c1", "search_mcp_servers", json!({"query": "current time in a timezone"}))],
         )),
         Step::Reply(tool_turn(provider, &[create_time_agent("c2")])),
-        Step::Reply(tool_turn(provider, &[create_time_agent("c3")])),
+        Step::Reply(tool_turn(provider, &[("c3", "search_mcp_servers", json!({"query": "time in a city"}))])),
+        Step::Reply(tool_turn(provider, &[create_time_agent("c4")])),
     ])
     .await;
     let server = server_with(provider, &url, 10, 0).await;
@@ -180,7 +65,7 @@ async fn tool_call_then_plan(provider: Provider) {
     assert_eq!(more["agent_created"], true, "{more}");
 
     let seen = fake.seen.lock().unwrap().clone();
-    assert_eq!(seen.len(), 3);
+    assert_eq!(seen.len(), 4);
     let first_user = |body: &Value| match provider {
         Provider::Anthropic => body["messages"][0]["content"][0]["text"].as_str().unwrap().to_owned(),
         _ => body["messages"][1]["content"].as_str().unwrap().to_owned(),
@@ -216,7 +101,13 @@ async fn tool_call_then_plan(provider: Provider) {
     };
     assert_eq!(
         tools,
-        ["search_mcp_servers", "get_server_details", "get_credential_requirements", "create_agent"]
+        [
+            "search_mcp_servers",
+            "get_server_details",
+            "get_credential_requirements",
+            "create_agent",
+            "ask_user"
+        ]
     );
     // The search ran over the real catalog and its results went back to the model.
     let results = tool_results(provider, &seen[1].1);
@@ -301,14 +192,17 @@ async fn several_rounds_with_malformed_arguments(provider: Provider) {
 }
 
 async fn retries_a_429(provider: Provider) {
-    let (fake, url) =
-        start_fake(vec![Step::Status(429), Step::Reply(tool_turn(provider, &[create_time_agent("c1")]))])
-            .await;
+    let (fake, url) = start_fake(vec![
+        Step::Status(429),
+        Step::Reply(tool_turn(provider, &[("c1", "search_mcp_servers", json!({"query": "time"}))])),
+        Step::Reply(tool_turn(provider, &[create_time_agent("c2")])),
+    ])
+    .await;
     let server = server_with(provider, &url, 10, 2).await;
     let (status, body) = server.post("/api/chat", json!({"message": "what time is it in Tokyo"})).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("success")), "{body}");
     assert!(!body["reply"].as_str().unwrap().contains("offline planner"), "{body}");
-    assert_eq!(fake.seen.lock().unwrap().len(), 2);
+    assert_eq!(fake.seen.lock().unwrap().len(), 3);
     server.stop().await;
 }
 

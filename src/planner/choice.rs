@@ -228,6 +228,12 @@ pub(crate) fn is_bare_name(step: &str, named: &[String]) -> bool {
     named.len() == 1 && terms(step) == terms(&named[0])
 }
 
+/// Whether `record` has a launch option this machine can start (a published or unconfirmed
+/// package of a runtime it has, a listed image or remote URL, an operator's own command).
+pub(crate) fn can_launch(record: &ServerRecord, runnable: &[LaunchKind]) -> bool {
+    launchability(record, runnable) > Launchability::No
+}
+
 /// How startable a record is with the launch kinds this machine runs.
 fn launchability(record: &ServerRecord, runnable: &[LaunchKind]) -> Launchability {
     record

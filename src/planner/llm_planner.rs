@@ -1,15 +1,19 @@
 //! The LLM planner: a tool-calling loop whose tools run over the real catalog. The model searches
 //! (`search_mcp_servers`), inspects (`get_server_details`, `get_credential_requirements`) and
-//! proposes the agent (`create_agent`: one server per need and the workflow). dynamcp checks every
-//! argument; a bad call gets an error result the model can correct. When the provider fails or
-//! the model never proposes a plan within the rounds allowed, the offline planner answers, and the
-//! plan says why.
+//! proposes the agent (`create_agent`: one server per need and the workflow), or asks the user a
+//! question when the request is too vague (`ask_user`, up to three servers as options; a plain
+//! text answer counts as a question too). dynamcp checks every argument: a server must be one the
+//! model was shown this turn and one this machine can start, and a bad call gets an error result
+//! the model can correct. When the provider fails or the model never proposes a plan within the
+//! rounds allowed, the offline planner answers, and the plan says why.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
+use super::choice::can_launch;
 use super::plan::{ChosenServer, OfflinePlanner, Plan, PlannedNeed, Planner};
 use super::{ChoiceSettings, PlannerError};
 use crate::catalog::text::clip;
@@ -20,20 +24,29 @@ use crate::store::Message as StoredMessage;
 const SYSTEM: &str = "You are dynamcp's planner. A user describes a workflow; you choose MCP servers \
 from dynamcp's catalog to build an agent for it. Split the request into needs (one per service or \
 capability). For each need, call search_mcp_servers with a short query naming the service and action, \
-inspect promising candidates with get_server_details, and prefer servers that are runnable and have \
-known tools. Steps the agent's own model can do (extracting, summarising, deciding) need no server: \
-mark them by_model. Finish by calling create_agent exactly once with every need, the chosen server_id \
-per need, a one-sentence why, and the workflow steps. Never ask for or repeat credential values.";
+inspect promising candidates with get_server_details, and choose only servers whose `runnable` is \
+true, preferring those with known tools. Steps the agent's own model can do (extracting, summarising, \
+deciding) need no server: mark them by_model. Finish by calling create_agent exactly once with every \
+need, the chosen server_id per need, a one-sentence why, and the workflow steps. When the request \
+names no service or task you can match with confidence, call ask_user instead, with one short \
+question and up to three servers from your searches as options. Variables whose provided_by is \
+not \"asked of the user\" are handled by dynamcp. Never ask for or repeat credential values.";
 
 /// Tokens the model may write per turn.
 const MAX_TOKENS: u32 = 2048;
 /// Longest description sent back to the model.
 const DESCRIPTION_CHARS: usize = 300;
+/// Longest question of the model's shown to the user.
+const QUESTION_CHARS: usize = 300;
+/// Options a question offers at most.
+const OPTIONS: usize = 3;
 
 pub struct LlmPlanner {
     llm: Arc<dyn LlmClient>,
     catalog: Arc<Catalog>,
     fallback: OfflinePlanner,
+    /// Launch kinds this machine runs: a server with none of them is never accepted.
+    choice: ChoiceSettings,
     max_rounds: usize,
 }
 
@@ -44,8 +57,8 @@ impl LlmPlanner {
         max_rounds: usize,
         choice: ChoiceSettings,
     ) -> Self {
-        let fallback = OfflinePlanner::new(catalog.clone(), choice);
-        Self { llm, catalog, fallback, max_rounds: max_rounds.max(1) }
+        let fallback = OfflinePlanner::new(catalog.clone(), choice.clone());
+        Self { llm, catalog, fallback, choice, max_rounds: max_rounds.max(1) }
     }
 
     fn tools() -> Vec<ToolSpec> {
@@ -82,12 +95,26 @@ impl LlmPlanner {
                     "workflow": {"type": "array", "items": {"type": "string"}}
                 }, "required": ["needs", "workflow"]}),
             },
+            ToolSpec {
+                name: "ask_user".into(),
+                description: "Ask the user one short clarifying question instead of proposing an agent, when the request names no service or task you can match with confidence. Offer up to three servers from your searches as numbered options.".into(),
+                input_schema: json!({"type": "object", "properties": {
+                    "question": {"type": "string", "description": "One short question, e.g. 'Which task app do you use?'"},
+                    "options": {"type": "array", "maxItems": OPTIONS, "items": {"type": "string", "description": "Catalog id of a server you were shown"}}
+                }, "required": ["question"]}),
+            },
         ]
     }
 
-    /// Runs one tool call: `Ok(content)` or `Err(message for the model)`; `create_agent` also
-    /// yields the plan.
-    async fn call(&self, request: &str, name: &str, input: &Value) -> (Result<String, String>, Option<Plan>) {
+    /// Runs one tool call: `Ok(content)` or `Err(message for the model)`; `create_agent` and
+    /// `ask_user` also yield the plan. `shown` collects the ids the model was shown this turn.
+    async fn call(
+        &self,
+        request: &str,
+        name: &str,
+        input: &Value,
+        shown: &mut HashSet<String>,
+    ) -> (Result<String, String>, Option<Plan>) {
         let Some(args) = input.as_object() else {
             return (Err(format!("the arguments of {name} must be a JSON object, got: {input}")), None);
         };
@@ -107,6 +134,7 @@ impl LlmPlanner {
                             .iter()
                             .map(|h| {
                                 let r = index.record(h.doc);
+                                shown.insert(r.id.clone());
                                 let tools: Vec<&str> = if h.matched_tools.is_empty() {
                                     r.tools.iter().take(8).map(|t| t.name.as_str()).collect()
                                 } else {
@@ -114,7 +142,7 @@ impl LlmPlanner {
                                 };
                                 json!({
                                     "id": r.id, "name": r.name, "description": clip(&r.description, DESCRIPTION_CHARS),
-                                    "runnable": r.runnable(), "tools": tools,
+                                    "runnable": can_launch(r, &self.choice.runnable), "tools": tools,
                                     "credentials": credentials(r),
                                 })
                             })
@@ -134,12 +162,13 @@ impl LlmPlanner {
                         None,
                     );
                 };
+                shown.insert(r.id.clone());
                 let body = if name == "get_credential_requirements" {
                     json!({ "id": r.id, "credentials": credentials(r) })
                 } else {
                     json!({
                         "id": r.id, "name": r.name, "description": clip(&r.description, DESCRIPTION_CHARS),
-                        "runnable": r.runnable(),
+                        "runnable": can_launch(r, &self.choice.runnable),
                         "launch": r.launch.iter().map(|l| json!({"kind": l.kind, "package": l.package, "url": l.url})).collect::<Vec<_>>(),
                         "tools": r.tools.iter().take(30).map(|t| json!({"name": t.name, "description": clip(&t.description, DESCRIPTION_CHARS)})).collect::<Vec<_>>(),
                         "credentials": credentials(r),
@@ -147,19 +176,91 @@ impl LlmPlanner {
                 };
                 (Ok(body.to_string()), None)
             }
-            "create_agent" => match self.plan_from(request, args) {
+            "create_agent" => match self.plan_from(request, args, shown) {
                 Ok(plan) => (
                     Ok("Plan accepted. dynamcp will ask the user for the missing credentials.".into()),
                     Some(plan),
                 ),
                 Err(message) => (Err(message), None),
             },
+            "ask_user" => match self.question_from(request, args, shown) {
+                Ok(plan) => (Ok("Question sent to the user.".into()), Some(plan)),
+                Err(message) => (Err(message), None),
+            },
             other => (Err(format!("there is no tool `{other}`")), None),
         }
     }
 
+    /// The record `id` names, if the model may choose it: in the catalog, shown to the model
+    /// this turn (an id it did not look up is a guess), and startable here.
+    fn choosable<'a>(
+        &self,
+        index: &'a crate::catalog::SearchIndex,
+        id: &str,
+        shown: &HashSet<String>,
+        field: &str,
+    ) -> Result<&'a crate::catalog::ServerRecord, String> {
+        let Some(r) = index.get(id) else {
+            return Err(format!("{field} `{id}` is not in the catalog; use an id from search_mcp_servers"));
+        };
+        if !shown.contains(&r.id) {
+            return Err(format!(
+                "{field} `{id}` was not among the servers you were shown; search for it or call get_server_details first"
+            ));
+        }
+        if !can_launch(r, &self.choice.runnable) {
+            return Err(format!(
+                "{field} `{id}` cannot be started here (no published package or remote endpoint for this machine's runtimes); choose a server whose `runnable` is true"
+            ));
+        }
+        Ok(r)
+    }
+
+    /// Checks `ask_user`'s arguments and turns them into a plan that asks: one step, no server,
+    /// the options as numbered alternatives the user picks from.
+    fn question_from(
+        &self,
+        request: &str,
+        args: &serde_json::Map<String, Value>,
+        shown: &HashSet<String>,
+    ) -> Result<Plan, String> {
+        let question = args.get("question").and_then(Value::as_str).map(str::trim).filter(|q| !q.is_empty());
+        let Some(question) = question else { return Err("`question` must be a non-empty string".into()) };
+        let index = self.catalog.index();
+        let ids: Vec<&str> = match args.get("options") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => {
+                let ids: Option<Vec<&str>> = items.iter().map(Value::as_str).collect();
+                ids.ok_or("`options` must be a list of catalog ids")?
+            }
+            Some(_) => return Err("`options` must be a list of catalog ids".into()),
+        };
+        if ids.len() > OPTIONS {
+            return Err(format!("offer at most {OPTIONS} options"));
+        }
+        let mut options: Vec<ChosenServer> = Vec::with_capacity(ids.len());
+        for (i, id) in ids.iter().enumerate() {
+            let r = self.choosable(&index, id.trim(), shown, &format!("options[{i}]"))?;
+            if !options.iter().any(|o| o.id == r.id) {
+                options.push(ChosenServer {
+                    id: r.id.clone(),
+                    name: r.name.clone(),
+                    why: clip(&r.description, 120),
+                    tools: Vec::new(),
+                    start: None,
+                });
+            }
+        }
+        Ok(asking(request, question, options))
+    }
+
     /// Checks `create_agent`'s arguments against the catalog and turns them into a plan.
-    fn plan_from(&self, request: &str, args: &serde_json::Map<String, Value>) -> Result<Plan, String> {
+    fn plan_from(
+        &self,
+        request: &str,
+        args: &serde_json::Map<String, Value>,
+        shown: &HashSet<String>,
+    ) -> Result<Plan, String> {
         let index = self.catalog.index();
         let needs = args.get("needs").and_then(Value::as_array).filter(|n| !n.is_empty());
         let Some(needs) = needs else { return Err("`needs` must be a non-empty list".into()) };
@@ -175,9 +276,7 @@ impl LlmPlanner {
                 .filter(|s| !s.is_empty())
             {
                 Some(id) => {
-                    let Some(r) = index.get(id) else {
-                        return Err(format!("needs[{i}].server_id `{id}` is not in the catalog"));
-                    };
+                    let r = self.choosable(&index, id, shown, &format!("needs[{i}].server_id"))?;
                     let why = n.get("why").and_then(Value::as_str).unwrap_or("chosen by the planner").trim();
                     Some(ChosenServer {
                         id: r.id.clone(),
@@ -205,6 +304,23 @@ impl LlmPlanner {
             if workflow.is_empty() { planned.iter().map(|n| n.need.clone()).collect() } else { workflow };
         Ok(Plan { request: request.trim().to_owned(), needs: planned, workflow, note: None, schedule: None })
     }
+}
+
+/// The plan of a turn that asks the user instead of proposing an agent: the request as one step
+/// with no server, the model's question as the reason, the options as numbered alternatives.
+fn asking(request: &str, question: &str, options: Vec<ChosenServer>) -> Plan {
+    let question = clip(question, QUESTION_CHARS);
+    let step = PlannedNeed {
+        none_because: Some(if options.is_empty() {
+            format!("the planner asks: {question}")
+        } else {
+            format!("the planner asks: {question} Reply with an option's number, or name the service")
+        }),
+        alternatives: options,
+        ..PlannedNeed::served(&clip(request.trim(), QUESTION_CHARS), None)
+    };
+    let workflow = vec![super::plan::workflow_step(&step)];
+    Plan { request: request.trim().to_owned(), needs: vec![step], workflow, note: None, schedule: None }
 }
 
 /// A record's variables as the model sees them: the key, what it is (`secret`, `setting`,
@@ -253,6 +369,7 @@ impl Planner for LlmPlanner {
             vec![Message::user(format!("{context}Plan an agent for this request:\n\n{}", request.trim()))];
         let tools = Self::tools();
         let mut why_offline = format!("the model proposed no plan within {} rounds", self.max_rounds);
+        let mut shown = HashSet::new();
         for round in 1..=self.max_rounds {
             let llm_request = Request {
                 system: SYSTEM.to_owned(),
@@ -274,6 +391,12 @@ impl Planner for LlmPlanner {
                 .collect();
             messages.push(Message { role: Role::Assistant, parts: reply.parts.clone() });
             if calls.is_empty() {
+                // A model that answers in words is asking the user something.
+                let text = reply.text();
+                if !text.trim().is_empty() {
+                    tracing::info!(rounds = round, "the LLM planner asked the user a question");
+                    return Ok(asking(request, text.trim(), Vec::new()));
+                }
                 why_offline = "the model answered without proposing a plan".to_owned();
                 break;
             }
@@ -281,7 +404,7 @@ impl Planner for LlmPlanner {
             let mut plan = None;
             for (id, name, input) in calls {
                 tracing::debug!(round, tool = %name, "planner tool call");
-                let (outcome, proposed) = self.call(request, &name, &input).await;
+                let (outcome, proposed) = self.call(request, &name, &input, &mut shown).await;
                 plan = plan.or(proposed);
                 results.push(match outcome {
                     Ok(content) => Part::ToolResult { id, content, is_error: false },

@@ -3,6 +3,8 @@
 //! `scripts/test.sh` starts), and a real HTTP client.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod fake_llm;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

@@ -1,0 +1,146 @@
+//! A local fake of the paid LLM providers that speaks their real wire protocols (Anthropic
+//! Messages and OpenAI Chat Completions) and answers from a script, recording every request.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use dynamcp::config::ServeArgs;
+use dynamcp::llm::Provider;
+use dynamcp::vault::Secret;
+use serde_json::{Value, json};
+
+/// One scripted answer of the fake provider.
+pub enum Step {
+    Reply(Value),
+    Status(u16),
+    Slow(Duration),
+}
+
+/// A request the fake received: its auth header and its body.
+pub type Seen = (Option<String>, Value);
+
+#[derive(Clone, Default)]
+pub struct Fake {
+    pub script: Arc<Mutex<VecDeque<Step>>>,
+    /// Every request body received, with its auth header.
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+async fn answer(
+    State(fake): State<Fake>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> (StatusCode, Json<Value>) {
+    let auth = headers
+        .get("x-api-key")
+        .or_else(|| headers.get("authorization"))
+        .map(|v| v.to_str().unwrap().to_owned());
+    fake.seen.lock().unwrap().push((auth, body));
+    let step = fake.script.lock().unwrap().pop_front();
+    match step {
+        Some(Step::Reply(v)) => (StatusCode::OK, Json(v)),
+        Some(Step::Status(code)) => (
+            StatusCode::from_u16(code).unwrap(),
+            Json(json!({"error": {"type": "fake", "message": format!("scripted {code}")}})),
+        ),
+        Some(Step::Slow(d)) => {
+            tokio::time::sleep(d).await;
+            (StatusCode::OK, Json(json!({})))
+        }
+        None => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": {"message": "script exhausted"}}))),
+    }
+}
+
+pub async fn start_fake(script: Vec<Step>) -> (Fake, String) {
+    let fake = Fake { script: Arc::new(Mutex::new(script.into())), ..Fake::default() };
+    let app = axum::Router::new()
+        .route("/v1/messages", post(answer))
+        .route("/v1/chat/completions", post(answer))
+        .with_state(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (fake, url)
+}
+
+/// A provider's wire format for a turn with tool calls (and optional text).
+pub fn tool_turn(provider: Provider, calls: &[(&str, &str, Value)]) -> Value {
+    match provider {
+        Provider::Anthropic => json!({
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "fake-model",
+            "content": calls.iter().map(|(id, name, input)| json!({"type": "tool_use", "id": id, "name": name, "input": input})).collect::<Vec<_>>(),
+            "stop_reason": "tool_use", "usage": {"input_tokens": 100, "output_tokens": 20}
+        }),
+        _ => json!({
+            "id": "chatcmpl-1", "object": "chat.completion", "model": "fake-model",
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": null,
+                "tool_calls": calls.iter().map(|(id, name, input)| json!({"id": id, "type": "function", "function": {
+                    "name": name,
+                    // A string input is sent as the raw (possibly broken) arguments text.
+                    "arguments": input.as_str().map_or_else(|| input.to_string(), str::to_owned)
+                }})).collect::<Vec<_>>()}}],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}
+        }),
+    }
+}
+
+/// A provider's wire format for a turn that only writes text.
+pub fn text_turn(provider: Provider, text: &str) -> Value {
+    match provider {
+        Provider::Anthropic => json!({
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "fake-model",
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "end_turn", "usage": {"input_tokens": 100, "output_tokens": 20}
+        }),
+        _ => json!({
+            "id": "chatcmpl-1", "object": "chat.completion", "model": "fake-model",
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}
+        }),
+    }
+}
+
+/// Points `args` at the fake at `url` as `provider`'s endpoint, with a test key.
+pub fn configure(args: &mut ServeArgs, provider: Provider, url: &str, timeout_secs: u64, retries: u32) {
+    args.llm.llm_provider = provider;
+    args.llm.llm_model = Some("fake-model".into());
+    args.llm.llm_timeout_secs = timeout_secs;
+    args.llm.llm_max_retries = retries;
+    match provider {
+        Provider::Anthropic => {
+            args.llm.llm_base_url = Some(url.to_owned());
+            args.llm.anthropic_api_key = Some(Secret::new("sk-ant-test"));
+        }
+        _ => {
+            args.llm.llm_base_url = Some(format!("{url}/v1"));
+            args.llm.openai_api_key = Some(Secret::new("sk-test"));
+        }
+    }
+}
+
+/// The tool results the planner sent back in a request, as (content, is_error).
+pub fn tool_results(provider: Provider, body: &Value) -> Vec<(String, bool)> {
+    let messages = body["messages"].as_array().unwrap();
+    match provider {
+        Provider::Anthropic => messages
+            .iter()
+            .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default())
+            .filter(|c| c["type"] == "tool_result")
+            .map(|c| (c["content"].as_str().unwrap().to_owned(), c["is_error"].as_bool().unwrap()))
+            .collect(),
+        _ => messages
+            .iter()
+            .filter(|m| m["role"] == "tool")
+            .map(|m| {
+                let content = m["content"].as_str().unwrap().to_owned();
+                let is_error = content.starts_with("Error: ");
+                (content, is_error)
+            })
+            .collect(),
+    }
+}
