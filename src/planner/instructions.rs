@@ -195,7 +195,7 @@ const SERVICES: &[Service] = &[
         ],
     },
     Service {
-        matches: &["outlook", "microsoft", "graph", "onedrive", "teams", "office"],
+        matches: &["outlook", "microsoft", "msgraph", "ms_graph", "graph!", "onedrive", "teams", "office"],
         name: "Microsoft 365",
         steps: &[
             "Open https://entra.microsoft.com/ → App registrations → New registration (supported accounts as needed).",
@@ -335,6 +335,303 @@ const SERVICES: &[Service] = &[
         steps: &[
             "In Zendesk Admin Center open Apps and integrations → Zendesk API → add an API token; the server also needs your subdomain and agent e-mail.",
         ],
+    },
+    Service {
+        matches: &["mdb_mcp", "atlas!"],
+        name: "MongoDB Atlas",
+        steps: &[
+            "Open https://cloud.mongodb.com/ → your organization → Access Manager → Applications → Service Accounts → Create; give it only the roles the workflow needs (Project Read Only to look, more to change).",
+            "Copy the Client ID and the Client Secret (shown once), and add the address the server runs from to the service account's API access list.",
+            "For a connection string instead: Database → Connect → Drivers shows mongodb+srv://…; create a database user under Database Access for it.",
+        ],
+    },
+    Service {
+        matches: &["neo4j"],
+        name: "Neo4j",
+        steps: &[
+            "Neo4j Aura: https://console.neo4j.io/ → New instance; the password of the user neo4j is shown once (download the credentials file), and the instance page shows the URI (neo4j+s://….databases.neo4j.io).",
+            "Your own Neo4j: the bolt:// or neo4j:// address it listens on (e.g. bolt://localhost:7687) and a user created with CREATE USER in Neo4j Browser.",
+        ],
+    },
+    Service {
+        matches: &["clickhouse"],
+        name: "ClickHouse",
+        steps: &[
+            "ClickHouse Cloud: https://console.clickhouse.cloud/ → your service → Connect shows the host, port (8443) and user (default); reset the password there if you do not have it.",
+            "Better: create a read-only user for the agent (SQL console: CREATE USER … ; GRANT SELECT ON db.* TO …).",
+        ],
+    },
+    Service {
+        matches: &["obsidian"],
+        name: "Obsidian",
+        steps: &[
+            "In Obsidian: Settings → Community plugins → Browse → install and enable \"Local REST API\".",
+            "Settings → Local REST API shows the API key; copy it (Obsidian must be running for the server to reach it).",
+        ],
+    },
+    Service {
+        matches: &["salesforce", "sfdc"],
+        name: "Salesforce",
+        steps: &[
+            "In Salesforce Setup → App Manager → New Connected App (or External Client App): enable OAuth, add the scopes the workflow needs (api, refresh_token), and save; Manage Consumer Details shows the Consumer Key (client id) and Consumer Secret.",
+            "For user name and password login the security token comes from your avatar → Settings → Reset My Security Token (it is e-mailed to you).",
+        ],
+    },
+    Service {
+        matches: &["bitbucket"],
+        name: "Bitbucket",
+        steps: &[
+            "Bitbucket Cloud: open https://id.atlassian.com/manage-profile/security/api-tokens → Create API token with scopes → Bitbucket, and tick only the scopes needed (e.g. read:repository, read:pullrequest, write:pullrequest); copy it, it is shown once.",
+            "Bitbucket Data Center / Server: your avatar → Manage account → HTTP access tokens → Create token, with read or write permission on the projects needed.",
+        ],
+    },
+    Service {
+        matches: &["browserstack"],
+        name: "BrowserStack",
+        steps: &[
+            "Open https://www.browserstack.com/accounts/settings; the Automate section shows your user name and access key.",
+        ],
+    },
+    Service {
+        matches: &["attio"],
+        name: "Attio",
+        steps: &[
+            "In Attio: Workspace settings → Developers → New access token (or create an integration); grant only the scopes needed (e.g. record read, list entries read/write) and copy the token.",
+        ],
+    },
+    Service {
+        matches: &["servicenow"],
+        name: "ServiceNow",
+        steps: &[
+            "Your instance address is https://<instance>.service-now.com.",
+            "Ask your ServiceNow admin for an integration user (User Administration → Users → New) with only the roles the workflow needs (e.g. itil), and use its user name and password.",
+        ],
+    },
+    Service {
+        matches: &["cloudinary"],
+        name: "Cloudinary",
+        steps: &[
+            "Open https://console.cloudinary.com/ → Settings → API Keys: the cloud name, API key and API secret are there (the dashboard also shows them as one CLOUDINARY_URL).",
+        ],
+    },
+    Service {
+        matches: &["sanity"],
+        name: "Sanity",
+        steps: &[
+            "Open https://www.sanity.io/manage → your project: the project id is shown at the top; the dataset is usually production.",
+            "API → Tokens → Add API token, with Viewer permission to read or Editor to write; copy it, it is shown once.",
+        ],
+    },
+    Service {
+        matches: &["kagi"],
+        name: "Kagi",
+        steps: &[
+            "Open https://kagi.com/settings?p=api and generate an API token; API calls are paid from API credits you add on that page.",
+            "Kagi's Search API is in closed beta: ask support@kagi.com for access if search calls are refused (the summarizer works without it).",
+        ],
+    },
+    Service {
+        matches: &["plane!"],
+        name: "Plane",
+        steps: &[
+            "In Plane: your avatar → Settings → Personal access tokens (or Workspace settings → API tokens) → Add token; copy it. The workspace slug is the part of the URL after app.plane.so/.",
+        ],
+    },
+    Service {
+        matches: &["bugsnag"],
+        name: "Bugsnag",
+        steps: &["In Bugsnag: Settings (gear) → My account → Personal auth tokens → Generate new token."],
+    },
+    Service {
+        matches: &["oxylabs"],
+        name: "Oxylabs",
+        steps: &[
+            "Open https://dashboard.oxylabs.io/ → the Web Scraper API product → Users: create an API user; its user name and password are the credentials.",
+        ],
+    },
+    Service {
+        matches: &["strava"],
+        name: "Strava",
+        steps: &[
+            "Open https://www.strava.com/settings/api and create an API application (any website, authorization callback domain localhost); it shows the Client ID and Client Secret.",
+            "A refresh token comes from authorizing that app once with the scopes needed (activity:read_all), as the server's README describes; it lasts until you revoke it.",
+        ],
+    },
+    Service {
+        matches: &["zotero"],
+        name: "Zotero",
+        steps: &[
+            "Open https://www.zotero.org/settings/keys → Create new private key; allow library access (and write access only if the workflow changes items).",
+            "The same page shows your user id (\"Your userID for use in API calls is …\").",
+        ],
+    },
+    Service {
+        matches: &["n8n"],
+        name: "n8n",
+        steps: &[
+            "In n8n: Settings → n8n API → Create an API key; the API address is your n8n address followed by /api/v1.",
+        ],
+    },
+    Service {
+        matches: &["argocd", "argo_cd"],
+        name: "Argo CD",
+        steps: &[
+            "Create an account with apiKey capability in argocd-cm, then run `argocd account generate-token --account <name>` (or User Info → Generate token in the web UI); the server address is your Argo CD URL.",
+        ],
+    },
+    Service {
+        matches: &["circleci"],
+        name: "CircleCI",
+        steps: &[
+            "Open https://app.circleci.com/settings/user/tokens → Create New Token; copy it, it is shown once.",
+        ],
+    },
+    Service {
+        matches: &["paypal"],
+        name: "PayPal",
+        steps: &[
+            "Open https://developer.paypal.com/dashboard/applications → Create App (Sandbox to try, Live for real payments); the app shows the Client ID and Secret.",
+        ],
+    },
+    Service {
+        matches: &["xero"],
+        name: "Xero",
+        steps: &[
+            "Open https://developer.xero.com/app/manage → New app → Custom connection (or Web app), choose the scopes needed and the organisation; the app's Configuration page shows the Client id and lets you generate the Client secret.",
+        ],
+    },
+    Service {
+        matches: &["mapbox"],
+        name: "Mapbox",
+        steps: &[
+            "Open https://account.mapbox.com/access-tokens/ and copy the default public token (pk.…), or create one with only the scopes needed.",
+        ],
+    },
+    Service {
+        matches: &["paperless"],
+        name: "Paperless-ngx",
+        steps: &[
+            "In Paperless-ngx: your user menu → My Profile → API Auth Token → generate and copy it; the address is your Paperless-ngx URL.",
+        ],
+    },
+    Service {
+        matches: &["context7"],
+        name: "Context7",
+        steps: &[
+            "Open https://context7.com/dashboard and create an API key (the server works without one, with lower rate limits).",
+        ],
+    },
+    Service {
+        matches: &["browserbase"],
+        name: "Browserbase",
+        steps: &["Open https://www.browserbase.com/settings: it shows your API key and project id."],
+    },
+    Service {
+        matches: &["home_assistant", "homeassistant", "home assistant", "home-assistant", "hass", "ha!"],
+        name: "Home Assistant",
+        steps: &[
+            "In Home Assistant: your profile (bottom left) → Security → Long-lived access tokens → Create token; copy it, it is shown once and lasts ten years unless you delete it.",
+            "The address is the one you open Home Assistant at, e.g. http://homeassistant.local:8123.",
+        ],
+    },
+    Service {
+        matches: &["sonarr", "radarr", "lidarr", "readarr", "prowlarr"],
+        name: "the *arr app",
+        steps: &[
+            "In the app's web UI: Settings → General → Security shows the API Key; the address is the one you open it at (e.g. http://localhost:8989 for Sonarr, :7878 for Radarr).",
+        ],
+    },
+    Service {
+        matches: &["langfuse"],
+        name: "Langfuse",
+        steps: &[
+            "In Langfuse: your project → Settings → API Keys → Create new API keys; copy the public key (pk-lf-…) and the secret key (sk-lf-…, shown once).",
+            "The host is the region you signed up in: https://cloud.langfuse.com (EU) or https://us.cloud.langfuse.com (US), or your own instance.",
+        ],
+    },
+    Service {
+        matches: &["brightdata", "bright_data", "bright data"],
+        name: "Bright Data",
+        steps: &[
+            "Open https://brightdata.com/cp/setting/users → API key → Add key; give it Admin permissions if the server creates its own zones, as Bright Data's MCP server does.",
+        ],
+    },
+    Service {
+        matches: &["shodan"],
+        name: "Shodan",
+        steps: &[
+            "Open https://account.shodan.io/ and copy the API Key shown there; searching and scanning need a paid Shodan membership or API plan, host lookups work on the free one.",
+        ],
+    },
+    Service {
+        matches: &["alibaba", "aliyun"],
+        name: "Alibaba Cloud",
+        steps: &[
+            "Open the RAM console (https://ram.console.aliyun.com/users) → Create User with OpenAPI access, attach only the policies the workflow needs (e.g. read-only ones), then Create AccessKey; copy the AccessKey ID and Secret, shown once.",
+        ],
+    },
+    Service {
+        matches: &["wolfram"],
+        name: "Wolfram|Alpha",
+        steps: &[
+            "Open https://developer.wolframalpha.com/access, sign in and Get an App ID, choosing the API the server calls (the server's README names it; the LLM API or Full Results API for most).",
+        ],
+    },
+    Service {
+        matches: &["zoom"],
+        name: "Zoom",
+        steps: &[
+            "Open https://marketplace.zoom.us/ → Develop → Build App → Server-to-Server OAuth app; add the scopes the workflow needs (e.g. meeting:read, meeting:write) and activate it.",
+            "The app's App credentials page shows the Account ID, Client ID and Client Secret.",
+        ],
+    },
+    Service {
+        matches: &["thegraph", "subgraph"],
+        name: "The Graph",
+        steps: &[
+            "Open https://thegraph.com/studio/apikeys/ , connect your wallet or sign in, and Create API Key; queries are billed after the monthly free allowance.",
+        ],
+    },
+    Service {
+        matches: &["minimax"],
+        name: "MiniMax",
+        steps: &[
+            "Open https://www.minimax.io/platform (or https://platform.minimaxi.com for accounts in mainland China) → API Keys → Create new secret key.",
+            "The API host must match where the key was made: https://api.minimax.io for the global platform, https://api.minimaxi.com for mainland China.",
+        ],
+    },
+    Service {
+        matches: &["couchbase", "cb_"],
+        name: "Couchbase",
+        steps: &[
+            "Couchbase Capella: your cluster → Connect shows the connection string (couchbases://cb.….cloud.couchbase.com); Settings → Cluster Access → Create cluster access gives a user name and password with the bucket access needed, and Allowed IP addresses must include where the server runs.",
+        ],
+    },
+    Service {
+        matches: &["strapi"],
+        name: "Strapi",
+        steps: &[
+            "In the Strapi admin panel: Settings → API Tokens → Create new API token, type Read-only or Custom with only the content types needed; copy it, it is shown once.",
+        ],
+    },
+    Service {
+        matches: &["coolify"],
+        name: "Coolify",
+        steps: &[
+            "In Coolify: Keys & Tokens → API tokens → Create (read-only unless the workflow deploys); the address is your Coolify URL.",
+        ],
+    },
+    Service {
+        matches: &["ncbi", "entrez", "pubmed"],
+        name: "NCBI",
+        steps: &[
+            "Sign in at https://account.ncbi.nlm.nih.gov/settings/ → API Key Management → Create an API Key (it raises the rate limit from 3 to 10 requests a second).",
+        ],
+    },
+    Service {
+        matches: &["moralis"],
+        name: "Moralis",
+        steps: &["Open https://admin.moralis.com/ → API Keys and copy the default key."],
     },
     Service {
         matches: &["postgres", "pg_", "database_url", "mysql", "mongo", "redis", "supabase_db"],
@@ -561,6 +858,52 @@ const KEY_STEPS: &[KeySteps] = &[
         steps: &["The first part of your Zendesk address: for https://acme.zendesk.com it is acme."],
     },
     KeySteps {
+        names: &["AWS_SESSION_TOKEN"],
+        servers: &[],
+        steps: &[
+            "A session token comes only with temporary credentials, together with its own access key id and secret (not with an IAM user's long-term keys): in the AWS access portal (IAM Identity Center) pick the account and role → Access keys, and copy all three; or run `aws sts get-session-token` (or `aws sts assume-role`) with your CLI.",
+            "It expires with them, after 1 to 12 hours: send all three again when the server is refused. For lasting access, leave the session token out and give the server an IAM user's access key id and secret instead.",
+        ],
+    },
+    KeySteps {
+        names: &["AWS_PROFILE"],
+        servers: &[],
+        steps: &[
+            "The name of a profile in ~/.aws/config and ~/.aws/credentials (`aws configure --profile <name>` creates one; `default` is the unnamed one).",
+            "dynamcp runs the server in a sandbox that does not see your ~/.aws folder: a profile name alone gives it no credentials, so also send AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY when the server declares them.",
+        ],
+    },
+    KeySteps {
+        names: &["BITBUCKET_USERNAME", "BITBUCKET_USER"],
+        servers: &[],
+        steps: &[
+            "Bitbucket Cloud: your user name (not your e-mail), shown at https://bitbucket.org/account/settings/ under Username.",
+            "Bitbucket Data Center / Server: the user name you sign in with.",
+        ],
+    },
+    KeySteps {
+        names: &["*_MNEMONIC", "MNEMONIC", "*_SEED_PHRASE", "SEED_PHRASE", "*_RECOVERY_PHRASE"],
+        servers: &[],
+        steps: &[
+            "The recovery (seed) phrase of the wallet the agent uses: in the wallet app, open the account's security settings → show the secret recovery phrase.",
+            "Whoever has it controls every account of that wallet: use a wallet made for this agent, funded with only what it may spend.",
+        ],
+    },
+    KeySteps {
+        names: &[
+            "WALLET_PRIVATE_KEY",
+            "ETH_PRIVATE_KEY",
+            "EVM_PRIVATE_KEY",
+            "SOLANA_PRIVATE_KEY",
+            "SOL_PRIVATE_KEY",
+        ],
+        servers: &[],
+        steps: &[
+            "Export the private key of the wallet account the agent uses: MetaMask → account menu → Account details → Show private key (a 64-character hex string); Phantom → Settings → Manage accounts → Show private key (base58) for Solana.",
+            "Whoever has it controls the account: use an account made for this agent, funded with only what it may spend (and the gas it needs).",
+        ],
+    },
+    KeySteps {
         names: &["SHOPIFY_STORE_DOMAIN", "SHOPIFY_DOMAIN", "SHOPIFY_SHOP", "MYSHOPIFY_DOMAIN"],
         servers: &[],
         steps: &[
@@ -586,8 +929,13 @@ fn key_steps(spec: &CredentialSpec, server: &ServerRecord) -> Option<&'static [&
 /// Whether `text` names `fragment`: a whole word of it for a short fragment ("gh", "aws": never
 /// inside "flight" or "laws"), anywhere for a longer one ("spreadsheet" in "googlespreadsheets").
 fn names(text: &str, fragment: &str) -> bool {
+    // "graph!": the whole word only (not "thegraph").
+    let (fragment, whole) = match fragment.strip_suffix('!') {
+        Some(word) => (word, true),
+        None => (fragment, false),
+    };
     let fragment = fragment.trim_matches(['_', '-']);
-    if fragment.len() >= 5 {
+    if fragment.len() >= 5 && !whole {
         return text.contains(fragment);
     }
     let words: Vec<&str> = text.split(|c: char| !c.is_ascii_alphanumeric()).collect();
@@ -677,7 +1025,8 @@ pub fn is_asked(spec: &CredentialSpec, server: &ServerRecord) -> bool {
 /// beats any table: it names the very console, product and scopes of this server.
 fn described_source(spec: &CredentialSpec) -> Option<String> {
     let d = spec.description.trim();
-    let link = d.contains("http://") || d.contains("https://");
+    // A bare address ("http://192.168.4.44:8000") is the author's example, not a source.
+    let link = (d.contains("http://") || d.contains("https://")) && d.contains(' ');
     (link && !requirements::is_placeholder_value(d.split_whitespace().next().unwrap_or("")))
         .then(|| d.to_owned())
 }
@@ -708,6 +1057,14 @@ fn format_hint(spec: &CredentialSpec, shape: Shape) -> String {
         Shape::Number => "Format: a whole number.".to_owned(),
         Shape::Path => "Format: a path inside the server's sandbox; dynamcp gives it a folder of its own.".to_owned(),
         Shape::Text if !spec.secret => "Format: a plain text value.".to_owned(),
+        _ if ["MNEMONIC", "SEED_PHRASE", "RECOVERY_PHRASE"].iter().any(|w| spec.name.to_ascii_uppercase().contains(w)) => {
+            "Format: the 12 or 24 words in order, separated by single spaces. It is stored encrypted and only given to \
+             this server."
+                .to_owned()
+        }
+        _ if wallet_key(spec) => "Format: the key exactly as the wallet shows it (hex, with or without 0x, for EVM \
+                                  chains; base58 for Solana). It is stored encrypted and only given to this server."
+            .to_owned(),
         _ if spec.name.to_ascii_uppercase().contains("PRIVATE_KEY") => {
             "Format: the whole key, including its -----BEGIN and -----END lines (or the hex string, for a wallet key). \
              It is stored encrypted and only given to this server."
@@ -717,6 +1074,38 @@ fn format_hint(spec: &CredentialSpec, shape: Shape) -> String {
               given to this server."
             .to_owned(),
     }
+}
+
+/// A blockchain wallet's key rather than a PEM key: named so, or described as one.
+fn wallet_key(spec: &CredentialSpec) -> bool {
+    let text = format!("{} {}", spec.name, spec.description).to_lowercase();
+    text.contains("private_key")
+        && ["wallet", "eth", "evm", "solana", "sol_", "chain", "web3", "crypto"]
+            .iter()
+            .any(|w| text.contains(w))
+}
+
+/// Whether a service's steps yield this very value: they name what the variable holds
+/// (`ZOOM_ACCOUNT_ID` → "account id", `LANGFUSE_HOST` → "host", an address for a URL).
+fn steps_name_value(service: &Service, spec: &CredentialSpec) -> bool {
+    let key = spec.name.to_lowercase();
+    let rest: Vec<&str> = key
+        .split('_')
+        .filter(|w| !w.is_empty() && *w != "mcp" && !service.matches.iter().any(|m| names(w, m)))
+        .map(|w| match w {
+            "username" => "user name",
+            "userid" => "user id",
+            other => other,
+        })
+        .collect();
+    if rest.is_empty() {
+        return false;
+    }
+    let steps = service.steps.join(" ").to_lowercase();
+    let phrase = rest.join(" ");
+    let address =
+        matches!(rest.last().copied(), Some("url" | "host" | "endpoint" | "uri" | "server" | "address"));
+    steps.contains(&phrase) || (address && (steps.contains("address") || steps.contains("host")))
 }
 
 /// A description that is not a placeholder: the record's own when it says something, else one
@@ -812,6 +1201,11 @@ fn steps_for(spec: &CredentialSpec, server: &ServerRecord, shape: Shape) -> Vec<
             }
         }
         Shape::ConnectionString if service.is_some() => {
+            steps.extend(service.into_iter().flat_map(|s| s.steps.iter().map(|s| (*s).to_owned())));
+        }
+        Shape::Url | Shape::Identifier | Shape::Account | Shape::Text
+            if service.is_some_and(|s| steps_name_value(s, spec)) =>
+        {
             steps.extend(service.into_iter().flat_map(|s| s.steps.iter().map(|s| (*s).to_owned())));
         }
         Shape::Url => steps.push(at_readme(match service {
@@ -935,6 +1329,27 @@ mod tests {
         ("shopify-mcp", "SHOPIFY_ACCESS_TOKEN", "", "secret", &["Develop apps", "shpat_"], &[]),
         ("postgres-mcp", "DATABASE_URL", "", "secret", &["postgresql://user:password@host:5432/dbname", "only the privileges"], &[]),
         ("hubspot-mcp", "HUBSPOT_PORTAL_ID", "", "setting", &["README", "github.com/someone/hubspot-mcp"], &["Private Apps"]),
+        ("zoom-mcp", "ZOOM_ACCOUNT_ID", "", "setting", &["Server-to-Server OAuth", "Account ID"], &[]),
+        ("home-assistant-mcp", "HOME_ASSISTANT_TOKEN", "", "secret", &["Long-lived access tokens"], &[]),
+        ("hass-mcp", "HA_URL", "", "setting", &["homeassistant.local:8123"], &[]),
+        ("langfuse-mcp", "LANGFUSE_SECRET_KEY", "", "secret", &["sk-lf-"], &[]),
+        ("langfuse-mcp", "LANGFUSE_HOST", "", "setting", &["cloud.langfuse.com"], &[]),
+        ("pancakeswap-mcp", "THEGRAPH_API_KEY", "", "secret", &["thegraph.com/studio"], &["entra.microsoft.com"]),
+        ("outlook-mcp", "MS_GRAPH_CLIENT_ID", "", "setting", &["entra.microsoft.com"], &[]),
+        ("aws-mcp", "AWS_SESSION_TOKEN", "", "secret", &["temporary credentials", "expires"], &["Create access key"]),
+        ("bedrock-mcp", "AWS_PROFILE", "", "setting", &["~/.aws/config", "sandbox"], &[]),
+        ("bitbucket-mcp", "BITBUCKET_USERNAME", "", "setting", &["not your e-mail"], &[]),
+        ("osmosis-mcp", "OSMOSIS_MNEMONIC", "", "secret", &["recovery (seed) phrase", "separated by single spaces"], &["no quotes or spaces"]),
+        ("uniswap-mcp", "WALLET_PRIVATE_KEY", "", "secret", &["Show private key", "hex"], &["-----BEGIN"]),
+        ("zotero-mcp", "ZOTERO_USER_ID", "", "setting", &["userID for use in API calls"], &[]),
+        ("sanity-mcp", "SANITY_PROJECT_ID", "", "setting", &["project id is shown"], &[]),
+        ("kagi-mcp", "KAGI_API_KEY", "", "secret", &["kagi.com/settings?p=api", "closed beta"], &[]),
+        ("obsidian-mcp", "OBSIDIAN_API_KEY", "", "secret", &["Local REST API"], &[]),
+        ("neo4j-mcp", "NEO4J_PASSWORD", "", "secret", &["console.neo4j.io"], &[]),
+        ("clickhouse-mcp", "CLICKHOUSE_PASSWORD", "", "secret", &["console.clickhouse.cloud"], &[]),
+        ("shodan-mcp", "SHODAN_API_KEY", "", "secret", &["account.shodan.io"], &[]),
+        ("wolfram-mcp", "WOLFRAM_API_KEY", "", "secret", &["App ID"], &[]),
+        ("asterisk-mcp", "PHONE_API_URL", "http://192.168.4.44:8000", "setting", &["address"], &["192.168.4.44"]),
     ];
 
     #[test]
