@@ -13,8 +13,12 @@ use serde_json::{Value, json};
 const RECORDS: &[&str] = &["excel-mcp-server-4", "gmail-mcp-2", "slack-mcp-server", "zotero-mcp-server"];
 
 async fn server() -> TestServer {
+    server_of(RECORDS).await
+}
+
+async fn server_of(records: &[&str]) -> TestServer {
     let (args, dir) = common::test_args(Db::Sqlite).await;
-    common::import_default_records(&args, RECORDS, &[]).await;
+    common::import_default_records(&args, records, &[]).await;
     TestServer::start_with(args, dir).await
 }
 
@@ -226,6 +230,27 @@ async fn steps_are_added_and_dropped_and_the_reply_says_what_changed() {
     assert_eq!(ids(server.planned_servers(&sid).await), ["excel-mcp-server-4"]);
     assert_eq!(dropped["required_credentials"], json!([]), "{dropped}");
     assert_eq!(dropped["status"], "success", "{dropped}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn another_product_instead_is_planned_for_the_same_task() {
+    // Outlook mail is read by the Microsoft 365 server (published, widely used), not by the
+    // Outlook *calendar* server whose name says Outlook (its package was never published).
+    let server =
+        server_of(&["gmail-mcp-2", "outlook-calendar-mcp", "ms-365-mcp-server", "excel-mcp-server-4"]).await;
+    let (_, first) = server.post("/api/chat", json!({"message": "Check my Gmail for invoices"})).await;
+    let sid = first["session_id"].as_str().unwrap().to_owned();
+    let ids = |servers: Vec<serde_json::Map<String, Value>>| -> Vec<String> {
+        servers.iter().map(|s| s["id"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(ids(server.planned_servers(&sid).await), ["gmail-mcp-2"], "{first}");
+    let (_, switched) =
+        server.post("/api/chat", json!({"message": "use Outlook instead of Gmail", "session_id": sid})).await;
+    let reply = switched["reply"].as_str().unwrap();
+    assert!(reply.starts_with("Switched from gmail to outlook."), "{reply}");
+    assert!(reply.contains("\"Check my Outlook for invoices\" → MS 365 MCP Server"), "{reply}");
+    assert_eq!(ids(server.planned_servers(&sid).await), ["ms-365-mcp-server"]);
     server.stop().await;
 }
 

@@ -85,6 +85,8 @@ const INTENTS: &[(&[&str], &str)] = &[
     ),
     // Messages and voice.
     (&["inbox", "unread", "emails", "mailbox"], "email"),
+    // Products of a suite are served by the suite's servers, which name the suite, not them.
+    (&["outlook", "onedrive", "sharepoint", "microsoft teams"], "microsoft 365 graph"),
     (&["text me", "sms", "text message", "send a text"], "sms text message"),
     (&["on teams", "in teams", "teams channel", "ms teams"], "microsoft teams"),
     (

@@ -265,14 +265,40 @@ fn identity(record: &ServerRecord, service: &str) -> Option<f32> {
         let have = terms(text);
         wanted.iter().all(|w| have.contains(w))
     };
+    let described = format!("{own} {}", record.description);
     if holds(&own) {
         Some(1.0)
-    } else if holds(&format!("{own} {}", record.description)) {
+    } else if holds(&described) {
         Some(0.6)
     } else {
-        None
+        // A server for the whole suite serves each of its products: Outlook mail is read by a
+        // Microsoft 365 server that never says "Outlook" in its name.
+        let suite = SUITES.iter().find(|(products, _)| products.iter().any(|p| terms(p) == wanted))?;
+        let names_suite = |text: &str| {
+            let have = terms(text);
+            suite.1.iter().any(|name| terms(name).iter().all(|w| have.contains(w)))
+        };
+        if names_suite(&own) {
+            Some(0.8)
+        } else if names_suite(&described) {
+            Some(0.5)
+        } else {
+            None
+        }
     }
 }
+
+/// Products sold as one suite, and the names a server for the whole suite goes by.
+const SUITES: &[(&[&str], &[&str])] = &[
+    (
+        &["outlook", "onedrive", "sharepoint", "microsoft teams"],
+        &["microsoft 365", "ms 365", "ms365", "m365", "office 365", "microsoft graph"],
+    ),
+    (
+        &["gmail", "google sheets", "google drive", "google calendar", "google docs"],
+        &["google workspace", "g suite", "gsuite"],
+    ),
+];
 
 /// Who publishes `record`: the organisations behind its repository and packages.
 fn publishers(record: &ServerRecord) -> Vec<String> {
@@ -526,6 +552,45 @@ mod tests {
             ));
         }
         SearchIndex::build(servers)
+    }
+
+    #[test]
+    fn a_suite_s_server_serves_each_of_its_products() {
+        let ms365 = server(
+            "ms-365-mcp-server",
+            "MS 365 MCP Server",
+            "Access to email, calendar, OneDrive files and Excel through the Microsoft Graph API",
+            "https://github.com/softeria/ms-365-mcp-server",
+            vec![npm("@softeria/ms-365-mcp-server", true, Some(25_000))],
+        );
+        assert_eq!(identity(&ms365, "outlook"), Some(0.8));
+        assert_eq!(identity(&ms365, "onedrive"), Some(0.6), "its description names OneDrive itself");
+        assert_eq!(identity(&ms365, "gmail"), None, "another suite's product");
+        let calendar = server(
+            "outlook-calendar-mcp",
+            "Outlook Calendar MCP",
+            "Outlook calendar events",
+            "https://github.com/someone/outlook-calendar-mcp",
+            vec![],
+        );
+        assert_eq!(identity(&calendar, "outlook"), Some(1.0));
+        let workspace = server(
+            "google-workspace-mcp",
+            "Google Workspace MCP",
+            "Gmail, Drive, Calendar, Docs and Sheets",
+            "https://github.com/someone/google-workspace-mcp",
+            vec![],
+        );
+        assert_eq!(identity(&workspace, "google sheets"), Some(0.6));
+        assert_eq!(identity(&workspace, "google docs"), Some(0.6));
+        let workspace_only = server(
+            "gworkspace",
+            "Google Workspace MCP",
+            "Mail and files",
+            "https://github.com/someone/gworkspace",
+            vec![],
+        );
+        assert_eq!(identity(&workspace_only, "gmail"), Some(0.8));
     }
 
     #[test]

@@ -1060,12 +1060,29 @@ fn refinement(text: &str) -> Option<(String, String)> {
 
 /// The request with `old` swapped for `new` (case-insensitively), or, when it does not mention
 /// `old`, the request with the preference added.
+/// The new name takes the case the request wrote the old one in ("Gmail" → "Outlook"), as a
+/// writer marks a product.
 fn refined(request: &str, old: &str, new: &str) -> String {
-    let lower = request.to_lowercase();
-    match lower.find(old) {
-        Some(at) => format!("{}{}{}", &request[..at], new, &request[at + old.len()..]),
+    let lower = request.to_ascii_lowercase(); // byte offsets stay those of `request`
+    match lower.find(&old.to_ascii_lowercase()) {
+        Some(at) => {
+            let marked = request[at..].starts_with(|c: char| c.is_uppercase());
+            let new = if marked { title_case(new) } else { new.to_owned() };
+            format!("{}{}{}", &request[..at], new, &request[at + old.len()..])
+        }
         None => format!("{request} (use {new}, not {old})"),
     }
+}
+
+/// "microsoft outlook" → "Microsoft Outlook".
+fn title_case(text: &str) -> String {
+    text.split(' ')
+        .map(|w| {
+            let mut chars = w.chars();
+            chars.next().map_or_else(String::new, |c| c.to_uppercase().chain(chars).collect())
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// "also email me the chart", "and also post it to Slack", "add a step that …" → the addition.
@@ -1437,7 +1454,8 @@ mod tests {
         assert_eq!(refinement("replace gmail with outlook"), Some(("gmail".into(), "outlook".into())));
         assert_eq!(refinement("switch from Slack to Discord"), Some(("slack".into(), "discord".into())));
         assert_eq!(refinement("check my gmail for invoices"), None);
-        assert_eq!(refined("monitor my Gmail inbox", "gmail", "outlook"), "monitor my outlook inbox");
+        assert_eq!(refined("monitor my Gmail inbox", "gmail", "outlook"), "monitor my Outlook inbox");
+        assert_eq!(refined("monitor my gmail inbox", "gmail", "outlook"), "monitor my outlook inbox");
         assert_eq!(refined("monitor mail", "gmail", "outlook"), "monitor mail (use outlook, not gmail)");
     }
 
