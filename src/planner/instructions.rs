@@ -858,6 +858,30 @@ const KEY_STEPS: &[KeySteps] = &[
         steps: &["The first part of your Zendesk address: for https://acme.zendesk.com it is acme."],
     },
     KeySteps {
+        names: &["*_APP_PASSWORD", "APP_PASSWORD", "APP_SPECIFIC_PASSWORD"],
+        servers: &[],
+        steps: &[
+            "An app password is a separate password for one program, made in your mail account's security settings once 2-step verification is on; your normal password is refused over IMAP/SMTP.",
+            "Gmail: https://myaccount.google.com/apppasswords → name it → copy the 16 letters. iCloud: https://account.apple.com → Sign-In and Security → App-Specific Passwords. Yahoo: Account security → Generate app password. Outlook.com: https://account.live.com/proofs/AppPassword.",
+        ],
+    },
+    KeySteps {
+        names: &["GOOGLE_MAPS_API_KEY", "MAPS_API_KEY", "GOOGLE_PLACES_API_KEY"],
+        servers: &[],
+        steps: &[
+            "Open https://console.cloud.google.com/, pick or create a project with billing enabled, and enable the Maps APIs the server calls (APIs & Services → Library: e.g. Places API, Geocoding API, Directions API).",
+            "APIs & Services → Credentials → Create credentials → API key; then restrict it to those APIs (API restrictions) and copy it (it starts with AIza).",
+        ],
+    },
+    KeySteps {
+        names: &["GOOGLE_API_KEY", "GOOGLE_SEARCH_API_KEY", "GOOGLE_CSE_API_KEY", "CSE_API_KEY"],
+        servers: &["search", "cse"],
+        steps: &[
+            "Open https://console.cloud.google.com/, pick or create a project, and enable the Custom Search API (APIs & Services → Library).",
+            "APIs & Services → Credentials → Create credentials → API key; restrict it to the Custom Search API and copy it (it starts with AIza). The search engine id comes from https://programmablesearchengine.google.com/.",
+        ],
+    },
+    KeySteps {
         names: &["AWS_SESSION_TOKEN"],
         servers: &[],
         steps: &[
@@ -1168,7 +1192,10 @@ fn steps_for(spec: &CredentialSpec, server: &ServerRecord, shape: Shape) -> Vec<
     }
     let service = service_for(spec, server);
     let at_readme = |what: String| match readme(server) {
-        Some(url) => format!("{what} {}'s README says where to find it: {url}.", server.name),
+        Some(url) => format!(
+            "{what} dynamcp has no steps of its own for this value: {}'s README ({url}) is where its author describes it.",
+            server.name
+        ),
         None => what,
     };
     let mut steps = Vec::new();
@@ -1349,6 +1376,9 @@ mod tests {
         ("clickhouse-mcp", "CLICKHOUSE_PASSWORD", "", "secret", &["console.clickhouse.cloud"], &[]),
         ("shodan-mcp", "SHODAN_API_KEY", "", "secret", &["account.shodan.io"], &[]),
         ("wolfram-mcp", "WOLFRAM_API_KEY", "", "secret", &["App ID"], &[]),
+        ("imap-mcp", "GMAIL_APP_PASSWORD", "", "secret", &["myaccount.google.com/apppasswords"], &["OAuth client"]),
+        ("google-maps-mcp", "GOOGLE_MAPS_API_KEY", "", "secret", &["Places API", "API key"], &["OAuth client ID"]),
+        ("google-search-mcp", "GOOGLE_API_KEY", "", "secret", &["Custom Search API"], &["OAuth client ID"]),
         ("asterisk-mcp", "PHONE_API_URL", "http://192.168.4.44:8000", "setting", &["address"], &["192.168.4.44"]),
     ];
 
