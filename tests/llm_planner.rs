@@ -191,6 +191,29 @@ async fn several_rounds_with_malformed_arguments(provider: Provider) {
     server.stop().await;
 }
 
+async fn a_server_chosen_in_the_round_of_its_search_is_a_guess(provider: Provider) {
+    let (fake, url) = start_fake(vec![
+        Step::Reply(tool_turn(
+            provider,
+            &[("c1", "search_mcp_servers", json!({"query": "time"})), create_time_agent("c2")],
+        )),
+        Step::Reply(tool_turn(provider, &[create_time_agent("c3")])),
+    ])
+    .await;
+    let server = server_with(provider, &url, 10, 0).await;
+    let (status, body) = server.post("/api/chat", json!({"message": "what time is it in Tokyo"})).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("success")), "{body}");
+    let seen = fake.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "the plan of the first round was refused, the second accepted");
+    let first = tool_results(provider, &seen[1].1);
+    assert!(!first[0].1 && first[0].0.contains("time-mcp-server"), "{first:?}");
+    assert!(
+        first[1].1 && first[1].0.contains("not among the servers you were shown in an earlier round"),
+        "{first:?}"
+    );
+    server.stop().await;
+}
+
 async fn retries_a_429(provider: Provider) {
     let (fake, url) = start_fake(vec![
         Step::Status(429),
@@ -245,6 +268,7 @@ macro_rules! for_both_providers {
 for_both_providers!(
     tool_call_then_plan,
     several_rounds_with_malformed_arguments,
+    a_server_chosen_in_the_round_of_its_search_is_a_guess,
     retries_a_429,
     a_500_falls_back_to_the_offline_planner,
     a_timeout_falls_back_to_the_offline_planner,

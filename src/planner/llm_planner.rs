@@ -3,8 +3,8 @@
 //! proposes the agent (`create_agent`: one server per need and the workflow), or asks the user a
 //! question when the request is too vague (`ask_user`, up to three servers as options; a plain
 //! text answer counts as a question too). dynamcp checks every argument: a server must be one the
-//! model was shown this turn and one this machine can start, and a bad call gets an error result
-//! the model can correct. When the provider fails or the model never proposes a plan within the
+//! model was shown in an earlier round of this turn and one this machine can start, and a bad
+//! call gets an error result the model can correct. When the provider fails or the model never proposes a plan within the
 //! rounds allowed, the offline planner answers, and the plan says why.
 
 use std::collections::HashSet;
@@ -107,13 +107,16 @@ impl LlmPlanner {
     }
 
     /// Runs one tool call: `Ok(content)` or `Err(message for the model)`; `create_agent` and
-    /// `ask_user` also yield the plan. `shown` collects the ids the model was shown this turn.
+    /// `ask_user` also yield the plan. `shown`: the ids the model saw in earlier rounds, the only
+    /// ones it may choose (a result of this round has not reached it yet); `showing` collects this
+    /// round's.
     async fn call(
         &self,
         request: &str,
         name: &str,
         input: &Value,
-        shown: &mut HashSet<String>,
+        shown: &HashSet<String>,
+        showing: &mut HashSet<String>,
     ) -> (Result<String, String>, Option<Plan>) {
         let Some(args) = input.as_object() else {
             return (Err(format!("the arguments of {name} must be a JSON object, got: {input}")), None);
@@ -134,7 +137,7 @@ impl LlmPlanner {
                             .iter()
                             .map(|h| {
                                 let r = index.record(h.doc);
-                                shown.insert(r.id.clone());
+                                showing.insert(r.id.clone());
                                 let tools: Vec<&str> = if h.matched_tools.is_empty() {
                                     r.tools.iter().take(8).map(|t| t.name.as_str()).collect()
                                 } else {
@@ -162,7 +165,7 @@ impl LlmPlanner {
                         None,
                     );
                 };
-                shown.insert(r.id.clone());
+                showing.insert(r.id.clone());
                 let body = if name == "get_credential_requirements" {
                     json!({ "id": r.id, "credentials": credentials(r) })
                 } else {
@@ -205,7 +208,7 @@ impl LlmPlanner {
         };
         if !shown.contains(&r.id) {
             return Err(format!(
-                "{field} `{id}` was not among the servers you were shown; search for it or call get_server_details first"
+                "{field} `{id}` was not among the servers you were shown in an earlier round; search for it or call get_server_details first"
             ));
         }
         if !can_launch(r, &self.choice.runnable) {
@@ -402,9 +405,10 @@ impl Planner for LlmPlanner {
             }
             let mut results = Vec::with_capacity(calls.len());
             let mut plan = None;
+            let mut showing = HashSet::new();
             for (id, name, input) in calls {
                 tracing::debug!(round, tool = %name, "planner tool call");
-                let (outcome, proposed) = self.call(request, &name, &input, &mut shown).await;
+                let (outcome, proposed) = self.call(request, &name, &input, &shown, &mut showing).await;
                 plan = plan.or(proposed);
                 results.push(match outcome {
                     Ok(content) => Part::ToolResult { id, content, is_error: false },
@@ -412,6 +416,7 @@ impl Planner for LlmPlanner {
                 });
             }
             messages.push(Message { role: Role::User, parts: results });
+            shown.extend(showing);
             if let Some(plan) = plan {
                 tracing::info!(rounds = round, needs = plan.needs.len(), "the LLM planner proposed a plan");
                 return Ok(plan);
