@@ -51,6 +51,22 @@ fn instructions_of<'a>(body: &'a Value, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("{key} is not asked: {body}"))
 }
 
+/// The Slack server's first turn: its bot token and team id asked (each with its kind), the
+/// channel list optional, and the team id's steps those of the id, not the app's.
+fn slack_asks_its_token_and_team(first: &Value) {
+    assert_eq!(
+        asked(first),
+        [
+            ("slack-mcp-server".to_owned(), "SLACK_BOT_TOKEN".to_owned(), "secret".to_owned()),
+            ("slack-mcp-server".to_owned(), "SLACK_TEAM_ID".to_owned(), "setting".to_owned())
+        ],
+        "{first}"
+    );
+    assert_eq!(listed(first, "optional"), ["SLACK_CHANNEL_IDS"], "{first}");
+    let team = instructions_of(first, "SLACK_TEAM_ID");
+    assert!(team.contains("app.slack.com/client") && !team.contains("Create New App"), "{team}");
+}
+
 #[tokio::test]
 async fn settings_with_defaults_are_filled_and_shown_never_asked() {
     let server = server().await;
@@ -121,17 +137,7 @@ async fn a_credential_turn_is_acknowledged_and_only_what_is_missing_is_asked() {
     let server = server().await;
     let (_, first) = server.post("/api/chat", json!({"message": "post a message to Slack"})).await;
     let sid = first["session_id"].as_str().unwrap().to_owned();
-    assert_eq!(
-        asked(&first),
-        [
-            ("slack-mcp-server".to_owned(), "SLACK_BOT_TOKEN".to_owned(), "secret".to_owned()),
-            ("slack-mcp-server".to_owned(), "SLACK_TEAM_ID".to_owned(), "setting".to_owned())
-        ],
-        "{first}"
-    );
-    assert_eq!(listed(&first, "optional"), ["SLACK_CHANNEL_IDS"], "{first}");
-    let team = instructions_of(&first, "SLACK_TEAM_ID");
-    assert!(team.contains("app.slack.com/client") && !team.contains("Create New App"), "{team}");
+    slack_asks_its_token_and_team(&first);
 
     let token = format!("xoxb-{}", uuid::Uuid::new_v4().simple());
     let (status, second) = server
@@ -347,17 +353,7 @@ mod with_the_llm_planner {
             .await;
         assert_eq!(status, 200, "{first}");
         let sid = first["session_id"].as_str().unwrap().to_owned();
-        assert_eq!(
-            asked(&first),
-            [
-                ("slack-mcp-server".to_owned(), "SLACK_BOT_TOKEN".to_owned(), "secret".to_owned()),
-                ("slack-mcp-server".to_owned(), "SLACK_TEAM_ID".to_owned(), "setting".to_owned())
-            ],
-            "{first}"
-        );
-        assert_eq!(listed(&first, "optional"), ["SLACK_CHANNEL_IDS"], "{first}");
-        let team = instructions_of(&first, "SLACK_TEAM_ID");
-        assert!(team.contains("app.slack.com/client") && !team.contains("Create New App"), "{team}");
+        slack_asks_its_token_and_team(&first);
         let reply = first["reply"].as_str().unwrap();
         assert!(reply.contains("You want this to run every Friday"), "{reply}");
 
@@ -493,17 +489,6 @@ mod with_the_llm_planner {
         assert!(results[1].0.contains("\"runnable\":false"), "{results:?}");
         assert!(results[2].1 && results[2].0.contains("cannot be started here"), "{results:?}");
         server.stop().await;
-    }
-
-    macro_rules! for_both_providers {
-        ($($name:ident),* $(,)?) => {
-            mod anthropic {
-                $( #[tokio::test] async fn $name() { super::$name(dynamcp::llm::Provider::Anthropic).await } )*
-            }
-            mod openai {
-                $( #[tokio::test] async fn $name() { super::$name(dynamcp::llm::Provider::Openai).await } )*
-            }
-        };
     }
 
     for_both_providers!(

@@ -254,17 +254,6 @@ async fn a_timeout_falls_back_to_the_offline_planner(provider: Provider) {
     server.stop().await;
 }
 
-macro_rules! for_both_providers {
-    ($($name:ident),* $(,)?) => {
-        mod anthropic {
-            $( #[tokio::test] async fn $name() { super::$name(dynamcp::llm::Provider::Anthropic).await } )*
-        }
-        mod openai {
-            $( #[tokio::test] async fn $name() { super::$name(dynamcp::llm::Provider::Openai).await } )*
-        }
-    };
-}
-
 for_both_providers!(
     tool_call_then_plan,
     several_rounds_with_malformed_arguments,

@@ -223,6 +223,20 @@ pub fn error_body(code: &str, message: &str) -> serde_json::Value {
     serde_json::json!({ "error": { "code": code, "message": message } })
 }
 
+/// Runs each listed `async fn name(provider: Provider)` as two tests, one per LLM wire protocol
+/// (Anthropic Messages, OpenAI Chat Completions), against [`fake_llm`].
+#[macro_export]
+macro_rules! for_both_providers {
+    ($($name:ident),* $(,)?) => {
+        mod anthropic {
+            $( #[tokio::test] async fn $name() { super::$name(dynamcp::llm::Provider::Anthropic).await } )*
+        }
+        mod openai {
+            $( #[tokio::test] async fn $name() { super::$name(dynamcp::llm::Provider::Openai).await } )*
+        }
+    };
+}
+
 /// Runs each listed `async fn name(db: Db)` as two tests, one per backend.
 #[macro_export]
 macro_rules! on_both_backends {
