@@ -51,6 +51,30 @@ fn instructions_of<'a>(body: &'a Value, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("{key} is not asked: {body}"))
 }
 
+/// The ids of the servers a session's plan has chosen, in step order.
+async fn planned_ids(server: &TestServer, session: &str) -> Vec<String> {
+    server.planned_servers(session).await.iter().map(|s| s["id"].as_str().unwrap().to_owned()).collect()
+}
+
+/// "also read the totals from my Excel workbook" in session `sid`: the reply says the step was
+/// added, with the Excel server.
+async fn also_excel(server: &TestServer, sid: &str) -> Value {
+    let (_, added) = server
+        .post(
+            "/api/chat",
+            json!({"message": "also read the totals from my Excel workbook", "session_id": sid}),
+        )
+        .await;
+    let reply = added["reply"].as_str().unwrap();
+    assert!(
+        reply.starts_with(
+            "Added to the plan: \"read the totals from my Excel workbook\" → excel-mcp-server-4."
+        ),
+        "{reply}"
+    );
+    added
+}
+
 /// The Slack server's first turn: its bot token and team id asked (each with its kind), the
 /// channel list optional, and the team id's steps those of the id, not the app's.
 fn slack_asks_its_token_and_team(first: &Value) {
@@ -73,12 +97,7 @@ async fn settings_with_defaults_are_filled_and_shown_never_asked() {
     let (status, body) =
         server.post("/api/chat", json!({"message": "read the totals from my Excel workbook"})).await;
     assert_eq!(status, 200, "{body}");
-    let chosen: Vec<String> = server
-        .planned_servers(body["session_id"].as_str().unwrap())
-        .await
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_owned())
-        .collect();
+    let chosen = planned_ids(&server, body["session_id"].as_str().unwrap()).await;
     assert_eq!(chosen, ["excel-mcp-server-4"], "{body}");
     // Its five variables are a log folder and four numbers with README values: none is asked,
     // none is an upload, and the agent is created at once.
@@ -201,39 +220,24 @@ async fn steps_are_added_and_dropped_and_the_reply_says_what_changed() {
     let server = server().await;
     let (_, first) = server.post("/api/chat", json!({"message": "post a message to Slack"})).await;
     let sid = first["session_id"].as_str().unwrap().to_owned();
-    let ids = |servers: Vec<serde_json::Map<String, Value>>| -> Vec<String> {
-        servers.iter().map(|s| s["id"].as_str().unwrap().to_owned()).collect()
-    };
 
     // "also …" adds to the plan rather than replacing it.
-    let (_, added) = server
-        .post(
-            "/api/chat",
-            json!({"message": "also read the totals from my Excel workbook", "session_id": sid}),
-        )
-        .await;
-    let reply = added["reply"].as_str().unwrap();
-    assert!(
-        reply.starts_with(
-            "Added to the plan: \"read the totals from my Excel workbook\" → excel-mcp-server-4."
-        ),
-        "{reply}"
-    );
-    assert_eq!(ids(server.planned_servers(&sid).await), ["slack-mcp-server", "excel-mcp-server-4"]);
+    let added = also_excel(&server, &sid).await;
+    assert_eq!(planned_ids(&server, &sid).await, ["slack-mcp-server", "excel-mcp-server-4"]);
     assert_eq!(added["status"], "pending_credentials", "Slack's token is still missing: {added}");
 
     // A step that names nothing in the plan changes nothing, and the reply says so.
     let (_, none) =
         server.post("/api/chat", json!({"message": "drop the Discord step", "session_id": sid})).await;
     assert!(none["reply"].as_str().unwrap().starts_with("No step matches \"discord\""), "{none}");
-    assert_eq!(ids(server.planned_servers(&sid).await), ["slack-mcp-server", "excel-mcp-server-4"]);
+    assert_eq!(planned_ids(&server, &sid).await, ["slack-mcp-server", "excel-mcp-server-4"]);
 
     // Dropping the Slack step leaves only Excel, which needs nothing: the agent is created.
     let (_, dropped) =
         server.post("/api/chat", json!({"message": "drop the Slack step", "session_id": sid})).await;
     let reply = dropped["reply"].as_str().unwrap();
     assert!(reply.starts_with("Dropped step 1 (\"post a message to Slack\" → slack-mcp-server)."), "{reply}");
-    assert_eq!(ids(server.planned_servers(&sid).await), ["excel-mcp-server-4"]);
+    assert_eq!(planned_ids(&server, &sid).await, ["excel-mcp-server-4"]);
     assert_eq!(dropped["required_credentials"], json!([]), "{dropped}");
     assert_eq!(dropped["status"], "success", "{dropped}");
     server.stop().await;
@@ -247,16 +251,13 @@ async fn another_product_instead_is_planned_for_the_same_task() {
         server_of(&["gmail-mcp-2", "outlook-calendar-mcp", "ms-365-mcp-server", "excel-mcp-server-4"]).await;
     let (_, first) = server.post("/api/chat", json!({"message": "Check my Gmail for invoices"})).await;
     let sid = first["session_id"].as_str().unwrap().to_owned();
-    let ids = |servers: Vec<serde_json::Map<String, Value>>| -> Vec<String> {
-        servers.iter().map(|s| s["id"].as_str().unwrap().to_owned()).collect()
-    };
-    assert_eq!(ids(server.planned_servers(&sid).await), ["gmail-mcp-2"], "{first}");
+    assert_eq!(planned_ids(&server, &sid).await, ["gmail-mcp-2"], "{first}");
     let (_, switched) =
         server.post("/api/chat", json!({"message": "use Outlook instead of Gmail", "session_id": sid})).await;
     let reply = switched["reply"].as_str().unwrap();
     assert!(reply.starts_with("Switched from gmail to outlook."), "{reply}");
     assert!(reply.contains("\"Check my Outlook for invoices\" → MS 365 MCP Server"), "{reply}");
-    assert_eq!(ids(server.planned_servers(&sid).await), ["ms-365-mcp-server"]);
+    assert_eq!(planned_ids(&server, &sid).await, ["ms-365-mcp-server"]);
     server.stop().await;
 }
 
@@ -292,12 +293,7 @@ async fn a_long_request_written_as_a_list_is_planned_item_by_item() {
         "{background}\nHere is what it should do:\n1. Read the totals from my Excel workbook.\n2. Post them to Slack.\n"
     );
     let (_, body) = server.post("/api/chat", json!({ "message": message })).await;
-    let servers: Vec<String> = server
-        .planned_servers(body["session_id"].as_str().unwrap())
-        .await
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_owned())
-        .collect();
+    let servers = planned_ids(&server, body["session_id"].as_str().unwrap()).await;
     assert_eq!(servers, ["excel-mcp-server-4", "slack-mcp-server"], "{body}");
     let reply = body["reply"].as_str().unwrap();
     assert!(reply.contains("I read your request as 2 steps"), "{reply}");
@@ -375,19 +371,7 @@ mod with_the_llm_planner {
         assert!(!second.to_string().contains(&token), "the value is never echoed");
 
         // "also …" asks the model for the addition only; the settings with defaults are filled.
-        let (_, added) = server
-            .post(
-                "/api/chat",
-                json!({"message": "also read the totals from my Excel workbook", "session_id": sid}),
-            )
-            .await;
-        let reply = added["reply"].as_str().unwrap();
-        assert!(
-            reply.starts_with(
-                "Added to the plan: \"read the totals from my Excel workbook\" → excel-mcp-server-4."
-            ),
-            "{reply}"
-        );
+        let added = also_excel(&server, &sid).await;
         let defaults = listed(&added, "defaults");
         assert!(defaults.contains(&"CACHE_MAX_AGE".to_owned()), "{added}");
         assert!(
@@ -399,8 +383,7 @@ mod with_the_llm_planner {
         let (_, dropped) =
             server.post("/api/chat", json!({"message": "drop the Slack step", "session_id": sid})).await;
         assert_eq!(dropped["status"], "success", "{dropped}");
-        let servers: Vec<String> =
-            server.planned_servers(&sid).await.iter().map(|s| s["id"].as_str().unwrap().to_owned()).collect();
+        let servers = planned_ids(&server, &sid).await;
         assert_eq!(servers, ["excel-mcp-server-4"]);
         // Four model calls in all: two per planned request, none for the other turns.
         assert_eq!(fake.seen.lock().unwrap().len(), 4);
@@ -442,8 +425,7 @@ mod with_the_llm_planner {
         // The user answers with a number: the second option is planned, asking the model nothing.
         let (_, picked) = server.post("/api/chat", json!({"message": "2", "session_id": sid})).await;
         assert_eq!(picked["status"], "success", "{picked}");
-        let servers: Vec<String> =
-            server.planned_servers(sid).await.iter().map(|s| s["id"].as_str().unwrap().to_owned()).collect();
+        let servers = planned_ids(&server, sid).await;
         assert_eq!(servers, ["excel-mcp-server-4"]);
 
         // A model that answers in words is asking too: its question reaches the user, no agent.
