@@ -122,10 +122,9 @@ impl LlmPlanner {
             return (Err(format!("the arguments of {name} must be a JSON object, got: {input}")), None);
         };
         let index = self.catalog.index();
-        let text = |key: &str| args.get(key).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty());
         match name {
             "search_mcp_servers" => {
-                let Some(query) = text("query") else {
+                let Some(query) = text_arg(args, "query") else {
                     return (Err("`query` (a non-empty string) is required".into()), None);
                 };
                 let limit = args.get("limit").and_then(Value::as_u64).unwrap_or(5).clamp(1, 10) as usize;
@@ -156,7 +155,7 @@ impl LlmPlanner {
                 }
             }
             "get_server_details" | "get_credential_requirements" => {
-                let Some(id) = text("id") else {
+                let Some(id) = text_arg(args, "id") else {
                     return (Err("`id` (a catalog id) is required".into()), None);
                 };
                 let Some(r) = index.get(id) else {
@@ -227,8 +226,9 @@ impl LlmPlanner {
         args: &serde_json::Map<String, Value>,
         shown: &HashSet<String>,
     ) -> Result<Plan, String> {
-        let question = args.get("question").and_then(Value::as_str).map(str::trim).filter(|q| !q.is_empty());
-        let Some(question) = question else { return Err("`question` must be a non-empty string".into()) };
+        let Some(question) = text_arg(args, "question") else {
+            return Err("`question` must be a non-empty string".into());
+        };
         let index = self.catalog.index();
         let ids: Vec<&str> = match args.get("options") {
             None | Some(Value::Null) => Vec::new(),
@@ -307,6 +307,11 @@ impl LlmPlanner {
             if workflow.is_empty() { planned.iter().map(|n| n.need.clone()).collect() } else { workflow };
         Ok(Plan { request: request.trim().to_owned(), needs: planned, workflow, note: None, schedule: None })
     }
+}
+
+/// A tool argument that is a non-empty string, trimmed.
+fn text_arg<'a>(args: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a str> {
+    args.get(key).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty())
 }
 
 /// The plan of a turn that asks the user instead of proposing an agent: the request as one step
