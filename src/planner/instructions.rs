@@ -1103,10 +1103,11 @@ fn format_hint(spec: &CredentialSpec, shape: Shape) -> String {
 /// A blockchain wallet's key rather than a PEM key: named so, or described as one.
 fn wallet_key(spec: &CredentialSpec) -> bool {
     let text = format!("{} {}", spec.name, spec.description).to_lowercase();
+    // Short words whole ("eth" is inside "method", "crypto" inside "cryptographic").
     text.contains("private_key")
-        && ["wallet", "eth", "evm", "solana", "sol_", "chain", "web3", "crypto"]
+        && ["wallet", "eth!", "ethereum", "evm!", "solana", "sol!", "blockchain", "web3", "crypto!"]
             .iter()
-            .any(|w| text.contains(w))
+            .any(|w| names(&text, w))
 }
 
 /// Whether a service's steps yield this very value: they name what the variable holds
@@ -1368,6 +1369,7 @@ mod tests {
         ("bitbucket-mcp", "BITBUCKET_USERNAME", "", "setting", &["not your e-mail"], &[]),
         ("osmosis-mcp", "OSMOSIS_MNEMONIC", "", "secret", &["recovery (seed) phrase", "separated by single spaces"], &["no quotes or spaces"]),
         ("uniswap-mcp", "WALLET_PRIVATE_KEY", "", "secret", &["Show private key", "hex"], &["-----BEGIN"]),
+        ("github-app-mcp", "GITHUB_APP_PRIVATE_KEY", "The app's private key for the authentication method", "secret", &["-----BEGIN"], &["base58"]),
         ("zotero-mcp", "ZOTERO_USER_ID", "", "setting", &["userID for use in API calls"], &[]),
         ("sanity-mcp", "SANITY_PROJECT_ID", "", "setting", &["project id is shown"], &[]),
         ("kagi-mcp", "KAGI_API_KEY", "", "secret", &["kagi.com/settings?p=api", "closed beta"], &[]),
