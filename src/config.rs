@@ -413,6 +413,11 @@ pub struct LlmArgs {
     /// Most tool rounds the planner's model gets before the offline planner answers instead.
     #[arg(long, env = "DYNAMCP_PLANNER_MAX_ROUNDS", default_value_t = 8)]
     pub planner_max_rounds: usize,
+    /// Seconds a planning turn may spend with the model before the offline planner answers
+    /// instead (the reply says so). Kept to at most two thirds of the request timeout, so that the
+    /// checks of the chosen servers and the answer fit in the same request.
+    #[arg(long, env = "DYNAMCP_PLANNER_DEADLINE_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub planner_deadline_secs: u64,
     /// Who plans: `auto` (the model when one is configured, else offline), `offline` (the
     /// deterministic planner even with a model, which then only runs agents), or `llm`.
     #[arg(long, env = "DYNAMCP_PLANNER", value_enum, default_value_t = PlannerChoice::Auto)]
@@ -445,6 +450,7 @@ impl LlmArgs {
             llm_timeout_secs: 60,
             llm_max_retries: 3,
             planner_max_rounds: 8,
+            planner_deadline_secs: 20,
             planner: PlannerChoice::Auto,
             anthropic_api_key: None,
             openai_api_key: None,
@@ -486,6 +492,14 @@ pub struct RuntimeArgs {
     /// Most model rounds (answer, tool calls) in one agent run.
     #[arg(long, env = "DYNAMCP_RUN_MAX_ROUNDS", default_value_t = 10)]
     pub run_max_rounds: usize,
+    /// Most tool definitions the model is offered per round of a run: the plan's tools first;
+    /// an agent with more gets a tool search that offers the others on demand.
+    #[arg(long, env = "DYNAMCP_RUN_MAX_TOOLS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(2..=500))]
+    pub run_max_tools: u64,
+    /// Longest tool result the model gets, in tokens (about 3 bytes each); longer ones are cut
+    /// with a notice.
+    #[arg(long, env = "DYNAMCP_RUN_RESULT_MAX_TOKENS", default_value_t = 25_000, value_parser = clap::value_parser!(u64).range(500..=1_000_000))]
+    pub run_result_max_tokens: u64,
     /// The package store: where npm and PyPI servers are installed, one folder per package and
     /// version, mounted read-only into each server's sandbox. Default: `<data dir>/runtime/packages`.
     #[arg(long, env = "DYNAMCP_PACKAGE_DIR")]
@@ -537,6 +551,8 @@ impl Default for RuntimeArgs {
             server_idle_secs: 300,
             max_servers: 16,
             run_max_rounds: 10,
+            run_max_tools: 20,
+            run_result_max_tokens: 25_000,
             package_dir: None,
             allow_unsandboxed: false,
             remote_allow_hosts: Vec::new(),
@@ -559,6 +575,9 @@ impl RuntimeArgs {
             idle: Duration::from_secs(self.server_idle_secs.max(1)),
             max_servers: usize::try_from(self.max_servers).unwrap_or(16),
             max_rounds: self.run_max_rounds.max(1),
+            max_tools: usize::try_from(self.run_max_tools).unwrap_or(20),
+            result_max_tokens: usize::try_from(self.run_result_max_tokens).unwrap_or(25_000),
+            run_timeout: Duration::from_secs(self.run_timeout_secs.max(1)),
             max_runs: self.max_concurrent_runs.max(1),
             root: absolute(&data_dir.join("runtime")),
             packages: absolute(
@@ -709,6 +728,12 @@ pub struct ServeArgs {
 impl ServeArgs {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+
+    /// The LLM planner's deadline: as configured, at most two thirds of the request timeout.
+    pub fn planner_deadline(&self) -> Duration {
+        let most = Duration::from_millis(self.request_timeout_secs.saturating_mul(2000) / 3);
+        Duration::from_secs(self.llm.planner_deadline_secs.max(1)).min(most)
     }
 
     /// How plans are verified: the budget stays within half the request timeout.

@@ -134,9 +134,13 @@ impl AppState {
         // Plans choose only servers this machine can start.
         let choice = ChoiceSettings { runnable: runtime.launch_kinds(), ..ChoiceSettings::default() };
         let planner: Arc<dyn Planner> = match (&llm, args.llm.planner) {
-            (Some(llm), PlannerChoice::Auto | PlannerChoice::Llm) => {
-                Arc::new(LlmPlanner::new(llm.clone(), catalog.clone(), args.llm.planner_max_rounds, choice))
-            }
+            (Some(llm), PlannerChoice::Auto | PlannerChoice::Llm) => Arc::new(LlmPlanner::new(
+                llm.clone(),
+                catalog.clone(),
+                args.llm.planner_max_rounds,
+                args.planner_deadline(),
+                choice,
+            )),
             _ => Arc::new(OfflinePlanner::new(catalog.clone(), choice)),
         };
         let agent_model = llm.as_ref().map(|l| l.describe());
@@ -146,6 +150,7 @@ impl AppState {
         if verify.enabled {
             master = master.with_verifier(Arc::new(runtime.clone()), verify.budget);
         }
+        master = master.with_turn_limit(args.request_timeout());
         Self {
             // Without any key, only a loopback service (or one explicitly allowed) runs open.
             access: Arc::new(Access::new(

@@ -411,7 +411,10 @@ async fn the_model_calls_a_real_tool_and_answers_streamed_stored_and_restarted_a
     let done = &events[6].1;
     assert_eq!(done["status"], "completed");
     assert!(done["answer"].as_str().unwrap().starts_with("In Tokyo it is 20"), "{done}");
-    assert_eq!(done["usage"], json!({"input_tokens": 100, "output_tokens": 20}));
+    assert_eq!(
+        done["usage"],
+        json!({"input_tokens": 100, "output_tokens": 20, "cache_read_tokens": 0, "cache_write_tokens": 0})
+    );
     assert_eq!(done["rounds"], 2);
 
     // The model saw the server's tools by qualified name, and the real result.

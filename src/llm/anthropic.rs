@@ -1,9 +1,14 @@
 //! Anthropic's Messages API (`POST /v1/messages`).
+//!
+//! Prompt caching: the system prompt (which, after the tools, is the stable start of every
+//! request) and the newest message carry `cache_control`, so each round of a tool loop reads the
+//! rounds before it from the cache. Prefixes shorter than the model's minimum are simply not
+//! cached.
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::{Http, LlmClient, LlmError, Part, Reply, Request, Role, Usage, log_usage};
+use super::{Http, LlmClient, LlmError, Part, Reply, Request, Role, Stop, ToolChoice, Usage, log_usage};
 use crate::vault::Secret;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
@@ -25,13 +30,16 @@ impl Anthropic {
 }
 
 fn body(model: &str, request: &Request) -> Value {
-    let messages: Vec<Value> = request
+    let ephemeral = json!({"type": "ephemeral"});
+    let mut messages: Vec<Value> = request
         .messages
         .iter()
         .map(|m| {
             let content: Vec<Value> = m
                 .parts
                 .iter()
+                // The API refuses empty text blocks.
+                .filter(|p| !matches!(p, Part::Text(t) if t.trim().is_empty()))
                 .map(|p| match p {
                     Part::Text(t) => json!({"type": "text", "text": t}),
                     Part::ToolCall { id, name, input } => {
@@ -48,18 +56,32 @@ fn body(model: &str, request: &Request) -> Value {
             json!({"role": role, "content": content})
         })
         .collect();
+    // The newest message ends the prefix the next round reads from the cache.
+    if let Some(last) =
+        messages.last_mut().and_then(|m| m["content"].as_array_mut()).and_then(|c| c.last_mut())
+    {
+        last["cache_control"] = ephemeral.clone();
+    }
     let tools: Vec<Value> = request
         .tools
         .iter()
         .map(|t| json!({"name": t.name, "description": t.description, "input_schema": t.input_schema}))
         .collect();
-    json!({
+    let mut body = json!({
         "model": model,
         "max_tokens": request.max_tokens,
-        "system": request.system,
+        "system": [{"type": "text", "text": request.system, "cache_control": ephemeral}],
         "messages": messages,
-        "tools": tools,
-    })
+    });
+    if !tools.is_empty() {
+        body["tools"] = json!(tools);
+        body["tool_choice"] = json!({"type": match request.tool_choice {
+            ToolChoice::Auto => "auto",
+            ToolChoice::Required => "any",
+            ToolChoice::None => "none",
+        }});
+    }
+    body
 }
 
 fn parse(value: &Value) -> Result<Reply, LlmError> {
@@ -78,11 +100,24 @@ fn parse(value: &Value) -> Result<Reply, LlmError> {
             _ => {}
         }
     }
+    let count = |path: &str| value.pointer(path).and_then(Value::as_u64).unwrap_or(0);
+    let (read, written) =
+        (count("/usage/cache_read_input_tokens"), count("/usage/cache_creation_input_tokens"));
     let usage = Usage {
-        input_tokens: value.pointer("/usage/input_tokens").and_then(Value::as_u64).unwrap_or(0),
-        output_tokens: value.pointer("/usage/output_tokens").and_then(Value::as_u64).unwrap_or(0),
+        // `input_tokens` counts only what was neither read from nor written to the cache.
+        input_tokens: count("/usage/input_tokens") + read + written,
+        output_tokens: count("/usage/output_tokens"),
+        cache_read_tokens: read,
+        cache_write_tokens: written,
     };
-    Ok(Reply { parts, usage })
+    let stop = match value.get("stop_reason").and_then(Value::as_str) {
+        None | Some("end_turn" | "stop_sequence") => Stop::End,
+        Some("tool_use") => Stop::ToolUse,
+        Some("max_tokens") => Stop::MaxTokens,
+        Some("refusal") => Stop::Refused,
+        Some(other) => Stop::Other(other.to_owned()),
+    };
+    Ok(Reply { parts, usage, stop })
 }
 
 #[async_trait]
@@ -100,7 +135,7 @@ impl LlmClient for Anthropic {
         let headers = [("x-api-key", self.key.expose()), ("anthropic-version", VERSION)];
         let answer = self.http.post_json(PROVIDER, &url, &headers, &body(&self.model, request)).await?;
         let reply = parse(&answer)?;
-        log_usage(PROVIDER, &self.model, reply.usage);
+        log_usage(PROVIDER, &self.model, &reply);
         Ok(reply)
     }
 }
@@ -134,23 +169,37 @@ mod tests {
                 description: "d".into(),
                 input_schema: json!({"type": "object"}),
             }],
+            tool_choice: ToolChoice::Required,
             max_tokens: 100,
         };
         let b = body("m", &request);
+        assert_eq!(b["tool_choice"], json!({"type": "any"}));
+        assert_eq!(b["system"][0]["cache_control"], json!({"type": "ephemeral"}));
+        assert_eq!(b["messages"][2]["content"][0]["cache_control"], json!({"type": "ephemeral"}));
+        assert!(b["messages"][1]["content"][0].get("cache_control").is_none());
         assert_eq!(
             b["messages"][1]["content"][0],
             json!({"type": "tool_use", "id": "t1", "name": "search", "input": {"value": "oops"}})
         );
+        let no_tools = Request::new("s", vec![Message::user("hi")], vec![], 10);
+        assert!(body("m", &no_tools).get("tools").is_none());
         assert_eq!(b["messages"][2]["content"][0]["tool_use_id"], "t1");
         assert_eq!(b["tools"][0]["input_schema"], json!({"type": "object"}));
         let reply = parse(&json!({
             "content": [{"type": "text", "text": "ok"}, {"type": "tool_use", "id": "a", "name": "n", "input": {"q": 1}}],
-            "stop_reason": "tool_use", "usage": {"input_tokens": 5, "output_tokens": 7}
+            "stop_reason": "tool_use", "usage": {"input_tokens": 5, "output_tokens": 7,
+                "cache_read_input_tokens": 80, "cache_creation_input_tokens": 15}
         }))
         .unwrap();
         assert_eq!(reply.text(), "ok");
         assert_eq!(reply.tool_calls().count(), 1);
-        assert_eq!(reply.usage, Usage { input_tokens: 5, output_tokens: 7 });
+        assert_eq!(
+            reply.usage,
+            Usage { input_tokens: 100, output_tokens: 7, cache_read_tokens: 80, cache_write_tokens: 15 }
+        );
+        assert_eq!(reply.stop, Stop::ToolUse);
+        let cut = parse(&json!({"content": [], "stop_reason": "max_tokens"})).unwrap();
+        assert_eq!(cut.stop, Stop::MaxTokens);
         assert!(parse(&json!({"nope": 1})).is_err());
     }
 }

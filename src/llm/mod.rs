@@ -1,7 +1,9 @@
 //! Language-model providers behind one trait: Anthropic's Messages API and OpenAI-compatible Chat
 //! Completions (OpenAI, OpenRouter, Ollama, vLLM, llama.cpp's server). Provider-neutral messages
-//! with text, tool calls and tool results; timeouts, retries with backoff on 429 and 5xx, and
-//! token usage in the logs. Knows nothing of planning or HTTP routes.
+//! with text, tool calls and tool results; a tool choice (let the model choose, require a tool,
+//! or forbid tools); why the model stopped; timeouts, retries with jittered backoff on 429 and 5xx
+//! (honouring `Retry-After` as seconds or a date), prompt caching where the provider has it, and
+//! token and cache usage in the logs and metrics. Knows nothing of planning or HTTP routes.
 
 mod anthropic;
 mod openai;
@@ -63,18 +65,75 @@ pub struct ToolSpec {
     pub input_schema: Value,
 }
 
+/// Whether the model may, must or must not call a tool this turn.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ToolChoice {
+    /// The model decides.
+    #[default]
+    Auto,
+    /// The model must call one of the request's tools (the last planning round).
+    Required,
+    /// The model must answer in text (the last round of a run).
+    None,
+}
+
 #[derive(Debug, Clone)]
 pub struct Request {
+    /// Fixed instructions: the start of the prompt the provider may cache.
     pub system: String,
     pub messages: Vec<Message>,
+    /// Sent only when non-empty (OpenAI rejects an empty list).
     pub tools: Vec<ToolSpec>,
+    pub tool_choice: ToolChoice,
     pub max_tokens: u32,
+}
+
+impl Request {
+    pub fn new(
+        system: impl Into<String>,
+        messages: Vec<Message>,
+        tools: Vec<ToolSpec>,
+        max_tokens: u32,
+    ) -> Self {
+        Self { system: system.into(), messages, tools, tool_choice: ToolChoice::Auto, max_tokens }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
+    /// Every input token of the call, those read from or written to the cache included (the
+    /// providers count them differently; each parser adds them up the same way).
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Of the input tokens, those read from the provider's prompt cache.
+    pub cache_read_tokens: u64,
+    /// Of the input tokens, those written to the provider's prompt cache (Anthropic).
+    pub cache_write_tokens: u64,
+}
+
+impl Usage {
+    pub fn add(&mut self, other: Usage) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cache_read_tokens += other.cache_read_tokens;
+        self.cache_write_tokens += other.cache_write_tokens;
+    }
+}
+
+/// Why the model stopped writing.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Stop {
+    /// It finished its answer.
+    #[default]
+    End,
+    /// It asks for its tool calls.
+    ToolUse,
+    /// It hit the token limit: the last text or tool call may be cut off.
+    MaxTokens,
+    /// It declined, or the provider's filter stopped it.
+    Refused,
+    /// Anything else the provider said (kept for the logs).
+    Other(String),
 }
 
 /// The model's turn.
@@ -83,6 +142,7 @@ pub struct Reply {
     /// Text and tool calls, in order.
     pub parts: Vec<Part>,
     pub usage: Usage,
+    pub stop: Stop,
 }
 
 impl Reply {
@@ -237,8 +297,7 @@ impl Http {
                         .headers()
                         .get("retry-after")
                         .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<f64>().ok())
-                        .map(|s| Duration::from_secs_f64(s.clamp(0.0, 30.0)));
+                        .and_then(|v| retry_after_of(v, std::time::SystemTime::now()));
                     let text = response.text().await.unwrap_or_default();
                     let retriable = status == 429 || status >= 500;
                     if !retriable || attempt > self.max_retries {
@@ -266,10 +325,32 @@ impl Http {
                     tracing::warn!(provider, attempt, error = %without_url(&e), "LLM API unreachable; retrying");
                 }
             }
-            let backoff = Duration::from_millis(250 * 2u64.pow(attempt.min(6) - 1));
-            tokio::time::sleep(retry_after.unwrap_or(backoff)).await;
+            tokio::time::sleep(retry_after.unwrap_or_else(|| backoff(attempt))).await;
         }
     }
+}
+
+/// The longest wait a `Retry-After` may ask for.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// A `Retry-After` header: seconds, or an HTTP date (RFC 9110), as a wait from `now`, at most 30 s.
+fn retry_after_of(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let wait = match value.parse::<f64>() {
+        Ok(secs) if secs.is_finite() => {
+            Duration::from_secs_f64(secs.max(0.0).min(MAX_RETRY_AFTER.as_secs_f64()))
+        }
+        Ok(_) => return None,
+        Err(_) => httpdate::parse_http_date(value).ok()?.duration_since(now).unwrap_or(Duration::ZERO),
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+/// Exponential backoff with full jitter: a random wait up to 250 ms × 2^(attempt−1), at most
+/// 16 s, so that callers who failed together do not retry together.
+fn backoff(attempt: u32) -> Duration {
+    let ceiling = 250 * 2u64.pow(attempt.clamp(1, 7) - 1);
+    Duration::from_millis(fastrand::u64(ceiling / 4..=ceiling))
 }
 
 /// The provider's own error message, if its body has one (never the request).
@@ -292,13 +373,17 @@ fn without_url(e: &reqwest::Error) -> String {
     text
 }
 
-/// Logs one call's token usage.
-fn log_usage(provider: &'static str, model: &str, usage: Usage) {
+/// Logs one call's token usage and why the model stopped.
+fn log_usage(provider: &'static str, model: &str, reply: &Reply) {
+    let usage = reply.usage;
     tracing::info!(
         provider,
         model,
         input_tokens = usage.input_tokens,
         output_tokens = usage.output_tokens,
+        cache_read_tokens = usage.cache_read_tokens,
+        cache_write_tokens = usage.cache_write_tokens,
+        stop = ?reply.stop,
         "LLM call"
     );
     metrics::counter!("dynamcp_llm_calls_total", "provider" => provider).increment(1);
@@ -306,4 +391,39 @@ fn log_usage(provider: &'static str, model: &str, usage: Usage) {
         .increment(usage.input_tokens);
     metrics::counter!("dynamcp_llm_tokens_total", "provider" => provider, "kind" => "output")
         .increment(usage.output_tokens);
+    metrics::counter!("dynamcp_llm_tokens_total", "provider" => provider, "kind" => "cache_read")
+        .increment(usage.cache_read_tokens);
+    metrics::counter!("dynamcp_llm_tokens_total", "provider" => provider, "kind" => "cache_write")
+        .increment(usage.cache_write_tokens);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_seconds_or_a_date_within_limits() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(retry_after_of("2", now), Some(Duration::from_secs(2)));
+        assert_eq!(retry_after_of(" 0.5 ", now), Some(Duration::from_millis(500)));
+        assert_eq!(retry_after_of("3600", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(retry_after_of("-4", now), Some(Duration::ZERO));
+        let in_five = httpdate::fmt_http_date(now + Duration::from_secs(5));
+        assert_eq!(retry_after_of(&in_five, now), Some(Duration::from_secs(5)));
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(5));
+        assert_eq!(retry_after_of(&past, now), Some(Duration::ZERO));
+        assert_eq!(retry_after_of("soon", now), None);
+        assert_eq!(retry_after_of("NaN", now), None);
+    }
+
+    #[test]
+    fn backoff_grows_and_is_jittered() {
+        for attempt in 1..=10 {
+            let ceiling = Duration::from_millis(250 * 2u64.pow(attempt.min(7) - 1));
+            let waits: Vec<Duration> = (0..50).map(|_| backoff(attempt)).collect();
+            assert!(waits.iter().all(|w| *w <= ceiling && *w >= ceiling / 4), "{attempt}: {waits:?}");
+        }
+        let spread: std::collections::HashSet<Duration> = (0..50).map(|_| backoff(5)).collect();
+        assert!(spread.len() > 1, "retries that failed together must not retry together");
+    }
 }

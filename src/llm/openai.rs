@@ -1,10 +1,17 @@
 //! OpenAI-compatible Chat Completions (`POST {base}/chat/completions`): OpenAI, OpenRouter, Ollama,
 //! vLLM, llama.cpp's server.
+//!
+//! OpenAI's own API takes the answer's length as `max_completion_tokens` (its newer models
+//! refuse `max_tokens`); other servers mostly know only `max_tokens`. Each client starts with the
+//! field its base URL suggests and switches once for good when the server names the field it
+//! sent as the problem.
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::{Http, LlmClient, LlmError, Part, Reply, Request, Role, Usage, log_usage};
+use super::{Http, LlmClient, LlmError, Part, Reply, Request, Role, Stop, ToolChoice, Usage, log_usage};
 use crate::vault::Secret;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
@@ -16,15 +23,24 @@ pub struct OpenAi {
     base_url: String,
     key: Option<Secret>,
     model: String,
+    /// Whether the answer's length travels as `max_completion_tokens` (else `max_tokens`).
+    completion_field: AtomicBool,
 }
 
 impl OpenAi {
     pub fn new(http: Http, base_url: String, key: Option<Secret>, model: String) -> Self {
-        Self { http, base_url: base_url.trim_end_matches('/').to_owned(), key, model }
+        let base_url = base_url.trim_end_matches('/').to_owned();
+        let completion_field = AtomicBool::new(base_url == DEFAULT_BASE_URL);
+        Self { http, base_url, key, model, completion_field }
     }
 }
 
-fn body(model: &str, request: &Request) -> Value {
+/// The name of the field that carries the answer's length.
+fn length_field(completion_field: bool) -> &'static str {
+    if completion_field { "max_completion_tokens" } else { "max_tokens" }
+}
+
+fn body(model: &str, request: &Request, completion_field: bool) -> Value {
     let mut messages = vec![json!({"role": "system", "content": request.system})];
     for m in &request.messages {
         let text: Vec<&str> = m
@@ -73,7 +89,17 @@ fn body(model: &str, request: &Request) -> Value {
         .iter()
         .map(|t| json!({"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.input_schema}}))
         .collect();
-    json!({"model": model, "max_tokens": request.max_tokens, "messages": messages, "tools": tools})
+    let mut body = json!({"model": model, "messages": messages});
+    body[length_field(completion_field)] = json!(request.max_tokens);
+    if !tools.is_empty() {
+        body["tools"] = json!(tools);
+        body["tool_choice"] = json!(match request.tool_choice {
+            ToolChoice::Auto => "auto",
+            ToolChoice::Required => "required",
+            ToolChoice::None => "none",
+        });
+    }
+    body
 }
 
 fn parse(value: &Value) -> Result<Reply, LlmError> {
@@ -97,11 +123,21 @@ fn parse(value: &Value) -> Result<Reply, LlmError> {
         };
         parts.push(Part::ToolCall { id, name: name.to_owned(), input });
     }
+    let count = |path: &str| value.pointer(path).and_then(Value::as_u64).unwrap_or(0);
     let usage = Usage {
-        input_tokens: value.pointer("/usage/prompt_tokens").and_then(Value::as_u64).unwrap_or(0),
-        output_tokens: value.pointer("/usage/completion_tokens").and_then(Value::as_u64).unwrap_or(0),
+        input_tokens: count("/usage/prompt_tokens"),
+        output_tokens: count("/usage/completion_tokens"),
+        cache_read_tokens: count("/usage/prompt_tokens_details/cached_tokens"),
+        cache_write_tokens: 0,
     };
-    Ok(Reply { parts, usage })
+    let stop = match value.pointer("/choices/0/finish_reason").and_then(Value::as_str) {
+        None | Some("stop") => Stop::End,
+        Some("tool_calls" | "function_call") => Stop::ToolUse,
+        Some("length") => Stop::MaxTokens,
+        Some("content_filter") => Stop::Refused,
+        Some(other) => Stop::Other(other.to_owned()),
+    };
+    Ok(Reply { parts, usage, stop })
 }
 
 #[async_trait]
@@ -119,9 +155,25 @@ impl LlmClient for OpenAi {
         let bearer = self.key.as_ref().map(|k| format!("Bearer {}", k.expose()));
         let headers: Vec<(&str, &str)> =
             bearer.as_deref().map(|b| ("authorization", b)).into_iter().collect();
-        let answer = self.http.post_json(PROVIDER, &url, &headers, &body(&self.model, request)).await?;
+        let completion_field = self.completion_field.load(Ordering::Relaxed);
+        let sent = body(&self.model, request, completion_field);
+        let answer = match self.http.post_json(PROVIDER, &url, &headers, &sent).await {
+            Err(LlmError::Status { status: 400, message, .. })
+                if message.contains(length_field(completion_field)) =>
+            {
+                // The server refuses the length field sent: the other one, from now on.
+                tracing::info!(
+                    refused = length_field(completion_field),
+                    "the OpenAI-compatible server refused the length field; using the other one"
+                );
+                self.completion_field.store(!completion_field, Ordering::Relaxed);
+                let again = body(&self.model, request, !completion_field);
+                self.http.post_json(PROVIDER, &url, &headers, &again).await?
+            }
+            other => other?,
+        };
         let reply = parse(&answer)?;
-        log_usage(PROVIDER, &self.model, reply.usage);
+        log_usage(PROVIDER, &self.model, &reply);
         Ok(reply)
     }
 }
@@ -151,19 +203,48 @@ mod tests {
                 },
             ],
             tools: vec![],
+            tool_choice: ToolChoice::Auto,
             max_tokens: 100,
         };
-        let b = body("m", &request);
+        let b = body("m", &request, false);
+        assert_eq!(b["max_tokens"], 100);
+        assert!(b.get("tools").is_none() && b.get("tool_choice").is_none(), "no empty tool list: {b}");
+        assert_eq!(body("m", &request, true)["max_completion_tokens"], 100);
         assert_eq!(b["messages"][0], json!({"role": "system", "content": "plan"}));
         assert_eq!(b["messages"][2]["tool_calls"][0]["function"]["arguments"], "{\"q\":\"x\"}");
         assert_eq!(b["messages"][3], json!({"role": "tool", "tool_call_id": "c1", "content": "r"}));
         let reply = parse(&json!({"choices": [{"message": {"content": null, "tool_calls": [
             {"id": "a", "type": "function", "function": {"name": "n", "arguments": "{\"q\": 1}"}},
             {"id": "b", "type": "function", "function": {"name": "n", "arguments": "{broken"}}
-        ]}}], "usage": {"prompt_tokens": 3, "completion_tokens": 4}}))
+        ]}, "finish_reason": "tool_calls"}], "usage": {"prompt_tokens": 3, "completion_tokens": 4,
+            "prompt_tokens_details": {"cached_tokens": 2}}}))
         .unwrap();
         let calls: Vec<_> = reply.tool_calls().map(|(_, _, i)| i.clone()).collect();
         assert_eq!(calls, vec![json!({"q": 1}), json!("{broken")]);
-        assert_eq!(reply.usage, Usage { input_tokens: 3, output_tokens: 4 });
+        assert_eq!(
+            reply.usage,
+            Usage { input_tokens: 3, output_tokens: 4, cache_read_tokens: 2, cache_write_tokens: 0 }
+        );
+        assert_eq!(reply.stop, Stop::ToolUse);
+    }
+
+    #[test]
+    fn tool_choice_and_stop_reasons() {
+        let tool =
+            crate::llm::ToolSpec { name: "t".into(), description: "d".into(), input_schema: json!({}) };
+        let mut request = Request::new("s", vec![Message::user("hi")], vec![tool], 10);
+        for (choice, wire) in
+            [(ToolChoice::Auto, "auto"), (ToolChoice::Required, "required"), (ToolChoice::None, "none")]
+        {
+            request.tool_choice = choice;
+            assert_eq!(body("m", &request, true)["tool_choice"], wire);
+        }
+        let stop = |reason: &str| {
+            parse(&json!({"choices": [{"message": {"content": "x"}, "finish_reason": reason}]})).unwrap().stop
+        };
+        assert_eq!(stop("stop"), Stop::End);
+        assert_eq!(stop("length"), Stop::MaxTokens);
+        assert_eq!(stop("content_filter"), Stop::Refused);
+        assert_eq!(stop("weird"), Stop::Other("weird".into()));
     }
 }

@@ -317,7 +317,13 @@ pub struct MasterAgent {
     /// Checks that chosen servers start here before anything is asked (`None`: plans are not
     /// verified).
     verifier: Option<(Arc<dyn Verifier>, std::time::Duration)>,
+    /// How long a whole turn may take (the HTTP request timeout): the checks get only what
+    /// planning left of it.
+    turn_limit: Option<std::time::Duration>,
 }
+
+/// What a turn keeps for writing its answer after the checks.
+const WRITE_MARGIN: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl MasterAgent {
     pub fn new(
@@ -327,7 +333,13 @@ impl MasterAgent {
         planner: Arc<dyn Planner>,
         agent_model: Option<String>,
     ) -> Self {
-        Self { store, catalog, vault, planner, agent_model, verifier: None }
+        Self { store, catalog, vault, planner, agent_model, verifier: None, turn_limit: None }
+    }
+
+    /// Bounds each turn's checks by what is left of `limit` after planning.
+    pub fn with_turn_limit(mut self, limit: std::time::Duration) -> Self {
+        self.turn_limit = Some(limit);
+        self
     }
 
     /// Verifies plans with `verifier`, each turn waiting at most `budget` for the checks.
@@ -340,6 +352,7 @@ impl MasterAgent {
     /// rejected turn leaves no trace.
     #[tracing::instrument(skip_all, fields(session_id = ?turn.session_id, planner = self.planner.name()))]
     pub async fn chat(&self, turn: ChatTurn) -> Result<ChatOutcome, PlannerError> {
+        let started = std::time::Instant::now();
         let sends_values = !turn.credentials.is_empty() || !turn.files.is_empty();
         if turn.message.trim().is_empty() && !sends_values {
             return Err(PlannerError::EmptyMessage);
@@ -403,7 +416,13 @@ impl MasterAgent {
         if let Some((verifier, budget)) = &self.verifier
             && (replanned || context.agent_id.is_none())
         {
-            verify::verify_plan(&mut plan, &self.catalog.index(), verifier.as_ref(), *budget).await;
+            // The checks get what planning left of the turn; a check cut short goes on in the
+            // background and the next turn sees its result.
+            let left = self
+                .turn_limit
+                .map_or(*budget, |limit| limit.saturating_sub(started.elapsed() + WRITE_MARGIN));
+            verify::verify_plan(&mut plan, &self.catalog.index(), verifier.as_ref(), (*budget).min(left))
+                .await;
         }
         let records = self.records(&plan);
 

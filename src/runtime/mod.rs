@@ -151,6 +151,12 @@ pub struct RuntimeSettings {
     pub idle: Duration,
     pub max_servers: usize,
     pub max_rounds: usize,
+    /// Tool definitions offered to the model per round of a run.
+    pub max_tools: usize,
+    /// Longest tool result the model gets, in tokens (estimated at 3 bytes each).
+    pub result_max_tokens: usize,
+    /// Longest a whole run may take.
+    pub run_timeout: Duration,
     /// Agent runs at once.
     pub max_runs: usize,
     /// Agents' servers live under `root/agents/<agent>/<server>`.

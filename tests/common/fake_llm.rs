@@ -17,6 +17,8 @@ use serde_json::{Value, json};
 /// One scripted answer of the fake provider.
 pub enum Step {
     Reply(Value),
+    /// A reply after a wait (a model that takes its time).
+    After(Duration, Value),
     Status(u16),
     Slow(Duration),
 }
@@ -44,6 +46,10 @@ async fn answer(
     let step = fake.script.lock().unwrap().pop_front();
     match step {
         Some(Step::Reply(v)) => (StatusCode::OK, Json(v)),
+        Some(Step::After(d, v)) => {
+            tokio::time::sleep(d).await;
+            (StatusCode::OK, Json(v))
+        }
         Some(Step::Status(code)) => (
             StatusCode::from_u16(code).unwrap(),
             Json(json!({"error": {"type": "fake", "message": format!("scripted {code}")}})),
@@ -102,6 +108,57 @@ pub fn text_turn(provider: Provider, text: &str) -> Value {
             "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
             "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}
         }),
+    }
+}
+
+/// `turn` as the provider sends it when the answer hit `max_tokens` (the last block may be cut).
+pub fn cut_off(provider: Provider, mut turn: Value) -> Value {
+    match provider {
+        Provider::Anthropic => turn["stop_reason"] = json!("max_tokens"),
+        _ => turn["choices"][0]["finish_reason"] = json!("length"),
+    }
+    turn
+}
+
+/// A refusal: Anthropic's `refusal` stop reason, OpenAI's content filter.
+pub fn refusal(provider: Provider) -> Value {
+    let mut turn = text_turn(provider, "");
+    match provider {
+        Provider::Anthropic => turn["stop_reason"] = json!("refusal"),
+        _ => turn["choices"][0]["finish_reason"] = json!("content_filter"),
+    }
+    turn
+}
+
+/// The tool names a request offered the model.
+pub fn offered_tools(provider: Provider, body: &Value) -> Vec<String> {
+    let tools = body.get("tools").and_then(Value::as_array).cloned().unwrap_or_default();
+    tools
+        .iter()
+        .map(|t| match provider {
+            Provider::Anthropic => t["name"].as_str().unwrap().to_owned(),
+            _ => t["function"]["name"].as_str().unwrap().to_owned(),
+        })
+        .collect()
+}
+
+/// A request's tool choice in dynamcp's terms: `auto`, `required` or `none` (absent: `None`).
+pub fn tool_choice(provider: Provider, body: &Value) -> Option<String> {
+    let choice = body.get("tool_choice")?;
+    Some(match provider {
+        Provider::Anthropic => match choice["type"].as_str().unwrap() {
+            "any" => "required".to_owned(),
+            other => other.to_owned(),
+        },
+        _ => choice.as_str().unwrap().to_owned(),
+    })
+}
+
+/// A request's system prompt as text.
+pub fn system_prompt(provider: Provider, body: &Value) -> String {
+    match provider {
+        Provider::Anthropic => body["system"][0]["text"].as_str().unwrap().to_owned(),
+        _ => body["messages"][0]["content"].as_str().unwrap().to_owned(),
     }
 }
 
