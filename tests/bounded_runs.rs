@@ -3,7 +3,8 @@
 //! protocols: at most 20 tool definitions per round (the plan's first, the rest found on demand),
 //! a 1 MB tool result cut to the token cap with a notice, a tool call cut off by the token limit
 //! never run, the last round closing the tools, a refusal failing clearly, an agent with no tools,
-//! and a system prompt built only from checked fields.
+//! a system prompt built only from checked fields, and a destructive tool (called on a tool
+//! result's orders) held until the owner allows it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -238,6 +239,53 @@ async fn untrusted_text_never_reaches_the_system_prompt(provider: Provider) {
     server.stop().await;
 }
 
+/// A tool result tells the model to delete everything; the model obeys, but the tool is marked
+/// destructive and the owner never allowed it: not run, an `approval_required` event, and the
+/// model told why. Once the owner allows it, the next run calls it.
+async fn a_destructive_tool_waits_for_the_owner(provider: Provider) {
+    let delete = ("c2", "wide-server__delete_everything", json!({"text": "all"}));
+    let (fake, url) = start_fake(vec![
+        Step::Reply(tool_turn(provider, &[("c1", "wide-server__append_row", json!({"text": "a"}))])),
+        Step::Reply(tool_turn(provider, &[delete.clone()])),
+        Step::Reply(text_turn(provider, "I did not delete anything.")),
+        Step::Reply(tool_turn(provider, &[delete])),
+        Step::Reply(text_turn(provider, "Deleted.")),
+    ])
+    .await;
+    let server = server_with(provider, &url, |_| {}).await;
+    let agent = agent_over(&server, "wide-server", &["append_row", "delete_everything"]).await;
+    let body = run(&server, agent, "add a row").await;
+    assert_eq!(body["status"], "completed", "{body}");
+    let events = body["events"].as_array().unwrap();
+    let calls: Vec<&str> =
+        events.iter().filter(|e| e["type"] == "tool_call").map(|e| e["tool"].as_str().unwrap()).collect();
+    assert_eq!(calls, ["append_row"], "the destructive call never reached the server");
+    let asked = events.iter().find(|e| e["type"] == "approval_required").expect("an approval event");
+    assert_eq!(asked["tool"], "delete_everything");
+    assert_eq!(asked["arguments"], json!({"text": "[redacted]"}));
+    let seen = fake.seen.lock().unwrap().clone();
+    let (content, is_error) = tool_results(provider, &seen[2].1).pop().unwrap();
+    assert!(is_error && content.contains("marked destructive"), "{content}");
+    let offered = seen[0].1.to_string();
+    assert!(offered.contains("[Destructive: runs only if the agent's owner allowed it.]"));
+
+    // Bad allow requests are clear 4xx; then the owner allows it.
+    let allow = format!("/api/agents/{agent}/tools/allow");
+    let (status, err) = server.post(&allow, json!({"server": "other", "tool": "delete_everything"})).await;
+    assert_eq!((status, err["error"]["code"].as_str()), (404, Some("server_not_in_agent")), "{err}");
+    let (status, err) = server.post(&allow, json!({"server": "wide-server"})).await;
+    assert_eq!(status, 422, "{err}");
+    let (status, ok) =
+        server.post(&allow, json!({"server": "wide-server", "tool": "delete_everything"})).await;
+    assert_eq!(status, 200, "{ok}");
+    assert_eq!(ok["allowed"], json!(["delete_everything"]));
+    let body = run(&server, agent, "delete the rows").await;
+    let events = body["events"].as_array().unwrap();
+    assert!(events.iter().any(|e| e["type"] == "tool_call" && e["tool"] == "delete_everything"), "{body}");
+    assert!(!events.iter().any(|e| e["type"] == "approval_required"), "{body}");
+    server.stop().await;
+}
+
 for_both_providers!(
     twenty_tools_a_round_and_the_rest_on_demand,
     a_megabyte_result_reaches_the_model_cut_with_a_notice,
@@ -246,4 +294,5 @@ for_both_providers!(
     a_refusal_fails_the_run_clearly,
     an_agent_with_no_tools_still_answers,
     untrusted_text_never_reaches_the_system_prompt,
+    a_destructive_tool_waits_for_the_owner,
 );

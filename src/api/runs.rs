@@ -27,6 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(run_agent))
         .routes(routes!(agent_tools))
         .routes(routes!(approve_tools))
+        .routes(routes!(allow_tool))
         .routes(routes!(call_tool))
 }
 
@@ -129,6 +130,47 @@ async fn approve_tools(
 ) -> Result<axum::Json<ToolsView>, ApiError> {
     let servers = state.runtime.approve_tools(&tenant, id).await?;
     Ok(axum::Json(ToolsView { agent_id: id, servers }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AllowToolRequest {
+    /// One of the agent's server ids (the keys of its `mcpServers`).
+    #[schema(example = "filesystem-mcp-server")]
+    pub server: String,
+    #[schema(example = "delete_file")]
+    pub tool: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AllowedTools {
+    pub agent_id: Uuid,
+    pub server: String,
+    /// Every destructive tool of the server this agent's runs may call.
+    pub allowed: Vec<String>,
+}
+
+/// Allows one tool its server marks destructive (`destructiveHint: true`) in this agent's runs.
+/// Until then a run never calls it: the model is told it needs the owner's approval, and the run
+/// streams an `approval_required` event. Direct calls (`tools/call`) are the owner's own and
+/// need no approval.
+#[utoipa::path(post, path = "/api/agents/{id}/tools/allow", tag = "agents",
+    params(("id" = Uuid, Path, description = "Agent id")),
+    request_body = AllowToolRequest,
+    responses(
+        (status = 200, body = AllowedTools),
+        (status = 400, description = "Bad id or body", body = ErrorBody),
+        (status = 404, description = "No such agent, server or tool name", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+    ))]
+async fn allow_tool(
+    State(state): State<AppState>,
+    Caller(tenant): Caller,
+    Path(id): Path<Uuid>,
+    Json(body): Json<AllowToolRequest>,
+) -> Result<axum::Json<AllowedTools>, ApiError> {
+    let allowed = state.runtime.allow_tool(&tenant, id, &body.server, &body.tool).await?;
+    Ok(axum::Json(AllowedTools { agent_id: id, server: body.server, allowed }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -603,6 +603,51 @@ impl Runtime {
         self.tools(tenant, id).await
     }
 
+    /// The owner allows `server`'s `tool`, which its server marks destructive, in this agent's
+    /// runs from now on. Returns every tool allowed on that server.
+    pub async fn allow_tool(
+        &self,
+        tenant: &Tenant,
+        id: Uuid,
+        server: &str,
+        tool: &str,
+    ) -> Result<Vec<String>, RuntimeError> {
+        let agent = self.agent(tenant, id).await?;
+        let servers = Self::servers_of(&agent);
+        if !servers.iter().any(|s| s == server) {
+            return Err(RuntimeError::ServerNotInAgent {
+                agent: id,
+                server: server.to_owned(),
+                known: servers.join(", "),
+            });
+        }
+        let tool = tool.trim();
+        if tool.is_empty() || tool.len() > 200 {
+            return Err(RuntimeError::ToolNotFound {
+                server: server.to_owned(),
+                tool: tool.to_owned(),
+                known: "a tool name of 1 to 200 characters".to_owned(),
+            });
+        }
+        let _one_at_a_time = self.pinning.lock().await;
+        let mut stored = self.store.get_agent(id).await?.ok_or(RuntimeError::AgentNotFound(id))?;
+        if !stored.metadata.is_object() {
+            stored.metadata = Value::Object(Default::default());
+        }
+        let list = &mut stored.metadata["allowed_tools"][server];
+        let mut allowed: Vec<String> = list
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .unwrap_or_default();
+        if !allowed.iter().any(|t| t == tool) {
+            allowed.push(tool.to_owned());
+        }
+        *list = serde_json::json!(allowed);
+        self.store.set_agent_metadata(id, &stored.metadata).await?;
+        tracing::info!(agent = %id, server, tool, "destructive tool allowed");
+        Ok(allowed)
+    }
+
     /// Records in `agent`'s metadata the version of `server`'s package it now runs, so later
     /// starts run exactly that one.
     async fn pin(&self, agent: Uuid, server: &str, installed: &Installed) -> Result<(), RuntimeError> {

@@ -79,6 +79,14 @@ pub enum RunEvent {
         server: String,
         tools: Vec<String>,
     },
+    /// The model called a tool its server marks destructive, which this agent's owner has not
+    /// allowed: it was not run. The owner allows it with `POST /api/agents/{id}/tools/allow`.
+    ApprovalRequired {
+        server: String,
+        tool: String,
+        #[schema(value_type = Object)]
+        arguments: Value,
+    },
     Done {
         run_id: Uuid,
         status: RunStatus,
@@ -99,6 +107,7 @@ impl RunEvent {
             RunEvent::ToolResult { .. } => "tool_result",
             RunEvent::Error { .. } => "error",
             RunEvent::ToolsChanged { .. } => "tools_changed",
+            RunEvent::ApprovalRequired { .. } => "approval_required",
             RunEvent::Done { .. } => "done",
         }
     }
@@ -468,6 +477,20 @@ impl Runtime {
             return (format!("There is no tool named {name:?}. Use one of the tools you were given."), true);
         };
         let server = live.server.clone();
+        if live.is_destructive(tool) && !allowed(agent, &server, tool) {
+            events.emit(RunEvent::ApprovalRequired {
+                server: server.clone(),
+                tool: tool.clone(),
+                arguments: redacted(&arguments),
+            });
+            return (
+                format!(
+                    "Not run: {server}/{tool} is marked destructive by its server, and this agent's owner has \
+                     not allowed it. Tell the user what you wanted it to do; they can allow it and run the agent again."
+                ),
+                true,
+            );
+        }
         events.emit(RunEvent::ToolCall {
             round,
             server: server.clone(),
@@ -598,6 +621,16 @@ fn system_prompt(agent: &Agent) -> String {
     )
 }
 
+/// Whether the agent's owner allowed `server`'s destructive `tool`.
+fn allowed(agent: &Agent, server: &str, tool: &str) -> bool {
+    agent
+        .metadata
+        .pointer("/allowed_tools")
+        .and_then(|a| a.get(server))
+        .and_then(Value::as_array)
+        .is_some_and(|tools| tools.iter().any(|t| t.as_str() == Some(tool)))
+}
+
 /// The tools the agent's plan matched to its steps, as (server, tool).
 fn planned_tools(agent: &Agent) -> HashSet<(String, String)> {
     let needs = agent.metadata.pointer("/plan/needs").and_then(Value::as_array);
@@ -664,9 +697,14 @@ impl ToolTable {
             for tool in server.tools.iter().filter(|t| !server.is_held(&t.name)) {
                 let name = qualified(&server.server, &tool.name, |n| by_name.contains_key(n));
                 let description = tool.description.as_deref().unwrap_or_default();
+                let description = crate::catalog::text::clip(description, TOOL_DESCRIPTION);
                 let spec = ToolSpec {
                     name: name.clone(),
-                    description: crate::catalog::text::clip(description, TOOL_DESCRIPTION),
+                    description: if server.is_destructive(&tool.name) {
+                        format!("[Destructive: runs only if the agent's owner allowed it.] {description}")
+                    } else {
+                        description
+                    },
                     input_schema: Value::Object((*tool.input_schema).clone()),
                 };
                 if planned.contains(&(server.server.clone(), tool.name.to_string())) {

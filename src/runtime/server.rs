@@ -358,6 +358,12 @@ impl Live {
         !self.peer.is_transport_closed()
     }
 
+    /// Whether the server annotates `tool` as destructive (`destructiveHint: true`; the MCP
+    /// default for unannotated tools is not taken as a mark).
+    pub fn is_destructive(&self, tool: &str) -> bool {
+        self.tool(tool).and_then(|t| t.annotations.as_ref()).and_then(|a| a.destructive_hint) == Some(true)
+    }
+
     /// Whether `tool` is held back until its changed definition is approved.
     pub fn is_held(&self, tool: &str) -> bool {
         self.held.lock().map_or(true, |h| h.contains(tool))
