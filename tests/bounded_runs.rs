@@ -246,7 +246,7 @@ async fn a_destructive_tool_waits_for_the_owner(provider: Provider) {
     let delete = ("c2", "wide-server__delete_everything", json!({"text": "all"}));
     let (fake, url) = start_fake(vec![
         Step::Reply(tool_turn(provider, &[("c1", "wide-server__append_row", json!({"text": "a"}))])),
-        Step::Reply(tool_turn(provider, &[delete.clone()])),
+        Step::Reply(tool_turn(provider, std::slice::from_ref(&delete))),
         Step::Reply(text_turn(provider, "I did not delete anything.")),
         Step::Reply(tool_turn(provider, &[delete])),
         Step::Reply(text_turn(provider, "Deleted.")),
