@@ -351,7 +351,58 @@ async fn a_refusal_falls_back_to_the_offline_planner(provider: Provider) {
     server.stop().await;
 }
 
+/// A refinement shows the model the current plan: it keeps the unchanged step's server without
+/// searching for it again, and searches only for what changes.
+async fn a_refinement_keeps_the_unchanged_steps_server(provider: Provider) {
+    let (fake, url) = start_fake(vec![
+        Step::Reply(tool_turn(
+            provider,
+            &[
+                ("c1", "search_mcp_servers", json!({"query": "current time"})),
+                ("c2", "search_mcp_servers", json!({"query": "post to Slack"})),
+            ],
+        )),
+        Step::Reply(tool_turn(provider, &[("c3", "create_agent", json!({"needs": [
+            {"need": "tell the time in Tokyo", "server_id": "time-mcp-server"},
+            {"need": "post it to Slack", "server_id": "slack-mcp-server"}], "workflow": []}))])),
+        // The change: Outlook instead of Slack. The time server is kept as it was.
+        Step::Reply(tool_turn(provider, &[("c4", "get_server_details", json!({"id": "outlook-meetings-scheduler-mcp-server"}))])),
+        Step::Reply(tool_turn(provider, &[("c5", "create_agent", json!({"needs": [
+            {"need": "tell the time in Tokyo", "server_id": "time-mcp-server"},
+            {"need": "put it in Outlook", "server_id": "outlook-meetings-scheduler-mcp-server"}], "workflow": []}))])),
+    ])
+    .await;
+    let server = server_with(provider, &url, 10, 0).await;
+    let (status, body) =
+        server.post("/api/chat", json!({"message": "tell me the time in Tokyo and post it to Slack"})).await;
+    assert_eq!(status, 200, "{body}");
+    let session = body["session_id"].clone();
+    let (status, body) = server
+        .post("/api/chat", json!({"message": "use Outlook instead of Slack", "session_id": session}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let seen = fake.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 4, "{body}");
+    let opening = seen[2].1["messages"].to_string();
+    assert!(opening.contains("The user is changing the current plan"), "{opening}");
+    assert!(
+        opening.contains("server_id `time-mcp-server`") && opening.contains("server_id `slack-mcp-server`"),
+        "{opening}"
+    );
+    let results = tool_results(provider, &seen[3].1);
+    assert!(results.iter().all(|(_, is_error)| !is_error), "{results:?}");
+    let planned: Vec<String> = server
+        .planned_servers(session.as_str().unwrap())
+        .await
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(planned, ["time-mcp-server", "outlook-meetings-scheduler-mcp-server"], "{body}");
+    server.stop().await;
+}
+
 for_both_providers!(
+    a_refinement_keeps_the_unchanged_steps_server,
     slow_rounds_finish_within_the_deadline,
     a_model_slower_than_the_deadline_gets_the_offline_plan,
     hostile_plans_are_bounded,

@@ -234,6 +234,23 @@ pub(crate) fn can_launch(record: &ServerRecord, runnable: &[LaunchKind]) -> bool
     launchability(record, runnable) > Launchability::No
 }
 
+/// What the choice weighs, in a few words, for a server found with no step's service in view
+/// (the LLM planner's search results): a reference server or not, registry use, the launch
+/// ("an MCP reference server, 240k downloads a month, npm @modelcontextprotocol/server-memory").
+pub(crate) fn signals(record: &ServerRecord, runnable: &[LaunchKind]) -> String {
+    let scored = Scored {
+        record,
+        tools: Vec::new(),
+        score: 0.0,
+        provenance: provenance(record, None),
+        coverage: 0.0,
+        launch: launchability(record, runnable),
+        service: None,
+        why: String::new(),
+    };
+    why(&scored, 0, 1)
+}
+
 /// How startable a record is with the launch kinds this machine runs.
 fn launchability(record: &ServerRecord, runnable: &[LaunchKind]) -> Launchability {
     record

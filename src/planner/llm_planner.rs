@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::choice::can_launch;
+use super::choice::{can_launch, signals};
 use super::plan::{ChosenServer, OfflinePlanner, Plan, PlannedNeed, Planner};
 use super::{ChoiceSettings, PlannerError};
 use crate::catalog::text::clip;
@@ -32,7 +32,8 @@ const SYSTEM: &str = "You are dynamcp's planner. A user describes a workflow; yo
 from dynamcp's catalog to build an agent for it. Split the request into needs (one per service or \
 capability). For each need, call search_mcp_servers with a short query naming the service and action, \
 inspect promising candidates with get_server_details, and choose only servers whose `runnable` is \
-true, preferring those with known tools. Steps the agent's own model can do (extracting, summarising, \
+true, preferring the product's own (official) server, then MCP reference servers, then the most \
+used (`signals`), and those with known tools. Steps the agent's own model can do (extracting, summarising, \
 deciding) need no server: mark them by_model. Finish by calling create_agent exactly once with every \
 need, the chosen server_id per need, a one-sentence why, and the workflow steps. When the request \
 names no service or task you can match with confidence, call ask_user instead, with one short \
@@ -164,7 +165,8 @@ impl LlmPlanner {
                                 };
                                 json!({
                                     "id": r.id, "name": r.name, "description": clip(&r.description, DESCRIPTION_CHARS),
-                                    "runnable": can_launch(r, &self.choice.runnable), "tools": tools,
+                                    "runnable": can_launch(r, &self.choice.runnable),
+                                    "signals": signals(r, &self.choice.runnable), "tools": tools,
                                     "credentials": credentials(r),
                                 })
                             })
@@ -191,6 +193,7 @@ impl LlmPlanner {
                     json!({
                         "id": r.id, "name": r.name, "description": clip(&r.description, DESCRIPTION_CHARS),
                         "runnable": can_launch(r, &self.choice.runnable),
+                        "signals": signals(r, &self.choice.runnable),
                         "launch": r.launch.iter().map(|l| json!({"kind": l.kind, "package": l.package, "url": l.url})).collect::<Vec<_>>(),
                         "tools": r.tools.iter().take(30).map(|t| json!({"name": t.name, "description": clip(&t.description, DESCRIPTION_CHARS)})).collect::<Vec<_>>(),
                         "credentials": credentials(r),
@@ -398,8 +401,30 @@ impl Planner for LlmPlanner {
         "llm"
     }
 
-    #[tracing::instrument(skip_all, fields(model = %self.llm.describe()))]
     async fn plan(&self, request: &str, history: &[StoredMessage]) -> Result<Plan, PlannerError> {
+        self.plan_with(request, history, None).await
+    }
+
+    async fn replan(
+        &self,
+        request: &str,
+        current: &Plan,
+        history: &[StoredMessage],
+    ) -> Result<Plan, PlannerError> {
+        self.plan_with(request, history, Some(current)).await
+    }
+}
+
+impl LlmPlanner {
+    /// One planning turn; `current`: the plan a refinement changes, whose steps and servers the
+    /// model sees (and may keep without searching again).
+    #[tracing::instrument(skip_all, fields(model = %self.llm.describe()))]
+    async fn plan_with(
+        &self,
+        request: &str,
+        history: &[StoredMessage],
+        current: Option<&Plan>,
+    ) -> Result<Plan, PlannerError> {
         // Earlier user turns give context (credentials never travel in messages).
         let earlier: Vec<String> = history
             .iter()
@@ -413,11 +438,35 @@ impl Planner for LlmPlanner {
         } else {
             format!("Earlier in this conversation the user said (latest first):\n{}\n\n", earlier.join("\n"))
         };
+        let mut shown = HashSet::new();
+        let context = match current {
+            Some(plan) => {
+                let steps: Vec<String> = plan
+                    .needs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| match &n.server {
+                        Some(s) => {
+                            shown.insert(s.id.clone());
+                            format!("{}. {} — server_id `{}`", i + 1, one_line(&n.need, STEP_CHARS), s.id)
+                        }
+                        None if n.by_model => {
+                            format!("{}. {} — by_model", i + 1, one_line(&n.need, STEP_CHARS))
+                        }
+                        None => format!("{}. {} — no server yet", i + 1, one_line(&n.need, STEP_CHARS)),
+                    })
+                    .collect();
+                format!(
+                    "{context}The user is changing the current plan:\n{}\nKeep each step's server_id unless the change is about that step; search only for what changes.\n\n",
+                    steps.join("\n")
+                )
+            }
+            None => context,
+        };
         let mut messages =
             vec![Message::user(format!("{context}Plan an agent for this request:\n\n{}", request.trim()))];
         let tools = Self::tools();
         let mut why_offline = format!("the model proposed no plan within {} rounds", self.max_rounds);
-        let mut shown = HashSet::new();
         let until = Instant::now() + self.deadline;
         let mut slowest = Duration::ZERO;
         for round in 1..=self.max_rounds {

@@ -387,7 +387,7 @@ impl MasterAgent {
             (Intent::Pick(pick), Some(current)) => Some(self.picked(current, pick)),
             (Intent::Request(text), _) => Some(self.planner.plan(text, &history).await?),
             (Intent::Refine { old, new }, Some(current)) => {
-                Some(self.planner.plan(&refined(&current.request, old, new), &history).await?)
+                Some(self.planner.replan(&refined(&current.request, old, new), current, &history).await?)
             }
             (Intent::Extend(addition), Some(current)) => {
                 let added = self.planner.plan(addition, &history).await?;

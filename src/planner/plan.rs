@@ -116,6 +116,13 @@ pub trait Planner: Send + Sync {
     /// A short name for logs and the agent's metadata.
     fn name(&self) -> &'static str;
     async fn plan(&self, request: &str, history: &[Message]) -> Result<Plan, PlannerError>;
+
+    /// Plans `request`, a change of `current` ("use Outlook instead of Gmail"). By default a new
+    /// plan; a planner that can keep the servers of the steps the change leaves alone does.
+    async fn replan(&self, request: &str, current: &Plan, history: &[Message]) -> Result<Plan, PlannerError> {
+        let _ = current;
+        self.plan(request, history).await
+    }
 }
 
 /// Hits considered per need: enough for the choice to find the product's own server and a
