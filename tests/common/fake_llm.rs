@@ -17,6 +17,8 @@ use serde_json::{Value, json};
 /// One scripted answer of the fake provider.
 pub enum Step {
     Reply(Value),
+    /// A reply made from the request (a model that reads the tool results it got).
+    With(Box<dyn Fn(&Value) -> Value + Send>),
     /// A reply after a wait (a model that takes its time).
     After(Duration, Value),
     Status(u16),
@@ -31,6 +33,64 @@ pub struct Fake {
     pub script: Arc<Mutex<VecDeque<Step>>>,
     /// Every request body received, with its auth header.
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    /// When set, Anthropic replies carry usage counted from the request (see [`Cache`]).
+    pub cache: Option<Arc<Mutex<Cache>>>,
+}
+
+/// Anthropic's prompt caching as its documentation describes it, for token accounting: the
+/// prompt is tools, then system, then messages, as blocks; a block with `cache_control` ends a
+/// prefix that is written to the cache; a later request reads the longest prefix written before.
+/// Tokens are estimated at 4 characters each.
+const MIN_CACHED: u64 = 1024;
+
+#[derive(Default)]
+pub struct Cache {
+    written: std::collections::HashSet<u64>,
+}
+
+impl Cache {
+    /// The request's usage: (uncached input after the last breakpoint, read, written).
+    pub fn account(&mut self, body: &Value) -> (u64, u64, u64) {
+        use std::hash::{Hash, Hasher};
+        let mut blocks: Vec<(String, bool)> = Vec::new();
+        let plain = |v: &Value| {
+            let mut v = v.clone();
+            if let Some(o) = v.as_object_mut() {
+                o.remove("cache_control");
+            }
+            v.to_string()
+        };
+        for t in body["tools"].as_array().into_iter().flatten() {
+            blocks.push((plain(t), t.get("cache_control").is_some()));
+        }
+        for b in body["system"].as_array().into_iter().flatten() {
+            blocks.push((plain(b), b.get("cache_control").is_some()));
+        }
+        for m in body["messages"].as_array().into_iter().flatten() {
+            for b in m["content"].as_array().into_iter().flatten() {
+                blocks.push((format!("{}:{}", m["role"], plain(b)), b.get("cache_control").is_some()));
+            }
+        }
+        let tokens = |b: &str| (b.len() as u64).div_ceil(4);
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        let (mut upto, mut read, mut last_break) = (0u64, 0u64, 0u64);
+        let mut breaks = Vec::new();
+        for (text, marked) in &blocks {
+            text.hash(&mut hasher);
+            upto += tokens(text);
+            let key = hasher.finish();
+            if self.written.contains(&key) {
+                read = upto;
+            }
+            if *marked && upto >= MIN_CACHED {
+                breaks.push(key);
+                last_break = upto;
+            }
+        }
+        self.written.extend(breaks);
+        let written = last_break.saturating_sub(read);
+        (upto - read.max(last_break), read, written)
+    }
 }
 
 async fn answer(
@@ -42,10 +102,20 @@ async fn answer(
         .get("x-api-key")
         .or_else(|| headers.get("authorization"))
         .map(|v| v.to_str().unwrap().to_owned());
-    fake.seen.lock().unwrap().push((auth, body));
+    let usage = fake.cache.as_ref().map(|c| c.lock().unwrap().account(&body));
+    fake.seen.lock().unwrap().push((auth, body.clone()));
     let step = fake.script.lock().unwrap().pop_front();
+    let counted = |mut v: Value| {
+        if let Some((input, read, written)) = usage {
+            v["usage"]["input_tokens"] = json!(input);
+            v["usage"]["cache_read_input_tokens"] = json!(read);
+            v["usage"]["cache_creation_input_tokens"] = json!(written);
+        }
+        v
+    };
     match step {
-        Some(Step::Reply(v)) => (StatusCode::OK, Json(v)),
+        Some(Step::Reply(v)) => (StatusCode::OK, Json(counted(v))),
+        Some(Step::With(make)) => (StatusCode::OK, Json(counted(make(&body)))),
         Some(Step::After(d, v)) => {
             tokio::time::sleep(d).await;
             (StatusCode::OK, Json(v))
@@ -63,7 +133,16 @@ async fn answer(
 }
 
 pub async fn start_fake(script: Vec<Step>) -> (Fake, String) {
-    let fake = Fake { script: Arc::new(Mutex::new(script.into())), ..Fake::default() };
+    serve_fake(Fake { script: Arc::new(Mutex::new(script.into())), ..Fake::default() }).await
+}
+
+/// An Anthropic fake that counts each request's tokens and cache use (see [`Cache`]).
+pub async fn start_counting_fake(script: Vec<Step>) -> (Fake, String) {
+    let cache = Some(Arc::new(Mutex::new(Cache::default())));
+    serve_fake(Fake { script: Arc::new(Mutex::new(script.into())), cache, ..Fake::default() }).await
+}
+
+async fn serve_fake(fake: Fake) -> (Fake, String) {
     let app = axum::Router::new()
         .route("/v1/messages", post(answer))
         .route("/v1/chat/completions", post(answer))
