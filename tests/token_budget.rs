@@ -4,7 +4,7 @@
 //! read the longest prefix written before; 4 characters a token). Two budgets: the Gmail → Sheets
 //! planning turn over the whole default catalog, and an agent run's rounds over a server with 60
 //! tools. `--no-capture` prints the figures BENCHMARKS.md reports.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
 
 mod common;
 
