@@ -401,7 +401,73 @@ async fn a_refinement_keeps_the_unchanged_steps_server(provider: Provider) {
     server.stop().await;
 }
 
+/// `event: name\ndata: json` blocks of an SSE body.
+fn sse_events(body: &str) -> Vec<(String, Value)> {
+    body.split("\n\n")
+        .filter_map(|block| {
+            let name = block.lines().find_map(|l| l.strip_prefix("event: "))?;
+            let data = block.lines().find_map(|l| l.strip_prefix("data: "))?;
+            Some((name.to_owned(), serde_json::from_str(data).unwrap()))
+        })
+        .collect()
+}
+
+/// A client that asks for events sees the planning turn's progress, then the design's answer;
+/// an error comes as one `error` event with the route's error body and status.
+async fn a_planning_turn_streams_its_progress(provider: Provider) {
+    let (_fake, url) = start_fake(vec![
+        Step::Reply(tool_turn(provider, &[("c1", "search_mcp_servers", json!({"query": "current time"}))])),
+        Step::Reply(tool_turn(provider, &[create_time_agent("c2")])),
+    ])
+    .await;
+    let server = server_with(provider, &url, 10, 0).await;
+    let streamed = |message: &str| {
+        server
+            .http
+            .post(server.url("/api/chat"))
+            .header("accept", "text/event-stream")
+            .json(&json!({ "message": message }))
+            .send()
+    };
+    let response = streamed("what time is it in Tokyo").await.unwrap();
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let events = sse_events(&response.text().await.unwrap());
+    let progress: Vec<Value> =
+        events.iter().filter(|(n, _)| n == "progress").map(|(_, d)| d.clone()).collect();
+    assert_eq!(
+        progress,
+        [
+            json!({"type": "planning", "planner": "llm"}),
+            json!({"type": "model_round", "round": 1}),
+            json!({"type": "planner_tool", "round": 1, "tool": "search_mcp_servers", "detail": "current time"}),
+            json!({"type": "model_round", "round": 2}),
+            json!({"type": "planner_tool", "round": 2, "tool": "create_agent", "detail": ""}),
+        ]
+    );
+    let (name, result) = events.last().unwrap();
+    assert_eq!(name, "result");
+    assert_eq!(
+        (result["status"].as_str(), result["agent_created"].as_bool()),
+        (Some("success"), Some(true)),
+        "{result}"
+    );
+    // The turn was saved: the session has it.
+    let (status, session) =
+        server.get(&format!("/api/sessions/{}", result["session_id"].as_str().unwrap())).await;
+    assert_eq!(status, 200, "{session}");
+
+    let events = sse_events(&streamed("   ").await.unwrap().text().await.unwrap());
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].0, "error");
+    assert_eq!(
+        (events[0].1["status"].as_u64(), events[0].1["error"]["code"].as_str()),
+        (Some(422), Some("empty_message"))
+    );
+    server.stop().await;
+}
+
 for_both_providers!(
+    a_planning_turn_streams_its_progress,
     a_refinement_keeps_the_unchanged_steps_server,
     slow_rounds_finish_within_the_deadline,
     a_model_slower_than_the_deadline_gets_the_offline_plan,

@@ -1,9 +1,14 @@
 //! `POST /api/chat`: one turn with the master agent, in the design's exact request and response
-//! shapes.
+//! shapes. With `Accept: text/event-stream` the same turn streams its progress as Server-Sent
+//! Events (`progress`), then the design's answer (`result`) or the error body (`error`).
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 
 use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -13,6 +18,7 @@ use uuid::Uuid;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::extract::Json;
+use crate::planner::progress::{self, PlanEvent};
 use crate::planner::{
     ChatOutcome, ChatStatus, ChatTurn, FilledSetting, InlineFile, OptionalSetting, RequiredCredential,
     RequiredFile,
@@ -85,9 +91,13 @@ impl From<ChatOutcome> for ChatResponse {
     }
 }
 
-/// One turn with the master agent.
+/// One turn with the master agent. With `Accept: text/event-stream`, the turn streams `progress`
+/// events (planning began, each model round and planner tool call, the offline fallback, the
+/// checks of the chosen servers), then one `result` event whose data is this route's JSON answer,
+/// or one `error` event whose data is the error body with its `status`. A streamed turn finishes
+/// and is saved even if the client goes away.
 #[utoipa::path(post, path = "/api/chat", tag = "chat", request_body = ChatRequest, responses(
-    (status = 200, body = ChatResponse),
+    (status = 200, description = "The answer, or with `Accept: text/event-stream` its progress then the answer", body = ChatResponse),
     (status = 400, description = "Malformed JSON", body = ErrorBody),
     (status = 404, description = "Unknown session_id", body = ErrorBody),
     (status = 413, description = "Body over the limit", body = ErrorBody),
@@ -97,10 +107,11 @@ impl From<ChatOutcome> for ChatResponse {
 async fn chat(
     State(state): State<AppState>,
     Caller(tenant): Caller,
+    headers: HeaderMap,
     Json(request): Json<ChatRequest>,
-) -> Result<axum::Json<ChatResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     // Bounded planning: a burst of turns queues here instead of piling onto the model and store.
-    let _planning = state.planning.acquire().await.map_err(|e| ApiError::Internal(e.into()))?;
+    let planning = state.planning.clone().acquire_owned().await.map_err(|e| ApiError::Internal(e.into()))?;
     let turn = ChatTurn {
         tenant,
         message: request.message,
@@ -113,6 +124,57 @@ async fn chat(
             .map(|f| InlineFile { name: f.name, content_base64: f.content_base64 })
             .collect(),
     };
-    let outcome = state.master.chat(turn).await?;
-    Ok(axum::Json(outcome.into()))
+    if !wants_events(&headers) {
+        let outcome = state.master.chat(turn).await?;
+        drop(planning);
+        return Ok(axum::Json(ChatResponse::from(outcome)).into_response());
+    }
+    let (sink, events) = tokio::sync::mpsc::unbounded_channel::<PlanEvent>();
+    let (done_tx, done) = tokio::sync::oneshot::channel::<Event>();
+    let master = state.master.clone();
+    tokio::spawn(async move {
+        let _planning = planning;
+        let outcome = progress::reporting_to(sink, master.chat(turn)).await;
+        let _ = done_tx.send(final_event(outcome).await);
+    });
+    let progress = futures::stream::unfold(events, |mut events| async move {
+        let event = events.recv().await?;
+        let sse = Event::default().event("progress").json_data(&event).unwrap_or_else(|_| Event::default());
+        Some((Ok::<_, Infallible>(sse), events))
+    });
+    // The channel closes when the turn ends; then its one final event.
+    let last = futures::stream::once(async move {
+        Ok::<_, Infallible>(done.await.unwrap_or_else(|_| Event::default().event("error").data("{}")))
+    });
+    use futures::StreamExt;
+    Ok(Sse::new(progress.chain(last)).keep_alive(KeepAlive::default()).into_response())
+}
+
+fn wants_events(headers: &HeaderMap) -> bool {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    accept.contains("text/event-stream")
+}
+
+/// The turn's end as one event: the design's answer, or the error body as the JSON route sends
+/// it, with its HTTP status.
+async fn final_event(outcome: Result<ChatOutcome, crate::planner::PlannerError>) -> Event {
+    match outcome {
+        Ok(outcome) => Event::default()
+            .event("result")
+            .json_data(ChatResponse::from(outcome))
+            .unwrap_or_else(|_| Event::default().event("error")),
+        Err(e) => {
+            let response = ApiError::from(e).into_response();
+            let status = response.status().as_u16();
+            let body = axum::body::to_bytes(response.into_body(), 64 * 1024).await.unwrap_or_default();
+            let mut data: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            if let Some(o) = data.as_object_mut() {
+                o.insert("status".to_owned(), status.into());
+            }
+            Event::default()
+                .event("error")
+                .json_data(data)
+                .unwrap_or_else(|_| Event::default().event("error"))
+        }
+    }
 }

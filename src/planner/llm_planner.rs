@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 
 use super::choice::{can_launch, signals};
 use super::plan::{ChosenServer, OfflinePlanner, Plan, PlannedNeed, Planner};
+use super::progress::{PlanEvent, report};
 use super::{ChoiceSettings, PlannerError};
 use crate::catalog::text::clip;
 use crate::catalog::{Catalog, SearchConfig};
@@ -480,6 +481,7 @@ impl LlmPlanner {
             if finishing {
                 llm_request.tool_choice = ToolChoice::Required;
             }
+            report(PlanEvent::ModelRound { round });
             let started = Instant::now();
             let reply = match tokio::time::timeout(left, self.llm.complete(&llm_request)).await {
                 Ok(Ok(reply)) => reply,
@@ -539,6 +541,12 @@ impl LlmPlanner {
             let mut showing = HashSet::new();
             for (id, name, input) in calls {
                 tracing::debug!(round, tool = %name, "planner tool call");
+                let detail = ["query", "id"]
+                    .iter()
+                    .find_map(|k| input.get(*k).and_then(Value::as_str))
+                    .map(|d| one_line(d, STEP_CHARS))
+                    .unwrap_or_default();
+                report(PlanEvent::PlannerTool { round, tool: name.clone(), detail });
                 let (outcome, proposed) = self.call(request, &name, &input, &shown, &mut showing).await;
                 plan = plan.or(proposed);
                 results.push(match outcome {
@@ -553,6 +561,7 @@ impl LlmPlanner {
                 return Ok(plan);
             }
         }
+        report(PlanEvent::Offline { reason: why_offline.clone() });
         let mut plan = self.fallback.plan(request, history).await?;
         plan.note = Some(format!(
             "The language model could not plan this ({why_offline}); this plan comes from the offline planner."

@@ -11,6 +11,7 @@ pub mod instructions;
 mod language;
 mod llm_planner;
 mod plan;
+pub mod progress;
 pub mod schedule;
 mod steps;
 pub mod verify;
@@ -383,6 +384,9 @@ impl MasterAgent {
             Some(pick) => Intent::Pick(pick),
             None => classify(&turn.message, context.plan.as_ref(), sends_values),
         };
+        if matches!(intent, Intent::Request(_) | Intent::Refine { .. } | Intent::Extend(_)) {
+            progress::report(progress::PlanEvent::Planning { planner: self.planner.name().to_owned() });
+        }
         let plan = match (&intent, &context.plan) {
             (Intent::Pick(pick), Some(current)) => Some(self.picked(current, pick)),
             (Intent::Request(text), _) => Some(self.planner.plan(text, &history).await?),
@@ -418,6 +422,11 @@ impl MasterAgent {
         {
             // The checks get what planning left of the turn; a check cut short goes on in the
             // background and the next turn sees its result.
+            let servers: Vec<String> =
+                plan.needs.iter().filter_map(|n| n.server.as_ref().map(|s| s.id.clone())).collect();
+            if !servers.is_empty() {
+                progress::report(progress::PlanEvent::Checking { servers });
+            }
             let left = self
                 .turn_limit
                 .map_or(*budget, |limit| limit.saturating_sub(started.elapsed() + WRITE_MARGIN));
