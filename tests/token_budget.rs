@@ -119,8 +119,8 @@ async fn a_gmail_to_sheets_planning_turn_stays_within_its_token_budget() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn an_agent_runs_rounds_read_mostly_from_the_cache() {
+/// The rounds of a run over the 60-tool server, offering at most `max_tools` definitions a round.
+async fn run_rounds(max_tools: u64) -> Vec<(u64, u64)> {
     let (fake, url) = start_counting_fake(vec![
         Step::Reply(tool_turn(ANTHROPIC, &[("c1", "wide-server__task_01", json!({"text": "a"}))])),
         Step::Reply(tool_turn(ANTHROPIC, &[("c2", "wide-server__task_02", json!({"text": "b"}))])),
@@ -136,6 +136,7 @@ async fn an_agent_runs_rounds_read_mostly_from_the_cache() {
     let (mut args, dir) = common::test_args(Db::Sqlite).await;
     common::import_default_records(&args, &[], &[record]).await;
     args.runtime.runtimes = vec!["python3".to_owned()];
+    args.runtime.run_max_tools = max_tools;
     fake_llm::configure(&mut args, ANTHROPIC, &url, 30, 0);
     let server = TestServer::start_with(args, dir).await;
     let session = server.store.create_session("").await.unwrap();
@@ -166,10 +167,21 @@ async fn an_agent_runs_rounds_read_mostly_from_the_cache() {
     assert_eq!((status, body["status"].as_str()), (200, Some("completed")), "{body}");
     let rounds = usage(&fake);
     assert_eq!(rounds.len(), 4);
-    let (_, share) = report("agent run over 60 tools (20 offered)", &rounds);
-    assert!(share >= 0.6, "from round 2 on, {:.0}% was read from the cache", share * 100.0);
     // The run's own usage adds up what the provider reported.
     let total: u64 = rounds.iter().map(|r| r.0).sum();
     assert_eq!(body["usage"]["input_tokens"], total);
     server.stop().await;
+    rounds
+}
+
+/// Side by side in one run: 20 tool definitions a round (the default) and all 60 (the previous
+/// behaviour, `DYNAMCP_RUN_MAX_TOOLS=500`).
+#[tokio::test]
+async fn an_agent_runs_rounds_read_mostly_from_the_cache() {
+    let bounded = run_rounds(20).await;
+    let all = run_rounds(500).await;
+    let (bounded_total, share) = report("agent run over 60 tools, 20 offered", &bounded);
+    let (all_total, _) = report("agent run over 60 tools, all offered", &all);
+    assert!(share >= 0.6, "from round 2 on, {:.0}% was read from the cache", share * 100.0);
+    assert!(bounded_total < all_total, "{bounded_total} ≥ {all_total}");
 }
