@@ -35,12 +35,13 @@ async fn server_with(
     tune: impl FnOnce(&mut dynamcp::config::ServeArgs),
 ) -> TestServer {
     let (mut args, dir) = common::test_args(Db::Sqlite).await;
-    common::import_default_records(
-        &args,
-        &[],
-        &[wide_record("wide-server", 60), wide_record("empty-server", 0)],
-    )
-    .await;
+    let growing = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/growing_server.py");
+    let growing = json!({
+        "id": "growing-server", "name": "Growing", "description": "Its tools change.", "tools": [], "credentials": [],
+        "launch": [{"kind": "command", "transport": "stdio", "command": "python3", "args": [growing]}]
+    });
+    let records = [wide_record("wide-server", 60), wide_record("empty-server", 0), growing];
+    common::import_default_records(&args, &[], &records).await;
     args.runtime.runtimes = ["python3"].map(str::to_owned).to_vec();
     fake_llm::configure(&mut args, provider, url, 10, 0);
     tune(&mut args);
@@ -286,6 +287,33 @@ async fn a_destructive_tool_waits_for_the_owner(provider: Provider) {
     server.stop().await;
 }
 
+/// A server announces new tools mid-run (`tools/list_changed`): they are listed again between
+/// rounds and, being new since the owner's approval, held (a `tools_changed` event, not offered);
+/// once approved, the next run offers them.
+async fn a_tool_list_change_is_honoured_and_held(provider: Provider) {
+    let (fake, url) = start_fake(vec![
+        Step::Reply(tool_turn(provider, &[("c1", "growing-server__grow", json!({}))])),
+        Step::Reply(text_turn(provider, "Grown.")),
+        Step::Reply(text_turn(provider, "I see the new tool.")),
+    ])
+    .await;
+    let server = server_with(provider, &url, |_| {}).await;
+    let agent = agent_over(&server, "growing-server", &["grow"]).await;
+    let body = run(&server, agent, "grow").await;
+    assert_eq!(body["status"], "completed", "{body}");
+    let changed = body["events"].as_array().unwrap().iter().find(|e| e["type"] == "tools_changed");
+    assert_eq!(changed.map(|e| e["tools"].clone()), Some(json!(["grown"])), "{body}");
+    let seen = fake.seen.lock().unwrap().clone();
+    assert_eq!(offered_tools(provider, &seen[1].1), ["growing-server__grow"], "held, not offered");
+
+    let (status, approved) = server.post(&format!("/api/agents/{agent}/tools/approve"), json!({})).await;
+    assert_eq!(status, 200, "{approved}");
+    run(&server, agent, "and now?").await;
+    let seen = fake.seen.lock().unwrap().clone();
+    assert_eq!(offered_tools(provider, &seen[2].1), ["growing-server__grow", "growing-server__grown"]);
+    server.stop().await;
+}
+
 for_both_providers!(
     twenty_tools_a_round_and_the_rest_on_demand,
     a_megabyte_result_reaches_the_model_cut_with_a_notice,
@@ -295,4 +323,5 @@ for_both_providers!(
     an_agent_with_no_tools_still_answers,
     untrusted_text_never_reaches_the_system_prompt,
     a_destructive_tool_waits_for_the_owner,
+    a_tool_list_change_is_honoured_and_held,
 );

@@ -383,6 +383,9 @@ impl Runtime {
         if let Some(live) = guard.as_ref() {
             if live.is_alive() {
                 live.touch();
+                if live.tools_changed() {
+                    self.refresh_tools(agent, live, events).await?;
+                }
                 return Ok(live.clone());
             }
             tracing::warn!(agent = %agent.id, server, "server had stopped since its last use; starting it again");
@@ -399,13 +402,31 @@ impl Runtime {
             return Err(RuntimeError::ShuttingDown);
         }
         let live = Arc::new(self.start(agent, server, events).await?);
-        let held = match self.check_tool_pins(agent.id, server, &live.tools).await {
-            Ok(held) => held,
-            Err(e) => {
-                live.stop().await;
-                return Err(e);
-            }
-        };
+        if let Err(e) = self.hold_changed(agent, &live, &live.tools(), events).await {
+            live.stop().await;
+            return Err(e);
+        }
+        live.touch();
+        events.emit(RunEvent::ServerReady {
+            server: server.to_owned(),
+            tools: live.tools().len(),
+            ms: u64::try_from(live.started_in.as_millis()).unwrap_or(u64::MAX),
+        });
+        *guard = Some(live.clone());
+        Ok(live)
+    }
+
+    /// Holds the tools of `live` whose definitions differ from those approved for `agent` (and
+    /// says so in the run's events); pins them on a first start.
+    async fn hold_changed(
+        &self,
+        agent: &Agent,
+        live: &Live,
+        tools: &[rmcp::model::Tool],
+        events: &run::Emitter,
+    ) -> Result<(), RuntimeError> {
+        let server = live.server.as_str();
+        let held = self.check_tool_pins(agent.id, server, tools).await?;
         if !held.is_empty() {
             tracing::warn!(agent = %agent.id, server, tools = ?held, "tool definitions changed since they were approved: held");
             events.emit(RunEvent::ToolsChanged {
@@ -414,14 +435,23 @@ impl Runtime {
             });
         }
         live.set_held(held);
-        live.touch();
-        events.emit(RunEvent::ServerReady {
-            server: server.to_owned(),
-            tools: live.tools.len(),
-            ms: u64::try_from(live.started_in.as_millis()).unwrap_or(u64::MAX),
-        });
-        *guard = Some(live.clone());
-        Ok(live)
+        Ok(())
+    }
+
+    /// A running server announced that its tools changed: lists them again, and holds the new
+    /// or changed ones until the owner approves them.
+    pub(crate) async fn refresh_tools(
+        &self,
+        agent: &Agent,
+        live: &Live,
+        events: &run::Emitter,
+    ) -> Result<(), RuntimeError> {
+        let tools = live
+            .relist()
+            .await
+            .map_err(|reason| RuntimeError::ServerGone { server: live.server.clone(), reason })?;
+        tracing::info!(agent = %agent.id, server = %live.server, tools = tools.len(), "the server's tools changed; listed again");
+        self.hold_changed(agent, live, &tools, events).await
     }
 
     async fn start(&self, agent: &Agent, server: &str, events: &run::Emitter) -> Result<Live, RuntimeError> {
@@ -545,7 +575,7 @@ impl Runtime {
         command.env_clear().envs(env.vars.iter().map(|(k, v)| (k, v)));
         let params = StartParams { server: server.to_owned(), redactor, permit, timeout };
         let live = Live::start_stdio(params, command, env.files).await?;
-        tracing::info!(agent = %agent.id, server, pid = live.pid, tools = live.tools.len(), ms = live.started_in.as_millis() as u64, "server ready");
+        tracing::info!(agent = %agent.id, server, pid = live.pid, tools = live.tools().len(), ms = live.started_in.as_millis() as u64, "server ready");
         Ok(live)
     }
 
@@ -591,7 +621,7 @@ impl Runtime {
             }
             for (server, outcome) in &outcomes {
                 if let Ok(live) = outcome {
-                    let hashes = tool_hashes(&live.tools);
+                    let hashes = tool_hashes(&live.tools());
                     stored.metadata["tool_pins"][server.as_str()] =
                         Value::Object(hashes.into_iter().map(|(k, v)| (k, Value::String(v))).collect());
                     live.set_held(Default::default());
@@ -732,7 +762,7 @@ impl Runtime {
                 Ok(live) => ServerTools {
                     server,
                     status: "ready",
-                    tools: live.tools.iter().filter_map(|t| serde_json::to_value(t).ok()).collect(),
+                    tools: live.tools().iter().filter_map(|t| serde_json::to_value(t).ok()).collect(),
                     error: None,
                     code: None,
                     held: live.held(),
@@ -785,7 +815,8 @@ impl Runtime {
             return Err(RuntimeError::ToolNotApproved { server, tool: tool.to_owned() });
         }
         let Some(spec) = live.tool(tool) else {
-            let known: Vec<&str> = live.tools.iter().map(|t| t.name.as_ref()).collect();
+            let tools = live.tools();
+            let known: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
             return Err(RuntimeError::ToolNotFound {
                 server,
                 tool: tool.to_owned(),
@@ -835,7 +866,7 @@ impl Runtime {
         let mut out = Vec::new();
         for ((agent, server), slot) in slots {
             if let Some(live) = slot.lock().await.as_ref().filter(|l| l.is_alive()) {
-                out.push(Running { agent, server, pid: live.pid, tools: live.tools.len() });
+                out.push(Running { agent, server, pid: live.pid, tools: live.tools().len() });
             }
         }
         out

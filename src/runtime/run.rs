@@ -6,8 +6,9 @@
 //!
 //! Bounded: at most `max_tools` tool definitions per round (the plan's tools first; when an agent
 //! has more, a `dynamcp__find_tools` tool finds the others by what they do and offers them from
-//! the next round on); each tool result at most `result_max_tokens` (cut with a notice); the
-//! calls of one round run concurrently; the last round forbids tools, so the model answers with
+//! the next round on); a server's `tools/list_changed` is honoured between rounds (its tools are
+//! listed again, new or changed ones held until approved); each tool result at most
+//! `result_max_tokens` (cut with a notice); the calls of one round run concurrently; the last round forbids tools, so the model answers with
 //! what it has; a tool call cut off by the model's token limit is never run. Untrusted text stays
 //! data: the system prompt is dynamcp's fixed instructions, the owner's request and the plan's
 //! steps (each one line, clipped); tool descriptions are clipped, and the prompt says that tool
@@ -345,6 +346,15 @@ impl Runtime {
         for round in 1..=max_rounds {
             outcome.rounds = round;
             let last = round == max_rounds;
+            if live.iter().any(|l| l.tools_changed()) {
+                // A server announced new tools: listed again, changed ones held, the table rebuilt.
+                for l in live.iter().filter(|l| l.tools_changed()) {
+                    if let Err(e) = self.refresh_tools(agent, l, events).await {
+                        events.emit(RunEvent::error(Some(&l.server), &e));
+                    }
+                }
+                tools = ToolTable::new(&live, &planned_tools(agent), settings.max_tools);
+            }
             if last && round > 1 {
                 // The last round forbids tools: the model answers with what it has.
                 if let Some(m) = messages.last_mut() {
@@ -694,7 +704,7 @@ impl ToolTable {
         let mut first = Vec::new();
         let mut rest = Vec::new();
         for server in live {
-            for tool in server.tools.iter().filter(|t| !server.is_held(&t.name)) {
+            for tool in server.tools().iter().filter(|t| !server.is_held(&t.name)) {
                 let name = qualified(&server.server, &tool.name, |n| by_name.contains_key(n));
                 let description = tool.description.as_deref().unwrap_or_default();
                 let description = crate::catalog::text::clip(description, TOOL_DESCRIPTION);

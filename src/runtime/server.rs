@@ -1,12 +1,13 @@
 //! One running MCP server: the rmcp client session over a child process (in its own process
-//! group, so stopping it stops everything it spawned) or over streamable HTTP, its tools, its
-//! stderr turned into redacted `tracing` lines, and its credential files, deleted when it stops.
+//! group, so stopping it stops everything it spawned) or over streamable HTTP, its tools (listed
+//! again when it announces `notifications/tools/list_changed`), its stderr turned into redacted
+//! `tracing` lines, and its credential files, deleted when it stops.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rmcp::model::{
@@ -14,7 +15,7 @@ use rmcp::model::{
 };
 use rmcp::service::{Peer, RunningService, ServiceError};
 use rmcp::transport::TokioChildProcess;
-use rmcp::{RoleClient, ServiceExt};
+use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 
@@ -164,15 +165,40 @@ impl StderrTail {
     }
 }
 
+/// dynamcp's side of an MCP session: its identity, and a flag the server raises with
+/// `notifications/tools/list_changed` (the runtime then lists the tools again).
+#[derive(Clone)]
+pub struct Client {
+    info: ClientConfig,
+    tools_changed: Arc<AtomicBool>,
+}
+
+impl ClientHandler for Client {
+    fn get_info(&self) -> ClientConfig {
+        self.info.clone()
+    }
+
+    fn on_tool_list_changed(
+        &self,
+        _context: rmcp::service::NotificationContext<RoleClient>,
+    ) -> impl Future<Output = ()> + Send + '_ {
+        self.tools_changed.store(true, Ordering::Release);
+        std::future::ready(())
+    }
+}
+
 /// A started server, shared by the runs and calls that use it.
 pub struct Live {
     pub server: String,
-    pub tools: Vec<Tool>,
+    /// Its tools as last listed.
+    tools: std::sync::RwLock<Arc<Vec<Tool>>>,
+    /// Raised by the server's `tools/list_changed`, lowered when the tools are listed again.
+    tools_changed: Arc<AtomicBool>,
     pub pid: Option<u32>,
     pub redactor: Redactor,
     pub started_in: Duration,
     peer: Peer<RoleClient>,
-    service: tokio::sync::Mutex<Option<RunningService<RoleClient, ClientConfig>>>,
+    service: tokio::sync::Mutex<Option<RunningService<RoleClient, Client>>>,
     stderr: Option<StderrTail>,
     files: Vec<PathBuf>,
     /// Tools whose definitions changed since the agent's owner approved them: never called.
@@ -193,11 +219,14 @@ pub enum CallFailure {
     Refused(String),
 }
 
-fn client_config() -> ClientConfig {
-    ClientConfig::new(
-        ClientCapabilities::default(),
-        Implementation::new("dynamcp", env!("CARGO_PKG_VERSION")),
-    )
+fn client() -> Client {
+    Client {
+        info: ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("dynamcp", env!("CARGO_PKG_VERSION")),
+        ),
+        tools_changed: Arc::new(AtomicBool::new(false)),
+    }
 }
 
 /// What a start needs besides the target.
@@ -325,7 +354,7 @@ impl Live {
 
     fn new(
         params: StartParams,
-        service: RunningService<RoleClient, ClientConfig>,
+        service: RunningService<RoleClient, Client>,
         tools: Vec<Tool>,
         pid: Option<u32>,
         stderr: Option<StderrTail>,
@@ -335,9 +364,11 @@ impl Live {
         let epoch = Instant::now();
         metrics::gauge!("dynamcp_mcp_servers_running").increment(1.0);
         metrics::histogram!("dynamcp_mcp_server_start_seconds").record(started.elapsed().as_secs_f64());
+        let tools_changed = service.service().tools_changed.clone();
         Self {
             server: params.server,
-            tools,
+            tools: std::sync::RwLock::new(Arc::new(tools)),
+            tools_changed,
             pid,
             redactor: params.redactor,
             started_in: started.elapsed(),
@@ -361,7 +392,7 @@ impl Live {
     /// Whether the server annotates `tool` as destructive (`destructiveHint: true`; the MCP
     /// default for unannotated tools is not taken as a mark).
     pub fn is_destructive(&self, tool: &str) -> bool {
-        self.tool(tool).and_then(|t| t.annotations.as_ref()).and_then(|a| a.destructive_hint) == Some(true)
+        self.tool(tool).and_then(|t| t.annotations).and_then(|a| a.destructive_hint) == Some(true)
     }
 
     /// Whether `tool` is held back until its changed definition is approved.
@@ -379,8 +410,28 @@ impl Live {
         }
     }
 
-    pub fn tool(&self, name: &str) -> Option<&Tool> {
-        self.tools.iter().find(|t| t.name == name)
+    /// Its tools as last listed.
+    pub fn tools(&self) -> Arc<Vec<Tool>> {
+        self.tools.read().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    pub fn tool(&self, name: &str) -> Option<Tool> {
+        self.tools().iter().find(|t| t.name == name).cloned()
+    }
+
+    /// Whether the server announced that its tools changed since they were last listed.
+    pub fn tools_changed(&self) -> bool {
+        self.tools_changed.load(Ordering::Acquire)
+    }
+
+    /// Lists the tools again (after `tools/list_changed`) and keeps the new list.
+    pub async fn relist(&self) -> Result<Arc<Vec<Tool>>, String> {
+        self.tools_changed.store(false, Ordering::Release);
+        let tools = Arc::new(self.peer.list_all_tools().await.map_err(|e| e.to_string())?);
+        if let Ok(mut current) = self.tools.write() {
+            *current = tools.clone();
+        }
+        Ok(tools)
     }
 
     /// How long nobody has used it; zero while a call is in flight.
@@ -464,14 +515,12 @@ pub fn kill_group(pgid: i32) {
 }
 
 /// Initialises an MCP session over `transport` and lists the server's tools.
-async fn handshake<T, E, A>(
-    transport: T,
-) -> Result<(RunningService<RoleClient, ClientConfig>, Vec<Tool>), String>
+async fn handshake<T, E, A>(transport: T) -> Result<(RunningService<RoleClient, Client>, Vec<Tool>), String>
 where
     T: rmcp::transport::IntoTransport<RoleClient, E, A>,
     E: std::error::Error + Send + Sync + 'static,
 {
-    let service = client_config().serve(transport).await.map_err(|e| e.to_string())?;
+    let service = client().serve(transport).await.map_err(|e| e.to_string())?;
     let tools = service.peer().list_all_tools().await.map_err(|e| e.to_string())?;
     Ok((service, tools))
 }

@@ -195,7 +195,7 @@ impl Runtime {
         };
         match started {
             Ok(live) => {
-                v.tools = live.tools.iter().map(|t| t.name.to_string()).collect();
+                v.tools = live.tools().iter().map(|t| t.name.to_string()).collect();
                 live.stop().await;
             }
             Err(e) => {
