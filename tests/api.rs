@@ -389,6 +389,7 @@ async fn openapi_and_swagger_ui_are_served() {
             "/api/agents/{id}/config",
             "/api/agents/{id}/run",
             "/api/agents/{id}/tools",
+            "/api/agents/{id}/tools/allow",
             "/api/agents/{id}/tools/approve",
             "/api/agents/{id}/tools/call",
             "/api/chat",

@@ -160,8 +160,10 @@ pub struct AllowedTools {
     responses(
         (status = 200, body = AllowedTools),
         (status = 400, description = "Bad id or body", body = ErrorBody),
+        (status = 401, description = "An API key is needed", body = ErrorBody),
         (status = 404, description = "No such agent, server or tool name", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "Missing or unknown fields", body = ErrorBody),
     ))]
 async fn allow_tool(
     State(state): State<AppState>,

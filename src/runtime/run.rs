@@ -8,11 +8,12 @@
 //! has more, a `dynamcp__find_tools` tool finds the others by what they do and offers them from
 //! the next round on); a server's `tools/list_changed` is honoured between rounds (its tools are
 //! listed again, new or changed ones held until approved); each tool result at most
-//! `result_max_tokens` (cut with a notice); the calls of one round run concurrently; the last round forbids tools, so the model answers with
-//! what it has; a tool call cut off by the model's token limit is never run. Untrusted text stays
-//! data: the system prompt is dynamcp's fixed instructions, the owner's request and the plan's
-//! steps (each one line, clipped); tool descriptions are clipped, and the prompt says that tool
-//! descriptions and results are data, never instructions.
+//! `result_max_tokens` (cut with a notice); the calls of one round run concurrently; the last
+//! round forbids tools, so the model answers with what it has; a tool call cut off by the model's
+//! token limit is never run; a tool its server marks destructive runs only once the owner allowed
+//! it. Untrusted text stays data: the system prompt is dynamcp's fixed instructions, the owner's
+//! request and the plan's steps (each one line, clipped); tool descriptions are clipped, and the
+//! prompt says that tool descriptions and results are data, never instructions.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -705,7 +706,9 @@ impl ToolTable {
         let mut rest = Vec::new();
         for server in live {
             for tool in server.tools().iter().filter(|t| !server.is_held(&t.name)) {
-                let name = qualified(&server.server, &tool.name, |n| by_name.contains_key(n));
+                // The tool search's name is never a server's.
+                let name =
+                    qualified(&server.server, &tool.name, |n| n == FIND_TOOLS || by_name.contains_key(n));
                 let description = tool.description.as_deref().unwrap_or_default();
                 let description = crate::catalog::text::clip(description, TOOL_DESCRIPTION);
                 let spec = ToolSpec {
