@@ -401,17 +401,6 @@ async fn a_refinement_keeps_the_unchanged_steps_server(provider: Provider) {
     server.stop().await;
 }
 
-/// `event: name\ndata: json` blocks of an SSE body.
-fn sse_events(body: &str) -> Vec<(String, Value)> {
-    body.split("\n\n")
-        .filter_map(|block| {
-            let name = block.lines().find_map(|l| l.strip_prefix("event: "))?;
-            let data = block.lines().find_map(|l| l.strip_prefix("data: "))?;
-            Some((name.to_owned(), serde_json::from_str(data).unwrap()))
-        })
-        .collect()
-}
-
 /// A client that asks for events sees the planning turn's progress, then the design's answer;
 /// an error comes as one `error` event with the route's error body and status.
 async fn a_planning_turn_streams_its_progress(provider: Provider) {
@@ -431,7 +420,7 @@ async fn a_planning_turn_streams_its_progress(provider: Provider) {
     };
     let response = streamed("what time is it in Tokyo").await.unwrap();
     assert_eq!(response.headers()["content-type"], "text/event-stream");
-    let events = sse_events(&response.text().await.unwrap());
+    let events = common::sse_events(&response.text().await.unwrap());
     let progress: Vec<Value> =
         events.iter().filter(|(n, _)| n == "progress").map(|(_, d)| d.clone()).collect();
     assert_eq!(
@@ -456,7 +445,7 @@ async fn a_planning_turn_streams_its_progress(provider: Provider) {
         server.get(&format!("/api/sessions/{}", result["session_id"].as_str().unwrap())).await;
     assert_eq!(status, 200, "{session}");
 
-    let events = sse_events(&streamed("   ").await.unwrap().text().await.unwrap());
+    let events = common::sse_events(&streamed("   ").await.unwrap().text().await.unwrap());
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].0, "error");
     assert_eq!(

@@ -14,7 +14,6 @@ use axum::routing::post;
 use common::{Db, TestServer};
 use dynamcp::config::ServeArgs;
 use dynamcp::llm::Provider;
-use dynamcp::store::NewAgent;
 use dynamcp::vault::Secret;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -53,23 +52,7 @@ async fn start(tune: impl FnOnce(&mut ServeArgs)) -> TestServer {
 /// An agent over `servers`, stored as the planner stores one. The runtime reads only the server
 /// ids from `mcp_config`; what it launches comes from the catalog.
 async fn agent_with(server: &TestServer, servers: &[&str]) -> (Uuid, Uuid) {
-    let session = server.store.create_session("").await.unwrap();
-    let config: serde_json::Map<String, Value> =
-        servers.iter().map(|s| (s.to_string(), json!({"command": "ignored", "args": ["ignored"]}))).collect();
-    let agent = server
-        .store
-        .create_agent(&NewAgent {
-            tenant: String::new(),
-            session_id: session.id,
-            name: "runtime test agent".into(),
-            mcp_config: json!({ "mcpServers": config }),
-            workflow: "Use the tools to answer.".into(),
-            model: None,
-            metadata: json!({}),
-        })
-        .await
-        .unwrap();
-    (agent.id, session.id)
+    common::store_agent(server, servers, "Use the tools to answer.", json!({})).await
 }
 
 /// Every process the test's service started (see `common::processes_with`): pid and command line.
@@ -360,17 +343,6 @@ async fn a_server_that_never_answers_times_out_and_its_whole_group_is_stopped() 
     stop_leaving_nothing(server).await;
 }
 
-/// `event: name\ndata: json` blocks of an SSE body.
-fn sse_events(body: &str) -> Vec<(String, Value)> {
-    body.split("\n\n")
-        .filter_map(|block| {
-            let name = block.lines().find_map(|l| l.strip_prefix("event: "))?;
-            let data = block.lines().find_map(|l| l.strip_prefix("data: "))?;
-            Some((name.to_owned(), serde_json::from_str(data).unwrap()))
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn the_model_calls_a_real_tool_and_answers_streamed_stored_and_restarted_after_a_crash() {
     let (fake, url) = common::fake_model().await;
@@ -392,7 +364,7 @@ async fn the_model_calls_a_real_tool_and_answers_streamed_stored_and_restarted_a
         .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
-    let events = sse_events(&response.text().await.unwrap());
+    let events = common::sse_events(&response.text().await.unwrap());
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,

@@ -11,7 +11,6 @@ mod common;
 use common::fake_llm::{self, Step, start_counting_fake, text_turn, tool_turn};
 use common::{Db, TestServer};
 use dynamcp::llm::Provider;
-use dynamcp::store::NewAgent;
 use serde_json::{Value, json};
 
 const ANTHROPIC: Provider = Provider::Anthropic;
@@ -139,27 +138,15 @@ async fn run_rounds(max_tools: u64) -> Vec<(u64, u64)> {
     args.runtime.run_max_tools = max_tools;
     fake_llm::configure(&mut args, ANTHROPIC, &url, 30, 0);
     let server = TestServer::start_with(args, dir).await;
-    let session = server.store.create_session("").await.unwrap();
-    let agent = server
-        .store
-        .create_agent(&NewAgent {
-            tenant: String::new(),
-            session_id: session.id,
-            name: "Wide agent".into(),
-            mcp_config: json!({"mcpServers": {"wide-server": {"command": "ignored"}}}),
-            workflow: "Do the tasks.".into(),
-            model: None,
-            metadata: json!({"plan": {"request": "do tasks 1 and 2, then add a row", "needs": [
-                {"need": "do the tasks and add a row", "server": {"id": "wide-server", "tools": ["task_01", "task_02", "append_row"]}}
-            ]}}),
-        })
-        .await
-        .unwrap();
+    let plan = json!({"plan": {"request": "do tasks 1 and 2, then add a row", "needs": [
+        {"need": "do the tasks and add a row", "server": {"id": "wide-server", "tools": ["task_01", "task_02", "append_row"]}}
+    ]}});
+    let (agent, _) = common::store_agent(&server, &["wide-server"], "Do the tasks.", plan).await;
     let (status, body) = server
         .json(
             server
                 .http
-                .post(server.url(&format!("/api/agents/{}/run", agent.id)))
+                .post(server.url(&format!("/api/agents/{agent}/run")))
                 .header("accept", "application/json")
                 .json(&json!({"input": "do tasks 1 and 2, then add a row"})),
         )

@@ -350,6 +350,25 @@ impl Runtime {
             .unwrap_or_default()
     }
 
+    /// Agent `id` of `tenant`, if `server` is one of its servers.
+    async fn agent_with_server(
+        &self,
+        tenant: &Tenant,
+        id: Uuid,
+        server: &str,
+    ) -> Result<Agent, RuntimeError> {
+        let agent = self.agent(tenant, id).await?;
+        let servers = Self::servers_of(&agent);
+        if !servers.iter().any(|s| s == server) {
+            return Err(RuntimeError::ServerNotInAgent {
+                agent: id,
+                server: server.to_owned(),
+                known: servers.join(", "),
+            });
+        }
+        Ok(agent)
+    }
+
     /// Starts (or reuses) every server of `agent` concurrently; each outcome in config order.
     pub(crate) async fn start_all(
         &self,
@@ -642,15 +661,7 @@ impl Runtime {
         server: &str,
         tool: &str,
     ) -> Result<Vec<String>, RuntimeError> {
-        let agent = self.agent(tenant, id).await?;
-        let servers = Self::servers_of(&agent);
-        if !servers.iter().any(|s| s == server) {
-            return Err(RuntimeError::ServerNotInAgent {
-                agent: id,
-                server: server.to_owned(),
-                known: servers.join(", "),
-            });
-        }
+        self.agent_with_server(tenant, id, server).await?;
         let tool = tool.trim();
         if tool.is_empty() || tool.len() > 200 {
             return Err(RuntimeError::ToolNotFound {
@@ -790,15 +801,7 @@ impl Runtime {
         tool: &str,
         arguments: Value,
     ) -> Result<CallToolResult, RuntimeError> {
-        let agent = self.agent(tenant, id).await?;
-        let servers = Self::servers_of(&agent);
-        if !servers.iter().any(|s| s == server) {
-            return Err(RuntimeError::ServerNotInAgent {
-                agent: id,
-                server: server.to_owned(),
-                known: servers.join(", "),
-            });
-        }
+        let agent = self.agent_with_server(tenant, id, server).await?;
         let live = self.ensure(&agent, server, &run::Emitter::discard()).await?;
         self.call_live(&agent, &live, tool, arguments).await
     }

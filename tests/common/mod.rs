@@ -417,3 +417,45 @@ pub fn spawn_serve(mut cmd: std::process::Command) -> Running {
         }
     }
 }
+
+/// `event: name\ndata: json` blocks of an SSE body.
+pub fn sse_events(body: &str) -> Vec<(String, serde_json::Value)> {
+    body.split("\n\n")
+        .filter_map(|block| {
+            let name = block.lines().find_map(|l| l.strip_prefix("event: "))?;
+            let data = block.lines().find_map(|l| l.strip_prefix("data: "))?;
+            Some((name.to_owned(), serde_json::from_str(data).unwrap()))
+        })
+        .collect()
+}
+
+/// An agent of the open tenant over `servers`, stored as the planner stores one (the runtime reads
+/// only the server ids from `mcp_config`; what it launches comes from the catalog), with
+/// `workflow` and `metadata` (e.g. the plan, whose matched tools a run offers first). Returns the
+/// agent's and its session's ids.
+pub async fn store_agent(
+    server: &TestServer,
+    servers: &[&str],
+    workflow: &str,
+    metadata: serde_json::Value,
+) -> (uuid::Uuid, uuid::Uuid) {
+    let session = server.store.create_session("").await.unwrap();
+    let config: serde_json::Map<String, serde_json::Value> = servers
+        .iter()
+        .map(|s| (s.to_string(), serde_json::json!({"command": "ignored", "args": ["ignored"]})))
+        .collect();
+    let agent = server
+        .store
+        .create_agent(&dynamcp::store::NewAgent {
+            tenant: String::new(),
+            session_id: session.id,
+            name: "test agent".into(),
+            mcp_config: serde_json::json!({ "mcpServers": config }),
+            workflow: workflow.into(),
+            model: None,
+            metadata,
+        })
+        .await
+        .unwrap();
+    (agent.id, session.id)
+}
