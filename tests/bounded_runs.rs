@@ -59,15 +59,7 @@ async fn agent_over(server: &TestServer, id: &str, tools: &[&str]) -> Uuid {
 }
 
 async fn run(server: &TestServer, agent: Uuid, input: &str) -> Value {
-    let (status, body) = server
-        .json(
-            server
-                .http
-                .post(server.url(&format!("/api/agents/{agent}/run")))
-                .header("accept", "application/json")
-                .json(&json!({ "input": input })),
-        )
-        .await;
+    let (status, body) = server.run_agent(agent, input).await;
     assert_eq!(status, 200, "{body}");
     body
 }

@@ -423,15 +423,7 @@ async fn the_model_calls_a_real_tool_and_answers_streamed_stored_and_restarted_a
     while !server.runtime.running().await.is_empty() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (status, body) = server
-        .json(
-            server
-                .http
-                .post(server.url(&format!("/api/agents/{agent}/run")))
-                .header("accept", "application/json")
-                .json(&json!({"input": "And now?"})),
-        )
-        .await;
+    let (status, body) = server.run_agent(agent, "And now?").await;
     assert_eq!(status, 200, "{body}");
     let names: Vec<&str> =
         body["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();

@@ -142,15 +142,7 @@ async fn run_rounds(max_tools: u64) -> Vec<(u64, u64)> {
         {"need": "do the tasks and add a row", "server": {"id": "wide-server", "tools": ["task_01", "task_02", "append_row"]}}
     ]}});
     let (agent, _) = common::store_agent(&server, &["wide-server"], "Do the tasks.", plan).await;
-    let (status, body) = server
-        .json(
-            server
-                .http
-                .post(server.url(&format!("/api/agents/{agent}/run")))
-                .header("accept", "application/json")
-                .json(&json!({"input": "do tasks 1 and 2, then add a row"})),
-        )
-        .await;
+    let (status, body) = server.run_agent(agent, "do tasks 1 and 2, then add a row").await;
     assert_eq!((status, body["status"].as_str()), (200, Some("completed")), "{body}");
     let rounds = usage(&fake);
     assert_eq!(rounds.len(), 4);

@@ -150,6 +150,17 @@ impl TestServer {
             .collect()
     }
 
+    /// Runs agent `agent` on `input` and waits for the whole run as one JSON answer.
+    pub async fn run_agent(&self, agent: uuid::Uuid, input: &str) -> (u16, serde_json::Value) {
+        self.json(
+            self.http
+                .post(self.url(&format!("/api/agents/{agent}/run")))
+                .header("accept", "application/json")
+                .json(&serde_json::json!({ "input": input })),
+        )
+        .await
+    }
+
     pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
         self.json(self.http.post(self.url(path)).json(&body)).await
     }
