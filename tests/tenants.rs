@@ -112,6 +112,13 @@ async fn tenants_never_see_each_other(db: Db) {
             &no_agent,
         ),
         ("POST", format!("/api/agents/{agent}/run"), Some(json!({"input": "time?"})), &no_agent),
+        ("POST", format!("/api/agents/{agent}/tools/approve"), None, &no_agent),
+        (
+            "POST",
+            format!("/api/agents/{agent}/tools/allow"),
+            Some(json!({"server": "time-mcp-server", "tool": "get_current_time"})),
+            &no_agent,
+        ),
     ];
     for (method, path, body, expected) in checks {
         let (status, answer) = call(&server, &b, method, &path, body).await;

@@ -94,3 +94,8 @@ where
         }
     }
 }
+
+/// The request's `Accept` header as text (empty when absent or not text).
+pub(crate) fn accept(headers: &axum::http::HeaderMap) -> &str {
+    headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default()
+}

@@ -75,7 +75,7 @@ async fn root(headers: HeaderMap) -> Response {
 
 /// A browser asks for HTML before JSON; API clients send `application/json`, `*/*` or nothing.
 fn wants_html(headers: &HeaderMap) -> bool {
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let accept = super::extract::accept(headers);
     let position = |kind: &str| accept.find(kind);
     match (position("text/html"), position("application/json")) {
         (Some(html), Some(json)) => html < json,

@@ -125,6 +125,12 @@ pub fn clip(text: &str, max: usize) -> String {
     format!("{cut}…")
 }
 
+/// `text` on one line (every run of whitespace, newlines included, becomes one space) and
+/// clipped to `max` characters: for text a model or a catalog wrote that goes into a prompt.
+pub fn one_line(text: &str, max: usize) -> String {
+    clip(&text.split_whitespace().collect::<Vec<_>>().join(" "), max)
+}
+
 pub fn is_stop_word(word: &str) -> bool {
     STOP_SET.contains(word)
 }

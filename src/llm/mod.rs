@@ -111,15 +111,6 @@ pub struct Usage {
     pub cache_write_tokens: u64,
 }
 
-impl Usage {
-    pub fn add(&mut self, other: Usage) {
-        self.input_tokens += other.input_tokens;
-        self.output_tokens += other.output_tokens;
-        self.cache_read_tokens += other.cache_read_tokens;
-        self.cache_write_tokens += other.cache_write_tokens;
-    }
-}
-
 /// Why the model stopped writing.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Stop {

@@ -24,7 +24,7 @@ use super::choice::{can_launch, signals};
 use super::plan::{ChosenServer, OfflinePlanner, Plan, PlannedNeed, Planner};
 use super::progress::{PlanEvent, report};
 use super::{ChoiceSettings, PlannerError};
-use crate::catalog::text::clip;
+use crate::catalog::text::{clip, one_line};
 use crate::catalog::{Catalog, SearchConfig};
 use crate::llm::{LlmClient, Message, Part, Request, Role, Stop, ToolChoice, ToolSpec};
 use crate::store::Message as StoredMessage;
@@ -346,11 +346,6 @@ impl LlmPlanner {
             if workflow.is_empty() { planned.iter().map(|n| n.need.clone()).collect() } else { workflow };
         Ok(Plan { request: request.trim().to_owned(), needs: planned, workflow, note: None, schedule: None })
     }
-}
-
-/// Model text made one line (whitespace runs become one space) and at most `max` characters.
-fn one_line(text: &str, max: usize) -> String {
-    clip(&text.split_whitespace().collect::<Vec<_>>().join(" "), max)
 }
 
 /// A tool argument that is a non-empty string, trimmed.

@@ -632,22 +632,18 @@ impl Runtime {
         let agent = self.agent(tenant, id).await?;
         let events = run::Emitter::discard();
         let outcomes = self.start_all(&agent, &events).await;
-        {
-            let _one_at_a_time = self.pinning.lock().await;
-            let mut stored = self.store.get_agent(id).await?.ok_or(RuntimeError::AgentNotFound(id))?;
-            if !stored.metadata.is_object() {
-                stored.metadata = Value::Object(Default::default());
-            }
+        self.change_metadata(id, |metadata| {
             for (server, outcome) in &outcomes {
                 if let Ok(live) = outcome {
                     let hashes = tool_hashes(&live.tools());
-                    stored.metadata["tool_pins"][server.as_str()] =
+                    metadata["tool_pins"][server.as_str()] =
                         Value::Object(hashes.into_iter().map(|(k, v)| (k, Value::String(v))).collect());
                     live.set_held(Default::default());
                 }
             }
-            self.store.set_agent_metadata(id, &stored.metadata).await?;
-        }
+        })
+        .await?
+        .ok_or(RuntimeError::AgentNotFound(id))?;
         tracing::info!(agent = %id, "tool definitions approved");
         self.tools(tenant, id).await
     }
@@ -670,39 +666,53 @@ impl Runtime {
                 known: "a tool name of 1 to 200 characters".to_owned(),
             });
         }
+        let allowed = self
+            .change_metadata(id, |metadata| {
+                let list = &mut metadata["allowed_tools"][server];
+                let mut allowed: Vec<String> = list
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                    .unwrap_or_default();
+                if !allowed.iter().any(|t| t == tool) {
+                    allowed.push(tool.to_owned());
+                }
+                *list = serde_json::json!(allowed);
+                allowed
+            })
+            .await?
+            .ok_or(RuntimeError::AgentNotFound(id))?;
+        tracing::info!(agent = %id, server, tool, "destructive tool allowed");
+        Ok(allowed)
+    }
+
+    /// Changes agent `id`'s stored metadata (an object, made one if it is not) with `change` and
+    /// stores it, one writer at a time. `None` when the agent is gone.
+    async fn change_metadata<T>(
+        &self,
+        id: Uuid,
+        change: impl FnOnce(&mut Value) -> T,
+    ) -> Result<Option<T>, RuntimeError> {
         let _one_at_a_time = self.pinning.lock().await;
-        let mut stored = self.store.get_agent(id).await?.ok_or(RuntimeError::AgentNotFound(id))?;
+        let Some(mut stored) = self.store.get_agent(id).await? else { return Ok(None) };
         if !stored.metadata.is_object() {
             stored.metadata = Value::Object(Default::default());
         }
-        let list = &mut stored.metadata["allowed_tools"][server];
-        let mut allowed: Vec<String> = list
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-            .unwrap_or_default();
-        if !allowed.iter().any(|t| t == tool) {
-            allowed.push(tool.to_owned());
-        }
-        *list = serde_json::json!(allowed);
+        let out = change(&mut stored.metadata);
         self.store.set_agent_metadata(id, &stored.metadata).await?;
-        tracing::info!(agent = %id, server, tool, "destructive tool allowed");
-        Ok(allowed)
+        Ok(Some(out))
     }
 
     /// Records in `agent`'s metadata the version of `server`'s package it now runs, so later
     /// starts run exactly that one.
     async fn pin(&self, agent: Uuid, server: &str, installed: &Installed) -> Result<(), RuntimeError> {
-        let _one_at_a_time = self.pinning.lock().await;
-        let Some(mut current) = self.store.get_agent(agent).await? else { return Ok(()) };
-        if !current.metadata.is_object() {
-            current.metadata = Value::Object(Default::default());
-        }
-        current.metadata["pins"][server] = serde_json::json!({
+        let pin = serde_json::json!({
             "ecosystem": installed.ecosystem,
             "name": installed.name,
             "version": installed.version,
         });
-        self.store.set_agent_metadata(agent, &current.metadata).await?;
+        if self.change_metadata(agent, |metadata| metadata["pins"][server] = pin).await?.is_none() {
+            return Ok(());
+        }
         tracing::info!(%agent, server, package = %installed.name, version = %installed.version, "pinned");
         Ok(())
     }

@@ -339,7 +339,8 @@ impl Runtime {
             return outcome;
         }
         let settings = self.settings();
-        let mut tools = ToolTable::new(&live, &planned_tools(agent), settings.max_tools);
+        let planned = planned_tools(agent);
+        let mut tools = ToolTable::new(&live, &planned, settings.max_tools);
         let system = system_prompt(agent);
         let max_rounds = settings.max_rounds.max(1);
         let result_bytes = settings.result_max_tokens.saturating_mul(BYTES_PER_TOKEN).max(1024);
@@ -354,7 +355,7 @@ impl Runtime {
                         events.emit(RunEvent::error(Some(&l.server), &e));
                     }
                 }
-                tools = ToolTable::new(&live, &planned_tools(agent), settings.max_tools);
+                tools = ToolTable::new(&live, &planned, settings.max_tools);
             }
             if last && round > 1 {
                 // The last round forbids tools: the model answers with what it has.
@@ -579,12 +580,10 @@ arguments may be cut off. Call it again, with shorter arguments if you can.";
 
 /// The agent's system prompt, from fixed text and checked fields only: the name dynamcp gave it,
 /// the owner's request (their own words), and each planned step on one clipped line, the server
-/// by its catalog name. Nothing a model or a catalog wrote reaches it unbounded.
+/// by its catalog id. Nothing a model or a catalog wrote reaches it unbounded.
 fn system_prompt(agent: &Agent) -> String {
+    use crate::catalog::text::one_line;
     let plan = agent.metadata.get("plan");
-    let one_line = |s: &str, max: usize| {
-        crate::catalog::text::clip(&s.split_whitespace().collect::<Vec<_>>().join(" "), max)
-    };
     let request = plan
         .and_then(|p| p.get("request"))
         .and_then(Value::as_str)
@@ -669,16 +668,22 @@ fn capped(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_owned();
     }
-    let mut end = max;
+    let head = head(text, max);
+    format!(
+        "{head}\n\n[dynamcp cut this result: the first {} of {} bytes are shown. Ask the tool for less \
+         (a filter, a page, a smaller limit) to see the rest.]",
+        head.len(),
+        text.len()
+    )
+}
+
+/// The longest start of `text` of at most `max` bytes that ends on a character boundary.
+fn head(text: &str, max: usize) -> &str {
+    let mut end = max.min(text.len());
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!(
-        "{}\n\n[dynamcp cut this result: the first {end} of {} bytes are shown. Ask the tool for less \
-         (a filter, a page, a smaller limit) to see the rest.]",
-        &text[..end],
-        text.len()
-    )
+    &text[..end]
 }
 
 /// The agent's tools by qualified name, and which of them the model is offered this round.
@@ -878,11 +883,8 @@ fn truncate(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_owned();
     }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… [{} more bytes]", &text[..end], text.len() - end)
+    let head = head(text, max);
+    format!("{head}… [{} more bytes]", text.len() - head.len())
 }
 
 #[cfg(test)]
