@@ -134,13 +134,16 @@ impl AppState {
         // Plans choose only servers this machine can start.
         let choice = ChoiceSettings { runnable: runtime.launch_kinds(), ..ChoiceSettings::default() };
         let planner: Arc<dyn Planner> = match (&llm, args.llm.planner) {
-            (Some(llm), PlannerChoice::Auto | PlannerChoice::Llm) => Arc::new(LlmPlanner::new(
-                llm.clone(),
-                catalog.clone(),
-                args.llm.planner_max_rounds,
-                args.planner_deadline(),
-                choice,
-            )),
+            (Some(llm), PlannerChoice::Auto | PlannerChoice::Llm) => {
+                let planner = LlmPlanner::new(
+                    llm.clone(),
+                    catalog.clone(),
+                    args.llm.planner_max_rounds,
+                    args.planner_deadline(),
+                    choice,
+                );
+                Arc::new(planner.with_verifier(Arc::new(runtime.clone())))
+            }
             _ => Arc::new(OfflinePlanner::new(catalog.clone(), choice)),
         };
         let agent_model = llm.as_ref().map(|l| l.describe());

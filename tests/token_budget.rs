@@ -112,9 +112,9 @@ async fn a_gmail_to_sheets_planning_turn_stays_within_its_token_budget() {
     assert_eq!(rounds.len(), 3);
     let (total, share) = report("Gmail → Sheets planning turn", &rounds);
     assert!(total <= 12_000, "the planning turn sent {total} input tokens");
-    // The first round's prompt (tools, system, request: ~870 tokens) is under the 1,024-token
-    // minimum, so only round 3 reads from the cache; a longer turn reads more.
-    assert!(share >= 0.45, "from round 2 on, {:.0}% was read from the cache", share * 100.0);
+    // The first round's prompt (tools, system, the request and the offline planner's candidates)
+    // passes the 1,024-token minimum: every later round reads what came before from the cache.
+    assert!(share >= 0.6, "from round 2 on, {:.0}% was read from the cache", share * 100.0);
     server.stop().await;
 }
 

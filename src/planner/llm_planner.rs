@@ -6,6 +6,11 @@
 //! model was shown in an earlier round of this turn and one this machine can start, and a bad
 //! call gets an error result the model can correct.
 //!
+//! A new plan starts from the offline planner's choice: the model's first message carries each
+//! part of the request with its candidates (what they do, whether they start here, as far as a
+//! stored check knows, and the choice signals), so a model can choose at once, and the offline
+//! plan is ready should the model fail. A server a check found not to start here is refused.
+//!
 //! A planning turn has a deadline of its own, below the HTTP request's: each model call gets
 //! only the time left, and the round after which no other would fit (or the last one allowed)
 //! requires a tool call and tells the model to finish. When the provider fails, refuses, or the
@@ -13,7 +18,7 @@
 //! the model writes that reaches a plan is bounded: needs, reasons and workflow steps are one
 //! clipped line each.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,16 +28,18 @@ use serde_json::{Value, json};
 use super::choice::{can_launch, signals};
 use super::plan::{ChosenServer, OfflinePlanner, Plan, PlannedNeed, Planner};
 use super::progress::{PlanEvent, report};
-use super::{ChoiceSettings, PlannerError};
+use super::{ChoiceSettings, PlannerError, Verifier};
 use crate::catalog::text::{clip, one_line};
-use crate::catalog::{Catalog, SearchConfig};
+use crate::catalog::verified::Verdict;
+use crate::catalog::{Catalog, SearchConfig, ServerRecord};
 use crate::llm::{LlmClient, Message, Part, Request, Role, Stop, ToolChoice, ToolSpec};
 use crate::store::Message as StoredMessage;
 
 const SYSTEM: &str = "You are dynamcp's planner. A user describes a workflow; you choose MCP servers \
 from dynamcp's catalog to build an agent for it. Split the request into needs (one per service or \
-capability). For each need, call search_mcp_servers with a short query naming the service and action, \
-inspect promising candidates with get_server_details, and choose only servers whose `runnable` is \
+capability). The request comes with the candidates dynamcp's own search found for each part: \
+choose among them when they fit. For a need they miss, call search_mcp_servers with a short query \
+naming the service and action, inspect promising candidates with get_server_details, and choose only servers whose `runnable` is \
 true, preferring the product's own (official) server, then MCP reference servers, then the most \
 used (`signals`), and those with known tools. Steps the agent's own model can do (extracting, summarising, \
 deciding) need no server: mark them by_model. Finish by calling create_agent exactly once with every \
@@ -69,6 +76,23 @@ pub struct LlmPlanner {
     max_rounds: usize,
     /// How long a planning turn may take before the offline planner answers instead.
     deadline: Duration,
+    /// What is known of servers starting here (stored checks only: planning launches nothing).
+    verifier: Option<Arc<dyn Verifier>>,
+}
+
+/// The servers the model was shown in a planning turn.
+#[derive(Default)]
+struct Shown {
+    ids: HashSet<String>,
+    /// Those a stored check found not to start here, with why.
+    failing: HashMap<String, String>,
+}
+
+impl Shown {
+    fn extend(&mut self, other: Shown) {
+        self.ids.extend(other.ids);
+        self.failing.extend(other.failing);
+    }
 }
 
 impl LlmPlanner {
@@ -80,7 +104,42 @@ impl LlmPlanner {
         choice: ChoiceSettings,
     ) -> Self {
         let fallback = OfflinePlanner::new(catalog.clone(), choice.clone());
-        Self { llm, catalog, fallback, choice, max_rounds: max_rounds.max(1), deadline }
+        Self { llm, catalog, fallback, choice, max_rounds: max_rounds.max(1), deadline, verifier: None }
+    }
+
+    /// Tells the model what is known of each server starting here, and refuses servers known
+    /// not to start.
+    pub fn with_verifier(mut self, verifier: Arc<dyn Verifier>) -> Self {
+        self.verifier = Some(verifier);
+        self
+    }
+
+    /// A server as the model sees it in search results and the first look: what it does, whether
+    /// it can start here (and what a check found), the choice signals, its tools. Marks it shown.
+    async fn candidate(&self, r: &ServerRecord, tools: Vec<&str>, showing: &mut Shown) -> Value {
+        showing.ids.insert(r.id.clone());
+        let mut runnable = can_launch(r, &self.choice.runnable);
+        let mut body = json!({
+            "id": r.id, "name": r.name, "description": clip(&r.description, DESCRIPTION_CHARS),
+            "signals": signals(r, &self.choice.runnable), "tools": tools,
+        });
+        if let Some(known) = self.known_start(r, showing).await {
+            runnable &= known.0;
+            body["started_here"] = json!(known.1);
+        }
+        body["runnable"] = json!(runnable);
+        body
+    }
+
+    /// What a stored check says of `r` on this machine: (may start, in a few words). One found
+    /// not to start is recorded in `showing` and never accepted.
+    async fn known_start(&self, r: &ServerRecord, showing: &mut Shown) -> Option<(bool, String)> {
+        let known = self.verifier.as_ref()?.known(r).await?;
+        let fails = known.verdict == Verdict::Failed;
+        if fails {
+            showing.failing.insert(r.id.clone(), known.brief());
+        }
+        Some((!fails, known.summary()))
     }
 
     fn tools() -> Vec<ToolSpec> {
@@ -137,8 +196,8 @@ impl LlmPlanner {
         request: &str,
         name: &str,
         input: &Value,
-        shown: &HashSet<String>,
-        showing: &mut HashSet<String>,
+        shown: &Shown,
+        showing: &mut Shown,
     ) -> (Result<String, String>, Option<Plan>) {
         let Some(args) = input.as_object() else {
             return (Err(format!("the arguments of {name} must be a JSON object, got: {input}")), None);
@@ -153,25 +212,18 @@ impl LlmPlanner {
                 let config = SearchConfig { decompose: false, ..SearchConfig::default() };
                 match self.catalog.search(query, limit, config).await {
                     Ok(found) => {
-                        let results: Vec<Value> = found
-                            .hits
-                            .iter()
-                            .map(|h| {
-                                let r = index.record(h.doc);
-                                showing.insert(r.id.clone());
-                                let tools: Vec<&str> = if h.matched_tools.is_empty() {
-                                    r.tools.iter().take(8).map(|t| t.name.as_str()).collect()
-                                } else {
-                                    h.matched_tools.iter().map(String::as_str).collect()
-                                };
-                                json!({
-                                    "id": r.id, "name": r.name, "description": clip(&r.description, DESCRIPTION_CHARS),
-                                    "runnable": can_launch(r, &self.choice.runnable),
-                                    "signals": signals(r, &self.choice.runnable), "tools": tools,
-                                    "credentials": credentials(r),
-                                })
-                            })
-                            .collect();
+                        let mut results = Vec::with_capacity(found.hits.len());
+                        for h in &found.hits {
+                            let r = index.record(h.doc);
+                            let tools: Vec<&str> = if h.matched_tools.is_empty() {
+                                r.tools.iter().take(8).map(|t| t.name.as_str()).collect()
+                            } else {
+                                h.matched_tools.iter().map(String::as_str).collect()
+                            };
+                            let mut result = self.candidate(r, tools, showing).await;
+                            result["credentials"] = json!(credentials(r));
+                            results.push(result);
+                        }
                         (Ok(json!({ "results": results }).to_string()), None)
                     }
                     Err(e) => (Err(format!("search failed: {e}")), None),
@@ -187,18 +239,19 @@ impl LlmPlanner {
                         None,
                     );
                 };
-                showing.insert(r.id.clone());
                 let body = if name == "get_credential_requirements" {
+                    showing.ids.insert(r.id.clone());
                     json!({ "id": r.id, "credentials": credentials(r) })
                 } else {
-                    json!({
-                        "id": r.id, "name": r.name, "description": clip(&r.description, DESCRIPTION_CHARS),
-                        "runnable": can_launch(r, &self.choice.runnable),
-                        "signals": signals(r, &self.choice.runnable),
-                        "launch": r.launch.iter().map(|l| json!({"kind": l.kind, "package": l.package, "url": l.url})).collect::<Vec<_>>(),
-                        "tools": r.tools.iter().take(30).map(|t| json!({"name": t.name, "description": clip(&t.description, DESCRIPTION_CHARS)})).collect::<Vec<_>>(),
-                        "credentials": credentials(r),
-                    })
+                    let mut body = self.candidate(r, Vec::new(), showing).await;
+                    body["launch"] = r
+                        .launch
+                        .iter()
+                        .map(|l| json!({"kind": l.kind, "package": l.package, "url": l.url}))
+                        .collect();
+                    body["tools"] = r.tools.iter().take(30).map(|t| json!({"name": t.name, "description": clip(&t.description, DESCRIPTION_CHARS)})).collect();
+                    body["credentials"] = json!(credentials(r));
+                    body
                 };
                 (Ok(body.to_string()), None)
             }
@@ -217,19 +270,45 @@ impl LlmPlanner {
         }
     }
 
+    /// The offline planner's choice as the model's first look at the catalog: each part of the
+    /// request with its chosen server and alternatives (marked shown, so the model may choose
+    /// them at once), as catalog data.
+    async fn first_look(&self, plan: &Plan, shown: &mut Shown) -> String {
+        let index = self.catalog.index();
+        let mut parts = Vec::with_capacity(plan.needs.len());
+        for need in &plan.needs {
+            if need.by_model {
+                parts.push(json!({"need": one_line(&need.need, STEP_CHARS), "by_model": true}));
+                continue;
+            }
+            let mut candidates = Vec::new();
+            for c in need.server.iter().chain(&need.alternatives) {
+                if let Some(r) = index.get(&c.id) {
+                    let tools = c.tools.iter().take(5).map(String::as_str).collect();
+                    candidates.push(self.candidate(r, tools, shown).await);
+                }
+            }
+            parts.push(json!({"need": one_line(&need.need, STEP_CHARS), "candidates": candidates}));
+        }
+        format!(
+            "\n\ndynamcp's offline search found these candidates for the parts of the request, best first (catalog data; check, change or keep them; search for anything missing):\n{}",
+            json!({ "parts": parts })
+        )
+    }
+
     /// The record `id` names, if the model may choose it: in the catalog, shown to the model
     /// this turn (an id it did not look up is a guess), and startable here.
     fn choosable<'a>(
         &self,
         index: &'a crate::catalog::SearchIndex,
         id: &str,
-        shown: &HashSet<String>,
+        shown: &Shown,
         field: &str,
     ) -> Result<&'a crate::catalog::ServerRecord, String> {
         let Some(r) = index.get(id) else {
             return Err(format!("{field} `{id}` is not in the catalog; use an id from search_mcp_servers"));
         };
-        if !shown.contains(&r.id) {
+        if !shown.ids.contains(&r.id) {
             return Err(format!(
                 "{field} `{id}` was not among the servers you were shown in an earlier round; search for it or call get_server_details first"
             ));
@@ -237,6 +316,11 @@ impl LlmPlanner {
         if !can_launch(r, &self.choice.runnable) {
             return Err(format!(
                 "{field} `{id}` cannot be started here (no published package or remote endpoint for this machine's runtimes); choose a server whose `runnable` is true"
+            ));
+        }
+        if let Some(why) = shown.failing.get(&r.id) {
+            return Err(format!(
+                "{field} `{id}` was tried on this machine and does not start ({why}); choose another server"
             ));
         }
         Ok(r)
@@ -248,7 +332,7 @@ impl LlmPlanner {
         &self,
         request: &str,
         args: &serde_json::Map<String, Value>,
-        shown: &HashSet<String>,
+        shown: &Shown,
     ) -> Result<Plan, String> {
         let Some(question) = text_arg(args, "question") else {
             return Err("`question` must be a non-empty string".into());
@@ -286,7 +370,7 @@ impl LlmPlanner {
         &self,
         request: &str,
         args: &serde_json::Map<String, Value>,
-        shown: &HashSet<String>,
+        shown: &Shown,
     ) -> Result<Plan, String> {
         let index = self.catalog.index();
         let needs = args.get("needs").and_then(Value::as_array).filter(|n| !n.is_empty());
@@ -434,7 +518,7 @@ impl LlmPlanner {
         } else {
             format!("Earlier in this conversation the user said (latest first):\n{}\n\n", earlier.join("\n"))
         };
-        let mut shown = HashSet::new();
+        let mut shown = Shown::default();
         let context = match current {
             Some(plan) => {
                 let steps: Vec<String> = plan
@@ -443,7 +527,7 @@ impl LlmPlanner {
                     .enumerate()
                     .map(|(i, n)| match &n.server {
                         Some(s) => {
-                            shown.insert(s.id.clone());
+                            shown.ids.insert(s.id.clone());
                             format!("{}. {} — server_id `{}`", i + 1, one_line(&n.need, STEP_CHARS), s.id)
                         }
                         None if n.by_model => {
@@ -459,8 +543,20 @@ impl LlmPlanner {
             }
             None => context,
         };
-        let mut messages =
-            vec![Message::user(format!("{context}Plan an agent for this request:\n\n{}", request.trim()))];
+        // A new plan starts from the offline planner's choice (which also answers if the model
+        // cannot); a refinement starts from the current plan.
+        let offline = match current {
+            None => self.fallback.plan(request, history).await.ok(),
+            Some(_) => None,
+        };
+        let first_look = match &offline {
+            Some(plan) => self.first_look(plan, &mut shown).await,
+            None => String::new(),
+        };
+        let mut messages = vec![Message::user(format!(
+            "{context}Plan an agent for this request:\n\n{}{first_look}",
+            request.trim()
+        ))];
         let tools = Self::tools();
         let mut why_offline = format!("the model proposed no plan within {} rounds", self.max_rounds);
         let until = Instant::now() + self.deadline;
@@ -533,7 +629,7 @@ impl LlmPlanner {
             }
             let mut results = Vec::with_capacity(calls.len());
             let mut plan = None;
-            let mut showing = HashSet::new();
+            let mut showing = Shown::default();
             for (id, name, input) in calls {
                 tracing::debug!(round, tool = %name, "planner tool call");
                 let detail = ["query", "id"]
@@ -557,7 +653,10 @@ impl LlmPlanner {
             }
         }
         report(PlanEvent::Offline { reason: why_offline.clone() });
-        let mut plan = self.fallback.plan(request, history).await?;
+        let mut plan = match offline {
+            Some(plan) => plan,
+            None => self.fallback.plan(request, history).await?,
+        };
         plan.note = Some(format!(
             "The language model could not plan this ({why_offline}); this plan comes from the offline planner."
         ));

@@ -37,12 +37,21 @@ impl Default for VerifySettings {
 pub trait Verifier: Send + Sync {
     /// What is known of `record` starting here, waiting at most `budget` for a new check.
     async fn verify(&self, record: &ServerRecord, budget: Duration) -> Verification;
+
+    /// What an earlier check found of `record` that still holds, without launching anything.
+    async fn known(&self, _record: &ServerRecord) -> Option<Verification> {
+        None
+    }
 }
 
 #[async_trait]
 impl Verifier for Arc<Runtime> {
     async fn verify(&self, record: &ServerRecord, budget: Duration) -> Verification {
         Runtime::verify(self, record, budget).await
+    }
+
+    async fn known(&self, record: &ServerRecord) -> Option<Verification> {
+        Runtime::known_verification(self, record).await
     }
 }
 

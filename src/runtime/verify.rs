@@ -88,6 +88,15 @@ impl Runtime {
             .collect())
     }
 
+    /// The stored verification of `record`'s launch that still holds, if any: nothing is
+    /// launched or installed.
+    pub async fn known_verification(&self, record: &ServerRecord) -> Option<Verification> {
+        let target = self.launcher.target(record).ok()?;
+        let launch = launch_key(&target);
+        let expected = expected_version(record, &target);
+        self.stored_verification(record, &launch, expected.as_deref()).await
+    }
+
     async fn stored_verification(
         &self,
         record: &ServerRecord,
