@@ -9,7 +9,8 @@
 //! A new plan starts from the offline planner's choice: the model's first message carries each
 //! part of the request with its candidates (what they do, whether they start here, as far as a
 //! stored check knows, and the choice signals), so a model can choose at once, and the offline
-//! plan is ready should the model fail. A server a check found not to start here is refused.
+//! plan is ready should the model fail; a step whose server is one of a part's candidates gets
+//! the others as its alternatives. A server a check found not to start here is refused.
 //!
 //! A planning turn has a deadline of its own, below the HTTP request's: each model call gets
 //! only the time left, and the round after which no other would fit (or the last one allowed)
@@ -62,6 +63,8 @@ const DESCRIPTION_CHARS: usize = 300;
 const QUESTION_CHARS: usize = 300;
 /// Options a question offers at most.
 const OPTIONS: usize = 3;
+/// Alternatives a step offers at most, as the offline planner's.
+const ALTERNATIVES: usize = 2;
 /// Needs a plan may have at most.
 const MAX_NEEDS: usize = 12;
 /// Longest need, reason or workflow step the model writes into a plan.
@@ -198,6 +201,7 @@ impl LlmPlanner {
         input: &Value,
         shown: &Shown,
         showing: &mut Shown,
+        offline: Option<&Plan>,
     ) -> (Result<String, String>, Option<Plan>) {
         let Some(args) = input.as_object() else {
             return (Err(format!("the arguments of {name} must be a JSON object, got: {input}")), None);
@@ -255,7 +259,7 @@ impl LlmPlanner {
                 };
                 (Ok(body.to_string()), None)
             }
-            "create_agent" => match self.plan_from(request, args, shown) {
+            "create_agent" => match self.plan_from(request, args, shown, offline) {
                 Ok(plan) => (
                     Ok("Plan accepted. dynamcp will ask the user for the missing credentials.".into()),
                     Some(plan),
@@ -371,6 +375,7 @@ impl LlmPlanner {
         request: &str,
         args: &serde_json::Map<String, Value>,
         shown: &Shown,
+        offline: Option<&Plan>,
     ) -> Result<Plan, String> {
         let index = self.catalog.index();
         let needs = args.get("needs").and_then(Value::as_array).filter(|n| !n.is_empty());
@@ -411,7 +416,9 @@ impl LlmPlanner {
             planned.push(if by_model && n.get("server_id").is_none() {
                 PlannedNeed::by_model(need)
             } else {
-                PlannedNeed::served(need, server)
+                let others = server.as_ref().map(|s| offline_others(offline, &s.id)).unwrap_or_default();
+                let (alternatives, reserve) = others;
+                PlannedNeed { alternatives, reserve, ..PlannedNeed::served(need, server) }
             });
         }
         let workflow: Vec<String> = args
@@ -430,6 +437,29 @@ impl LlmPlanner {
             if workflow.is_empty() { planned.iter().map(|n| n.need.clone()).collect() } else { workflow };
         Ok(Plan { request: request.trim().to_owned(), needs: planned, workflow, note: None, schedule: None })
     }
+}
+
+/// The other candidates of the offline plan's part whose candidates include `chosen`: (up to
+/// two alternatives the user may pick, the rest in reserve). A chosen server that does not start
+/// here is then replaced by the next of them, as in an offline plan.
+fn offline_others(offline: Option<&Plan>, chosen: &str) -> (Vec<ChosenServer>, Vec<ChosenServer>) {
+    let Some(need) = offline.and_then(|p| {
+        p.needs
+            .iter()
+            .find(|n| n.server.iter().chain(&n.alternatives).chain(&n.reserve).any(|c| c.id == chosen))
+    }) else {
+        return (Vec::new(), Vec::new());
+    };
+    let mut others: Vec<ChosenServer> = need
+        .server
+        .iter()
+        .chain(&need.alternatives)
+        .chain(&need.reserve)
+        .filter(|c| c.id != chosen)
+        .cloned()
+        .collect();
+    let reserve = others.split_off(ALTERNATIVES.min(others.len()));
+    (others, reserve)
 }
 
 /// A tool argument that is a non-empty string, trimmed.
@@ -638,7 +668,8 @@ impl LlmPlanner {
                     .map(|d| one_line(d, STEP_CHARS))
                     .unwrap_or_default();
                 report(PlanEvent::PlannerTool { round, tool: name.clone(), detail });
-                let (outcome, proposed) = self.call(request, &name, &input, &shown, &mut showing).await;
+                let (outcome, proposed) =
+                    self.call(request, &name, &input, &shown, &mut showing, offline.as_ref()).await;
                 plan = plan.or(proposed);
                 results.push(match outcome {
                     Ok(content) => Part::ToolResult { id, content, is_error: false },
