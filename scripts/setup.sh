@@ -118,14 +118,15 @@ install_schemathesis() {
 }
 
 # Real clients for the tests: the official Python MCP SDK drives `dynamcp mcp` and `/mcp`;
-# Playwright drives Debian's Chromium through the web playground. (The MCP Inspector CLI comes from
-# npm when the tests first run it.)
+# Playwright drives Debian's Chromium through the web playground; pytest and requests run the
+# design's own tests (tests/design). (The MCP Inspector CLI comes from npm when the tests first
+# run it.)
 install_test_clients() {
     apt_install chromium
-    if ! python3 -c 'import mcp, playwright' >/dev/null 2>&1; then
-        log "pip install mcp playwright"
+    if ! python3 -c 'import mcp, playwright, pytest, requests' >/dev/null 2>&1; then
+        log "pip install mcp playwright pytest requests"
         python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
-            "mcp>=1.20,<2" "playwright>=1.50,<2" >/dev/null
+            "mcp>=1.20,<2" "playwright>=1.50,<2" "pytest>=8,<10" "requests>=2.31,<3" >/dev/null
     fi
 }
 

@@ -215,7 +215,7 @@ async fn loopback_hosts_and_a_configured_public_host_are_answered() {
             &[("host", "dynamcp.example.com"), ("origin", "https://dynamcp.example.com")],
         ))
         .await;
-    assert_eq!(status, 201, "{body}");
+    assert_eq!(status, 200, "{body}");
     // A port the entry does not name is another host.
     let (status, body) =
         server.json(request(&server, Method::GET, "/api/agents", &[("host", "other.example:8444")])).await;
@@ -294,13 +294,13 @@ async fn cross_site_browser_requests_are_refused_and_create_nothing() {
             &[("origin", &own), ("sec-fetch-site", "same-origin")],
         ))
         .await;
-    assert_eq!(status, 201, "{created}");
+    assert_eq!(status, 200, "{created}");
     let (status, body) = server
         .json(request(&server, Method::POST, "/api/chat", &[("origin", &own)]).json(&chat_body()))
         .await;
     assert_eq!(status, 200, "{body}");
     let (status, _) = server.json(request(&server, Method::POST, "/api/sessions/create", &[])).await;
-    assert_eq!(status, 201, "curl");
+    assert_eq!(status, 200, "curl");
     assert_eq!(stored_sessions(&server).await, 3);
     assert_eq!(listed_agents(&server).await, 1);
 
@@ -364,7 +364,7 @@ async fn configured_cors_origins_keep_working_and_only_they() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 201);
+    assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["access-control-allow-origin"], "https://app.example");
     let resp = mcp(&server, Method::POST, Some(MCP_INITIALIZE), None, None)
         .header("origin", "https://app.example")
@@ -408,7 +408,7 @@ async fn a_cors_wildcard_does_not_let_other_sites_drive_an_open_service() {
             &[("origin", EVIL), ("authorization", &auth)],
         ))
         .await;
-    assert_eq!(status, 201, "{body}");
+    assert_eq!(status, 200, "{body}");
     server.stop().await;
 }
 
@@ -424,7 +424,7 @@ async fn revoking_the_last_key_locks_the_service_instead_of_opening_it(db: Db) {
     let (status, _) = server
         .json(request(&server, Method::POST, "/api/sessions/create", &[("authorization", &auth)]))
         .await;
-    assert_eq!(status, 201);
+    assert_eq!(status, 200);
     assert!(server.store.revoke_api_key(record.id).await.unwrap());
     // Within the service's two-second mode cache, the last key's revocation is enforced.
     tokio::time::sleep(Duration::from_millis(2100)).await;
@@ -494,7 +494,7 @@ async fn a_network_address_never_runs_open_unless_explicitly_allowed() {
     let (status, body) = server
         .json(request(&server, Method::POST, "/api/sessions/create", &[("host", "192.0.2.10:8000")]))
         .await;
-    assert_eq!(status, 201, "{body}");
+    assert_eq!(status, 200, "{body}");
     let (status, body) =
         server.json(request(&server, Method::POST, "/api/sessions/create", &[("host", REBIND_HOST)])).await;
     assert_eq!((status, body), (403, host_refused(REBIND_HOST)));
@@ -529,7 +529,7 @@ async fn a_network_address_never_runs_open_unless_explicitly_allowed() {
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let auth = format!("Bearer {}", key.expose());
     for (host, expected) in
-        [("dynamcp.example.com", 201), ("127.0.0.1:8000", 201), ("192.0.2.10", 403), (REBIND_HOST, 403)]
+        [("dynamcp.example.com", 200), ("127.0.0.1:8000", 200), ("192.0.2.10", 403), (REBIND_HOST, 403)]
     {
         let (status, body) = server
             .json(request(
@@ -631,7 +631,7 @@ async fn a_page_of_another_origin_in_chromium_creates_nothing() {
     for line in [
         r#"dynamcp_http_requests_total{method="POST",route="/api/sessions/create",status="403"} 3"#,
         r#"dynamcp_http_requests_total{method="POST",route="/api/chat",status="403"} 1"#,
-        r#"dynamcp_http_requests_total{method="POST",route="/api/sessions/create",status="201"} 1"#,
+        r#"dynamcp_http_requests_total{method="POST",route="/api/sessions/create",status="200"} 1"#,
     ] {
         assert!(metrics.lines().any(|l| l == line), "missing {line:?} in:\n{metrics}");
     }
@@ -643,7 +643,7 @@ async fn a_page_of_another_origin_in_chromium_creates_nothing() {
     let form: Value = serde_json::from_str(out["form_frame"].as_str().unwrap()).unwrap();
     assert_eq!(form, origin_refused(attacker));
     // The control: the same request from the service's own page.
-    assert_eq!(out["own_origin"][0], 201, "{}", out["own_origin"]);
+    assert_eq!(out["own_origin"][0], 200, "{}", out["own_origin"]);
     assert_eq!(stored_sessions(&server).await, 1, "only the service's own page opened a session");
     assert_eq!(listed_agents(&server).await, 0);
     server.stop().await;

@@ -1,6 +1,7 @@
 //! The one error type that maps to HTTP, and the middleware that gives every error response,
 //! including those axum and tower produce themselves (405, 408, 413), the same JSON shape:
-//! `{"error": {"code": "...", "message": "..."}}`. 5xx bodies are generic; details go to the log.
+//! `{"error": {"code": "...", "message": "..."}, "detail": "..."}` (`detail`, the message again, is
+//! what FastAPI clients of the design read). 5xx bodies are generic; details go to the log.
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -62,10 +63,12 @@ pub enum ApiError {
     Internal(#[source] anyhow::Error),
 }
 
-/// The JSON error body. Stable: clients match on `code`.
+/// The JSON error body. Stable: clients match on `code`. `detail` repeats the message where
+/// FastAPI clients of the design read it (`{"detail": "..."}`).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
+    pub detail: String,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -234,7 +237,8 @@ impl IntoResponse for ApiError {
 }
 
 pub fn error_response(status: StatusCode, code: &str, message: String) -> Response {
-    let body = ErrorBody { error: ErrorDetail { code: code.to_owned(), message } };
+    let body =
+        ErrorBody { error: ErrorDetail { code: code.to_owned(), message: message.clone() }, detail: message };
     (status, axum::Json(body)).into_response()
 }
 

@@ -255,7 +255,7 @@ mod tests {
         assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
         assert_eq!(
             body,
-            serde_json::json!({"error": {"code": "request_timeout", "message": "the request took too long and was cancelled"}})
+            serde_json::json!({"error": {"code": "request_timeout", "message": "the request took too long and was cancelled"}, "detail": "the request took too long and was cancelled"})
         );
         Ok(())
     }
@@ -271,7 +271,7 @@ mod tests {
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(
             body,
-            serde_json::json!({"error": {"code": "internal_error", "message": "internal server error"}})
+            serde_json::json!({"error": {"code": "internal_error", "message": "internal server error"}, "detail": "internal server error"})
         );
         Ok(())
     }
@@ -334,7 +334,7 @@ mod tests {
             let (app, _dir) = app().await?;
             let (status, body) =
                 send(app.clone(), Request::post("/api/sessions/create").body(Body::empty())?).await?;
-            assert_eq!(status, StatusCode::CREATED);
+            assert_eq!(status, StatusCode::OK);
             let id = body["id"].as_str().unwrap_or_default().to_owned();
             assert!(uuid::Uuid::parse_str(&id).is_ok(), "{body}");
             let (status, session) =

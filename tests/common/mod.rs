@@ -229,9 +229,9 @@ pub async fn import_default_records(args: &ServeArgs, ids: &[&str], extra: &[ser
     store.close().await;
 }
 
-/// The standard error body.
+/// The standard error body: the code and message, and the message again as FastAPI's `detail`.
 pub fn error_body(code: &str, message: &str) -> serde_json::Value {
-    serde_json::json!({ "error": { "code": code, "message": message } })
+    serde_json::json!({ "error": { "code": code, "message": message }, "detail": message })
 }
 
 /// Runs each listed `async fn name(provider: Provider)` as two tests, one per LLM wire protocol

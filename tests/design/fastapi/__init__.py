@@ -1,0 +1,1 @@
+"""Only `fastapi.testclient` is provided here, for the design's tests (see README.md)."""
