@@ -1,6 +1,7 @@
 //! The design's `servers.json`: `{"servers": [{"name", "description", "tools": [...]}]}`.
-//! The id is the slug of the name. The design had no launch specs, so these records are
-//! catalog-only until another source adds one.
+//! The id is the slug of the name. The design had no launch specs: an entry is catalog-only
+//! unless it has one as an MCP client config writes it (`command`, `args`, `env`, or `url`), the
+//! operator's own, which makes it runnable.
 
 use serde_json::Value;
 
@@ -13,6 +14,10 @@ pub(super) fn parse(doc: &Value) -> Parsed {
 
 fn server(entry: &Value) -> Result<ServerRecord, String> {
     let (name, id) = name_and_slug(entry)?;
+    let (launch, credentials) = match super::client::launch(entry)? {
+        Some((option, credentials)) => (vec![option], credentials),
+        None => (Vec::new(), Vec::new()),
+    };
     Ok(ServerRecord {
         id,
         name,
@@ -22,8 +27,8 @@ fn server(entry: &Value) -> Result<ServerRecord, String> {
         homepage: None,
         license: None,
         tools: tools(entry)?,
-        launch: Vec::new(),
-        credentials: Vec::new(),
+        launch,
+        credentials,
         popularity: 0,
         origin: "design_servers".to_owned(),
     })
@@ -46,10 +51,15 @@ mod tests {
             {"description": "no name"},
             {"name": "Bad Tools", "tools": [{"description": "nameless"}]},
             {"name": "google sheets"},
-            "not an object"
+            "not an object",
+            {"name": "Time", "description": "Time", "command": "uvx", "args": ["mcp-server-time"]},
+            {"name": "Broken", "command": "uvx --from x"}
         ]});
         let parsed = parse(&doc);
-        assert_eq!(parsed.servers.len(), 1);
+        assert_eq!(parsed.servers.len(), 2);
+        let time = &parsed.servers[1];
+        assert_eq!((time.id.as_str(), time.launch[0].package.as_deref()), ("time", Some("mcp-server-time")));
+        assert!(time.launch[0].is_runnable());
         let s = &parsed.servers[0];
         assert_eq!((s.id.as_str(), s.name.as_str()), ("google-sheets", "Google Sheets"));
         let tools: Vec<(&str, bool)> =
@@ -64,6 +74,10 @@ mod tests {
                 ("2", "tool 0: missing `name`"),
                 ("3", "duplicate id `google-sheets` (the first entry with it was kept)"),
                 ("4", "entry must be an object"),
+                (
+                    "6",
+                    "`command` is one program, not a command line: put the arguments of `uvx --from x` in `args`"
+                ),
             ]
         );
     }

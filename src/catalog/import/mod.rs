@@ -6,10 +6,13 @@
 //! - the design's `servers.json`: `{"servers": [{"name", "description", "tools": [...]}]}`;
 //! - the design's `credinfo.json`: `{"credential_instructions": {"<slug>": {"KEY": ...}}}`;
 //! - dynamcp's merged catalog (`mcp_catalog.json.gz`, gzip or plain);
-//! - the official MCP registry's `server.json`, one object, a list, or a `{"servers": [...]}` page.
+//! - the official MCP registry's `server.json`, one object, a list, or a `{"servers": [...]}` page;
+//! - an MCP client's server list: Claude Desktop's and Cursor's `{"mcpServers": {...}}`, VS
+//!   Code's `{"servers": {...}}` (the operator's own launch specs; values of `env` not kept).
 //!
 //! Parsing is pure: nothing here touches the store.
 
+mod client;
 mod credinfo;
 mod design;
 mod merged;
@@ -34,6 +37,7 @@ pub enum Format {
     DesignCredinfo,
     MergedCatalog,
     Registry,
+    ClientConfig,
 }
 
 impl std::fmt::Display for Format {
@@ -43,6 +47,7 @@ impl std::fmt::Display for Format {
             Format::DesignCredinfo => "credinfo.json (design)",
             Format::MergedCatalog => "dynamcp merged catalog",
             Format::Registry => "MCP registry server.json",
+            Format::ClientConfig => "MCP client config (mcpServers)",
         })
     }
 }
@@ -176,6 +181,7 @@ pub fn parse(value: &Value) -> Result<(Format, Parsed), String> {
         Format::DesignCredinfo => credinfo::parse(value),
         Format::MergedCatalog => merged::parse(value),
         Format::Registry => registry::parse(value),
+        Format::ClientConfig => client::parse(value),
     };
     Ok((format, parsed))
 }
@@ -192,13 +198,17 @@ fn detect(value: &Value) -> Result<Format, String> {
         Value::Object(map) if map.contains_key("schema_version") && map.contains_key("servers") => {
             Ok(Format::MergedCatalog)
         }
+        Value::Object(map) if map.get("mcpServers").is_some_and(Value::is_object) => Ok(Format::ClientConfig),
         Value::Object(map) => match map.get("servers") {
             Some(Value::Array(items)) if items.iter().any(looks_registry) => Ok(Format::Registry),
             Some(Value::Array(_)) => Ok(Format::DesignServers),
-            Some(_) => Err("`servers` must be a list".to_owned()),
+            // VS Code's `.vscode/mcp.json`: servers by name.
+            Some(Value::Object(_)) => Ok(Format::ClientConfig),
+            Some(_) => Err("`servers` must be a list, or an object of servers by name".to_owned()),
             None if looks_registry(value) => Ok(Format::Registry),
             None => {
-                Err("expected `servers`, `credential_instructions`, or a registry server.json".to_owned())
+                Err("expected `servers`, `mcpServers`, `credential_instructions`, or a registry server.json"
+                    .to_owned())
             }
         },
         Value::Array(items) if items.iter().any(looks_registry) => Ok(Format::Registry),
@@ -312,6 +322,8 @@ mod tests {
             (json!({"name": "io.github.x/y", "packages": []}), Format::Registry),
             (json!([{"name": "io.github.x/y", "remotes": []}]), Format::Registry),
             (json!({"servers": [{"server": {"name": "a"}}]}), Format::Registry),
+            (json!({"mcpServers": {"a": {"command": "npx"}}}), Format::ClientConfig),
+            (json!({"servers": {"a": {"command": "npx"}}}), Format::ClientConfig),
         ];
         for (doc, format) in cases {
             assert_eq!(detect(&doc), Ok(format), "{doc}");
