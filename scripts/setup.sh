@@ -93,8 +93,9 @@ PY
 install_runtimes() {
     if ! command -v npx >/dev/null 2>&1; then apt_install nodejs npm; fi
     if ! command -v bwrap >/dev/null 2>&1; then apt_install bubblewrap; fi
-    # PyPI servers' venvs are made on the system's Python (uv never downloads one).
-    apt_install python3
+    # PyPI servers' venvs are made on the system's Python (uv never downloads one). curl and jq:
+    # the README's examples use them.
+    apt_install python3 curl jq
     if ! command -v uvx >/dev/null 2>&1; then
         log "pip install uv"
         python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore uv >/dev/null

@@ -72,10 +72,18 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
         tracing::info!(addr = %metrics.local_addr()?, "Prometheus metrics at /metrics");
         tokio::spawn(serve_metrics(metrics));
     }
+    let local = listener.local_addr()?;
+    let shown = if local.ip().is_unspecified() {
+        std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), local.port())
+    } else {
+        local
+    };
     tracing::info!(
-        addr = %listener.local_addr()?,
+        addr = %local,
         database = %state.store.backend(),
-        "dynamcp listening; API docs at /docs"
+        playground = %format!("http://{shown}/"),
+        docs = %format!("http://{shown}/docs"),
+        "dynamcp listening: the playground at http://{shown}/, the API docs at http://{shown}/docs"
     );
     serve(listener, state, shutdown, args.shutdown_grace()).await
 }

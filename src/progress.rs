@@ -33,6 +33,10 @@ impl Progress {
     }
 
     pub fn update(&self, done: u64, total: u64) {
+        // Nothing to do is nothing to report.
+        if total == 0 {
+            return;
+        }
         if let Some(bar) = &self.bar {
             bar.set_length(total);
             bar.set_position(done);

@@ -153,3 +153,47 @@ fn a_bad_database_url_fails_fast_with_a_clear_message() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unsupported database URL scheme"), "{stderr}");
 }
+
+/// What an operator reads when the log goes to a file: plain text (no colour codes), the
+/// playground's and the docs' URLs, and no noise on a normal second start (no empty progress line,
+/// no slow-statement warning).
+#[test]
+fn the_start_log_is_plain_and_names_the_urls() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let start_and_read = || {
+        let mut cmd = common::clean_command();
+        cmd.arg("serve")
+            .env("DYNAMCP_ADDR", "127.0.0.1:0")
+            .env("DYNAMCP_DATA_DIR", dir.path())
+            .env("DYNAMCP_LOG_FORMAT", "text")
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut lines = Vec::new();
+        for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+            let line = line.unwrap();
+            let done = line.contains("dynamcp listening");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        lines.join("\n")
+    };
+    let first = start_and_read();
+    assert!(first.contains("dynamcp listening"), "{first}");
+    let log = start_and_read();
+    assert!(!log.contains('\u{1b}'), "colour codes in a log that is not a terminal:\n{log}");
+    let listening = log.lines().find(|l| l.contains("dynamcp listening")).unwrap();
+    assert!(
+        listening.contains("playground at http://127.0.0.1:") && listening.contains("/docs"),
+        "{listening}"
+    );
+    assert!(!log.contains("total=0"), "a progress line for nothing:\n{log}");
+    assert!(!log.contains("slow statement"), "{log}");
+    assert!(!log.contains("embedding the catalog"), "nothing was embedded on the second start:\n{log}");
+}

@@ -1,7 +1,9 @@
 //! The PostgreSQL 15 + pgvector backend, for deployments that outgrow one file.
 
+use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::ConnectOptions;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
@@ -15,12 +17,16 @@ pub struct PgStore {
 
 impl PgStore {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let connect_err = |source| StoreError::Connect { backend: Backend::Postgres, source };
+        let options = sqlx::postgres::PgConnectOptions::from_str(url)
+            .map_err(connect_err)?
+            .log_slow_statements(log::LevelFilter::Warn, super::sql::SLOW_STATEMENT);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(Duration::from_secs(10))
-            .connect(url)
+            .connect_with(options)
             .await
-            .map_err(|source| StoreError::Connect { backend: Backend::Postgres, source })?;
+            .map_err(connect_err)?;
         sqlx::migrate!("./migrations/postgres")
             .run(&pool)
             .await

@@ -521,3 +521,7 @@ macro_rules! impl_store {
 }
 
 pub(super) use impl_store;
+
+/// Statements slower than this are logged as warnings. Reading the whole catalog's vectors at
+/// start takes a few seconds on a cold disk and is not worth a warning (sqlx's default is 1 s).
+pub(super) const SLOW_STATEMENT: std::time::Duration = std::time::Duration::from_secs(10);
