@@ -10,16 +10,39 @@ use serde_json::json;
 
 use crate::catalog::TextKind;
 use crate::catalog::{self, Catalog, CatalogError, SearchConfig};
-use crate::config::{EvalArgs, ImportArgs, PackArgs, RuntimeArgs, SearchArgs, StoreArgs, VerifyArgs};
+use crate::config::{
+    DoctorArgs, EvalArgs, ImportArgs, PackArgs, RuntimeArgs, SearchArgs, StoreArgs, VerifyArgs,
+};
 use crate::progress::Progress;
 use crate::runtime::Runtime;
 use crate::store::{self, Store};
 
 async fn open(args: &StoreArgs) -> anyhow::Result<(Arc<dyn Store>, Catalog)> {
+    eprintln!("{}", where_from(args));
     let store = store::open(args).await.context("could not open the store")?;
     let catalog =
         crate::state::open_catalog(store.clone(), args).await.context("could not load the catalog")?;
     Ok((store, catalog))
+}
+
+/// One line saying which data and which model a command uses (both may come from defaults that
+/// depend on the directory it runs in).
+fn where_from(args: &StoreArgs) -> String {
+    let data = match &args.database_url {
+        Some(url) if url.starts_with("postgres") => "data: PostgreSQL (DATABASE_URL)".to_owned(),
+        _ => format!("data: {}", args.data_dir.display()),
+    };
+    let model = if args.no_model || args.embeddings != crate::config::EmbeddingSource::Local {
+        String::new()
+    } else if args.model_dir.join("config.json").is_file() {
+        format!("; model: {}", args.model_dir.display())
+    } else {
+        format!(
+            "; no model at {}: lexical search only (scripts/setup.sh --service fetches it; DYNAMCP_MODEL_DIR points at it)",
+            args.model_dir.display()
+        )
+    };
+    format!("dynamcp: {data}{model}")
 }
 
 /// The store, catalog and a runtime (no language model), as `serve` opens them.
@@ -663,4 +686,168 @@ pub async fn mcp(args: crate::config::McpArgs) -> anyhow::Result<()> {
         lease.release().await;
     }
     served
+}
+
+/// One line of `dynamcp doctor`: what was checked, whether it is fine, and what it found or what
+/// to do.
+struct Check {
+    what: &'static str,
+    state: CheckState,
+    detail: String,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CheckState {
+    Ok,
+    /// Works, with a limit worth knowing.
+    Note,
+    /// Must be fixed.
+    Fix,
+}
+
+/// The version a program prints for `--version` (first line), or `None` when it does not run.
+fn version_of(program: &str) -> Option<String> {
+    let out = std::process::Command::new(program).arg("--version").output().ok()?;
+    let text = if out.stdout.is_empty() { out.stderr } else { out.stdout };
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&text).lines().next().unwrap_or_default().trim().to_owned())
+}
+
+/// The first `major.minor` in `text`.
+fn major_minor(text: &str) -> Option<(u32, u32)> {
+    let start = text.find(|c: char| c.is_ascii_digit())?;
+    let mut parts = text[start..].split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// `dynamcp doctor`: checks the setup `serve` needs and says what to fix.
+pub async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
+    use CheckState::{Fix, Note, Ok as Fine};
+    let mut checks = Vec::new();
+    let mut check = |what, state, detail: String| checks.push(Check { what, state, detail });
+
+    let data = &args.store.data_dir;
+    let probe = data.join(".doctor-probe");
+    let writable = std::fs::create_dir_all(data)
+        .and_then(|()| std::fs::write(&probe, b"ok"))
+        .and_then(|()| std::fs::remove_file(&probe));
+    match writable {
+        Ok(()) => check("data", Fine, format!("{} (writable)", data.display())),
+        Err(e) => {
+            check("data", Fix, format!("{} is not writable ({e}): set DYNAMCP_DATA_DIR", data.display()))
+        }
+    }
+    match store::open(&args.store).await {
+        Ok(store) => {
+            let state = store.ping().await;
+            match state {
+                Ok(()) => check("database", Fine, store.backend().to_string()),
+                Err(e) => check("database", Fix, format!("{} does not answer: {e}", store.backend())),
+            }
+            store.close().await;
+        }
+        Err(e) => check("database", Fix, format!("could not open it: {e}")),
+    }
+    match (args.store.no_model, crate::catalog::embed::LocalEmbedder::id_of(&args.store.model_dir)) {
+        (true, _) => check("model", Note, "off (DYNAMCP_NO_MODEL): lexical search only".to_owned()),
+        (false, Ok(_)) => check("model", Fine, args.store.model_dir.display().to_string()),
+        (false, Err(_)) => {
+            let looked: Vec<String> =
+                crate::config::model_dir_candidates().iter().map(|p| p.display().to_string()).collect();
+            check(
+                "model",
+                Fix,
+                format!(
+                    "no embedding model at {} (looked in {}): search is lexical only. Run scripts/setup.sh --service from a checkout, or set DYNAMCP_MODEL_DIR",
+                    args.store.model_dir.display(),
+                    looked.join(", ")
+                ),
+            )
+        }
+    }
+    let wants = |r: &str| args.runtimes.iter().any(|x| x == r);
+    if wants("npx") {
+        match (version_of("node"), version_of("npx")) {
+            (Some(node), Some(_)) if major_minor(&node).is_some_and(|(major, _)| major >= 18) => {
+                check("npm servers", Fine, format!("node {node}, npx"))
+            }
+            (Some(node), Some(_)) => check(
+                "npm servers",
+                Fix,
+                format!("node {node} is too old: most MCP servers need 18 or newer"),
+            ),
+            _ => check(
+                "npm servers",
+                Fix,
+                "node and npx are not installed: install Node.js 18+ (npm servers need them)".to_owned(),
+            ),
+        }
+    }
+    if wants("uvx") {
+        match (version_of("uvx"), version_of("python3")) {
+            (Some(uv), Some(py)) if major_minor(&py).is_some_and(|v| v >= (3, 10)) => {
+                check("PyPI servers", Fine, format!("{uv}, {py}"))
+            }
+            (Some(_), Some(py)) => {
+                check("PyPI servers", Fix, format!("{py} is too old: MCP's SDK needs Python 3.10 or newer"))
+            }
+            (None, _) => {
+                check("PyPI servers", Fix, "uvx is not installed: `python3 -m pip install uv`".to_owned())
+            }
+            (_, None) => check("PyPI servers", Fix, "python3 is not installed".to_owned()),
+        }
+    }
+    if wants("docker") {
+        match version_of("docker") {
+            Some(v) => check("docker servers", Fine, v),
+            None => check(
+                "docker servers",
+                Note,
+                "docker is not installed: servers launched as images are skipped".to_owned(),
+            ),
+        }
+    }
+    let sandbox = crate::runtime::sandbox::Sandbox::detect("bwrap", std::env::var_os("PATH").as_ref());
+    match sandbox.sandbox() {
+        Some(_) => check("sandbox", Fine, sandbox.describe()),
+        None => check("sandbox", Fix, format!("{}: no MCP server starts without it", sandbox.describe())),
+    }
+    match tokio::net::TcpListener::bind(args.addr).await {
+        Ok(_) => check("port", Fine, format!("{} is free", args.addr)),
+        Err(e) => check(
+            "port",
+            Fix,
+            format!("cannot listen on {} ({e}): stop what uses it, or set DYNAMCP_ADDR", args.addr),
+        ),
+    }
+    let key = ["ANTHROPIC_API_KEY", "OPENAI_API_KEY"]
+        .into_iter()
+        .find(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()));
+    match key {
+        Some(k) => check("language model", Fine, format!("{k} is set")),
+        None => check(
+            "language model",
+            Note,
+            "no key: plans come from the offline planner; runs need ANTHROPIC_API_KEY or OPENAI_API_KEY"
+                .to_owned(),
+        ),
+    }
+
+    let mut fixes = 0;
+    for c in &checks {
+        let tag = match c.state {
+            Fine => "ok  ",
+            Note => "note",
+            Fix => {
+                fixes += 1;
+                "FIX "
+            }
+        };
+        println!("{tag}  {:<15} {}", c.what, c.detail);
+    }
+    if fixes > 0 {
+        anyhow::bail!("{fixes} thing{} to fix", if fixes == 1 { "" } else { "s" });
+    }
+    Ok(())
 }

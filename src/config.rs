@@ -5,7 +5,7 @@
 //! secrets are read only from the environment, never from flags that would show in `ps`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -34,6 +34,9 @@ pub enum Command {
     Catalog(CatalogCommand),
     /// Search the catalog from the command line.
     Search(SearchArgs),
+    /// Check this machine's setup (data dir, database, model, runtimes, sandbox, port, model key)
+    /// and print what to fix; exits non-zero when something must be fixed.
+    Doctor(DoctorArgs),
     /// Measure selection quality on a labelled set (Recall@1/5/10, MRR, misses).
     Eval(EvalArgs),
     /// Measure search and embedding speed (prints numbers; compares side by side in one run).
@@ -275,6 +278,18 @@ pub struct SearchArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The address `serve` would listen on: checked to be free.
+    #[arg(long, env = "DYNAMCP_ADDR", default_value = "127.0.0.1:8000")]
+    pub addr: SocketAddr,
+    /// Runtimes servers may be launched with (as `serve` takes them).
+    #[arg(long, env = "DYNAMCP_RUNTIMES", value_delimiter = ',', default_value = "npx,uvx,docker,remote")]
+    pub runtimes: Vec<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct EvalArgs {
     #[command(flatten)]
     pub store: StoreArgs,
@@ -314,11 +329,65 @@ pub struct EvalArgs {
     pub runtime: RuntimeArgs,
 }
 
+/// The model dynamcp embeds with, as a directory name.
+const MODEL_NAME: &str = "all-MiniLM-L6-v2";
+
+/// `$XDG_DATA_HOME/dynamcp`, else `$HOME/.local/share/dynamcp` (`None` with neither).
+pub fn user_data_dir() -> Option<PathBuf> {
+    let xdg = std::env::var_os("XDG_DATA_HOME").map(PathBuf::from).filter(|p| p.is_absolute());
+    let base = xdg.or_else(|| {
+        std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .map(|h| h.join(".local/share"))
+    })?;
+    Some(base.join("dynamcp"))
+}
+
+/// The data directory when none is set: `./data` if an earlier default left a database there
+/// (nothing is lost on upgrade), else the user's data directory, else `./data`.
+pub fn default_data_dir() -> PathBuf {
+    let legacy = PathBuf::from("./data");
+    if legacy.join("dynamcp.db").exists() {
+        return legacy;
+    }
+    user_data_dir().unwrap_or(legacy)
+}
+
+/// Where the embedding model is looked for when no directory is set, in order: the user's data
+/// directory, `./models`, and the checkout this binary was built in (`<checkout>/target/<profile>/
+/// dynamcp` → `<checkout>/models`), so `dynamcp search` finds it from any directory.
+pub fn model_dir_candidates() -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> =
+        user_data_dir().map(|d| d.join("models").join(MODEL_NAME)).into_iter().collect();
+    out.push(PathBuf::from("./models").join(MODEL_NAME));
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(checkout) = exe.parent().and_then(Path::parent).and_then(Path::parent)
+        && exe.parent().and_then(Path::parent).is_some_and(|t| t.ends_with("target"))
+    {
+        out.push(checkout.join("models").join(MODEL_NAME));
+    }
+    out
+}
+
+/// The first of [`model_dir_candidates`] that holds a model, else the first of them.
+pub fn default_model_dir() -> PathBuf {
+    let candidates = model_dir_candidates();
+    candidates
+        .iter()
+        .find(|d| d.join("config.json").is_file())
+        .or(candidates.first())
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from("./models").join(MODEL_NAME))
+}
+
 /// Settings shared by every subcommand that touches the store.
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
-    /// Directory for the embedded database, keys and caches.
-    #[arg(long, env = "DYNAMCP_DATA_DIR", default_value = "./data")]
+    /// Directory for the embedded database, keys and caches. Default: the user's data directory
+    /// (`$XDG_DATA_HOME/dynamcp`, else `~/.local/share/dynamcp`), or `./data` where an earlier
+    /// default left a database.
+    #[arg(long, env = "DYNAMCP_DATA_DIR", default_value_os_t = default_data_dir())]
     pub data_dir: PathBuf,
 
     /// Database URL. Unset: a SQLite file `dynamcp.db` in the data dir. A `postgres://` URL selects
@@ -341,8 +410,10 @@ pub struct StoreArgs {
 
     /// Directory of the local embedding model (sentence-transformers layout: config.json,
     /// tokenizer.json, model.safetensors). `scripts/setup.sh --service` fetches all-MiniLM-L6-v2
-    /// there. Missing: search falls back to lexical only, with a warning.
-    #[arg(long, env = "DYNAMCP_MODEL_DIR", default_value = "./models/all-MiniLM-L6-v2")]
+    /// there. Missing: search falls back to lexical only, with a warning. Default: the first that
+    /// holds the model of `<data home>/dynamcp/models/all-MiniLM-L6-v2`, `./models/…`, and the
+    /// checkout's `models/…` when this binary was built in one; else the first.
+    #[arg(long, env = "DYNAMCP_MODEL_DIR", default_value_os_t = default_model_dir())]
     pub model_dir: PathBuf,
 
     /// Run without the embedding model even if it is present (lexical search only).
@@ -809,8 +880,9 @@ mod tests {
         let Command::Serve(args) = cli.command else { panic!("not serve") };
         assert_eq!(args.addr.to_string(), "127.0.0.1:8000");
         assert!(args.store.default_catalog);
-        assert_eq!(args.store.data_dir, PathBuf::from("./data"));
-        assert_eq!(args.store.effective_database_url(), "sqlite://./data/dynamcp.db");
+        assert_eq!(args.store.data_dir, default_data_dir());
+        let db = args.store.data_dir.join("dynamcp.db");
+        assert_eq!(args.store.effective_database_url(), format!("sqlite://{}", db.display()));
     }
 
     #[test]

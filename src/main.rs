@@ -32,6 +32,10 @@ async fn main() -> anyhow::Result<()> {
             init_tracing(LogFormat::Text, "warn");
             dynamcp::cli::pack_embeddings(args).await
         }
+        Command::Doctor(args) => {
+            init_tracing(LogFormat::Text, "error");
+            dynamcp::cli::doctor(args).await
+        }
         Command::Search(args) => {
             init_tracing(LogFormat::Text, "warn");
             dynamcp::cli::search(args).await

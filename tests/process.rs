@@ -197,3 +197,33 @@ fn the_start_log_is_plain_and_names_the_urls() {
     assert!(!log.contains("slow statement"), "{log}");
     assert!(!log.contains("embedding the catalog"), "nothing was embedded on the second start:\n{log}");
 }
+
+/// `dynamcp doctor` from any directory: the data dir defaults to the user's data directory, and
+/// what must be fixed (here a port in use and a missing model) is named with what to do, with a
+/// non-zero exit.
+#[test]
+fn doctor_names_what_to_fix() {
+    let home = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let out = common::clean_command()
+        .arg("doctor")
+        .env("HOME", home.path())
+        .env("DYNAMCP_ADDR", busy.local_addr().unwrap().to_string())
+        .env("DYNAMCP_MODEL_DIR", home.path().join("no-model"))
+        .current_dir(elsewhere.path())
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{report}");
+    let data = home.path().join(".local/share/dynamcp");
+    assert!(report.contains(&format!("ok    data            {} (writable)", data.display())), "{report}");
+    assert!(data.join("dynamcp.db").is_file(), "the database is in the user's data directory");
+    assert!(!elsewhere.path().join("data").exists(), "nothing is created in the working directory");
+    let line = |what: &str| report.lines().find(|l| l.contains(what)).unwrap_or_default().to_owned();
+    assert!(line("port").starts_with("FIX") && line("port").contains("DYNAMCP_ADDR"), "{report}");
+    assert!(line("model").starts_with("FIX") && line("model").contains("scripts/setup.sh"), "{report}");
+    let fixes = report.lines().filter(|l| l.starts_with("FIX")).count();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("{fixes} things to fix")), "{stderr}");
+}

@@ -246,7 +246,14 @@ async fn every_readme_command_runs_as_written() {
             script.push_str(&format!("\nprintf '\\n@@readme-piece {n}\\n'\n"));
         }
         let mut run = tokio::process::Command::new("bash");
-        run.arg("-c").arg(&script).current_dir(work.path()).env("PATH", &path).kill_on_drop(true);
+        // `dynamcp doctor` checks that serve's port is free: a free one here (8000 may be taken
+        // on a shared machine; the service the examples talk to is the test's).
+        run.arg("-c")
+            .arg(&script)
+            .current_dir(work.path())
+            .env("PATH", &path)
+            .env("DYNAMCP_ADDR", "127.0.0.1:0")
+            .kill_on_drop(true);
         for (k, v) in &env {
             run.env(k, v);
         }
