@@ -49,7 +49,7 @@ async fn health_reports_the_backend(db: Db) {
     };
     assert_eq!(
         server.get("/health").await,
-        (200, json!({"status": "ok", "database": expected, "sandbox": "ready"}))
+        (200, json!({"status": "ok", "database": expected, "sandbox": "ready", "llm": "none"}))
     );
     // With the store closed, health says so instead of pretending.
     server.store.close().await;

@@ -38,6 +38,8 @@ async fn a_browser_plays_gmail_to_sheets_then_runs_a_time_agent_with_streamed_ev
     args.llm.openai_api_key = Some(Secret::new("sk-test"));
     args.llm.planner = PlannerChoice::Offline;
     let server = TestServer::start_with(args, dir).await;
+    // The same page on a service with no model says so before Run is clicked.
+    let bare = TestServer::start_with_fixture_catalog(Db::Sqlite).await;
 
     // API clients still get the design's JSON at `/`, byte for byte; browsers get the page.
     for accept in [None, Some("*/*"), Some("application/json"), Some("application/json, text/html")] {
@@ -59,11 +61,16 @@ async fn a_browser_plays_gmail_to_sheets_then_runs_a_time_agent_with_streamed_ev
     assert!(!csp.contains("unsafe-inline"), "{csp}");
 
     let shots = screenshot_dir();
-    let (base, shots_arg) = (server.base.clone(), shots.display().to_string());
+    let (base, shots_arg, bare_base) = (server.base.clone(), shots.display().to_string(), bare.base.clone());
     let out = tokio::task::spawn_blocking(move || {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/playground_flow.py");
-        let output =
-            std::process::Command::new("python3").arg(script).arg(&base).arg(&shots_arg).output().unwrap();
+        let output = std::process::Command::new("python3")
+            .arg(script)
+            .arg(&base)
+            .arg(&shots_arg)
+            .arg(&bare_base)
+            .output()
+            .unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         assert!(
             output.status.success(),
@@ -135,6 +142,41 @@ async fn a_browser_plays_gmail_to_sheets_then_runs_a_time_agent_with_streamed_ev
     assert!(out["answer"].as_str().unwrap().starts_with("In Tokyo it is 20"), "{}", out["answer"]);
     assert!(out["run_status"].as_str().unwrap().starts_with("Status: completed"), "{}", out["run_status"]);
 
+    // 6. The agent's page: the server started, its tool called from a form built from its schema
+    // (no model involved), the workflow shown, the export copied and offered for each client.
+    assert!(
+        out["server_status"].as_str().unwrap().starts_with("time-mcp-server — ready"),
+        "{}",
+        out["server_status"]
+    );
+    assert!(
+        out["tool_result"].as_str().unwrap().contains("\"timezone\": \"Asia/Tokyo\""),
+        "{}",
+        out["tool_result"]
+    );
+    assert!(out["workflow"].as_str().unwrap().contains("What time is it in Tokyo?"), "{}", out["workflow"]);
+    let copied: Value = serde_json::from_str(out["clipboard"].as_str().unwrap()).unwrap();
+    assert!(copied["mcpServers"]["time-mcp-server"].is_object(), "{copied}");
+    assert!(out["fast_agent"].as_str().unwrap().contains("time-mcp-server"), "{}", out["fast_agent"]);
+    assert!(!out["needs_model_shown"].as_bool().unwrap(), "a model is configured here");
+    // 7. The filter keeps the time agent only; once deleted, it is gone from the API too, and the
+    // other agent stays.
+    assert_eq!(out["filtered"], serde_json::json!([time_agent]));
+    assert_eq!(out["deleted"], time_agent);
+    assert_eq!(out["left"], serde_json::json!([agent]));
+    assert_eq!(server.get(&format!("/api/agents/{time_agent}")).await.0, 404);
+    // Without a model, the page says so and Run is disabled before any click.
+    assert!(
+        out["no_model_notice"].as_str().unwrap().contains("OPENAI_API_KEY"),
+        "{}",
+        out["no_model_notice"]
+    );
+    assert_eq!(out["no_model_run_disabled"], true);
+    // A favicon of the page's own: no request for /favicon.ico (which would answer 404).
+    let requested: Vec<&str> =
+        out["requested"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(!requested.iter().any(|u| u.contains("favicon")), "{requested:?}");
+
     // Accessibility: every control is labelled, all text meets WCAG AA contrast in both colour
     // schemes (the flow itself was driven by labels and the keyboard); nothing failed in the console.
     assert_eq!(out["unlabeled"], serde_json::json!([]), "controls without a label");
@@ -145,9 +187,10 @@ async fn a_browser_plays_gmail_to_sheets_then_runs_a_time_agent_with_streamed_ev
         !console.iter().any(|m| m.contains("Content Security Policy") || m.contains("Uncaught")),
         "{console:?}"
     );
-    for step in ["1-request", "2-servers", "3-credentials", "4-agent-created", "5-run"] {
+    for step in ["1-request", "2-servers", "3-credentials", "4-agent-created", "5-run", "6-agent"] {
         let png = std::fs::read(shots.join(format!("{step}.png"))).unwrap();
         assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{step}.png");
     }
     server.stop().await;
+    bare.stop().await;
 }

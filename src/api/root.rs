@@ -95,6 +95,10 @@ pub struct Health {
     /// the operator allowed it; the start-up log says why).
     #[schema(example = "ready")]
     pub sandbox: &'static str,
+    /// `configured` when agents can run (a language model is set up), `none` otherwise (plans
+    /// come from the offline planner; tools can still be listed and called).
+    #[schema(example = "configured")]
+    pub llm: &'static str,
 }
 
 /// Liveness and readiness: answers 200 only when the store answers.
@@ -105,5 +109,6 @@ pub struct Health {
 async fn health(State(state): State<AppState>) -> Result<axum::Json<Health>, ApiError> {
     state.store.ping().await.map_err(ApiError::Unavailable)?;
     let sandbox = if state.runtime.sandbox_status().sandbox().is_some() { "ready" } else { "unavailable" };
-    Ok(axum::Json(Health { status: "ok", database: state.store.backend().to_string(), sandbox }))
+    let llm = if state.runtime.llm().is_some() { "configured" } else { "none" };
+    Ok(axum::Json(Health { status: "ok", database: state.store.backend().to_string(), sandbox, llm }))
 }
