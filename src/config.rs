@@ -710,6 +710,40 @@ pub struct McpArgs {
     pub api_key: Option<Secret>,
 }
 
+/// `serve`'s settings that only its HTTP listener reads: `dynamcp mcp` (stdio) takes them too,
+/// since it shares `serve`'s settings, but its `--help` does not list them.
+const HTTP_ONLY: [&str; 11] = [
+    "addr",
+    "cors_origins",
+    "allowed_hosts",
+    "request_timeout_secs",
+    "body_limit_bytes",
+    "shutdown_grace_secs",
+    "rate_limit_per_sec",
+    "rate_limit_burst",
+    "metrics_addr",
+    "insecure_no_auth",
+    "lease_heartbeat_secs",
+];
+
+impl Cli {
+    /// The command line, with `mcp --help` listing only what `mcp` reads.
+    pub fn command_line() -> clap::Command {
+        <Self as clap::CommandFactory>::command().mut_subcommand("mcp", |mut mcp| {
+            for id in HTTP_ONLY {
+                mcp = mcp.mut_arg(id, |a| a.hide(true));
+            }
+            mcp
+        })
+    }
+
+    /// Parses the process's arguments (exits with clap's message on an error or `--help`).
+    pub fn parse_args() -> Self {
+        let matches = Self::command_line().get_matches();
+        <Self as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+}
+
 /// `dynamcp serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -883,6 +917,18 @@ mod tests {
         assert_eq!(args.store.data_dir, default_data_dir());
         let db = args.store.data_dir.join("dynamcp.db");
         assert_eq!(args.store.effective_database_url(), format!("sqlite://{}", db.display()));
+    }
+
+    #[test]
+    fn mcp_help_lists_only_what_mcp_reads() {
+        let mut cli = Cli::command_line();
+        let mcp = cli.find_subcommand_mut("mcp").unwrap().render_long_help().to_string();
+        let serve = cli.find_subcommand_mut("serve").unwrap().render_long_help().to_string();
+        for flag in ["--addr", "--cors-origins", "--rate-limit-per-sec", "--metrics-addr"] {
+            assert!(serve.contains(flag), "{flag}");
+            assert!(!mcp.contains(flag), "{flag} in mcp --help");
+        }
+        assert!(mcp.contains("--data-dir") && mcp.contains("--planner"), "{mcp}");
     }
 
     #[test]

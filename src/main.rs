@@ -1,6 +1,5 @@
 //! The `dynamcp` binary: parse the command line, set up logging, run the subcommand.
 
-use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use dynamcp::config::{CatalogCommand, Cli, Command, LogFormat, VaultCommand};
@@ -10,7 +9,7 @@ async fn main() -> anyhow::Result<()> {
     // An optional .env file; real environment variables win over it.
     let _ = dotenvy::dotenv();
     dynamcp::private_files();
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     match cli.command {
         Command::Serve(args) => {
             init_tracing(args.log_format, "info,sqlx=warn");

@@ -172,6 +172,12 @@ async fn a_browser_plays_gmail_to_sheets_then_runs_a_time_agent_with_streamed_ev
         out["no_model_notice"]
     );
     assert_eq!(out["no_model_run_disabled"], true);
+    // A conversation deleted from the page is gone with its agent.
+    assert_eq!(out["bare_after"], serde_json::json!({"messages": 0, "agents": 0, "delete_hidden": true}));
+    let (bare_session, bare_agent) =
+        (out["bare_session"].as_str().unwrap(), out["bare_agent"].as_str().unwrap());
+    assert_eq!(bare.get(&format!("/api/sessions/{bare_session}")).await.0, 404);
+    assert_eq!(bare.get(&format!("/api/agents/{bare_agent}")).await.0, 404);
     // A favicon of the page's own: no request for /favicon.ico (which would answer 404).
     let requested: Vec<&str> =
         out["requested"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
