@@ -3,7 +3,8 @@
 //! # Layout
 //! Modules follow the data flow of a request; dependencies point one way, down this list.
 //! - [`access`]: tenants and their API keys (generation, hashing); every session belongs to one.
-//! - [`config`]: the `clap` command line and environment; parsing only, no I/O.
+//! - [`config`]: the `clap` command line and environment; parsing only (the default data and
+//!   model directories look at the file system to find an earlier `./data` or the model).
 //! - [`state`]: [`state::AppState`], where configuration becomes open resources.
 //! - [`api`]: HTTP (axum) and nothing else: one file per resource, the one error shape, OpenAPI,
 //!   the web playground at `/`, the MCP endpoint `/mcp` (each session bound to its tenant), and
@@ -25,7 +26,8 @@
 //! - [`vault`]: credential values: the redacting [`vault::Secret`] type, envelope encryption
 //!   (AES-256-GCM data keys wrapped by a keyring of master keys), key rotation in step with the
 //!   running services, and each service's lease on the store.
-//! - [`cli`]: the non-serving subcommands (import, search, eval); [`progress`] reports on them.
+//! - [`cli`]: the non-serving subcommands (import, search, eval, doctor); [`progress`] reports on
+//!   them.
 //!
 //! `main.rs` only parses the command line, sets up tracing and dispatches to [`run`] or [`cli`].
 

@@ -190,14 +190,29 @@ pub fn http_client() -> reqwest::Client {
 
 /// Imports `tests/fixtures/planner-catalog.json` into the store `args` name.
 pub async fn import_fixture_catalog(args: &ServeArgs) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/planner-catalog.json");
+    import_catalog_file(args, &path).await;
+}
+
+/// Imports the catalog file at `path` into `args`' store, as `dynamcp catalog import` does.
+#[allow(dead_code, reason = "not every test binary imports a catalog")]
+pub async fn import_catalog_file(args: &ServeArgs, path: &std::path::Path) {
     let store = store::open(&args.store).await.unwrap();
     let catalog =
         dynamcp::catalog::Catalog::open(store.clone(), None, dynamcp::catalog::DenseBackend::InProcess)
             .await
             .unwrap();
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/planner-catalog.json");
-    catalog.import_file(&path, &|_, _| {}).await.unwrap();
+    catalog.import_file(path, &|_, _| {}).await.unwrap();
     store.close().await;
+}
+
+/// Imports `servers` (records in the merged catalog's schema) into `args`' store.
+#[allow(dead_code, reason = "not every test binary imports records")]
+pub async fn import_records(args: &ServeArgs, servers: Vec<serde_json::Value>) {
+    let file = args.store.data_dir.join("records.json");
+    std::fs::create_dir_all(&args.store.data_dir).unwrap();
+    std::fs::write(&file, serde_json::json!({"schema_version": 1, "servers": servers}).to_string()).unwrap();
+    import_catalog_file(args, &file).await;
 }
 
 /// Imports the records `ids` exactly as the shipped default catalog (`catalog/mcp_catalog.json.gz`)
@@ -217,16 +232,7 @@ pub async fn import_default_records(args: &ServeArgs, ids: &[&str], extra: &[ser
         .collect();
     assert_eq!(servers.len(), ids.len(), "every id is in the default catalog");
     servers.extend(extra.iter().cloned());
-    let file = args.store.data_dir.join("records.json");
-    std::fs::create_dir_all(&args.store.data_dir).unwrap();
-    std::fs::write(&file, serde_json::json!({"schema_version": 1, "servers": servers}).to_string()).unwrap();
-    let store = store::open(&args.store).await.unwrap();
-    let catalog =
-        dynamcp::catalog::Catalog::open(store.clone(), None, dynamcp::catalog::DenseBackend::InProcess)
-            .await
-            .unwrap();
-    catalog.import_file(&file, &|_, _| {}).await.unwrap();
-    store.close().await;
+    import_records(args, servers).await;
 }
 
 /// The standard error body: the code and message, and the message again as FastAPI's `detail`.
