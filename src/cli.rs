@@ -766,7 +766,7 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
             )
         }
     }
-    let wants = |r: &str| args.runtimes.iter().any(|x| x == r);
+    let wants = |r: &str| args.runtime.runtimes.iter().any(|x| x == r);
     if wants("npx") {
         match (version_of("node"), version_of("npx")) {
             (Some(node), Some(_)) if major_minor(&node).is_some_and(|(major, _)| major >= 18) => {
@@ -808,7 +808,10 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
             ),
         }
     }
-    let sandbox = crate::runtime::sandbox::Sandbox::detect("bwrap", std::env::var_os("PATH").as_ref());
+    let sandbox = crate::runtime::sandbox::Sandbox::detect(
+        &args.runtime.sandbox_program,
+        std::env::var_os("PATH").as_ref(),
+    );
     match sandbox.sandbox() {
         Some(_) => check("sandbox", Fine, sandbox.describe()),
         None => check("sandbox", Fix, format!("{}: no MCP server starts without it", sandbox.describe())),

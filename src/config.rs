@@ -284,9 +284,9 @@ pub struct DoctorArgs {
     /// The address `serve` would listen on: checked to be free.
     #[arg(long, env = "DYNAMCP_ADDR", default_value = "127.0.0.1:8000")]
     pub addr: SocketAddr,
-    /// Runtimes servers may be launched with (as `serve` takes them).
-    #[arg(long, env = "DYNAMCP_RUNTIMES", value_delimiter = ',', default_value = "npx,uvx,docker,remote")]
-    pub runtimes: Vec<String>,
+    /// The runtimes and sandbox `serve` would use.
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 #[derive(Debug, Args)]
