@@ -19,7 +19,7 @@ use crate::store::{self, Store};
 
 async fn open(args: &StoreArgs) -> anyhow::Result<(Arc<dyn Store>, Catalog)> {
     eprintln!("{}", where_from(args));
-    let store = store::open(args).await.context("could not open the store")?;
+    let store = store::open(&args.settings()).await.context("could not open the store")?;
     let catalog =
         crate::state::open_catalog(store.clone(), args).await.context("could not load the catalog")?;
     Ok((store, catalog))
@@ -107,7 +107,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
 /// `dynamcp catalog import [--replace] FILE...`. Each file is one transaction; exits non-zero if
 /// any file had nothing valid (that file changed nothing).
 pub async fn import(args: ImportArgs) -> anyhow::Result<()> {
-    let store = store::open(&args.store).await.context("could not open the store")?;
+    let store = store::open(&args.store.settings()).await.context("could not open the store")?;
     let embedder = crate::state::load_embedder(&args.store).await;
     let catalog = Catalog::open(store.clone(), embedder, args.store.dense_backend)
         .await
@@ -466,7 +466,7 @@ fn print_plan_misses(
 /// Vectors already in the data dir's cache for this exact model are reused; the shipped pack
 /// itself never is.
 pub async fn pack_embeddings(args: PackArgs) -> anyhow::Result<()> {
-    let store = store::open(&args.store).await.context("could not open the store")?;
+    let store = store::open(&args.store.settings()).await.context("could not open the store")?;
     let embedder = crate::state::load_embedder(&args.store)
         .await
         .context("the pack needs the embedding model (scripts/setup.sh --service fetches it)")?;
@@ -500,7 +500,7 @@ pub async fn pack_embeddings(args: PackArgs) -> anyhow::Result<()> {
 
 /// Opens the store and the vault the way `serve` does, for the `vault` subcommands.
 async fn open_vault(args: &StoreArgs) -> anyhow::Result<(Arc<dyn Store>, crate::vault::Vault)> {
-    let store = store::open(args).await.context("could not open the store")?;
+    let store = store::open(&args.settings()).await.context("could not open the store")?;
     let vault = vault_on(store.as_ref(), args).await?;
     Ok((store, vault))
 }
@@ -595,7 +595,7 @@ pub async fn vault_rewrap(args: crate::config::RotateArgs) -> anyhow::Result<()>
 
 /// `dynamcp vault status [--json]`.
 pub async fn vault_status(args: crate::config::VaultStatusArgs) -> anyhow::Result<()> {
-    let store = store::open(&args.store).await.context("could not open the store")?;
+    let store = store::open(&args.store.settings()).await.context("could not open the store")?;
     let source = crate::state::keyring_source(&args.store)?;
     let status = crate::vault::status(store.as_ref(), &source).await;
     store.close().await;
@@ -623,14 +623,14 @@ pub async fn keys(command: crate::config::KeysCommand) -> anyhow::Result<()> {
     match command {
         KeysCommand::Create(args) => {
             let tenant = crate::access::Tenant::parse(&args.tenant).map_err(anyhow::Error::msg)?;
-            let store = store::open(&args.store).await.context("could not open the store")?;
+            let store = store::open(&args.store.settings()).await.context("could not open the store")?;
             let (record, key) = crate::access::create_key(store.as_ref(), &tenant, &args.label).await?;
             store.close().await;
             eprintln!("created key {} for tenant {tenant}; it is shown once, store it now:", record.id);
             println!("{}", key.expose());
         }
         KeysCommand::List(args) => {
-            let store = store::open(&args.store).await.context("could not open the store")?;
+            let store = store::open(&args.store.settings()).await.context("could not open the store")?;
             for k in store.list_api_keys().await? {
                 let state = k
                     .revoked_at
@@ -646,7 +646,7 @@ pub async fn keys(command: crate::config::KeysCommand) -> anyhow::Result<()> {
             store.close().await;
         }
         KeysCommand::Revoke(args) => {
-            let store = store::open(&args.store).await.context("could not open the store")?;
+            let store = store::open(&args.store.settings()).await.context("could not open the store")?;
             let revoked = store.revoke_api_key(args.id).await?;
             let left = store.active_api_keys().await;
             store.close().await;
@@ -663,29 +663,6 @@ pub async fn keys(command: crate::config::KeysCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// `dynamcp mcp`: dynamcp's tools over MCP on stdin/stdout. Logs go to stderr; stdout carries
-/// only the protocol.
-pub async fn mcp(args: crate::config::McpArgs) -> anyhow::Result<()> {
-    let mut state = crate::state::AppState::build(&args.serve).await?;
-    // Over stdio no one else can connect, so the listen address plays no part: a store that never
-    // had a key is open; one that had keys (revoked ones too) needs one.
-    state.access = std::sync::Arc::new(crate::access::Access::new(state.store.clone(), true));
-    let key = args.api_key.as_ref().map(|k| k.expose());
-    let tenant = state.access.authenticate(key).await.map_err(|e| {
-        anyhow::anyhow!(
-            "{e}: this store has (or had) API keys, so `dynamcp mcp` acts for one; set DYNAMCP_API_KEY \
-             to an active key from `dynamcp keys create`"
-        )
-    })?;
-    tracing::info!(tenant = %tenant, "serving dynamcp's tools over MCP on stdio");
-    let lease = state.lease.clone();
-    let served = crate::mcp::serve_stdio(state, tenant).await;
-    if let Some(lease) = lease {
-        lease.release().await;
-    }
-    served
 }
 
 /// One line of `dynamcp doctor`: what was checked, whether it is fine, and what it found or what
@@ -738,7 +715,7 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
             check("data", Fix, format!("{} is not writable ({e}): set DYNAMCP_DATA_DIR", data.display()))
         }
     }
-    match store::open(&args.store).await {
+    match store::open(&args.store.settings()).await {
         Ok(store) => {
             let state = store.ping().await;
             match state {

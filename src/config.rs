@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::catalog::DenseBackend;
 use crate::llm::{LlmSettings, Provider};
+use crate::store::{SqliteSync, StoreSettings};
 use crate::vault::Secret;
 
 /// dynamcp: turn a plain-language request into a working MCP agent.
@@ -673,6 +674,16 @@ pub fn secret_from_env(name: &str) -> Option<Secret> {
 
 impl StoreArgs {
     /// The database URL in effect: the configured one, or the default SQLite file.
+    /// The store's own settings.
+    pub fn settings(&self) -> StoreSettings {
+        StoreSettings {
+            url: self.effective_database_url(),
+            data_dir: self.data_dir.clone(),
+            sqlite_sync: self.sqlite_synchronous,
+            max_connections: self.db_max_connections,
+        }
+    }
+
     pub fn effective_database_url(&self) -> String {
         match &self.database_url {
             Some(url) if !url.trim().is_empty() => url.clone(),
@@ -685,12 +696,6 @@ impl StoreArgs {
 pub enum EmbeddingSource {
     Local,
     Openai,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SqliteSync {
-    Full,
-    Normal,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -770,7 +775,7 @@ pub struct ServeArgs {
     /// Empty: on a loopback address, loopback names only; on another address with API keys, any
     /// host; open on another address (`--insecure-no-auth`), IP addresses only.
     #[arg(long, env = "DYNAMCP_ALLOWED_HOSTS", value_delimiter = ',', default_value = "",
-        value_parser = crate::api::guard::parse_allowed_host)]
+        value_parser = crate::access::host::parse_allowed_host)]
     pub allowed_hosts: Vec<String>,
 
     /// Seconds a request may take before it is answered 408.
@@ -813,6 +818,13 @@ pub struct ServeArgs {
     #[arg(long, env = "DYNAMCP_LEASE_HEARTBEAT_SECS", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub lease_heartbeat_secs: u64,
+
+    /// Seconds between checks of what other processes on the database changed: a `dynamcp catalog
+    /// import` (or another replica's) becomes searchable here, and the servers of agents deleted
+    /// through another replica stop here. 0: never (a restart loads the catalog).
+    #[arg(long, env = "DYNAMCP_SYNC_SECS", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub sync_secs: u64,
 
     /// Allow serving on a non-loopback address without any API key. Without keys every caller is
     /// the same open tenant: only for a trusted network.
@@ -900,6 +912,7 @@ impl ServeArgs {
             verify_servers: false,
             verify_budget_secs: 15,
             lease_heartbeat_secs: 5,
+            sync_secs: 1,
         }
     }
 }

@@ -1,35 +1,44 @@
 //! dynamcp: turns a plain-language request into a working AI agent built from MCP servers.
 //!
 //! # Layout
-//! Modules follow the data flow of a request; dependencies point one way, down this list.
-//! - [`access`]: tenants and their API keys (generation, hashing); every session belongs to one.
-//! - [`config`]: the `clap` command line and environment; parsing only (the default data and
-//!   model directories look at the file system to find an earlier `./data` or the model).
-//! - [`state`]: [`state::AppState`], where configuration becomes open resources.
-//! - [`api`]: HTTP (axum) and nothing else: one file per resource, the one error shape, OpenAPI,
-//!   the web playground at `/`, the MCP endpoint `/mcp` (each session bound to its tenant), and
-//!   the Host and Origin guard in front of every route.
-//! - [`mcp`]: dynamcp's own tools for MCP clients (rmcp), over stdio or `/mcp`; no credential
-//!   ever passes through them.
+//! Modules in layers: each imports only modules listed below it, and the faces (the first four)
+//! know nothing of each other. `tests/layout.rs` reads this list and the sources' `crate::`
+//! paths and fails on any import that breaks it.
+//! - [`api`] (face): HTTP (axum) and nothing else: one file per resource, the one error shape,
+//!   OpenAPI, the web playground at `/`, the `/mcp` transport (serving whatever MCP server
+//!   [`run`] hands it, each session bound to its tenant), and the Host and Origin guard in front
+//!   of every route.
+//! - [`mcp`] (face): dynamcp's own tools for MCP clients (rmcp), over stdio (`dynamcp mcp`) or
+//!   `/mcp`; no credential ever passes through them.
+//! - [`cli`] (face): the other subcommands (import, search, eval, keys, vault, doctor).
+//! - [`bench`] (face): the benchmark subcommands; they measure the engines directly.
+//! - [`ops`]: the operations the faces call (search, plan, chat, create, run, call a tool, and
+//!   the sessions and agents around them), knowing neither HTTP nor MCP, with one error type.
+//! - [`state`]: [`state::AppState`], where configuration becomes open engines.
+//! - [`config`]: the `clap` command line and environment; parsing, and building each engine's
+//!   own plain settings (the default data and model directories look at the file system to find
+//!   an earlier `./data` or the model).
 //! - [`planner`]: the master agent; from a chat turn to a plan (offline, or an LLM's tool loop),
 //!   the server an expert would choose per step, each checked to start here before anything is
 //!   asked (through the [`planner::Verifier`] edge, the runtime in service), the missing
 //!   credentials with instructions, and an agent with its `mcpServers` config.
-//! - [`catalog`]: MCP server records, import from every common format, hybrid search, and what is
-//!   known of each server starting here ([`catalog::verified`]).
-//! - [`llm`]: language-model providers (Anthropic, OpenAI-compatible) behind one trait.
-//! - [`store`]: persistence behind one trait; SQLite (default) and PostgreSQL + pgvector.
 //! - [`runtime`]: runs agents: installs their MCP servers' packages into a pinned store and starts
 //!   them from catalog launch specs only, each in a bubblewrap sandbox (explicit env, process
 //!   groups, timeouts, idle stop, tool definitions pinned), verifies servers once with no
 //!   credentials, and runs the LLM tool loop that streams run events.
+//! - [`access`]: who may ask: tenants and their API keys (generation, hashing), the host names
+//!   the service answers to, and rate budgets; every session belongs to one tenant.
+//! - [`catalog`]: MCP server records, import from every common format, hybrid search, and what is
+//!   known of each server starting here ([`catalog::verified`]).
+//! - [`llm`]: language-model providers (Anthropic, OpenAI-compatible) behind one trait.
 //! - [`vault`]: credential values: the redacting [`vault::Secret`] type, envelope encryption
 //!   (AES-256-GCM data keys wrapped by a keyring of master keys), key rotation in step with the
 //!   running services, and each service's lease on the store.
-//! - [`cli`]: the non-serving subcommands (import, search, eval, doctor); [`progress`] reports on
-//!   them.
+//! - [`store`]: persistence behind one trait; SQLite (default) and PostgreSQL + pgvector.
+//! - [`progress`]: progress lines for long CLI steps.
 //!
-//! `main.rs` only parses the command line, sets up tracing and dispatches to [`run`] or [`cli`].
+//! `main.rs` only parses the command line, sets up tracing and dispatches to [`run`] (`serve`),
+//! [`mcp::run`] or [`cli`]; [`run`] is where the HTTP face is given the MCP face's server.
 
 pub mod access;
 pub mod api;
@@ -39,6 +48,7 @@ pub mod cli;
 pub mod config;
 pub mod llm;
 pub mod mcp;
+pub mod ops;
 pub mod planner;
 pub mod progress;
 pub mod runtime;
@@ -151,7 +161,7 @@ pub async fn serve(
     let runtime = state.runtime.clone();
     let stopping = state.stopping.clone();
     let lease = state.lease.clone();
-    let app = api::router(state);
+    let app = api::router(state, mcp::DynamcpMcp::over_http);
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {

@@ -17,7 +17,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Mcp(args) => {
             init_tracing(args.serve.log_format, "warn");
-            dynamcp::cli::mcp(*args).await
+            dynamcp::mcp::run(*args).await
         }
         Command::Catalog(CatalogCommand::Import(args)) => {
             init_tracing(LogFormat::Text, "warn");

@@ -36,7 +36,7 @@ pub struct AppState {
     pub runtime: Arc<Runtime>,
     pub access: Arc<Access>,
     /// Requests per caller (tenant, or IP when open); `None`: unlimited.
-    pub rate_limiter: Option<Arc<crate::api::rate_limit::RateLimiter>>,
+    pub rate_limiter: Option<Arc<crate::access::limit::RateLimiter>>,
     /// At most this many chat turns plan at once; more wait their turn.
     pub planning: Arc<tokio::sync::Semaphore>,
     pub limits: Limits,
@@ -66,12 +66,16 @@ pub struct Limits {
 impl AppState {
     /// Opens the store (applying migrations), loads the catalog and wires the domain services.
     pub async fn build(args: &ServeArgs) -> Result<Self, StartError> {
-        let store = store::open(&args.store).await?;
+        let store = store::open(&args.store.settings()).await?;
         let source = keyring_source(&args.store)?;
         // The lease comes before the keyring: a rotation starting meanwhile waits for its reports.
         let heartbeat = std::time::Duration::from_secs(args.lease_heartbeat_secs);
         let lease = ServiceLease::acquire(store.clone(), source.kind(), heartbeat).await?;
-        let vault = match Vault::open(store.as_ref(), source).await {
+        let opened = match Vault::open(store.as_ref(), source).await {
+            Ok(vault) => lease.agree_on_key(&vault).await.map(|()| vault),
+            Err(e) => Err(e),
+        };
+        let vault = match opened {
             Ok(vault) => Arc::new(vault),
             Err(e) => {
                 lease.release().await;
@@ -80,9 +84,12 @@ impl AppState {
         };
         lease.start(vault.clone());
         tracing::info!(key_id = %vault.key_id(), keys = vault.key_ids().len(), "credential vault ready");
-        match Self::build_services(store, vault, args).await {
+        match Self::build_services(store, vault, args, lease.holder().await).await {
             Ok(mut state) => {
                 state.lease = Some(lease);
+                if args.sync_secs > 0 {
+                    tokio::spawn(state.clone().sync(std::time::Duration::from_secs(args.sync_secs)));
+                }
                 Ok(state)
             }
             Err(e) => {
@@ -92,11 +99,32 @@ impl AppState {
         }
     }
 
+    /// Keeps this process in step with the others on the database until it stops: every `every`,
+    /// loads a changed catalog and stops the servers of agents deleted elsewhere.
+    async fn sync(self, every: std::time::Duration) {
+        loop {
+            tokio::select! {
+                () = self.stopping.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+            if let Err(e) = self.catalog.catch_up().await {
+                tracing::warn!(error = %e, "could not load the changed catalog; trying again");
+            }
+            if let Err(e) = self.runtime.forget_deleted().await {
+                tracing::debug!(error = %e, "could not check for agents deleted elsewhere");
+            }
+            if let Some(limiter) = &self.rate_limiter {
+                limiter.prune().await;
+            }
+        }
+    }
+
     /// The rest of [`Self::build`], once the vault is open.
     async fn build_services(
         store: Arc<dyn Store>,
         vault: Arc<Vault>,
         args: &ServeArgs,
+        holder: uuid::Uuid,
     ) -> Result<Self, StartError> {
         let llm = crate::llm::from_settings(&args.llm.settings()).map_err(StartError::Llm)?;
         match (&llm, args.llm.planner) {
@@ -112,7 +140,7 @@ impl AppState {
             (Some(llm), _) => tracing::info!(model = %llm.describe(), "planning with a language model"),
             (None, _) => tracing::info!("no language model configured: the offline planner plans"),
         }
-        let catalog = open_catalog(store.clone(), &args.store).await?;
+        let catalog = open_catalog_as(store.clone(), &args.store, Some(holder)).await?;
         Ok(Self::from_parts(store, Arc::new(catalog), vault, llm, args))
     }
 
@@ -160,10 +188,15 @@ impl AppState {
                 store.clone(),
                 args.addr.ip().is_loopback() || args.insecure_no_auth,
             )),
-            rate_limiter: crate::api::rate_limit::RateLimiter::new(
+            // On PostgreSQL, where replicas run, the budgets are the database's.
+            rate_limiter: crate::access::limit::RateLimiter::new(
                 args.rate_limit_per_sec,
                 args.rate_limit_burst,
             )
+            .map(|limiter| match store.backend() {
+                crate::store::Backend::Postgres => limiter.shared(store.clone()),
+                crate::store::Backend::Sqlite => limiter,
+            })
             .map(Arc::new),
             planning: Arc::new(tokio::sync::Semaphore::new(args.max_concurrent_plans.max(1))),
             runtime,
@@ -246,14 +279,29 @@ pub async fn load_embedder(args: &StoreArgs) -> Option<Arc<dyn Embedder>> {
 /// Opens the catalog over `store`: loads the embedder, imports the default catalog if the store
 /// has none (and the configuration allows), and builds the index, embedding what is not cached.
 pub async fn open_catalog(store: Arc<dyn Store>, args: &StoreArgs) -> Result<Catalog, CatalogError> {
+    open_catalog_as(store, args, None).await
+}
+
+/// The fact naming the service that imports the default catalog into an empty database.
+const DEFAULT_IMPORT_FACT: &str = "catalog.default_import";
+
+/// [`open_catalog`] for the service holding lease `holder`: of several services started at once
+/// on an empty database, one imports the default catalog and the others load it when it is
+/// committed ([`Catalog::follow`]); a claim whose holder is gone is taken over.
+async fn open_catalog_as(
+    store: Arc<dyn Store>,
+    args: &StoreArgs,
+    holder: Option<uuid::Uuid>,
+) -> Result<Catalog, CatalogError> {
     // The model loads while the records are read and the lexical index is built.
     let model = match args.embeddings {
         EmbeddingSource::Local if !args.no_model => LocalEmbedder::id_of(&args.model_dir).ok(),
         _ => None,
     };
-    let catalog = Catalog::open_while_loading(store, load_embedder(args), model, args.dense_backend).await?;
+    let catalog =
+        Catalog::open_while_loading(store.clone(), load_embedder(args), model, args.dense_backend).await?;
     let mut changed = false;
-    if args.default_catalog {
+    if args.default_catalog && imports_default(store.as_ref(), holder).await? {
         let progress = Progress::new("importing the default catalog");
         if let Some(report) = catalog.import_default_if_empty(&|d, t| progress.update(d, t)).await? {
             tracing::info!(
@@ -275,4 +323,23 @@ pub async fn open_catalog(store: Arc<dyn Store>, args: &StoreArgs) -> Result<Cat
         "catalog ready"
     );
     Ok(catalog)
+}
+
+/// Whether this process imports the default catalog: the store has no server, and no other live
+/// service has claimed the import.
+async fn imports_default(store: &dyn Store, holder: Option<uuid::Uuid>) -> Result<bool, CatalogError> {
+    if store.catalog_count().await? > 0 {
+        return Ok(false);
+    }
+    let Some(me) = holder.map(|h| h.to_string()) else { return Ok(true) };
+    let claimed = store.claim_fact(DEFAULT_IMPORT_FACT, &me).await?;
+    if claimed == me {
+        return Ok(true);
+    }
+    let now = chrono::Utc::now();
+    if store.leases().await?.iter().any(|l| l.holder.to_string() == claimed && l.is_live(now)) {
+        tracing::info!("another service is importing the default catalog; it is loaded here once committed");
+        return Ok(false);
+    }
+    Ok(store.replace_fact(DEFAULT_IMPORT_FACT, &claimed, &me).await?)
 }

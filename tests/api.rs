@@ -47,9 +47,18 @@ async fn health_reports_the_backend(db: Db) {
         Db::Sqlite => "sqlite",
         Db::Postgres => "postgres",
     };
+    let (status, health) = server.get("/health").await;
+    assert_eq!(status, 200, "{health}");
+    let replica = health["replica"].as_str().unwrap_or_default().to_owned();
+    assert!(!replica.is_empty(), "the replica's lease id: {health}");
     assert_eq!(
-        server.get("/health").await,
-        (200, json!({"status": "ok", "database": expected, "sandbox": "ready", "llm": "none"}))
+        health,
+        json!({
+            "status": "ok", "database": expected, "sandbox": "ready", "llm": "none",
+            "replica": replica, "build": env!("CARGO_PKG_VERSION"),
+            "catalog": {"version": 0, "loaded": 0, "servers": 0},
+            "vault_key": server.vault.key_id(),
+        })
     );
     // With the store closed, health says so instead of pretending.
     server.store.close().await;

@@ -233,7 +233,7 @@ async fn a_metadata_address_remote_is_not_imported() {
                        "launch": [{"kind": "remote", "transport": "streamable-http", "url": "https://mcp.example.com/mcp"}]})])
         .collect();
     std::fs::write(&file, json!({"schema_version": 1, "servers": servers}).to_string()).unwrap();
-    let store = dynamcp::store::open(&args.store).await.unwrap();
+    let store = dynamcp::store::open(&args.store.settings()).await.unwrap();
     let catalog =
         dynamcp::catalog::Catalog::open(store.clone(), None, dynamcp::catalog::DenseBackend::InProcess)
             .await

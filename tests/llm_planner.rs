@@ -267,7 +267,7 @@ async fn a_server_that_does_not_start_here_is_refused(provider: Provider) {
     let (fake, url) = details_then_propose(provider, "time-mcp-local").await;
     let (args, dir) = common::test_args(Db::Sqlite).await;
     common::import_fixture_catalog(&args).await;
-    let store = dynamcp::store::open(&args.store).await.unwrap();
+    let store = dynamcp::store::open(&args.store.settings()).await.unwrap();
     let detail = json!({
         "server": "time-mcp-local", "verdict": "failed", "launch": "npm time-mcp-local",
         "detail": "npm time-mcp-local could not be installed: npm error code E404 | npm error 404 Not Found",

@@ -205,7 +205,7 @@ async fn python_sdk_over_http_acts_for_the_key_s_tenant_only_and_runs_its_agent(
     args.llm.llm_model = Some("fake-model".into());
     args.llm.openai_api_key = Some(Secret::new("sk-test"));
     args.llm.planner = PlannerChoice::Offline;
-    let store = dynamcp::store::open(&args.store).await.unwrap();
+    let store = dynamcp::store::open(&args.store.settings()).await.unwrap();
     let tenant = |name: &str| Tenant::parse(name).unwrap();
     let (_, key_a) = create_key(store.as_ref(), &tenant("tenant-a"), "test").await.unwrap();
     let (_, key_b) = create_key(store.as_ref(), &tenant("tenant-b"), "test").await.unwrap();

@@ -33,7 +33,7 @@ async fn pgvector_ranks_like_the_in_process_index() {
     let (mut args, _dir) = common::test_args(Db::Postgres).await;
     common::with_default_catalog(&mut args);
     args.store.dense_backend = DenseBackend::Pgvector;
-    let store = dynamcp::store::open(&args.store).await.unwrap();
+    let store = dynamcp::store::open(&args.store.settings()).await.unwrap();
     let pg = dynamcp::state::open_catalog(store.clone(), &args.store).await.unwrap();
     assert_eq!(pg.dense_backend(), DenseBackend::Pgvector);
     let embedder = pg.embedder().cloned().expect("the model is fetched by scripts/setup.sh");

@@ -293,7 +293,52 @@ async fn every_readme_command_runs_as_written() {
     }
     assert!(ran >= 15, "only {ran} pieces ran");
     assert_eq!(fake.seen.lock().unwrap().len(), 2, "the run example asked the model twice");
+    claude_desktop_config_starts_dynamcp(&all, data.path(), &root.join("models/all-MiniLM-L6-v2"));
     server.stop();
+}
+
+/// The README's Claude Desktop config for dynamcp itself, with its placeholder paths filled in,
+/// launched as an MCP client launches it (its command, args and env): the Python MCP SDK
+/// initializes, lists the tools and searches over stdio. On the data dir the sh blocks used.
+fn claude_desktop_config_starts_dynamcp(all: &[Block], data: &Path, models: &Path) {
+    let block = all
+        .iter()
+        .find(|b| b.info == "json" && b.lines.join("\n").contains("\"mcpServers\""))
+        .expect("the README shows a Claude Desktop config for dynamcp");
+    let text = block
+        .lines
+        .join("\n")
+        .replace("/path/to/dynamcp/models/all-MiniLM-L6-v2", models.to_str().unwrap())
+        .replace("/path/to/dynamcp/data", data.to_str().unwrap())
+        .replace("/path/to/dynamcp", env!("CARGO_BIN_EXE_dynamcp"));
+    let config: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("README.md:{}: not JSON ({e}):\n{text}", block.line));
+    let server = &config["mcpServers"]["dynamcp"];
+    let command = server["command"].as_str().expect("a command");
+    let args: Vec<&str> = server["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp_client.py");
+    let mut client = std::process::Command::new("python3");
+    client.arg(script).arg("stdio").arg(command).args(&args).env("MCP_FLOW", "search");
+    for (key, value) in server["env"].as_object().unwrap() {
+        client.env(key, value.as_str().unwrap());
+    }
+    let output = client.output().expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "README.md:{}: the config does not start dynamcp over MCP:\n{}\n{stdout}",
+        block.line,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let out: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(out["server"], "dynamcp");
+    assert!(out["tools"].as_array().unwrap().iter().any(|t| t["name"] == "search_servers"), "{out}");
+    assert_eq!(out["search"]["isError"], false, "{out}");
+    let results = out["search"]["structured"]["results"].as_array().unwrap();
+    assert!(
+        results.iter().any(|r| r["id"].as_str().is_some_and(|id| id.contains("time"))),
+        "the search finds a time server: {out}"
+    );
 }
 
 #[test]

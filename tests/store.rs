@@ -149,10 +149,10 @@ async fn deleting_an_agent_keeps_its_messages(db: Db) {
 
 async fn migrations_are_idempotent(db: Db) {
     let (args, _dir) = common::test_args(db).await;
-    let first = dynamcp::store::open(&args.store).await.unwrap();
+    let first = dynamcp::store::open(&args.store.settings()).await.unwrap();
     let session = first.create_session("").await.unwrap();
     first.close().await;
-    let second = dynamcp::store::open(&args.store).await.unwrap();
+    let second = dynamcp::store::open(&args.store.settings()).await.unwrap();
     assert_eq!(second.get_session(session.id).await.unwrap().map(|s| s.id), Some(session.id));
 }
 
@@ -165,7 +165,7 @@ async fn postgres_match_mcp_servers_ranks_by_cosine_similarity() {
     let dir = tempfile::tempdir().unwrap();
     let mut args = dynamcp::config::ServeArgs::for_data_dir(dir.path());
     args.store.database_url = Some(url.clone());
-    dynamcp::store::open(&args.store).await.unwrap().close().await;
+    dynamcp::store::open(&args.store.settings()).await.unwrap().close().await;
 
     let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
     let unit = |axis: usize, tilt: f32| {

@@ -32,7 +32,7 @@ async fn rotation_rewraps_and_a_wrong_key_refuses_to_start(db: Db) {
     let url = args.store.effective_database_url();
     let db_env: Vec<(&str, &str)> =
         if db == Db::Postgres { vec![("DATABASE_URL", url.as_str())] } else { vec![] };
-    let store = dynamcp::store::open(&args.store).await.unwrap();
+    let store = dynamcp::store::open(&args.store.settings()).await.unwrap();
     let session = store.create_session("").await.unwrap();
 
     // First open: no ENCRYPTION_KEY, so a key file is generated; seal one credential with it.

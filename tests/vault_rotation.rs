@@ -18,7 +18,11 @@ use common::Db;
 use dynamcp::vault::{KeyringSource, MasterKey, Secret, Vault, kept_key_path};
 use serde_json::{Value, json};
 
-on_both_backends!(file_keys_rotate_under_load_and_nothing_is_lost, env_keys_rotate_through_a_restart);
+on_both_backends!(
+    file_keys_rotate_under_load_and_nothing_is_lost,
+    env_keys_rotate_through_a_restart,
+    services_on_one_database_share_one_key
+);
 
 use common::Running;
 
@@ -233,7 +237,7 @@ fn live_services(status: &Value) -> Vec<Value> {
 /// After the service stopped: opens the store and the keyring directly and decrypts every
 /// acknowledged credential.
 async fn decrypt_all_directly(args: &dynamcp::config::ServeArgs, source: KeyringSource, acked: &[Acked]) {
-    let store = dynamcp::store::open(&args.store).await.unwrap();
+    let store = dynamcp::store::open(&args.store.settings()).await.unwrap();
     let vault = Vault::open(store.as_ref(), source).await.unwrap();
     for a in acked {
         let rows = store.credentials(a.session.parse().unwrap()).await.unwrap();
@@ -382,4 +386,58 @@ async fn env_keys_rotate_through_a_restart(db: Db) {
         &acked,
     )
     .await;
+}
+
+/// Replicas on one database: a service whose key differs from the running ones' (or from the key the
+/// database records) refuses to start, before it stores anything, and says what to do; one with
+/// the same key starts beside them. A new key becomes the database's only once every running
+/// service reads it.
+async fn services_on_one_database_share_one_key(db: Db) {
+    let (args, dir) = common::test_args(db).await;
+    let env = base_env(dir.path(), &args.store.database_url);
+    let (k1, k2) = (MasterKey::generate(), MasterKey::generate());
+    let (k1_text, k2_text) = (k1.to_base64(), k2.to_base64());
+    let on_k1 = with(&env, &[("ENCRYPTION_KEY", k1_text.expose())]);
+    let first = start(dir.path(), &on_k1);
+    let second = start(dir.path(), &on_k1);
+
+    let refused = |out: &Output, why: &str| {
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "a service with another key started");
+        assert!(stderr.contains("is not the one the other services on this database use"), "{stderr}");
+        assert!(stderr.contains(why), "{why} in {stderr}");
+        assert!(stderr.contains("set ENCRYPTION_KEY"), "{stderr}");
+        assert!(
+            !stderr.contains(k1_text.expose()) && !stderr.contains(k2_text.expose()),
+            "a key was printed"
+        );
+    };
+    // Another key, or (in another data dir: another machine) a generated key file.
+    let on_k2 = with(&env, &[("ENCRYPTION_KEY", k2_text.expose())]);
+    let out = dynamcp(&["serve"], dir.path(), &on_k2).await;
+    refused(&out, &format!("seals with key {}, which this keyring cannot open", k1.id()));
+    let elsewhere = tempfile::tempdir().unwrap();
+    let mut other_machine = base_env(elsewhere.path(), &args.store.database_url);
+    if db == Db::Sqlite {
+        // On SQLite, "the same database" means the same data dir: its vault.key is the key.
+        other_machine = with(&env, &[("ENCRYPTION_KEY", MasterKey::generate().to_base64().expose())]);
+    }
+    let out = dynamcp(&["serve"], elsewhere.path(), &other_machine).await;
+    refused(&out, "which this keyring cannot open");
+
+    // With k2 readable beside k1 it may start, but k1 stays the database's key while services on
+    // k1 alone run; once none does, the database's key becomes k2.
+    let k2_reading_k1 =
+        with(&env, &[("ENCRYPTION_KEY", k2_text.expose()), ("ENCRYPTION_KEY_PREVIOUS", k1_text.expose())]);
+    let out = dynamcp(&["serve"], dir.path(), &k2_reading_k1).await;
+    refused(&out, "cannot open this key yet");
+    first.stop();
+    second.stop();
+    let rotated = start(dir.path(), &k2_reading_k1);
+    rotated.stop();
+    // Now k1 alone is the stale key.
+    let out = dynamcp(&["serve"], dir.path(), &on_k1).await;
+    refused(&out, &format!("the database's credentials are sealed with key {}", k2.id()));
+    let again = start(dir.path(), &on_k2);
+    again.stop();
 }

@@ -14,6 +14,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Path, Query};
 use super::pagination::Pagination;
+use crate::ops;
 use crate::planner::Exported;
 use crate::planner::agent_config::ExportFormat;
 use crate::state::AppState;
@@ -55,7 +56,7 @@ async fn export_config(
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
     let format = query.format.unwrap_or(ExportFormat::Claude);
-    let exported = state.master.export_config(&tenant, id, format, query.include_secrets).await?;
+    let exported = ops::export(&state, &tenant, id, format, query.include_secrets).await?;
     let mut response = match exported {
         Exported::Json(value) => axum::Json(value).into_response(),
         Exported::Yaml(text) => {
@@ -125,7 +126,7 @@ async fn list_agents(
     Query(pagination): Query<Pagination>,
 ) -> Result<axum::Json<AgentList>, ApiError> {
     let page = pagination.page()?;
-    let (agents, total) = state.store.list_agents(tenant.as_str(), page).await?;
+    let (agents, total) = ops::agents(&state, &tenant, page).await?;
     Ok(axum::Json(AgentList {
         agents: agents.into_iter().map(Into::into).collect(),
         total,
@@ -146,7 +147,7 @@ async fn get_agent(
     Caller(tenant): Caller,
     Path(id): Path<Uuid>,
 ) -> Result<axum::Json<AgentView>, ApiError> {
-    let agent = state.runtime.agent(&tenant, id).await?;
+    let agent = ops::agent(&state, &tenant, id).await?;
     Ok(axum::Json(agent.into()))
 }
 
@@ -162,11 +163,6 @@ async fn delete_agent(
     Caller(tenant): Caller,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {
-    state.runtime.agent(&tenant, id).await?;
-    if state.store.delete_agent(id).await? {
-        state.runtime.forget_agent(id).await;
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::AgentNotFound(id))
-    }
+    ops::delete_agent(&state, &tenant, id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

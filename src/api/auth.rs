@@ -9,12 +9,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
-use crate::access::Tenant;
+pub use crate::access::Caller;
 use crate::state::AppState;
-
-/// The tenant a request acts for.
-#[derive(Debug, Clone)]
-pub struct Caller(pub Tenant);
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
@@ -51,7 +47,8 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
         Err(e) => {
             // Failed attempts count against the client IP's budget, so guessing keys (or just
             // hammering the key lookup) is throttled like any other traffic.
-            if let Some(limited) = super::rate_limit::over_limit(&state, &super::rate_limit::ip_key(&request))
+            if let Some(limited) =
+                super::rate_limit::over_limit(&state, &super::rate_limit::ip_key(&request)).await
             {
                 return limited;
             }

@@ -18,6 +18,7 @@ use uuid::Uuid;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::extract::Json;
+use crate::ops;
 use crate::planner::progress::{self, PlanEvent};
 use crate::planner::{
     ChatOutcome, ChatStatus, ChatTurn, FilledSetting, InlineFile, OptionalSetting, RequiredCredential,
@@ -110,8 +111,6 @@ async fn chat(
     headers: HeaderMap,
     Json(request): Json<ChatRequest>,
 ) -> Result<Response, ApiError> {
-    // Bounded planning: a burst of turns queues here instead of piling onto the model and store.
-    let planning = state.planning.clone().acquire_owned().await.map_err(|e| ApiError::Internal(e.into()))?;
     let turn = ChatTurn {
         tenant,
         message: request.message,
@@ -125,16 +124,13 @@ async fn chat(
             .collect(),
     };
     if !wants_events(&headers) {
-        let outcome = state.master.chat(turn).await?;
-        drop(planning);
+        let outcome = ops::chat(&state, turn).await?;
         return Ok(axum::Json(ChatResponse::from(outcome)).into_response());
     }
     let (sink, events) = tokio::sync::mpsc::unbounded_channel::<PlanEvent>();
     let (done_tx, done) = tokio::sync::oneshot::channel::<Event>();
-    let master = state.master.clone();
     tokio::spawn(async move {
-        let _planning = planning;
-        let outcome = progress::reporting_to(sink, master.chat(turn)).await;
+        let outcome = progress::reporting_to(sink, ops::chat(&state, turn)).await;
         let _ = done_tx.send(final_event(outcome).await);
     });
     let progress = futures::stream::unfold(events, |mut events| async move {
@@ -156,7 +152,7 @@ fn wants_events(headers: &HeaderMap) -> bool {
 
 /// The turn's end as one event: the design's answer, or the error body as the JSON route sends
 /// it, with its HTTP status.
-async fn final_event(outcome: Result<ChatOutcome, crate::planner::PlannerError>) -> Event {
+async fn final_event(outcome: Result<ChatOutcome, ops::OpError>) -> Event {
     match outcome {
         Ok(outcome) => Event::default()
             .event("result")

@@ -9,21 +9,21 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use uuid::Uuid;
 
 use crate::access::AccessError;
+use crate::ops::OpError;
 use crate::planner::PlannerError;
 use crate::runtime::RuntimeError;
 use crate::store::StoreError;
 
+/// An HTTP answer that is not a success: a failed operation ([`OpError`]), or what HTTP itself
+/// refuses before any operation runs.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    #[error(transparent)]
+    Op(#[from] OpError),
     #[error("{0}")]
     InvalidJson(String),
-    #[error("{0}")]
-    InvalidRequest(String),
-    #[error("{0}")]
-    InvalidQuery(String),
     #[error("{0}")]
     InvalidId(String),
     #[error("{0}")]
@@ -47,20 +47,23 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("no route for {method} {path}")]
     RouteNotFound { method: String, path: String },
-    #[error("session {0} not found")]
-    SessionNotFound(Uuid),
-    #[error("agent {0} not found")]
-    AgentNotFound(Uuid),
-    #[error("server `{0}` is not in the catalog")]
-    ServerNotFound(String),
-    #[error("{message}")]
-    Unprocessable { code: &'static str, message: String },
-    #[error(transparent)]
-    Runtime(RuntimeError),
-    #[error("the store is unavailable")]
-    Unavailable(#[source] StoreError),
-    #[error("internal error")]
-    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    /// The request's content is wrong (HTTP 422).
+    pub fn invalid(message: impl Into<String>) -> Self {
+        ApiError::Op(OpError::InvalidRequest(message.into()))
+    }
+
+    /// A query string that does not parse or is out of range (HTTP 400).
+    pub fn invalid_query(message: impl Into<String>) -> Self {
+        ApiError::Op(OpError::InvalidQuery(message.into()))
+    }
+
+    /// A failure of the service's own (HTTP 500, detail logged only).
+    pub fn internal(error: impl Into<anyhow::Error>) -> Self {
+        ApiError::Op(OpError::Internal(error.into()))
+    }
 }
 
 /// The JSON error body. Stable: clients match on `code`. `detail` repeats the message where
@@ -83,56 +86,30 @@ pub struct ErrorDetail {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::InvalidJson(_)
-            | ApiError::InvalidQuery(_)
-            | ApiError::InvalidId(_)
-            | ApiError::InvalidForm(_) => StatusCode::BAD_REQUEST,
-            ApiError::InvalidRequest(_) | ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Op(e) => op_status(e),
+            ApiError::InvalidJson(_) | ApiError::InvalidId(_) | ApiError::InvalidForm(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::HostNotAllowed(_) | ApiError::CrossOrigin(_) => StatusCode::FORBIDDEN,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::RouteNotFound { .. }
-            | ApiError::SessionNotFound(_)
-            | ApiError::AgentNotFound(_)
-            | ApiError::ServerNotFound(_)
-            | ApiError::McpSessionNotFound => StatusCode::NOT_FOUND,
-            ApiError::Runtime(e) => runtime_status(e),
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::RouteNotFound { .. } | ApiError::McpSessionNotFound => StatusCode::NOT_FOUND,
         }
     }
 
-    /// Whether a 5xx message may be shown: a failing MCP server is the user's to know about,
-    /// an internal failure is not.
-    fn message_is_public(&self) -> bool {
-        matches!(self, ApiError::Runtime(e) if e.code() != "internal")
-    }
-
-    /// The message a client may see; a server-side failure is logged here with its detail and
-    /// told to the client in general terms.
+    /// The message a client may see (see [`OpError::public_message`]).
     pub fn public_message(&self) -> String {
-        let status = self.status();
-        if status.is_server_error() && self.message_is_public() {
-            tracing::warn!(error = %self, "request failed upstream");
-            self.to_string()
-        } else if status.is_server_error() {
-            // The detail is for operators, not clients.
-            tracing::error!(error = ?self, "request failed");
-            match self {
-                ApiError::Unavailable(_) => "the service is temporarily unavailable".to_owned(),
-                _ => "internal server error".to_owned(),
-            }
-        } else {
-            self.to_string()
+        match self {
+            ApiError::Op(e) => e.public_message(),
+            e => e.to_string(),
         }
     }
 
     pub fn code(&self) -> &'static str {
         match self {
+            ApiError::Op(e) => e.code(),
             ApiError::InvalidJson(_) => "invalid_json",
-            ApiError::InvalidRequest(_) => "invalid_request",
-            ApiError::InvalidQuery(_) => "invalid_query",
             ApiError::InvalidId(_) => "invalid_id",
             ApiError::InvalidForm(_) => "invalid_form",
             ApiError::Unauthorized(_) => "unauthorized",
@@ -142,33 +119,38 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::RouteNotFound { .. } => "not_found",
-            ApiError::SessionNotFound(_) => "session_not_found",
-            ApiError::AgentNotFound(_) => "agent_not_found",
-            ApiError::ServerNotFound(_) => "server_not_found",
-            ApiError::Unprocessable { code, .. } => code,
-            ApiError::Runtime(e) if e.code() == "internal" => "internal_error",
-            ApiError::Runtime(e) => e.code(),
-            ApiError::Unavailable(_) => "unavailable",
-            ApiError::Internal(_) => "internal_error",
         }
+    }
+}
+
+fn op_status(e: &OpError) -> StatusCode {
+    match e {
+        OpError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
+        OpError::InvalidRequest(_) | OpError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        OpError::SessionNotFound(_) | OpError::AgentNotFound(_) | OpError::ServerNotFound(_) => {
+            StatusCode::NOT_FOUND
+        }
+        OpError::Runtime(e) => runtime_status(e),
+        OpError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        OpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
-        ApiError::Internal(err.into())
+        ApiError::Op(err.into())
     }
 }
 
 impl From<PlannerError> for ApiError {
     fn from(err: PlannerError) -> Self {
-        match err {
-            PlannerError::SessionNotFound(id) => ApiError::SessionNotFound(id),
-            PlannerError::AgentNotFound(id) => ApiError::AgentNotFound(id),
-            PlannerError::Store(e) => e.into(),
-            e if e.is_client_error() => ApiError::Unprocessable { code: e.code(), message: e.to_string() },
-            e => ApiError::Internal(e.into()),
-        }
+        ApiError::Op(err.into())
+    }
+}
+
+impl From<RuntimeError> for ApiError {
+    fn from(err: RuntimeError) -> Self {
+        ApiError::Op(err.into())
     }
 }
 
@@ -207,21 +189,12 @@ impl From<AccessError> for ApiError {
     }
 }
 
-impl From<RuntimeError> for ApiError {
-    fn from(err: RuntimeError) -> Self {
-        match err {
-            RuntimeError::AgentNotFound(id) => ApiError::AgentNotFound(id),
-            e => ApiError::Runtime(e),
-        }
-    }
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let retry_after = matches!(
             self,
-            ApiError::Runtime(RuntimeError::Capacity { .. } | RuntimeError::TooManyRuns { .. })
+            ApiError::Op(OpError::Runtime(RuntimeError::Capacity { .. } | RuntimeError::TooManyRuns { .. }))
         );
         let challenge = matches!(self, ApiError::Unauthorized(_));
         let message = self.public_message();
@@ -312,7 +285,7 @@ mod tests {
 
     #[test]
     fn server_errors_never_carry_their_detail() {
-        let err = ApiError::Internal(anyhow::anyhow!("password=hunter2 in connection string"));
+        let err = ApiError::internal(anyhow::anyhow!("password=hunter2 in connection string"));
         assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(err.code(), "internal_error");
     }

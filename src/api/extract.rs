@@ -33,9 +33,7 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         return ApiError::PayloadTooLarge;
     }
     match rejection {
-        JsonRejection::JsonDataError(e) => {
-            ApiError::InvalidRequest(redact_quoted(&strip_prefix(&e.body_text())))
-        }
+        JsonRejection::JsonDataError(e) => ApiError::invalid(redact_quoted(&strip_prefix(&e.body_text()))),
         JsonRejection::JsonSyntaxError(e) => ApiError::InvalidJson(format!(
             "request body is not valid JSON: {}",
             redact_quoted(&strip_prefix(&e.body_text()))
@@ -88,9 +86,9 @@ where
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(value)) => Ok(Query(value)),
             Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
-                Err(ApiError::InvalidQuery(redact_quoted(&strip_prefix(&e.body_text()))))
+                Err(ApiError::invalid_query(redact_quoted(&strip_prefix(&e.body_text()))))
             }
-            Err(other) => Err(ApiError::InvalidQuery(other.body_text())),
+            Err(other) => Err(ApiError::invalid_query(other.body_text())),
         }
     }
 }

@@ -113,8 +113,12 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(servers::router())
 }
 
-/// The whole application: routes, docs and layers.
-pub fn router(state: AppState) -> Router {
+/// The whole application: routes, docs and layers. `mcp_tools` makes the MCP server that `/mcp`
+/// serves, one per MCP session (the MCP face's, which this face does not otherwise know).
+pub fn router<M>(state: AppState, mcp_tools: fn(AppState) -> M) -> Router
+where
+    M: rmcp::ServerHandler,
+{
     observe::prometheus();
     let (api, mut doc) = routes().split_for_parts();
     let (runs, runs_doc) = runs::router().split_for_parts();
@@ -128,7 +132,7 @@ pub fn router(state: AppState) -> Router {
     let runs = runs.layer(timeout(limits.run_timeout));
     let app = api
         .merge(runs)
-        .merge(mcp_endpoint(&state).layer(timeout(limits.run_timeout)))
+        .merge(mcp_endpoint(&state, mcp_tools).layer(timeout(limits.run_timeout)))
         .merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
         // Outermost last: the caller is named first, then held to its rate limit.
         .layer(axum::middleware::from_fn_with_state(state.clone(), rate_limit::limit))
@@ -140,7 +144,10 @@ pub fn router(state: AppState) -> Router {
 /// dynamcp's own MCP tools over streamable HTTP at `/mcp`, behind the same guard, keys and rate
 /// limits as `/api/`; each session is bound to the tenant that opened it. Sessions end when the
 /// service shuts down.
-fn mcp_endpoint(state: &AppState) -> Router<AppState> {
+fn mcp_endpoint<M>(state: &AppState, mcp_tools: fn(AppState) -> M) -> Router<AppState>
+where
+    M: rmcp::ServerHandler,
+{
     use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
     use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
     // Host and Origin are checked for every route by [`guard`], with the configured public names;
@@ -152,11 +159,7 @@ fn mcp_endpoint(state: &AppState) -> Router<AppState> {
     let manager = Arc::new(LocalSessionManager::default());
     let sessions = Arc::new(mcp_sessions::McpSessions::new(manager.clone()));
     let tools = state.clone();
-    let service = StreamableHttpService::new(
-        move || Ok(crate::mcp::DynamcpMcp::over_http(tools.clone())),
-        manager,
-        config,
-    );
+    let service = StreamableHttpService::new(move || Ok(mcp_tools(tools.clone())), manager, config);
     Router::new()
         .nest_service("/mcp", service)
         .layer(axum::middleware::from_fn_with_state(sessions, mcp_sessions::bind))
@@ -284,7 +287,7 @@ mod tests {
         async fn app() -> anyhow::Result<(Router, tempfile::TempDir)> {
             let dir = tempfile::tempdir()?;
             let state = AppState::build(&ServeArgs::for_data_dir(dir.path())).await?;
-            Ok((router(state), dir))
+            Ok((router(state, crate::mcp::DynamcpMcp::over_http), dir))
         }
 
         /// Sends `request` as a client on this machine would (to a loopback `Host`).

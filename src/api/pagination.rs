@@ -6,9 +6,6 @@ use utoipa::IntoParams;
 use super::error::ApiError;
 use crate::store::Page;
 
-pub const DEFAULT_PAGE_SIZE: u32 = 20;
-pub const MAX_PAGE_SIZE: u32 = 100;
-
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct Pagination {
@@ -20,10 +17,6 @@ pub struct Pagination {
 
 impl Pagination {
     pub fn page(&self) -> Result<Page, ApiError> {
-        let limit = self.limit.unwrap_or(DEFAULT_PAGE_SIZE);
-        if !(1..=MAX_PAGE_SIZE).contains(&limit) {
-            return Err(ApiError::InvalidQuery(format!("limit must be between 1 and {MAX_PAGE_SIZE}")));
-        }
-        Ok(Page { limit, offset: self.offset.unwrap_or(0) })
+        Ok(crate::ops::page(self.limit, self.offset)?)
     }
 }

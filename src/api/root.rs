@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
 use crate::state::AppState;
@@ -86,8 +87,21 @@ fn wants_html(headers: &HeaderMap) -> bool {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
+    /// `ok`, or `degraded` when this replica is out of step with the database (see `problems`).
     #[schema(example = "ok")]
     pub status: &'static str,
+    /// What is out of step, for the operator; absent when nothing is.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+    /// This process's id among the replicas on the database (its lease on the store).
+    pub replica: Option<Uuid>,
+    /// dynamcp's version.
+    #[schema(example = "0.1.0")]
+    pub build: &'static str,
+    pub catalog: CatalogHealth,
+    /// The id (a fingerprint, not the key) of the master key new credentials are sealed with;
+    /// the same on every replica of one database.
+    pub vault_key: String,
     /// `sqlite` or `postgres`.
     pub database: String,
     /// `ready` when MCP servers run in the bubblewrap sandbox; `unavailable` when none can be
@@ -101,14 +115,39 @@ pub struct Health {
     pub llm: &'static str,
 }
 
+/// The catalog as a replica has it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CatalogHealth {
+    /// The catalog's version in the database (each import that changes it adds one).
+    pub version: u64,
+    /// The version this replica searches; behind `version` for at most a poll and a reload.
+    pub loaded: u64,
+    /// Servers in the index this replica searches.
+    pub servers: usize,
+}
+
 /// Liveness and readiness: answers 200 only when the store answers.
 #[utoipa::path(get, path = "/health", tag = "service", responses(
     (status = 200, description = "The service and its store are up", body = Health),
     (status = 503, description = "The store does not answer", body = ErrorBody),
 ))]
 async fn health(State(state): State<AppState>) -> Result<axum::Json<Health>, ApiError> {
-    state.store.ping().await.map_err(ApiError::Unavailable)?;
-    let sandbox = if state.runtime.sandbox_status().sandbox().is_some() { "ready" } else { "unavailable" };
-    let llm = if state.runtime.llm().is_some() { "configured" } else { "none" };
-    Ok(axum::Json(Health { status: "ok", database: state.store.backend().to_string(), sandbox, llm }))
+    let health = crate::ops::health(&state).await?;
+    let sandbox = if health.sandbox_ready { "ready" } else { "unavailable" };
+    let llm = if health.llm_configured { "configured" } else { "none" };
+    Ok(axum::Json(Health {
+        status: if health.problems.is_empty() { "ok" } else { "degraded" },
+        problems: health.problems,
+        replica: health.replica,
+        build: health.build,
+        catalog: CatalogHealth {
+            version: health.catalog_version,
+            loaded: health.catalog_loaded,
+            servers: health.catalog_servers,
+        },
+        vault_key: health.vault_key,
+        database: health.database,
+        sandbox,
+        llm,
+    }))
 }

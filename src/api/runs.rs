@@ -18,6 +18,7 @@ use uuid::Uuid;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Json, Path};
+use crate::ops;
 use crate::runtime::run::FinishedRun;
 use crate::runtime::{RunEvent, ServerTools};
 use crate::state::AppState;
@@ -62,13 +63,13 @@ async fn run_agent(
     headers: HeaderMap,
     Json(body): Json<RunRequest>,
 ) -> Result<Response, ApiError> {
-    let run = state.runtime.start_run(&tenant, id, &body.input).await?;
+    let run = ops::start_run(&state, &tenant, id, &body.input).await?;
     if wants_json(&headers) {
         let run_id = run.run_id;
         let finished = run
             .finish(|_| {})
             .await
-            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("run {run_id} ended without a done event")))?;
+            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("run {run_id} ended without a done event")))?;
         return Ok(axum::Json(finished).into_response());
     }
     let stream = futures::stream::unfold(Some(run.events), |receiver| async move {
@@ -107,7 +108,7 @@ async fn agent_tools(
     Caller(tenant): Caller,
     Path(id): Path<Uuid>,
 ) -> Result<axum::Json<ToolsView>, ApiError> {
-    let servers = state.runtime.tools(&tenant, id).await?;
+    let servers = ops::tools(&state, &tenant, id).await?;
     Ok(axum::Json(ToolsView { agent_id: id, servers }))
 }
 
@@ -128,7 +129,7 @@ async fn approve_tools(
     Caller(tenant): Caller,
     Path(id): Path<Uuid>,
 ) -> Result<axum::Json<ToolsView>, ApiError> {
-    let servers = state.runtime.approve_tools(&tenant, id).await?;
+    let servers = ops::approve_tools(&state, &tenant, id).await?;
     Ok(axum::Json(ToolsView { agent_id: id, servers }))
 }
 
@@ -171,7 +172,7 @@ async fn allow_tool(
     Path(id): Path<Uuid>,
     Json(body): Json<AllowToolRequest>,
 ) -> Result<axum::Json<AllowedTools>, ApiError> {
-    let allowed = state.runtime.allow_tool(&tenant, id, &body.server, &body.tool).await?;
+    let allowed = ops::allow_tool(&state, &tenant, id, &body.server, &body.tool).await?;
     Ok(axum::Json(AllowedTools { agent_id: id, server: body.server, allowed }))
 }
 
@@ -221,8 +222,8 @@ async fn call_tool(
     Path(id): Path<Uuid>,
     Json(body): Json<ToolCallRequest>,
 ) -> Result<axum::Json<ToolCallView>, ApiError> {
-    let result = state.runtime.call(&tenant, id, &body.server, &body.tool, body.arguments).await?;
+    let result = ops::call_tool(&state, &tenant, id, &body.server, &body.tool, body.arguments).await?;
     let is_error = result.is_error.unwrap_or(false);
-    let result = serde_json::to_value(&result).map_err(|e| ApiError::Internal(e.into()))?;
+    let result = serde_json::to_value(&result).map_err(ApiError::internal)?;
     Ok(axum::Json(ToolCallView { server: body.server, tool: body.tool, is_error, result }))
 }

@@ -9,14 +9,13 @@ use utoipa_axum::routes;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Json, Path, Query};
 use super::pagination::Pagination;
-use crate::catalog::{SearchResult, ServerRecord};
+use crate::catalog::SearchResult;
+use crate::ops;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(search)).routes(routes!(browse)).routes(routes!(get_server))
 }
-
-pub const MAX_SEARCH_LIMIT: usize = 50;
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct SearchRequest {
@@ -43,49 +42,21 @@ async fn search(
     State(state): State<AppState>,
     Json(request): Json<SearchRequest>,
 ) -> Result<axum::Json<SearchResponse>, ApiError> {
-    let results = find(&state, &request.query, request.limit).await?;
+    let results = ops::search(&state, &request.query, request.limit).await?;
     Ok(axum::Json(SearchResponse { results }))
-}
-
-/// A catalog search as clients ask for it (here and over MCP): `limit` 1 to 50, default 5, and a
-/// query that is not blank.
-pub async fn find(
-    state: &AppState,
-    query: &str,
-    limit: Option<usize>,
-) -> Result<Vec<SearchResult>, ApiError> {
-    let limit = limit.unwrap_or(5);
-    if !(1..=MAX_SEARCH_LIMIT).contains(&limit) {
-        return Err(ApiError::InvalidRequest(format!("limit must be between 1 and {MAX_SEARCH_LIMIT}")));
-    }
-    if query.trim().is_empty() {
-        return Err(ApiError::InvalidRequest("query must not be empty".to_owned()));
-    }
-    state.catalog.search_results(query, limit).await.map_err(|e| ApiError::Internal(e.into()))
-}
-
-/// A server's full record: launch options, tools with their schemas, credential requirements
-/// with instructions.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ServerDetail {
-    #[serde(flatten)]
-    pub record: ServerRecord,
-    pub runnable: bool,
 }
 
 #[utoipa::path(get, path = "/api/servers/{id}", tag = "servers",
     params(("id" = String, Path, description = "Catalog id")),
     responses(
-        (status = 200, body = ServerDetail),
+        (status = 200, body = ops::ServerDetail),
         (status = 404, description = "No such server", body = ErrorBody),
     ))]
 async fn get_server(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<axum::Json<ServerDetail>, ApiError> {
-    let index = state.catalog.index();
-    let record = index.get(&id).ok_or_else(|| ApiError::ServerNotFound(id.clone()))?;
-    Ok(axum::Json(ServerDetail { runnable: record.runnable(), record: record.clone() }))
+) -> Result<axum::Json<ops::ServerDetail>, ApiError> {
+    Ok(axum::Json(ops::server(&state, &id)?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -100,17 +71,8 @@ pub struct BrowseParams {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ServerSummary {
-    pub id: String,
-    pub name: String,
-    pub description: String,
-    pub runnable: bool,
-    pub tools: usize,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
 pub struct ServerList {
-    pub servers: Vec<ServerSummary>,
+    pub servers: Vec<ops::ServerSummary>,
     pub total: usize,
     pub limit: u32,
     pub offset: u64,
@@ -126,25 +88,6 @@ async fn browse(
     Query(params): Query<BrowseParams>,
 ) -> Result<axum::Json<ServerList>, ApiError> {
     let page = Pagination { limit: params.limit, offset: params.offset }.page()?;
-    let index = state.catalog.index();
-    let docs: Vec<u32> = match params.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
-        Some(q) => index.lexical(q),
-        None => (0..index.len() as u32).collect(),
-    };
-    let servers = docs
-        .iter()
-        .skip(usize::try_from(page.offset).unwrap_or(usize::MAX))
-        .take(page.limit as usize)
-        .map(|&d| {
-            let r = index.record(d);
-            ServerSummary {
-                id: r.id.clone(),
-                name: r.name.clone(),
-                description: r.description.clone(),
-                runnable: r.runnable(),
-                tools: r.tools.len(),
-            }
-        })
-        .collect();
-    Ok(axum::Json(ServerList { servers, total: docs.len(), limit: page.limit, offset: page.offset }))
+    let (servers, total) = ops::browse(&state, params.q.as_deref(), page);
+    Ok(axum::Json(ServerList { servers, total, limit: page.limit, offset: page.offset }))
 }

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::extract::Path;
-use crate::access::Tenant;
+use crate::ops;
 use crate::state::AppState;
 use crate::store::{Message, Role, Session};
 use crate::vault::SecretBytes;
@@ -70,9 +70,7 @@ async fn upload_files(
         };
         let name = field.name().unwrap_or_default().to_owned();
         if name.is_empty() {
-            return Err(ApiError::InvalidRequest(
-                "every part needs a name: the file_key it holds".to_owned(),
-            ));
+            return Err(ApiError::invalid("every part needs a name: the file_key it holds".to_owned()));
         }
         let bytes = match field.bytes().await {
             Ok(b) => b,
@@ -83,10 +81,7 @@ async fn upload_files(
         };
         files.push((name, SecretBytes::new(bytes.to_vec())));
     }
-    if files.is_empty() {
-        return Err(ApiError::InvalidRequest("the form has no file part".to_owned()));
-    }
-    let outcome = state.master.add_files(&tenant, id, files).await?;
+    let outcome = ops::add_files(&state, &tenant, id, files).await?;
     Ok(axum::Json(outcome.into()))
 }
 
@@ -163,7 +158,7 @@ async fn create_session(
     State(state): State<AppState>,
     Caller(tenant): Caller,
 ) -> Result<axum::Json<SessionCreated>, ApiError> {
-    let s = state.store.create_session(tenant.as_str()).await?;
+    let s = ops::create_session(&state, &tenant).await?;
     Ok(axum::Json(SessionCreated { id: s.id, status: s.status, created_at: s.created_at }))
 }
 
@@ -180,8 +175,7 @@ async fn get_session(
     Caller(tenant): Caller,
     Path(id): Path<Uuid>,
 ) -> Result<axum::Json<SessionView>, ApiError> {
-    let session = owned_session(&state, &tenant, id).await?;
-    let messages = state.store.messages(id).await?;
+    let (session, messages) = ops::session(&state, &tenant, id).await?;
     Ok(axum::Json(SessionView::new(session, messages)))
 }
 
@@ -198,17 +192,6 @@ async fn delete_session(
     Caller(tenant): Caller,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {
-    owned_session(&state, &tenant, id).await?;
-    if state.store.delete_session(id).await? {
-        // Its agents' servers hold its credentials in memory: they stop with it.
-        state.runtime.stop_session(id).await;
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::SessionNotFound(id))
-    }
-}
-
-/// Session `id` if `tenant` owns it; another tenant's session is "not found", like a missing one.
-async fn owned_session(state: &AppState, tenant: &Tenant, id: Uuid) -> Result<Session, ApiError> {
-    crate::access::owned_session(state.store.as_ref(), tenant, id).await?.ok_or(ApiError::SessionNotFound(id))
+    ops::delete_session(&state, &tenant, id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -76,7 +76,7 @@ fn rss_mib() -> Option<f64> {
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let rounds = args.rounds.max(10);
-    let store = store::open(&args.store).await.context("could not open the store")?;
+    let store = store::open(&args.store.settings()).await.context("could not open the store")?;
     let started = Instant::now();
     let catalog = crate::state::open_catalog(store.clone(), &args.store).await?;
     println!(

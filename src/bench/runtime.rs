@@ -25,7 +25,7 @@ use crate::store::{self, NewAgent, Store};
 use crate::vault::Vault;
 
 pub async fn run(args: RuntimeBenchArgs) -> anyhow::Result<()> {
-    let store = store::open(&args.store).await.context("could not open the store")?;
+    let store = store::open(&args.store.settings()).await.context("could not open the store")?;
     let vault = Arc::new(Vault::open(store.as_ref(), crate::state::keyring_source(&args.store)?).await?);
     let catalog = Arc::new(crate::state::open_catalog(store.clone(), &args.store).await?);
     let records: Vec<ServerRecord> = args

@@ -126,6 +126,8 @@ pub struct Catalog {
     results: Bounded<(Weak<SearchIndex>, Arc<Found>)>,
     /// Dense retrieval through pgvector (with this scan) instead of the in-process index.
     pgvector: Option<Scan>,
+    /// The store's catalog version the current index was built from.
+    version: std::sync::atomic::AtomicU64,
 }
 
 /// Query vectors kept for repeated searches.
@@ -175,6 +177,8 @@ impl Catalog {
             tracing::debug!(secs = started.elapsed().as_secs_f64(), "stored vectors read");
             Some((id, vectors))
         };
+        // Read before the records: an import committed meanwhile is loaded again by `follow`.
+        let version = store.catalog_version().await?;
         let (embedder, vectors, index) = tokio::join!(embedder, vectors, lexical_index(store.as_ref()));
         let mut index = index?;
         // Vectors read for another id than the loaded model's are dropped; `dense_index` then
@@ -203,7 +207,31 @@ impl Catalog {
             queries: QueryCache::new(QUERY_CACHE),
             results: Bounded::new(RESULT_CACHE),
             pgvector,
+            version: std::sync::atomic::AtomicU64::new(version),
         })
+    }
+
+    /// The store's catalog version the index in use was built from.
+    pub fn version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Catches up with the store: when an import (by the CLI, or another service on the same
+    /// database) changed the catalog since the index in use was built, builds the new index and
+    /// swaps it in; searches go on on the old one meanwhile. Returns whether it loaded a change.
+    pub async fn catch_up(&self) -> Result<bool, CatalogError> {
+        if self.store.catalog_version().await? == self.version() {
+            return Ok(false);
+        }
+        let started = std::time::Instant::now();
+        self.reload().await?;
+        tracing::info!(
+            version = self.version(),
+            servers = self.index().len(),
+            secs = started.elapsed().as_secs_f64(),
+            "loaded the changed catalog"
+        );
+        Ok(true)
     }
 
     /// Where dense retrieval runs now.
@@ -477,6 +505,7 @@ impl Catalog {
         &self,
         progress: &(dyn Fn(u64, u64) + Sync),
     ) -> Result<(), CatalogError> {
+        let version = self.store.catalog_version().await?;
         let index = Arc::new(
             build_index(self.store.as_ref(), self.embedder.as_deref(), self.pgvector.is_some(), progress)
                 .await?,
@@ -485,6 +514,7 @@ impl Catalog {
             Ok(mut guard) => *guard = index,
             Err(poisoned) => *poisoned.into_inner() = index,
         }
+        self.version.store(version, std::sync::atomic::Ordering::Relaxed);
         // Entries of the old index can no longer match; free them.
         self.results.clear();
         Ok(())

@@ -23,8 +23,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::access::Tenant;
-use crate::api::error::ApiError;
-use crate::api::pagination::Pagination;
+use crate::ops::{self, OpError};
 use crate::planner::{ChatOutcome, ChatTurn, PlannedNeed, RequiredCredential, RequiredFile};
 use crate::state::AppState;
 
@@ -51,9 +50,9 @@ fn failure(code: &str, message: impl Into<String>) -> Failure {
     CallToolResult::structured_error(json!({ "error": { "code": code, "message": message.into() } }))
 }
 
-/// The same code and message the HTTP API would answer with (server-side detail is logged, not
+/// The same code and message the HTTP API answers with (a failure of dynamcp's own is logged, not
 /// sent).
-fn fail(error: impl Into<ApiError>) -> Failure {
+fn fail(error: impl Into<OpError>) -> Failure {
     let error = error.into();
     failure(error.code(), error.public_message())
 }
@@ -62,8 +61,8 @@ fn fail(error: impl Into<ApiError>) -> Failure {
 fn object(value: &impl Serialize) -> Result<Map<String, Value>, Failure> {
     match serde_json::to_value(value) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(other) => Err(fail(ApiError::Internal(anyhow::anyhow!("expected a JSON object, got {other}")))),
-        Err(e) => Err(fail(ApiError::Internal(e.into()))),
+        Ok(other) => Err(fail(OpError::Internal(anyhow::anyhow!("expected a JSON object, got {other}")))),
+        Err(e) => Err(fail(OpError::Internal(e.into()))),
     }
 }
 
@@ -353,14 +352,9 @@ impl DynamcpMcp {
         }
         ctx.extensions
             .get::<http::request::Parts>()
-            .and_then(|parts| parts.extensions.get::<crate::api::auth::Caller>())
+            .and_then(|parts| parts.extensions.get::<crate::access::Caller>())
             .map(|caller| caller.0.clone())
             .ok_or_else(|| failure("unauthorized", "this endpoint needs an API key"))
-    }
-
-    /// Planning is bounded as for `POST /api/chat`: a burst waits its turn.
-    async fn planning_permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Failure> {
-        self.state.planning.acquire().await.map_err(|e| fail(ApiError::Internal(e.into())))
     }
 
     /// Where the user enters credentials for `session_id`.
@@ -382,7 +376,7 @@ impl DynamcpMcp {
         Parameters(input): Parameters<SearchServersInput>,
     ) -> Result<Json<SearchServersOutput>, Failure> {
         let limit = input.limit.map(|l| l as usize);
-        let results = crate::api::servers::find(&self.state, &input.query, limit).await.map_err(fail)?;
+        let results = ops::search(&self.state, &input.query, limit).await.map_err(fail)?;
         Ok(Json(SearchServersOutput { results }))
     }
 
@@ -394,11 +388,9 @@ impl DynamcpMcp {
         &self,
         Parameters(input): Parameters<GetServerInput>,
     ) -> Result<Json<GetServerOutput>, Failure> {
-        let index = self.state.catalog.index();
-        let record =
-            index.get(input.id.trim()).ok_or_else(|| fail(ApiError::ServerNotFound(input.id.clone())))?;
-        let server = object(record)?;
-        Ok(Json(GetServerOutput { runnable: record.runnable(), server }))
+        let detail = ops::server(&self.state, &input.id).map_err(fail)?;
+        let server = object(&detail.record)?;
+        Ok(Json(GetServerOutput { runnable: detail.runnable, server }))
     }
 
     #[tool(
@@ -409,8 +401,7 @@ impl DynamcpMcp {
         &self,
         Parameters(input): Parameters<PlanWorkflowInput>,
     ) -> Result<Json<PlanWorkflowOutput>, Failure> {
-        let _planning = self.planning_permit().await?;
-        let preview = self.state.master.preview(&input.request).await.map_err(fail)?;
+        let preview = ops::preview(&self.state, &input.request).await.map_err(fail)?;
         let plan = preview.plan;
         Ok(Json(PlanWorkflowOutput {
             request: plan.request,
@@ -437,11 +428,10 @@ impl DynamcpMcp {
             (None, None) => {
                 return Err(failure("invalid_request", "give a `request`, or the `session_id` to resume"));
             }
-            (None, Some(id)) => self.state.master.resume(&tenant, id).await.map_err(fail)?,
+            (None, Some(id)) => ops::resume(&self.state, &tenant, id).await.map_err(fail)?,
             (Some(message), session_id) => {
-                let _planning = self.planning_permit().await?;
                 let turn = ChatTurn { tenant, message, session_id, ..ChatTurn::default() };
-                self.state.master.chat(turn).await.map_err(fail)?
+                ops::chat(&self.state, turn).await.map_err(fail)?
             }
         };
         Ok(Json(self.created(outcome)))
@@ -470,12 +460,12 @@ impl DynamcpMcp {
         ctx: RequestContext<RoleServer>,
     ) -> Result<Json<ListAgentsOutput>, Failure> {
         let tenant = self.tenant(&ctx)?;
-        let page = Pagination { limit: input.limit, offset: input.offset }.page().map_err(fail)?;
-        let (agents, total) = self.state.store.list_agents(tenant.as_str(), page).await.map_err(fail)?;
+        let page = ops::page(input.limit, input.offset).map_err(fail)?;
+        let (agents, total) = ops::agents(&self.state, &tenant, page).await.map_err(fail)?;
         let agents = agents
             .into_iter()
             .map(|a| AgentSummary {
-                servers: crate::runtime::Runtime::servers_of(&a),
+                servers: ops::servers_of(&a),
                 id: a.id.to_string(),
                 name: a.name,
                 session_id: a.session_id.to_string(),
@@ -498,7 +488,7 @@ impl DynamcpMcp {
     ) -> Result<Json<RunAgentOutput>, Failure> {
         let tenant = self.tenant(&ctx)?;
         let agent_id = parse_id("agent_id", &input.agent_id)?;
-        let run = self.state.runtime.start_run(&tenant, agent_id, &input.input).await.map_err(fail)?;
+        let run = ops::start_run(&self.state, &tenant, agent_id, &input.input).await.map_err(fail)?;
         let run_id = run.run_id;
         // Each event is also a progress notification, when the client asked for them.
         let progress = ctx.meta.get_progress_token().map(|token| (token, ctx.peer.clone()));
@@ -517,7 +507,7 @@ impl DynamcpMcp {
             })
             .await
             .ok_or_else(|| {
-                fail(ApiError::Internal(anyhow::anyhow!("run {run_id} ended without a done event")))
+                fail(OpError::Internal(anyhow::anyhow!("run {run_id} ended without a done event")))
             })?;
         Ok(Json(RunAgentOutput {
             run_id: finished.run_id.to_string(),
@@ -542,10 +532,7 @@ impl DynamcpMcp {
         let tenant = self.tenant(&ctx)?;
         let agent_id = parse_id("agent_id", &input.agent_id)?;
         let arguments = Value::Object(input.arguments.unwrap_or_default());
-        let result = self
-            .state
-            .runtime
-            .call(&tenant, agent_id, &input.server, &input.tool, arguments)
+        let result = ops::call_tool(&self.state, &tenant, agent_id, &input.server, &input.tool, arguments)
             .await
             .map_err(fail)?;
         let is_error = result.is_error.unwrap_or(false);
@@ -595,9 +582,31 @@ fn credentials(values: Vec<RequiredCredential>, files: Vec<RequiredFile>) -> Vec
     values.chain(files).collect()
 }
 
-/// `dynamcp mcp`: serves the tools on stdin/stdout until the client closes them, then stops the
-/// agents' servers.
-pub async fn serve_stdio(state: AppState, tenant: Tenant) -> anyhow::Result<()> {
+/// `dynamcp mcp`: dynamcp's tools over MCP on stdin/stdout. Logs go to stderr; stdout carries
+/// only the protocol.
+pub async fn run(args: crate::config::McpArgs) -> anyhow::Result<()> {
+    let mut state = crate::state::AppState::build(&args.serve).await?;
+    // Over stdio no one else can connect, so the listen address plays no part: a store that never
+    // had a key is open; one that had keys (revoked ones too) needs one.
+    state.access = std::sync::Arc::new(crate::access::Access::new(state.store.clone(), true));
+    let key = args.api_key.as_ref().map(|k| k.expose());
+    let tenant = state.access.authenticate(key).await.map_err(|e| {
+        anyhow::anyhow!(
+            "{e}: this store has (or had) API keys, so `dynamcp mcp` acts for one; set DYNAMCP_API_KEY \
+             to an active key from `dynamcp keys create`"
+        )
+    })?;
+    tracing::info!(tenant = %tenant, "serving dynamcp's tools over MCP on stdio");
+    let lease = state.lease.clone();
+    let served = serve_stdio(state, tenant).await;
+    if let Some(lease) = lease {
+        lease.release().await;
+    }
+    served
+}
+
+/// Serves the tools on stdin/stdout until the client closes them, then stops the agents' servers.
+async fn serve_stdio(state: AppState, tenant: Tenant) -> anyhow::Result<()> {
     let runtime = Arc::clone(&state.runtime);
     let service = DynamcpMcp::over_stdio(state, tenant).serve(rmcp::transport::stdio()).await?;
     let ended = service.waiting().await;

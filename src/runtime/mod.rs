@@ -898,6 +898,22 @@ impl Runtime {
         }
     }
 
+    /// Stops what runs here for agents that another process on the database deleted (another
+    /// replica, or a session deleted there): their servers hold decrypted credentials. Returns
+    /// how many it stopped.
+    pub async fn forget_deleted(&self) -> Result<usize, RuntimeError> {
+        let agents: Vec<Uuid> = self.sessions.lock().map(|s| s.keys().copied().collect()).unwrap_or_default();
+        let mut gone = 0;
+        for agent in agents {
+            if self.store.get_agent(agent).await?.is_none() {
+                tracing::info!(%agent, "the agent was deleted elsewhere: stopping its servers here");
+                self.forget_agent(agent).await;
+                gone += 1;
+            }
+        }
+        Ok(gone)
+    }
+
     /// Stops `agent`'s servers and deletes its folders: the agent is being deleted.
     pub async fn forget_agent(&self, agent: Uuid) {
         self.stop_agent(agent).await;

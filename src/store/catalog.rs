@@ -54,12 +54,25 @@ pub struct UpsertCounts {
     pub instructions: u64,
 }
 
+/// The database-wide fact that counts changes to the catalog: bumped in the transaction of every
+/// import or removal that changes it, so every service on the database sees the change and loads
+/// it (see `Catalog::follow`).
+pub const CATALOG_VERSION_FACT: &str = "catalog.version";
+
+/// Bumps [`CATALOG_VERSION_FACT`] (`$1`: now), inside the changing transaction.
+pub(super) const BUMP_CATALOG_VERSION: &str = "INSERT INTO facts (name, value, updated_at) \
+     VALUES ('catalog.version', '1', $1) ON CONFLICT (name) DO UPDATE \
+     SET value = CAST(CAST(facts.value AS BIGINT) + 1 AS TEXT), updated_at = excluded.updated_at";
+
 #[async_trait]
 pub trait CatalogStore: Send + Sync {
     async fn catalog_count(&self) -> Result<u64, StoreError>;
 
+    /// How many changes the catalog has had (0: none recorded yet).
+    async fn catalog_version(&self) -> Result<u64, StoreError>;
+
     /// Upserts servers and instructions in one transaction. Servers whose content hash is
-    /// unchanged are not rewritten.
+    /// unchanged are not rewritten; a change bumps the catalog version in the same transaction.
     async fn upsert_catalog(
         &self,
         servers: &[CatalogRow],
@@ -103,6 +116,14 @@ macro_rules! impl_catalog_store {
                 let (n,): (i64,) =
                     sqlx::query_as("SELECT COUNT(*) FROM mcp_server_cache").fetch_one(&self.pool).await?;
                 Ok(u64::try_from(n).unwrap_or(0))
+            }
+
+            async fn catalog_version(&self) -> Result<u64, $crate::store::StoreError> {
+                let value: Option<String> = sqlx::query_scalar("SELECT value FROM facts WHERE name = $1")
+                    .bind($crate::store::catalog::CATALOG_VERSION_FACT)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(value.and_then(|v| v.parse().ok()).unwrap_or(0))
             }
 
             async fn upsert_catalog(
@@ -166,6 +187,12 @@ macro_rules! impl_catalog_store {
                     .await?;
                     counts.instructions += 1;
                 }
+                if counts.inserted + counts.updated + counts.instructions > 0 {
+                    sqlx::query($crate::store::catalog::BUMP_CATALOG_VERSION)
+                        .bind(chrono::Utc::now())
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 tx.commit().await?;
                 Ok(counts)
             }
@@ -183,6 +210,12 @@ macro_rules! impl_catalog_store {
                         .execute(&mut *tx)
                         .await?
                         .rows_affected();
+                }
+                if removed > 0 {
+                    sqlx::query($crate::store::catalog::BUMP_CATALOG_VERSION)
+                        .bind(chrono::Utc::now())
+                        .execute(&mut *tx)
+                        .await?;
                 }
                 tx.commit().await?;
                 Ok(removed)

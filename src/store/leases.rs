@@ -48,6 +48,26 @@ pub trait LeaseStore: Send + Sync {
     async fn delete_lease(&self, holder: Uuid) -> Result<bool, StoreError>;
     /// Every lease row, live or expired, oldest first.
     async fn leases(&self) -> Result<Vec<Lease>, StoreError>;
+    /// The database-wide fact `name` (see the `facts` migration), if recorded.
+    async fn fact(&self, name: &str) -> Result<Option<String>, StoreError>;
+    /// Records `value` as `name` unless a value is already there; returns the value recorded now
+    /// (whichever process was first).
+    async fn claim_fact(&self, name: &str, value: &str) -> Result<String, StoreError>;
+    /// Replaces `name`'s value by `value` only while it is still `expected`; `false` if another
+    /// process changed it first.
+    async fn replace_fact(&self, name: &str, expected: &str, value: &str) -> Result<bool, StoreError>;
+    /// Counts one request against `key`'s shared budget (a generic cell-rate algorithm, all
+    /// times in microseconds since the Unix epoch): `None` when it is within the budget, else how
+    /// long to wait. One statement, so concurrent services never both spend the last of it.
+    async fn take_budget(
+        &self,
+        key: &str,
+        now_us: i64,
+        interval_us: i64,
+        tolerance_us: i64,
+    ) -> Result<Option<i64>, StoreError>;
+    /// Removes the budgets that are full again (their next arrival time has passed).
+    async fn prune_budgets(&self, now_us: i64) -> Result<u64, StoreError>;
 }
 
 #[derive(sqlx::FromRow)]
@@ -127,6 +147,87 @@ macro_rules! impl_lease_store {
                 .fetch_all(&self.pool)
                 .await?;
                 Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn fact(&self, name: &str) -> Result<Option<String>, $crate::store::StoreError> {
+                Ok(sqlx::query_scalar("SELECT value FROM facts WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(&self.writer)
+                    .await?)
+            }
+
+            async fn claim_fact(&self, name: &str, value: &str) -> Result<String, $crate::store::StoreError> {
+                sqlx::query(
+                    "INSERT INTO facts (name, value, updated_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (name) DO NOTHING",
+                )
+                .bind(name)
+                .bind(value)
+                .bind(chrono::Utc::now())
+                .execute(&self.writer)
+                .await?;
+                Ok(sqlx::query_scalar("SELECT value FROM facts WHERE name = $1")
+                    .bind(name)
+                    .fetch_one(&self.writer)
+                    .await?)
+            }
+
+            async fn replace_fact(
+                &self,
+                name: &str,
+                expected: &str,
+                value: &str,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query(
+                    "UPDATE facts SET value = $1, updated_at = $2 WHERE name = $3 AND value = $4",
+                )
+                .bind(value)
+                .bind(chrono::Utc::now())
+                .bind(name)
+                .bind(expected)
+                .execute(&self.writer)
+                .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn take_budget(
+                &self,
+                key: &str,
+                now_us: i64,
+                interval_us: i64,
+                tolerance_us: i64,
+            ) -> Result<Option<i64>, $crate::store::StoreError> {
+                // The arrival time moves on only when the request fits: ahead of now by at most
+                // the tolerance (the burst).
+                let taken: Option<i64> = sqlx::query_scalar(
+                    "INSERT INTO rate_budgets (key, tat_us) VALUES ($1, $2 + $3) \
+                     ON CONFLICT (key) DO UPDATE SET tat_us = \
+                     (CASE WHEN rate_budgets.tat_us > $2 THEN rate_budgets.tat_us ELSE $2 END) + $3 \
+                     WHERE (CASE WHEN rate_budgets.tat_us > $2 THEN rate_budgets.tat_us ELSE $2 END) - $2 <= $4 \
+                     RETURNING tat_us",
+                )
+                .bind(key)
+                .bind(now_us)
+                .bind(interval_us)
+                .bind(tolerance_us)
+                .fetch_optional(&self.writer)
+                .await?;
+                if taken.is_some() {
+                    return Ok(None);
+                }
+                let at: Option<i64> = sqlx::query_scalar("SELECT tat_us FROM rate_budgets WHERE key = $1")
+                    .bind(key)
+                    .fetch_optional(&self.writer)
+                    .await?;
+                Ok(Some(at.map_or(0, |at| (at.max(now_us) - now_us - tolerance_us).max(1))))
+            }
+
+            async fn prune_budgets(&self, now_us: i64) -> Result<u64, $crate::store::StoreError> {
+                let done = sqlx::query("DELETE FROM rate_budgets WHERE tat_us < $1")
+                    .bind(now_us)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(done.rows_affected())
             }
         }
     };

@@ -25,14 +25,33 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::config::StoreArgs;
-
-pub use catalog::{CatalogRow, CatalogStore, InstructionRow, UpsertCounts, VerificationRow};
+pub use catalog::{
+    CATALOG_VERSION_FACT, CatalogRow, CatalogStore, InstructionRow, UpsertCounts, VerificationRow,
+};
 pub use credentials::{CredentialStore, Rewrapped, SealedCredential, SecretKind};
 pub use leases::{Lease, LeaseStore};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use vectors::{Scan, VectorSearch, VectorSet};
+
+/// SQLite's `synchronous` level: `Full` also survives power loss, `Normal` survives a process
+/// crash and is faster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SqliteSync {
+    Full,
+    Normal,
+}
+
+/// Where the store lives and how it connects; built from the command line by `config`.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// A `sqlite://` or `postgres://` URL.
+    pub url: String,
+    /// Created (private to dynamcp's user) for a SQLite database.
+    pub data_dir: std::path::PathBuf,
+    pub sqlite_sync: SqliteSync,
+    pub max_connections: u32,
+}
 
 /// Which database a store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -323,14 +342,14 @@ fn restrict(path: &std::path::Path, mode: u32) {
 }
 
 /// Opens the store the configuration names, creating the data dir and applying migrations.
-pub async fn open(args: &StoreArgs) -> Result<Arc<dyn Store>, StoreError> {
-    let url = args.effective_database_url();
+pub async fn open(args: &StoreSettings) -> Result<Arc<dyn Store>, StoreError> {
+    let url = &args.url;
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PgStore::connect(&url, args.db_max_connections).await?))
+        Ok(Arc::new(PgStore::connect(url, args.max_connections).await?))
     } else if url.starts_with("sqlite:") {
         let dir_err = |source| StoreError::DataDir { path: args.data_dir.display().to_string(), source };
         std::fs::create_dir_all(&args.data_dir).map_err(dir_err)?;
-        let store = SqliteStore::connect(&url, args.sqlite_synchronous, args.db_max_connections).await?;
+        let store = SqliteStore::connect(url, args.sqlite_sync, args.max_connections).await?;
         // Credentials, sessions and the vault key live here: only dynamcp's own user may look.
         restrict(&args.data_dir, 0o700);
         for name in ["dynamcp.db", "dynamcp.db-wal", "dynamcp.db-shm"] {

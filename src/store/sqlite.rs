@@ -8,8 +8,8 @@ use sqlx::ConnectOptions;
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
+use super::SqliteSync;
 use super::{Backend, StoreError};
-use crate::config::SqliteSync;
 
 pub struct SqliteStore {
     /// Readers: WAL lets them run beside the writer.

@@ -15,6 +15,18 @@ use uuid::Uuid;
 use super::Vault;
 use crate::store::{Lease, Store, StoreError};
 
+/// The database-wide fact that names the key new credentials are sealed with.
+pub const WRITING_KEY_FACT: &str = "vault.writing_key";
+
+/// Records `id` as the database's writing key (a rotation or a re-wrap moved to it).
+pub async fn record_writing_key(store: &dyn Store, id: &str) -> Result<(), StoreError> {
+    let recorded = store.claim_fact(WRITING_KEY_FACT, id).await?;
+    if recorded != id {
+        store.replace_fact(WRITING_KEY_FACT, &recorded, id).await?;
+    }
+    Ok(())
+}
+
 /// How many heartbeats a lease outlives its last renewal by.
 const HEARTBEATS_PER_LEASE: u32 = 3;
 
@@ -93,6 +105,51 @@ impl ServiceLease {
 
     /// Renews now and then every heartbeat, reloading `vault`'s keyring first, until
     /// [`Self::release`].
+    /// Checks, before this service stores anything, that it and every other service on the
+    /// database can open what each other seals: its keyring holds the key the database records
+    /// (the first service to start records its key) and every live service's writing key, and
+    /// every live service can open its writing key. A new key that every running service already
+    /// reads (a rotation's) becomes the database's key. (Services that have not reported their
+    /// keys yet check after reporting, and so see this one's.)
+    pub async fn agree_on_key(&self, vault: &Vault) -> Result<(), super::VaultError> {
+        use super::VaultError::NotTheDatabasesKey;
+        // Report this service's keys first: of two services starting at once, each then sees the
+        // other's report, or the other sees its own.
+        self.renew(vault).await?;
+        let mine = vault.key_id();
+        let me = self.holder().await;
+        let recorded = self.store.claim_fact(WRITING_KEY_FACT, &mine).await?;
+        let now = Utc::now();
+        let others: Vec<Lease> = self
+            .store
+            .leases()
+            .await?
+            .into_iter()
+            .filter(|l| l.holder != me && l.is_live(now) && !l.writing_key_id.is_empty())
+            .collect();
+        let refuse = |why: String| NotTheDatabasesKey { mine: mine.clone(), why };
+        if let Some(other) = others.iter().find(|l| !vault.has_key(&l.writing_key_id)) {
+            return Err(refuse(format!(
+                "{} seals with key {}, which this keyring cannot open",
+                other.describe(),
+                other.writing_key_id
+            )));
+        }
+        if recorded == mine {
+            return Ok(());
+        }
+        if !vault.has_key(&recorded) {
+            return Err(refuse(format!("the database's credentials are sealed with key {recorded}")));
+        }
+        if let Some(other) = others.iter().find(|l| !l.readable_key_ids.contains(&mine)) {
+            return Err(refuse(format!("{} cannot open this key yet", other.describe())));
+        }
+        if self.store.replace_fact(WRITING_KEY_FACT, &recorded, &mine).await? {
+            tracing::info!(previous = %recorded, writing = %mine, "this database's vault key is now this service's");
+        }
+        Ok(())
+    }
+
     pub fn start(self: &Arc<Self>, vault: Arc<Vault>) {
         let lease = self.clone();
         let task = tokio::spawn(async move {

@@ -59,6 +59,15 @@ pub enum VaultError {
          or as the file vault.keys/{stored}.key in the data dir"
     )]
     WrongKey { current: String, stored: String, count: i64, older: String },
+    /// Another service on this database seals with a key this one cannot open, or cannot open
+    /// this one's: they would each store credentials the other cannot read.
+    #[error(
+        "this service's vault key (id {mine}) is not the one the other services on this database \
+         use ({why}); every service on one database needs the same key: set ENCRYPTION_KEY to the \
+         key the running services use (or, on one machine, give them the same data dir); nothing \
+         was stored"
+    )]
+    NotTheDatabasesKey { mine: String, why: String },
     #[error("a stored credential ({server}/{key}) does not decrypt: wrong key or tampered row")]
     Undecryptable { server: String, key: String },
     #[error(

@@ -117,6 +117,8 @@ pub async fn rotate(
     })?;
     let key_file = keyring::set_writing_key(&dir, &next_key)?;
     vault.reload()?;
+    // The database's key too: services starting from now on must open the new one.
+    super::lease::record_writing_key(store, &next_id).await?;
     progress(&format!("key {next_id} now seals new credentials; the previous key {previous} stays readable"));
     let writing = |l: &Lease| l.writing_key_id == next_id;
     let lagging =
@@ -164,7 +166,10 @@ pub async fn rewrap_all(
             ))
         },
     )?;
-    rewrap_rows(store, vault, target, settings).await
+    let rewrapped = rewrap_rows(store, vault, target, settings).await?;
+    // Every row is under `target` now: services starting from now on must open it.
+    super::lease::record_writing_key(store, target).await?;
+    Ok(rewrapped)
 }
 
 async fn rewrap_rows(
@@ -279,7 +284,7 @@ mod tests {
 
     async fn sqlite(dir: &Path) -> Arc<dyn Store> {
         let url = format!("sqlite://{}", dir.join("test.db").display());
-        Arc::new(SqliteStore::connect(&url, crate::config::SqliteSync::Normal, 4).await.unwrap())
+        Arc::new(SqliteStore::connect(&url, crate::store::SqliteSync::Normal, 4).await.unwrap())
     }
 
     async fn seal_some(store: &dyn Store, vault: &Vault, n: usize) -> Vec<(Uuid, String, String)> {

@@ -147,6 +147,7 @@ pub async fn prune(store: &dyn Store, vault: &Vault, only: Option<&str>) -> Resu
         )));
     }
     let live = live_leases(store).await?;
+    let recorded = store.fact(super::lease::WRITING_KEY_FACT).await?;
     for (path, key) in kept {
         let id = key.id().to_owned();
         if id == writing || only.is_some_and(|o| o != id) {
@@ -158,6 +159,11 @@ pub async fn prune(store: &dyn Store, vault: &Vault, only: Option<&str>) -> Resu
             report.kept.push((id, why));
         } else if let Some(l) = live.iter().find(|l| l.writing_key_id == id) {
             report.kept.push((id, format!("service {} still seals with it", l.describe())));
+        } else if recorded.as_deref() == Some(id.as_str()) {
+            report.kept.push((
+                id,
+                "the database records it as its key; `dynamcp vault rotate` moves that".to_owned(),
+            ));
         } else {
             keyring::remove_kept_key(&dir, &id)?;
             if store.credential_sealed_by(&id).await?.is_some() {

@@ -64,7 +64,7 @@ pub async fn fresh_postgres_database() -> String {
 /// Opens a fresh store directly, for store-level tests.
 pub async fn fresh_store(db: Db) -> (Arc<dyn Store>, TempDir) {
     let (args, dir) = test_args(db).await;
-    (store::open(&args.store).await.unwrap(), dir)
+    (store::open(&args.store.settings()).await.unwrap(), dir)
 }
 
 /// A running dynamcp on 127.0.0.1:<ephemeral>.
@@ -197,7 +197,7 @@ pub async fn import_fixture_catalog(args: &ServeArgs) {
 /// Imports the catalog file at `path` into `args`' store, as `dynamcp catalog import` does.
 #[allow(dead_code, reason = "not every test binary imports a catalog")]
 pub async fn import_catalog_file(args: &ServeArgs, path: &std::path::Path) {
-    let store = store::open(&args.store).await.unwrap();
+    let store = store::open(&args.store.settings()).await.unwrap();
     let catalog =
         dynamcp::catalog::Catalog::open(store.clone(), None, dynamcp::catalog::DenseBackend::InProcess)
             .await

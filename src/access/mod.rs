@@ -5,6 +5,9 @@
 //! service runs open, as the tenant [`Tenant::open`]. Keys fail closed: once the store has had a
 //! key, revoking the last one locks the service (every request needs a key) instead of opening it.
 
+pub mod host;
+pub mod limit;
+
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -157,6 +160,11 @@ const KEY_PREFIX: &str = "dmcp_";
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct Tenant(String);
 
+/// The tenant a request acts for, as the HTTP face's key check attaches it to the request (where
+/// the MCP face's `/mcp` tools read it too).
+#[derive(Debug, Clone)]
+pub struct Caller(pub Tenant);
+
 impl Tenant {
     /// The tenant of a service without API keys.
     pub fn open() -> Self {
@@ -251,7 +259,8 @@ mod tests {
     #[tokio::test]
     async fn keys_fail_closed_once_the_store_has_had_one() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let store = crate::store::open(&crate::config::ServeArgs::for_data_dir(dir.path()).store).await?;
+        let store =
+            crate::store::open(&crate::config::ServeArgs::for_data_dir(dir.path()).store.settings()).await?;
         // A fresh Access per step: each caches its answer for a couple of seconds.
         let mode = |keyless_allowed| {
             let store = store.clone();

@@ -1,0 +1,116 @@
+//! Several dynamcp services on one database (replicas behind a load balancer): what one does,
+//! the others see without a restart. Two services in this process share a SQLite file or a
+//! PostgreSQL database (with one ENCRYPTION_KEY, as the README asks), each with its own HTTP
+//! listener, lease, catalog index and runtime.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Db, TestServer};
+use dynamcp::vault::MasterKey;
+
+on_both_backends!(an_import_and_a_deletion_reach_every_replica);
+
+/// On PostgreSQL a caller's rate budget is the database's: requests spread over two replicas
+/// spend one budget (on SQLite each service counts its own).
+#[tokio::test]
+async fn postgres_replicas_share_one_rate_budget() {
+    let (mut args, dir) = common::test_args(Db::Postgres).await;
+    args.store.encryption_key = Some(MasterKey::generate().to_base64());
+    args.rate_limit_per_sec = 1;
+    args.rate_limit_burst = 4;
+    let mut second_args = args.clone();
+    let second_dir = tempfile::tempdir().unwrap();
+    second_args.store.data_dir = second_dir.path().to_owned();
+    let a = TestServer::start_with(args, dir).await;
+    let b = TestServer::start_with(second_args, second_dir).await;
+    let mut statuses = Vec::new();
+    for i in 0..10 {
+        let server = if i % 2 == 0 { &a } else { &b };
+        statuses.push(server.get("/api/agents").await.0);
+    }
+    let passed = statuses.iter().filter(|s| **s == 200).count();
+    // A burst of 4 between the two, plus at most what one second a request refills meanwhile.
+    assert!((4..=6).contains(&passed), "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Polls `check` every 100 ms until it holds, for at most 60 s (a correctness bound, not a
+/// speed one: BENCHMARKS.md has the times).
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what} did not happen within 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn an_import_and_a_deletion_reach_every_replica(db: Db) {
+    let (mut args, dir) = common::test_args(db).await;
+    common::import_default_records(&args, &["time-mcp-server"], &[]).await;
+    args.runtime.runtimes = ["npx", "uvx"].map(str::to_owned).to_vec();
+    args.store.encryption_key = Some(MasterKey::generate().to_base64());
+    args.sync_secs = 1;
+    let mut second_args = args.clone();
+    let second_dir = tempfile::tempdir().unwrap();
+    if db == Db::Postgres {
+        // Another machine: its own data dir, the same database and key.
+        second_args.store.data_dir = second_dir.path().to_owned();
+    }
+    let a = TestServer::start_with(args.clone(), dir).await;
+    let b = TestServer::start_with(second_args, second_dir).await;
+
+    // Both report themselves as replicas of one database, in step.
+    let (_, ha) = a.get("/health").await;
+    let (_, hb) = b.get("/health").await;
+    assert_eq!((ha["status"].as_str(), hb["status"].as_str()), (Some("ok"), Some("ok")), "{ha}\n{hb}");
+    assert_ne!(ha["replica"], hb["replica"]);
+    assert!(ha["replica"].is_string(), "{ha}");
+    assert_eq!(ha["vault_key"], hb["vault_key"]);
+    assert_eq!(ha["catalog"], hb["catalog"]);
+    assert_eq!(ha["catalog"]["servers"], 1, "{ha}");
+
+    // A catalog import (as `dynamcp catalog import` does it, by another process) becomes
+    // searchable on both, without a restart.
+    assert_eq!(a.get("/api/servers/everything-mcp-server").await.0, 404);
+    common::import_default_records(&args, &["everything-mcp-server"], &[]).await;
+    for server in [&a, &b] {
+        eventually("the import reaching a replica", || async {
+            server.get("/api/servers/everything-mcp-server").await.0 == 200
+        })
+        .await;
+        let (_, health) = server.get("/health").await;
+        assert_eq!(health["catalog"]["servers"], 2, "{health}");
+        assert_eq!(health["catalog"]["loaded"], health["catalog"]["version"], "{health}");
+    }
+
+    // An agent's server runs on b; the agent is deleted through a: b stops it.
+    let (agent, _) =
+        common::store_agent(&a, &["time-mcp-server"], "Tell the time.", serde_json::json!({})).await;
+    let (status, body) = b.get(&format!("/api/agents/{agent}/tools")).await;
+    assert_eq!(status, 200, "{body}");
+    let running = b.runtime.running().await;
+    assert_eq!(running.len(), 1, "{running:?}");
+    let pid = running[0].pid.unwrap();
+    let (status, body) = a.delete(&format!("/api/agents/{agent}")).await;
+    assert_eq!(status, 204, "{body}");
+    eventually("b stopping a server of an agent deleted through a", || async {
+        b.runtime.running().await.is_empty()
+    })
+    .await;
+    eventually("the deleted agent's server process ending", || async {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    })
+    .await;
+    assert_eq!(b.get(&format!("/api/agents/{agent}")).await.0, 404);
+    a.stop().await;
+    b.stop().await;
+}
