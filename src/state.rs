@@ -287,7 +287,7 @@ const DEFAULT_IMPORT_FACT: &str = "catalog.default_import";
 
 /// [`open_catalog`] for the service holding lease `holder`: of several services started at once
 /// on an empty database, one imports the default catalog and the others load it when it is
-/// committed ([`Catalog::follow`]); a claim whose holder is gone is taken over.
+/// committed (`AppState::sync`); a claim whose holder is gone is taken over.
 async fn open_catalog_as(
     store: Arc<dyn Store>,
     args: &StoreArgs,

@@ -437,7 +437,7 @@ async fn services_on_one_database_share_one_key(db: Db) {
     rotated.stop();
     // Now k1 alone is the stale key.
     let out = dynamcp(&["serve"], dir.path(), &on_k1).await;
-    refused(&out, &format!("the database's credentials are sealed with key {}", k2.id()));
+    refused(&out, &format!("the database's key is {}, recorded by the first service", k2.id()));
     let again = start(dir.path(), &on_k2);
     again.stop();
 }

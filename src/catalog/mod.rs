@@ -177,7 +177,7 @@ impl Catalog {
             tracing::debug!(secs = started.elapsed().as_secs_f64(), "stored vectors read");
             Some((id, vectors))
         };
-        // Read before the records: an import committed meanwhile is loaded again by `follow`.
+        // Read before the records: an import committed meanwhile is loaded by the next `catch_up`.
         let version = store.catalog_version().await?;
         let (embedder, vectors, index) = tokio::join!(embedder, vectors, lexical_index(store.as_ref()));
         let mut index = index?;

@@ -103,8 +103,6 @@ impl ServiceLease {
         Ok(())
     }
 
-    /// Renews now and then every heartbeat, reloading `vault`'s keyring first, until
-    /// [`Self::release`].
     /// Checks, before this service stores anything, that it and every other service on the
     /// database can open what each other seals: its keyring holds the key the database records
     /// (the first service to start records its key) and every live service's writing key, and
@@ -139,7 +137,10 @@ impl ServiceLease {
             return Ok(());
         }
         if !vault.has_key(&recorded) {
-            return Err(refuse(format!("the database's credentials are sealed with key {recorded}")));
+            return Err(refuse(format!(
+                "the database's key is {recorded}, recorded by the first service to start or by a rotation, \
+                 and this keyring cannot open it"
+            )));
         }
         if let Some(other) = others.iter().find(|l| !l.readable_key_ids.contains(&mine)) {
             return Err(refuse(format!("{} cannot open this key yet", other.describe())));
@@ -150,6 +151,8 @@ impl ServiceLease {
         Ok(())
     }
 
+    /// Renews now and then every heartbeat, reloading `vault`'s keyring first, until
+    /// [`Self::release`].
     pub fn start(self: &Arc<Self>, vault: Arc<Vault>) {
         let lease = self.clone();
         let task = tokio::spawn(async move {
