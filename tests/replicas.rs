@@ -39,6 +39,34 @@ async fn postgres_replicas_share_one_rate_budget() {
     b.stop().await;
 }
 
+/// Three services started at once on an empty PostgreSQL database: one imports the default catalog
+/// (the catalog's version moves once), the others load what it committed.
+#[tokio::test]
+async fn postgres_replicas_started_together_import_the_default_catalog_once() {
+    let (mut args, _dir) = common::test_args(Db::Postgres).await;
+    args.store.encryption_key = Some(MasterKey::generate().to_base64());
+    args.store.default_catalog = true;
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let replicas = futures::future::join_all(dirs.into_iter().map(|dir| {
+        let mut args = args.clone();
+        args.store.data_dir = dir.path().to_owned();
+        TestServer::start_with(args, dir)
+    }))
+    .await;
+    for replica in &replicas {
+        eventually("every replica searching the default catalog", || async {
+            let (_, health) = replica.get("/health").await;
+            health["catalog"]["servers"].as_u64().unwrap_or(0) > 9000
+        })
+        .await;
+    }
+    let (_, health) = replicas[0].get("/health").await;
+    assert_eq!(health["catalog"]["version"], 1, "one import changed the catalog: {health}");
+    for replica in replicas {
+        replica.stop().await;
+    }
+}
+
 /// Polls `check` every 100 ms until it holds, for at most 60 s (a correctness bound, not a
 /// speed one: BENCHMARKS.md has the times).
 async fn eventually<F, Fut>(what: &str, mut check: F)
