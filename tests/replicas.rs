@@ -130,6 +130,10 @@ async fn an_import_and_a_deletion_reach_every_replica(db: Db) {
     let pid = running[0].pid.unwrap();
     let (status, body) = a.delete(&format!("/api/agents/{agent}")).await;
     assert_eq!(status, 204, "{body}");
+    // The deletion is counted in the database, where b looks for it; deleting nothing is not.
+    assert_eq!(a.store.counter(dynamcp::store::AGENT_DELETIONS_FACT).await.unwrap(), 1);
+    assert_eq!(a.delete(&format!("/api/agents/{agent}")).await.0, 404);
+    assert_eq!(a.store.counter(dynamcp::store::AGENT_DELETIONS_FACT).await.unwrap(), 1);
     eventually("b stopping a server of an agent deleted through a", || async {
         b.runtime.running().await.is_empty()
     })

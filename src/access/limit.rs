@@ -17,6 +17,11 @@ pub struct RateLimiter {
     shared: Option<Arc<dyn Store>>,
 }
 
+/// `d` in whole microseconds, as the shared budgets count time.
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
 /// Entries are pruned when the map grows past this, so spoofed keys cannot grow it forever.
 const PRUNE_AT: usize = 10_000;
 
@@ -46,7 +51,6 @@ impl RateLimiter {
     /// that cannot be reached (the database does not answer) fall back to this process's own.
     pub async fn take(&self, key: &str) -> Result<(), Duration> {
         let Some(store) = &self.shared else { return self.check(key) };
-        let micros = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
         let now = micros(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default());
         match store.take_budget(key, now, micros(self.interval), micros(self.tolerance)).await {
             Ok(None) => Ok(()),
@@ -62,7 +66,7 @@ impl RateLimiter {
     pub async fn prune(&self) {
         let Some(store) = &self.shared else { return };
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        if let Err(e) = store.prune_budgets(i64::try_from(now.as_micros()).unwrap_or(i64::MAX)).await {
+        if let Err(e) = store.prune_budgets(micros(now)).await {
             tracing::debug!(error = %e, "could not prune the shared rate budgets");
         }
     }

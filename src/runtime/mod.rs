@@ -218,6 +218,8 @@ pub struct Runtime {
     slots: std::sync::Mutex<HashMap<(Uuid, String), Slot>>,
     /// The session of every agent whose servers were started: deleting a session stops them.
     sessions: std::sync::Mutex<HashMap<Uuid, Uuid>>,
+    /// The store's count of agent deletions when [`Runtime::forget_deleted`] last looked.
+    deletions_seen: std::sync::atomic::AtomicU64,
     permits: Arc<Semaphore>,
     runs: Arc<Semaphore>,
     /// Verifications in progress (see `verify`).
@@ -226,12 +228,12 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Resolves the allowed runtimes on dynamcp's PATH and starts the idle reaper.
     /// The launch kinds this machine can run, for planners that choose servers.
     pub fn launch_kinds(&self) -> Vec<crate::catalog::LaunchKind> {
         self.launcher.kinds()
     }
 
+    /// Resolves the allowed runtimes on dynamcp's PATH and starts the idle reaper.
     pub fn new(
         catalog: Arc<Catalog>,
         store: Arc<dyn Store>,
@@ -283,6 +285,7 @@ impl Runtime {
             settings,
             slots: std::sync::Mutex::new(HashMap::new()),
             sessions: std::sync::Mutex::new(HashMap::new()),
+            deletions_seen: std::sync::atomic::AtomicU64::new(0),
             verifying: Default::default(),
             stopping: AtomicBool::new(false),
         });
@@ -899,9 +902,14 @@ impl Runtime {
     }
 
     /// Stops what runs here for agents that another process on the database deleted (another
-    /// replica, or a session deleted there): their servers hold decrypted credentials. Returns
-    /// how many it stopped.
+    /// replica, or a session deleted there): their servers hold decrypted credentials. Looks at
+    /// the agents only when the store's count of deletions moved. Returns how many it stopped.
     pub async fn forget_deleted(&self) -> Result<usize, RuntimeError> {
+        use std::sync::atomic::Ordering;
+        let deletions = self.store.counter(crate::store::AGENT_DELETIONS_FACT).await?;
+        if deletions == self.deletions_seen.load(Ordering::Relaxed) {
+            return Ok(0);
+        }
         let agents: Vec<Uuid> = self.sessions.lock().map(|s| s.keys().copied().collect()).unwrap_or_default();
         let mut gone = 0;
         for agent in agents {
@@ -911,6 +919,8 @@ impl Runtime {
                 gone += 1;
             }
         }
+        // Only once every agent was looked at: a failure above looks again next time.
+        self.deletions_seen.store(deletions, Ordering::Relaxed);
         Ok(gone)
     }
 

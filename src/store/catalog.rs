@@ -54,15 +54,10 @@ pub struct UpsertCounts {
     pub instructions: u64,
 }
 
-/// The database-wide fact that counts changes to the catalog: bumped in the transaction of every
-/// import or removal that changes it, so every service on the database sees the change and loads
-/// it (see `Catalog::follow`).
+/// The counter fact of changes to the catalog: bumped in the transaction of every import or
+/// removal that changes it, so every service on the database sees the change and loads it (see
+/// `Catalog::catch_up`).
 pub const CATALOG_VERSION_FACT: &str = "catalog.version";
-
-/// Bumps [`CATALOG_VERSION_FACT`] (`$1`: now), inside the changing transaction.
-pub(super) const BUMP_CATALOG_VERSION: &str = "INSERT INTO facts (name, value, updated_at) \
-     VALUES ('catalog.version', '1', $1) ON CONFLICT (name) DO UPDATE \
-     SET value = CAST(CAST(facts.value AS BIGINT) + 1 AS TEXT), updated_at = excluded.updated_at";
 
 #[async_trait]
 pub trait CatalogStore: Send + Sync {
@@ -119,11 +114,7 @@ macro_rules! impl_catalog_store {
             }
 
             async fn catalog_version(&self) -> Result<u64, $crate::store::StoreError> {
-                let value: Option<String> = sqlx::query_scalar("SELECT value FROM facts WHERE name = $1")
-                    .bind($crate::store::catalog::CATALOG_VERSION_FACT)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                Ok(value.and_then(|v| v.parse().ok()).unwrap_or(0))
+                $crate::store::LeaseStore::counter(self, $crate::store::catalog::CATALOG_VERSION_FACT).await
             }
 
             async fn upsert_catalog(
@@ -188,10 +179,7 @@ macro_rules! impl_catalog_store {
                     counts.instructions += 1;
                 }
                 if counts.inserted + counts.updated + counts.instructions > 0 {
-                    sqlx::query($crate::store::catalog::BUMP_CATALOG_VERSION)
-                        .bind(chrono::Utc::now())
-                        .execute(&mut *tx)
-                        .await?;
+                    Self::bump_counter(&mut tx, $crate::store::catalog::CATALOG_VERSION_FACT).await?;
                 }
                 tx.commit().await?;
                 Ok(counts)
@@ -212,10 +200,7 @@ macro_rules! impl_catalog_store {
                         .rows_affected();
                 }
                 if removed > 0 {
-                    sqlx::query($crate::store::catalog::BUMP_CATALOG_VERSION)
-                        .bind(chrono::Utc::now())
-                        .execute(&mut *tx)
-                        .await?;
+                    Self::bump_counter(&mut tx, $crate::store::catalog::CATALOG_VERSION_FACT).await?;
                 }
                 tx.commit().await?;
                 Ok(removed)

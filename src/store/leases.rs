@@ -40,6 +40,16 @@ impl Lease {
     }
 }
 
+/// Adds one to the counter fact `$1` (`$2`: now). Run inside the transaction that changed what it
+/// counts, so a reader never sees the change without the count, or the count without the change.
+pub(super) const BUMP_COUNTER: &str = "INSERT INTO facts (name, value, updated_at) VALUES ($1, '1', $2) \
+     ON CONFLICT (name) DO UPDATE \
+     SET value = CAST(CAST(facts.value AS BIGINT) + 1 AS TEXT), updated_at = excluded.updated_at";
+
+/// The counter fact of agents deleted, one by one or with their session: a service that sees it
+/// move stops what it runs for agents that are gone.
+pub const AGENT_DELETIONS_FACT: &str = "agents.deletions";
+
 #[async_trait]
 pub trait LeaseStore: Send + Sync {
     /// Inserts or replaces the holder's row.
@@ -50,6 +60,10 @@ pub trait LeaseStore: Send + Sync {
     async fn leases(&self) -> Result<Vec<Lease>, StoreError>;
     /// The database-wide fact `name` (see the `facts` migration), if recorded.
     async fn fact(&self, name: &str) -> Result<Option<String>, StoreError>;
+    /// The counter fact `name` ([`BUMP_COUNTER`]); 0 before its first bump.
+    async fn counter(&self, name: &str) -> Result<u64, StoreError> {
+        Ok(self.fact(name).await?.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
     /// Records `value` as `name` unless a value is already there; returns the value recorded now
     /// (whichever process was first).
     async fn claim_fact(&self, name: &str, value: &str) -> Result<String, StoreError>;
@@ -152,24 +166,21 @@ macro_rules! impl_lease_store {
             async fn fact(&self, name: &str) -> Result<Option<String>, $crate::store::StoreError> {
                 Ok(sqlx::query_scalar("SELECT value FROM facts WHERE name = $1")
                     .bind(name)
-                    .fetch_optional(&self.writer)
+                    .fetch_optional(&self.pool)
                     .await?)
             }
 
             async fn claim_fact(&self, name: &str, value: &str) -> Result<String, $crate::store::StoreError> {
-                sqlx::query(
+                // On a conflict the row is left as it is and its value returned: one statement.
+                Ok(sqlx::query_scalar(
                     "INSERT INTO facts (name, value, updated_at) VALUES ($1, $2, $3) \
-                     ON CONFLICT (name) DO NOTHING",
+                     ON CONFLICT (name) DO UPDATE SET name = facts.name RETURNING value",
                 )
                 .bind(name)
                 .bind(value)
                 .bind(chrono::Utc::now())
-                .execute(&self.writer)
-                .await?;
-                Ok(sqlx::query_scalar("SELECT value FROM facts WHERE name = $1")
-                    .bind(name)
-                    .fetch_one(&self.writer)
-                    .await?)
+                .fetch_one(&self.writer)
+                .await?)
             }
 
             async fn replace_fact(

@@ -204,6 +204,37 @@ macro_rules! impl_store {
                 Ok(done.rows_affected() > 0)
             }
 
+            /// Adds one to the counter fact `name` ([`BUMP_COUNTER`](super::leases::BUMP_COUNTER)),
+            /// inside the caller's transaction.
+            async fn bump_counter(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                name: &str,
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query($crate::store::leases::BUMP_COUNTER)
+                    .bind(name)
+                    .bind(chrono::Utc::now())
+                    .execute(conn)
+                    .await?;
+                Ok(())
+            }
+
+            /// Runs `statement` (a DELETE of row `$1` that takes agents with it) and, when it
+            /// deleted anything, counts that in the same transaction (`AGENT_DELETIONS_FACT`), so
+            /// the other services on the database stop what they run for those agents.
+            async fn delete_counting_agents(
+                pool: &sqlx::Pool<$db>,
+                statement: &'static str,
+                id: uuid::Uuid,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = pool.begin().await?;
+                let deleted = sqlx::query(statement).bind(id).execute(&mut *tx).await?.rows_affected() > 0;
+                if deleted {
+                    Self::bump_counter(&mut tx, $crate::store::leases::AGENT_DELETIONS_FACT).await?;
+                }
+                tx.commit().await?;
+                Ok(deleted)
+            }
+
             async fn insert_messages(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 session_id: uuid::Uuid,
@@ -292,9 +323,8 @@ macro_rules! impl_store {
             }
 
             async fn delete_session(&self, id: uuid::Uuid) -> Result<bool, $crate::store::StoreError> {
-                let done =
-                    sqlx::query("DELETE FROM sessions WHERE id = $1").bind(id).execute(&self.writer).await?;
-                Ok(done.rows_affected() > 0)
+                // Its agents go with it (a cascade): counted as deletions of agents.
+                Self::delete_counting_agents(&self.writer, "DELETE FROM sessions WHERE id = $1", id).await
             }
 
             async fn append_messages(
@@ -409,9 +439,7 @@ macro_rules! impl_store {
             }
 
             async fn delete_agent(&self, id: uuid::Uuid) -> Result<bool, $crate::store::StoreError> {
-                let done =
-                    sqlx::query("DELETE FROM agents WHERE id = $1").bind(id).execute(&self.writer).await?;
-                Ok(done.rows_affected() > 0)
+                Self::delete_counting_agents(&self.writer, "DELETE FROM agents WHERE id = $1", id).await
             }
 
             async fn set_agent_metadata(
