@@ -590,7 +590,8 @@ pub struct RuntimeArgs {
     /// path. Checked at start; the log says whether the sandbox works.
     #[arg(long, env = "DYNAMCP_SANDBOX_PROGRAM", default_value = "bwrap")]
     pub sandbox_program: String,
-    /// Agent runs at once, across all tenants; more answer 429.
+    /// Agent runs at once, across all tenants (and on PostgreSQL across every replica on the
+    /// database); more answer 429.
     #[arg(long, env = "DYNAMCP_MAX_CONCURRENT_RUNS", default_value_t = 16)]
     pub max_concurrent_runs: usize,
     /// Seconds a whole agent run (or a tools request that starts servers) may take.
@@ -651,6 +652,7 @@ impl RuntimeArgs {
             result_max_tokens: usize::try_from(self.run_result_max_tokens).unwrap_or(25_000),
             run_timeout: Duration::from_secs(self.run_timeout_secs.max(1)),
             max_runs: self.max_concurrent_runs.max(1),
+            share_runs_as: None,
             root: absolute(&data_dir.join("runtime")),
             packages: absolute(
                 &self.package_dir.clone().unwrap_or_else(|| data_dir.join("runtime/packages")),
@@ -810,7 +812,8 @@ pub struct ServeArgs {
     /// still installing goes on in the background and the next turn sees its result.
     #[arg(long, env = "DYNAMCP_VERIFY_BUDGET_SECS", default_value_t = 15)]
     pub verify_budget_secs: u64,
-    /// Chat turns planned at once; more wait (within the request timeout).
+    /// Chat turns planned at once (on PostgreSQL across every replica on the database); more wait
+    /// (within the request timeout).
     #[arg(long, env = "DYNAMCP_MAX_CONCURRENT_PLANS", default_value_t = 64)]
     pub max_concurrent_plans: usize,
     /// Seconds between renewals of the service's lease on the store (which reload the vault's key

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::access::Access;
+use crate::access::limit::{Cap, RateLimiter};
 use crate::catalog::embed::{LocalEmbedder, RemoteEmbedder};
 use crate::catalog::{Catalog, CatalogError, Embedder};
 use crate::config::{EmbeddingSource, PlannerChoice, ServeArgs, StoreArgs};
@@ -36,9 +37,10 @@ pub struct AppState {
     pub runtime: Arc<Runtime>,
     pub access: Arc<Access>,
     /// Requests per caller (tenant, or IP when open); `None`: unlimited.
-    pub rate_limiter: Option<Arc<crate::access::limit::RateLimiter>>,
-    /// At most this many chat turns plan at once; more wait their turn.
-    pub planning: Arc<tokio::sync::Semaphore>,
+    pub rate_limiter: Option<Arc<RateLimiter>>,
+    /// At most this many chat turns plan at once (across replicas on PostgreSQL); more wait
+    /// their turn.
+    pub planning: Arc<Cap>,
     pub limits: Limits,
     /// Where users reach the service (no trailing slash), for links in MCP tool answers.
     pub public_url: Arc<str>,
@@ -141,24 +143,26 @@ impl AppState {
             (None, _) => tracing::info!("no language model configured: the offline planner plans"),
         }
         let catalog = open_catalog_as(store.clone(), &args.store, Some(holder)).await?;
-        Ok(Self::from_parts(store, Arc::new(catalog), vault, llm, args))
+        Ok(Self::from_parts(store, Arc::new(catalog), vault, llm, args, Some(holder)))
     }
 
-    /// Wires the services around an already-open store, catalog and vault.
+    /// Wires the services around an already-open store, catalog and vault. `holder`: this
+    /// service's lease; on PostgreSQL the run and planning caps are counted under it across
+    /// every replica on the database.
     pub fn from_parts(
         store: Arc<dyn Store>,
         catalog: Arc<Catalog>,
         vault: Arc<Vault>,
         llm: Option<Arc<dyn LlmClient>>,
         args: &ServeArgs,
+        holder: Option<uuid::Uuid>,
     ) -> Self {
-        let runtime = Runtime::new(
-            catalog.clone(),
-            store.clone(),
-            vault.clone(),
-            llm.clone(),
-            args.runtime.settings(&args.store.data_dir),
-        );
+        // On PostgreSQL, where replicas run, the budgets and caps are the database's.
+        let shared_as = holder.filter(|_| store.backend() == crate::store::Backend::Postgres);
+        let mut runtime_settings = args.runtime.settings(&args.store.data_dir);
+        runtime_settings.share_runs_as = shared_as;
+        let runtime =
+            Runtime::new(catalog.clone(), store.clone(), vault.clone(), llm.clone(), runtime_settings);
         // Plans choose only servers this machine can start.
         let choice = ChoiceSettings { runnable: runtime.launch_kinds(), ..ChoiceSettings::default() };
         let planner: Arc<dyn Planner> = match (&llm, args.llm.planner) {
@@ -188,17 +192,21 @@ impl AppState {
                 store.clone(),
                 args.addr.ip().is_loopback() || args.insecure_no_auth,
             )),
-            // On PostgreSQL, where replicas run, the budgets are the database's.
-            rate_limiter: crate::access::limit::RateLimiter::new(
-                args.rate_limit_per_sec,
-                args.rate_limit_burst,
-            )
-            .map(|limiter| match store.backend() {
-                crate::store::Backend::Postgres => limiter.shared(store.clone()),
-                crate::store::Backend::Sqlite => limiter,
-            })
-            .map(Arc::new),
-            planning: Arc::new(tokio::sync::Semaphore::new(args.max_concurrent_plans.max(1))),
+            rate_limiter: RateLimiter::new(args.rate_limit_per_sec, args.rate_limit_burst)
+                .map(|limiter| match shared_as {
+                    Some(_) => limiter.shared(store.clone()),
+                    None => limiter,
+                })
+                .map(Arc::new),
+            planning: Arc::new(match shared_as {
+                // A turn's slot is given back when it ends; one never given back lapses with it.
+                Some(holder) => Cap::new("plan", args.max_concurrent_plans).shared(
+                    store.clone(),
+                    holder,
+                    args.request_timeout() + std::time::Duration::from_secs(60),
+                ),
+                None => Cap::new("plan", args.max_concurrent_plans),
+            }),
             runtime,
             master: Arc::new(master),
             store,

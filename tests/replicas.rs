@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::{Db, TestServer};
 use dynamcp::vault::MasterKey;
 
-on_both_backends!(an_import_and_a_deletion_reach_every_replica);
+on_both_backends!(an_import_and_a_deletion_reach_every_replica, caps_hold_across_services);
 
 /// On PostgreSQL a caller's rate budget is the database's: requests spread over two replicas
 /// spend one budget (on SQLite each service counts its own).
@@ -35,6 +35,107 @@ async fn postgres_replicas_share_one_rate_budget() {
     // A burst of 4 between the two, plus at most what one second a request refills meanwhile.
     assert!((4..=6).contains(&passed), "{statuses:?}");
     assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A shared cap (at most so many runs, or turns being planned, at once; shared on PostgreSQL,
+/// where replicas run, and working the same on SQLite) is the database's: slots taken through
+/// any service count against it, concurrent takers never overshoot, a slot given back frees one,
+/// and a service whose lease lapses (it died) loses its.
+async fn caps_hold_across_services(db: Db) {
+    use dynamcp::access::limit::Cap;
+    use dynamcp::vault::ServiceLease;
+    let (store, _dir) = common::fresh_store(db).await;
+    let heartbeat = Duration::from_secs(60);
+    let lease_a = ServiceLease::acquire(store.clone(), "env", heartbeat).await.unwrap();
+    let lease_b = ServiceLease::acquire(store.clone(), "env", heartbeat).await.unwrap();
+    let hour = Duration::from_secs(3600);
+    let cap = |holder| Cap::new("run", 5).shared(store.clone(), holder, hour);
+    let (a, b) = (cap(lease_a.holder().await), cap(lease_b.holder().await));
+
+    // Twenty takers at once, half through each replica: exactly five get a slot.
+    let tries = (0..20).map(|i| if i % 2 == 0 { a.try_take("agent") } else { b.try_take("agent") });
+    let mut slots: Vec<_> = futures::future::join_all(tries).await.into_iter().flatten().collect();
+    assert_eq!(slots.len(), 5);
+    assert!(a.try_take("").await.is_none() && b.try_take("").await.is_none());
+
+    // A slot given back is free for the other replica (it is given back in the background).
+    drop(slots.pop());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(slot) = b.try_take("").await {
+            slots.push(slot);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the slot given back never became free");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(a.try_take("").await.is_none());
+
+    // b dies: its lease lapses (here: its row goes), and its slots (one at least) no longer count.
+    assert_eq!(slots.len(), 5);
+    lease_b.release().await;
+    assert!(a.try_take("").await.is_some(), "b's slots still counted after its lease ended");
+
+    // A slot that expires (its work's time limit passed) stops counting too.
+    // (A slot forgotten is never given back; each try goes through its own replica's cap.)
+    let holder_a = lease_a.holder().await;
+    let short = || Cap::new("plan", 1).shared(store.clone(), holder_a, Duration::ZERO);
+    std::mem::forget(short().try_take("").await.expect("a free plan slot"));
+    assert!(short().try_take("").await.is_some(), "an expired slot still counted");
+    lease_a.release().await;
+}
+
+/// Agent runs are capped across replicas: with one run allowed at once, a run in progress on one
+/// replica makes the other answer 429 `too_many_runs`, and once it ends the other runs.
+#[tokio::test]
+async fn postgres_replicas_share_the_run_cap() {
+    use common::fake_llm::{Step, start_fake, text_turn};
+    use dynamcp::llm::Provider;
+    let provider = Provider::Anthropic;
+    let (fake, url) = start_fake(vec![
+        Step::After(Duration::from_secs(3), text_turn(provider, "first done")),
+        Step::Reply(text_turn(provider, "second done")),
+    ])
+    .await;
+    let (mut args, dir) = common::test_args(Db::Postgres).await;
+    args.store.encryption_key = Some(MasterKey::generate().to_base64());
+    args.runtime.max_concurrent_runs = 1;
+    common::fake_llm::configure(&mut args, provider, &url, 30, 0);
+    let mut second_args = args.clone();
+    let second_dir = tempfile::tempdir().unwrap();
+    second_args.store.data_dir = second_dir.path().to_owned();
+    let a = TestServer::start_with(args, dir).await;
+    let b = TestServer::start_with(second_args, second_dir).await;
+    let (agent, _) = common::store_agent(&a, &[], "Answer.", serde_json::json!({})).await;
+
+    let first = tokio::spawn({
+        let a_url = a.url(&format!("/api/agents/{agent}/run"));
+        async move {
+            let response = common::http_client()
+                .post(a_url)
+                .header("accept", "application/json")
+                .json(&serde_json::json!({"input": "first"}))
+                .send()
+                .await
+                .unwrap();
+            (response.status().as_u16(), response.json::<serde_json::Value>().await.unwrap())
+        }
+    });
+    eventually("the first run reaching the model", || async { !fake.seen.lock().unwrap().is_empty() }).await;
+    let (status, body) = b.run_agent(agent, "second").await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "too_many_runs", "{body}");
+    let (status, body) = first.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    // The slot is given back in the background as the run ends.
+    eventually("the second replica running once the first run ended", || async {
+        let (status, body) = b.run_agent(agent, "second").await;
+        assert!(status == 200 || status == 429, "{status} {body}");
+        status == 200
+    })
+    .await;
     a.stop().await;
     b.stop().await;
 }

@@ -112,13 +112,13 @@ pub fn browse(state: &AppState, words: Option<&str>, page: Page) -> (Vec<ServerS
 /// One chat turn. Planning is bounded: a burst of turns waits here for a slot instead of piling
 /// onto the model and the store.
 pub async fn chat(state: &AppState, turn: ChatTurn) -> Result<ChatOutcome, OpError> {
-    let _slot = state.planning.acquire().await.map_err(|e| OpError::Internal(e.into()))?;
+    let _slot = state.planning.take("").await.map_err(|e| OpError::Internal(e.into()))?;
     Ok(state.master.chat(turn).await?)
 }
 
 /// A plan for `request` without a session or an agent; bounded like [`chat`].
 pub async fn preview(state: &AppState, request: &str) -> Result<Preview, OpError> {
-    let _slot = state.planning.acquire().await.map_err(|e| OpError::Internal(e.into()))?;
+    let _slot = state.planning.take("").await.map_err(|e| OpError::Internal(e.into()))?;
     Ok(state.master.preview(request).await?)
 }
 

@@ -37,6 +37,7 @@ use tokio::sync::{Mutex, Semaphore};
 use uuid::Uuid;
 
 use crate::access::Tenant;
+use crate::access::limit::{Cap, CapSlot};
 use crate::catalog::Catalog;
 use crate::llm::LlmClient;
 use crate::store::{Agent, SecretKind, Store, StoreError};
@@ -159,6 +160,9 @@ pub struct RuntimeSettings {
     pub run_timeout: Duration,
     /// Agent runs at once.
     pub max_runs: usize,
+    /// The service lease under which runs count against `max_runs` across every service on the
+    /// database (PostgreSQL replicas); `None`: in this process only.
+    pub share_runs_as: Option<Uuid>,
     /// Agents' servers live under `root/agents/<agent>/<server>`.
     pub root: PathBuf,
     /// The package store: installed npm and PyPI packages, one folder per package and version.
@@ -221,7 +225,7 @@ pub struct Runtime {
     /// The store's count of agent deletions when [`Runtime::forget_deleted`] last looked.
     deletions_seen: std::sync::atomic::AtomicU64,
     permits: Arc<Semaphore>,
-    runs: Arc<Semaphore>,
+    runs: Cap,
     /// Verifications in progress (see `verify`).
     verifying: verify::InFlight,
     stopping: AtomicBool,
@@ -271,6 +275,15 @@ impl Runtime {
             launcher.install_env(),
             launcher.runtime_roots(true),
         );
+        let runs = match settings.share_runs_as {
+            // A run's slot is given back when it ends; one never given back lapses with it.
+            Some(holder) => Cap::new("run", settings.max_runs).shared(
+                store.clone(),
+                holder,
+                settings.run_timeout + Duration::from_secs(60),
+            ),
+            None => Cap::new("run", settings.max_runs),
+        };
         let runtime = Arc::new(Self {
             catalog,
             store,
@@ -281,7 +294,7 @@ impl Runtime {
             packages,
             pinning: Mutex::new(()),
             permits: Arc::new(Semaphore::new(settings.max_servers.max(1))),
-            runs: Arc::new(Semaphore::new(settings.max_runs.max(1))),
+            runs,
             settings,
             slots: std::sync::Mutex::new(HashMap::new()),
             sessions: std::sync::Mutex::new(HashMap::new()),
@@ -323,12 +336,9 @@ impl Runtime {
         self.llm.as_ref()
     }
 
-    /// A slot for one more run, or `TooManyRuns`.
-    pub(crate) fn run_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, RuntimeError> {
-        self.runs
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| RuntimeError::TooManyRuns { max: self.settings.max_runs })
+    /// A slot for one more run of `agent`, or `TooManyRuns`.
+    pub(crate) async fn run_permit(&self, agent: Uuid) -> Result<CapSlot, RuntimeError> {
+        self.runs.try_take(&agent.to_string()).await.ok_or(RuntimeError::TooManyRuns { max: self.runs.max() })
     }
 
     pub(crate) fn store(&self) -> &Arc<dyn Store> {

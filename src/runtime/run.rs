@@ -259,7 +259,7 @@ impl Runtime {
         }
         let agent = self.agent(tenant, agent_id).await?;
         let llm = self.llm().cloned().ok_or(RuntimeError::NoLlm)?;
-        let permit = self.run_permit()?;
+        let permit = self.run_permit(agent.id).await?;
         let run_id = Uuid::new_v4();
         let mut opening = NewMessage::new(Role::User, input);
         opening.agent_id = Some(agent.id);

@@ -46,6 +46,21 @@ pub(super) const BUMP_COUNTER: &str = "INSERT INTO facts (name, value, updated_a
      ON CONFLICT (name) DO UPDATE \
      SET value = CAST(CAST(facts.value AS BIGINT) + 1 AS TEXT), updated_at = excluded.updated_at";
 
+/// One slot of capped work taken by a service (see the `slots` migration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    /// Random per slot; [`LeaseStore::release_slot`] gives it back.
+    pub id: Uuid,
+    /// What is capped: `run`, `plan`.
+    pub kind: String,
+    /// The lease of the service doing the work.
+    pub holder: Uuid,
+    /// What the work is for (an agent id), for operators; may be empty.
+    pub subject: String,
+    /// When the slot stops counting even if never given back (its work's own time limit).
+    pub expires_at: DateTime<Utc>,
+}
+
 /// The counter fact of agents deleted, one by one or with their session: a service that sees it
 /// move stops what it runs for agents that are gone.
 pub const AGENT_DELETIONS_FACT: &str = "agents.deletions";
@@ -82,6 +97,12 @@ pub trait LeaseStore: Send + Sync {
     ) -> Result<Option<i64>, StoreError>;
     /// Removes the budgets that are full again (their next arrival time has passed).
     async fn prune_budgets(&self, now_us: i64) -> Result<u64, StoreError>;
+    /// Takes `slot` if fewer than `cap` slots of its kind are taken: `false` when all are.
+    /// Only slots that have not expired and whose holder's lease is live count (the others are
+    /// removed on the way). Serialised per kind, so concurrent services never both take the last.
+    async fn take_slot(&self, slot: &Slot, cap: u32) -> Result<bool, StoreError>;
+    /// Gives a slot back; `false` if it was not there (expired and removed).
+    async fn release_slot(&self, id: Uuid) -> Result<bool, StoreError>;
 }
 
 #[derive(sqlx::FromRow)]
@@ -115,9 +136,11 @@ impl From<LeaseRow> for Lease {
     }
 }
 
-/// Implements [`LeaseStore`] for a backend struct with `pool` and `writer` fields.
+/// Implements [`LeaseStore`] for a backend struct with `pool` and `writer` fields. `$slot_lock`:
+/// a statement run first in a slot's transaction, given the kind as `$1`, that serialises takers
+/// of that kind until the transaction ends (`None` where the transaction's first write does).
 macro_rules! impl_lease_store {
-    ($store:ty) => {
+    ($store:ty, $slot_lock:expr) => {
         #[async_trait::async_trait]
         impl $crate::store::LeaseStore for $store {
             async fn put_lease(&self, l: &$crate::store::Lease) -> Result<(), $crate::store::StoreError> {
@@ -239,6 +262,56 @@ macro_rules! impl_lease_store {
                     .execute(&self.writer)
                     .await?;
                 Ok(done.rows_affected())
+            }
+
+            async fn take_slot(
+                &self,
+                slot: &$crate::store::Slot,
+                cap: u32,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let now = chrono::Utc::now();
+                let mut tx = self.writer.begin().await?;
+                let lock: Option<&str> = $slot_lock;
+                if let Some(lock) = lock {
+                    sqlx::query(lock).bind(&slot.kind).execute(&mut *tx).await?;
+                }
+                sqlx::query(
+                    "DELETE FROM slots WHERE kind = $1 AND (expires_at <= $2 OR holder NOT IN \
+                     (SELECT holder FROM service_leases WHERE expires_at > $2))",
+                )
+                .bind(&slot.kind)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                let taken: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM slots WHERE kind = $1")
+                    .bind(&slot.kind)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let free = taken < i64::from(cap);
+                if free {
+                    sqlx::query(
+                        "INSERT INTO slots (id, kind, holder, subject, taken_at, expires_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(slot.id)
+                    .bind(&slot.kind)
+                    .bind(slot.holder)
+                    .bind(&slot.subject)
+                    .bind(now)
+                    .bind(slot.expires_at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(free)
+            }
+
+            async fn release_slot(&self, id: uuid::Uuid) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query("DELETE FROM slots WHERE id = $1")
+                    .bind(id)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(done.rows_affected() > 0)
             }
         }
     };

@@ -43,4 +43,8 @@ super::catalog::impl_catalog_store!(
     }
 );
 super::credentials::impl_credential_store!(PgStore);
-super::leases::impl_lease_store!(PgStore);
+// Takers of one kind of slot queue on an advisory lock held until their transaction ends.
+super::leases::impl_lease_store!(
+    PgStore,
+    Some("SELECT pg_advisory_xact_lock(hashtext('dynamcp.slots'), hashtext($1))")
+);

@@ -55,4 +55,5 @@ impl SqliteStore {
 super::sql::impl_store!(SqliteStore, sqlx::Sqlite, Backend::Sqlite);
 super::catalog::impl_catalog_store!(SqliteStore);
 super::credentials::impl_credential_store!(SqliteStore);
-super::leases::impl_lease_store!(SqliteStore);
+// A slot's transaction starts with a DELETE: SQLite's write lock then serialises its takers.
+super::leases::impl_lease_store!(SqliteStore, None);
