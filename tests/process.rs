@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 
 mod common;
 
-use common::Running;
+use common::{Running, writes};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 /// Starts `dynamcp serve` on an ephemeral port with JSON logs and returns once it listens.
 fn start(data_dir: &Path, extra_env: &[(&str, &str)]) -> Running {
@@ -61,50 +63,15 @@ async fn acknowledged_writes_survive_kill_9_on_postgres() {
     acknowledged_writes_survive_kill_9(Some(common::fresh_postgres_database().await)).await;
 }
 
-/// Credential values sent: (server id, key, value).
-type Sent = Vec<(String, String, String)>;
-
-/// What the server acknowledged: a session with its first message, and, once credentials were
-/// accepted, the agent and the values it was sent.
-#[derive(Debug, Clone)]
-struct Acked {
-    session: String,
-    message: String,
-    agent: Option<(String, Sent)>,
-}
-
-/// One writer: chats that need credentials, then sends them, until the server stops answering.
-async fn write_until_killed(base: String, tag: usize, acked: std::sync::Arc<std::sync::Mutex<Vec<Acked>>>) {
-    let http = common::http_client();
-    for i in 0.. {
-        let message = format!("post a message to our slack channel (writer {tag}, turn {i})");
-        let Ok(resp) = http.post(format!("{base}/api/chat")).json(&json!({"message": message})).send().await
-        else {
-            return;
-        };
-        let Ok(body) = resp.json::<Value>().await else { return };
-        let session = body["session_id"].as_str().unwrap().to_owned();
-        acked.lock().unwrap().push(Acked { session: session.clone(), message, agent: None });
-        let (credentials, sent) = common::answer_credentials(&body, |key| format!("value-{tag}-{i}-{key}"));
-        let request = json!({"message": "", "session_id": session, "credentials": credentials});
-        let Ok(resp) = http.post(format!("{base}/api/chat")).json(&request).send().await else { return };
-        let Ok(body) = resp.json::<Value>().await else { return };
-        if let Some(agent) = body["agent_id"].as_str() {
-            let mut acked = acked.lock().unwrap();
-            if let Some(last) = acked.iter_mut().rev().find(|a| a.session == session) {
-                last.agent = Some((agent.to_owned(), sent));
-            }
-        }
-    }
-}
-
 async fn acknowledged_writes_survive_kill_9(database_url: Option<String>) {
     let dir = tempfile::tempdir().unwrap();
     let env: Vec<(&str, &str)> = database_url.iter().map(|url| ("DATABASE_URL", url.as_str())).collect();
     let mut server = start(dir.path(), &env);
-    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let writers: Vec<_> =
-        (0..4).map(|tag| tokio::spawn(write_until_killed(server.base.clone(), tag, acked.clone()))).collect();
+    let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let never = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|tag| tokio::spawn(writes::write_until(server.base.clone(), tag, acked.clone(), never.clone())))
+        .collect();
     // Kill in the middle of the stream of writes, once some credentials and agents are in.
     let deadline = Instant::now() + Duration::from_secs(60);
     while acked.lock().unwrap().iter().filter(|a| a.agent.is_some()).count() < 8 {
@@ -119,24 +86,7 @@ async fn acknowledged_writes_survive_kill_9(database_url: Option<String>) {
     let acked = acked.lock().unwrap().clone();
 
     let server = start(dir.path(), &env);
-    let http = common::http_client();
-    for a in &acked {
-        let resp = http.get(format!("{}/api/sessions/{}", server.base, a.session)).send().await.unwrap();
-        assert_eq!(resp.status(), 200, "session {} lost", a.session);
-        let session: Value = resp.json().await.unwrap();
-        assert_eq!(session["messages"][0]["message"], a.message.as_str());
-        assert_eq!(session["messages"][1]["role"], "assistant");
-        let Some((agent, sent)) = &a.agent else { continue };
-        // The agent is there, and its credentials decrypt to exactly what was sent.
-        let url = format!("{}/api/agents/{agent}/config?format=cursor&include_secrets=true", server.base);
-        let resp = http.get(url).send().await.unwrap();
-        assert_eq!(resp.status(), 200, "agent {agent} lost");
-        let config: Value = resp.json().await.unwrap();
-        for (server_id, key, value) in sent {
-            let got = &config["mcpServers"][server_id]["env"][key];
-            assert_eq!(got, value.as_str(), "credential {server_id}/{key} of agent {agent}: {config}");
-        }
-    }
+    writes::assert_kept(&server.base, &acked).await;
     assert!(acked.iter().filter(|a| a.agent.is_some()).count() >= 8);
 }
 

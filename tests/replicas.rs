@@ -168,6 +168,131 @@ async fn postgres_replicas_started_together_import_the_default_catalog_once() {
     }
 }
 
+/// Three real `dynamcp serve` processes on one private PostgreSQL database with one
+/// `ENCRYPTION_KEY`, as behind a load balancer: started at once on the empty database, one
+/// imports the default catalog; an agent planned through one runs its server on another and
+/// deleting it through the third stops that server; a fourth with another key refuses to start
+/// while the others go on; and after a `kill -9` of one under a stream of writes to all three,
+/// every write any of them acknowledged is there, credentials decrypting to what was sent.
+#[tokio::test]
+async fn three_serve_processes_on_one_postgres() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use common::{Running, writes};
+
+    let database = common::fresh_postgres_database().await;
+    let key = MasterKey::generate().to_base64().expose().to_owned();
+    let packages = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("mcp-package-store");
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let command = |dir: &std::path::Path, key: &str| {
+        let mut cmd = common::clean_command();
+        cmd.arg("serve")
+            .env("DYNAMCP_ADDR", "127.0.0.1:0")
+            .env("DYNAMCP_DATA_DIR", dir)
+            .env("DATABASE_URL", &database)
+            .env("ENCRYPTION_KEY", key)
+            .env("DYNAMCP_PACKAGE_DIR", &packages)
+            .current_dir(dir);
+        cmd
+    };
+    // Started at once: each waits on its own thread until its service listens.
+    let mut replicas: Vec<Running> = std::thread::scope(|s| {
+        let starting: Vec<_> =
+            dirs[..3].iter().map(|d| s.spawn(|| common::spawn_serve(command(d.path(), &key)))).collect();
+        starting.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let http = common::http_client();
+    let health = async |r: &Running| -> serde_json::Value {
+        http.get(format!("{}/health", r.base)).send().await.unwrap().json().await.unwrap()
+    };
+    for replica in &replicas {
+        eventually("every replica searching the default catalog", || async {
+            health(replica).await["catalog"]["servers"].as_u64().unwrap_or(0) > 9000
+        })
+        .await;
+    }
+    let first = health(&replicas[0]).await;
+    assert_eq!(first["catalog"]["version"], 1, "one import changed the catalog: {first}");
+
+    // Planned through the first replica, run by the second, deleted through the third.
+    let (base0, base1, base2) =
+        (replicas[0].base.clone(), replicas[1].base.clone(), replicas[2].base.clone());
+    let chat = serde_json::json!({"message": "what time is it in Tokyo?"});
+    let planned: serde_json::Value =
+        http.post(format!("{base0}/api/chat")).json(&chat).send().await.unwrap().json().await.unwrap();
+    assert_eq!(planned["agent_created"], true, "{planned}");
+    let agent = planned["agent_id"].as_str().unwrap().to_owned();
+    let response = http.get(format!("{base1}/api/agents/{agent}/tools")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let tools: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(tools["servers"][0]["status"], "ready", "{tools}");
+    let marker = dirs[1].path().to_str().unwrap().to_owned();
+    let replica1 = replicas[1].child.id();
+    let servers_of_1 = || common::processes_with(&marker).into_iter().filter(|p| p.0 != replica1).count();
+    assert!(servers_of_1() > 0, "no server process under the second replica");
+    let response = http.delete(format!("{base2}/api/agents/{agent}")).send().await.unwrap();
+    assert_eq!(response.status(), 204);
+    eventually("the second replica stopping the deleted agent's server", || async { servers_of_1() == 0 })
+        .await;
+
+    // Another key: refused before it stores anything, and the others go on.
+    let mut odd = command(dirs[3].path(), MasterKey::generate().to_base64().expose())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = odd.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            odd.kill().unwrap();
+            panic!("a replica with another key started");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut refusal = String::new();
+    std::io::Read::read_to_string(&mut odd.stderr.take().unwrap(), &mut refusal).unwrap();
+    assert!(!status.success(), "{refusal}");
+    assert!(refusal.contains("ENCRYPTION_KEY"), "{refusal}");
+    for replica in &replicas {
+        assert_eq!(health(replica).await["status"], "ok");
+    }
+
+    // kill -9 of the first replica in a stream of writes to all three (two writers each).
+    let acked = Arc::new(Mutex::new(Vec::<writes::Acked>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = [&base0, &base0, &base1, &base1, &base2, &base2]
+        .into_iter()
+        .enumerate()
+        .map(|(tag, base)| tokio::spawn(writes::write_until(base.clone(), tag, acked.clone(), stop.clone())))
+        .collect();
+    let agents = |acked: &Mutex<Vec<writes::Acked>>| {
+        acked.lock().unwrap().iter().filter(|a| a.agent.is_some()).count()
+    };
+    eventually("writes acknowledged", || async { agents(&acked) >= 12 }).await;
+    let mut killed = replicas.remove(0);
+    killed.child.kill().unwrap(); // SIGKILL: no shutdown hooks.
+    killed.child.wait().unwrap();
+    let before = agents(&acked);
+    eventually("the other replicas acknowledging more writes", || async { agents(&acked) >= before + 6 })
+        .await;
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.iter().any(|a| a.message.contains("(writer 0,")),
+        "the killed replica acknowledged nothing"
+    );
+    writes::assert_kept(&base1, &acked).await;
+    for replica in replicas {
+        replica.stop();
+    }
+}
+
 /// Polls `check` every 100 ms until it holds, for at most 60 s (a correctness bound, not a
 /// speed one: BENCHMARKS.md has the times).
 async fn eventually<F, Fut>(what: &str, mut check: F)

@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod fake_llm;
+pub mod writes;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
