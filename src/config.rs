@@ -824,7 +824,8 @@ pub struct ServeArgs {
 
     /// Seconds between checks of what other processes on the database changed: a `dynamcp catalog
     /// import` (or another replica's) becomes searchable here, and the servers of agents deleted
-    /// through another replica stop here. 0: never (a restart loads the catalog).
+    /// through another replica stop here. On PostgreSQL changes are also announced and heard at
+    /// once; the checks catch what an announcement missed. 0: never (a restart loads the catalog).
     #[arg(long, env = "DYNAMCP_SYNC_SECS", default_value_t = 1,
           value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub sync_secs: u64,

@@ -101,13 +101,26 @@ impl AppState {
         }
     }
 
-    /// Keeps this process in step with the others on the database until it stops: every `every`,
-    /// loads a changed catalog and stops the servers of agents deleted elsewhere.
+    /// Keeps this process in step with the others on the database until it stops: loads a
+    /// changed catalog and stops the servers of agents deleted elsewhere, as soon as PostgreSQL
+    /// announces such a change and every `every` regardless (announcements can be missed).
     async fn sync(self, every: std::time::Duration) {
+        let mut changes = match self.store.changes().await {
+            Ok(changes) => changes,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for the database's changes: polling only");
+                None
+            }
+        };
         loop {
             tokio::select! {
                 () = self.stopping.cancelled() => return,
                 () = tokio::time::sleep(every) => {}
+                announced = next_change(&mut changes) => {
+                    tracing::debug!(change = %announced, "the database announced a change");
+                    // One look covers every change announced meanwhile.
+                    while changes.as_mut().is_some_and(|c| c.try_recv().is_ok()) {}
+                }
             }
             if let Err(e) = self.catalog.catch_up().await {
                 tracing::warn!(error = %e, "could not load the changed catalog; trying again");
@@ -225,6 +238,18 @@ impl AppState {
             },
         }
     }
+}
+
+/// The next announced change; never, without announcements (or once they end).
+async fn next_change(changes: &mut Option<crate::store::Changes>) -> String {
+    if let Some(rx) = changes {
+        if let Some(change) = rx.recv().await {
+            return change;
+        }
+        tracing::warn!("the database's change announcements ended: polling only");
+        *changes = None;
+    }
+    std::future::pending().await
 }
 
 /// Where the vault's keys come from: `ENCRYPTION_KEY` (and `ENCRYPTION_KEY_PREVIOUS`), else the

@@ -46,6 +46,18 @@ pub(super) const BUMP_COUNTER: &str = "INSERT INTO facts (name, value, updated_a
      ON CONFLICT (name) DO UPDATE \
      SET value = CAST(CAST(facts.value AS BIGINT) + 1 AS TEXT), updated_at = excluded.updated_at";
 
+/// The PostgreSQL channel on which each counter fact's bump is announced (its name as payload),
+/// when its transaction commits: replicas listening catch up at once rather than at their next
+/// poll.
+pub const CHANGES_CHANNEL: &str = "dynamcp_changes";
+
+/// Announces a bump of counter `$1` on [`CHANGES_CHANNEL`] (PostgreSQL).
+pub(super) const ANNOUNCE_CHANGE: &str = "SELECT pg_notify('dynamcp_changes', $1)";
+
+/// Announcements of counter facts bumped by any process on the database (their names), for as
+/// long as the receiver is kept.
+pub type Changes = tokio::sync::mpsc::Receiver<String>;
+
 /// One slot of capped work taken by a service (see the `slots` migration).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Slot {
@@ -103,6 +115,12 @@ pub trait LeaseStore: Send + Sync {
     async fn take_slot(&self, slot: &Slot, cap: u32) -> Result<bool, StoreError>;
     /// Gives a slot back; `false` if it was not there (expired and removed).
     async fn release_slot(&self, id: Uuid) -> Result<bool, StoreError>;
+    /// Announcements of counter bumps by any process on the database, as they commit; `None`
+    /// where the backend has none (SQLite: poll [`LeaseStore::counter`]). Announcements can be
+    /// missed (a reconnect), so a listener polls too.
+    async fn changes(&self) -> Result<Option<Changes>, StoreError> {
+        Ok(None)
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -139,8 +157,9 @@ impl From<LeaseRow> for Lease {
 /// Implements [`LeaseStore`] for a backend struct with `pool` and `writer` fields. `$slot_lock`:
 /// a statement run first in a slot's transaction, given the kind as `$1`, that serialises takers
 /// of that kind until the transaction ends (`None` where the transaction's first write does).
+/// `$extra`: the backend's own methods (overriding defaults).
 macro_rules! impl_lease_store {
-    ($store:ty, $slot_lock:expr) => {
+    ($store:ty, $slot_lock:expr $(, $extra:item)*) => {
         #[async_trait::async_trait]
         impl $crate::store::LeaseStore for $store {
             async fn put_lease(&self, l: &$crate::store::Lease) -> Result<(), $crate::store::StoreError> {
@@ -313,6 +332,8 @@ macro_rules! impl_lease_store {
                     .await?;
                 Ok(done.rows_affected() > 0)
             }
+
+            $($extra)*
         }
     };
 }

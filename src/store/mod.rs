@@ -29,7 +29,7 @@ pub use catalog::{
     CATALOG_VERSION_FACT, CatalogRow, CatalogStore, InstructionRow, UpsertCounts, VerificationRow,
 };
 pub use credentials::{CredentialStore, Rewrapped, SealedCredential, SecretKind};
-pub use leases::{AGENT_DELETIONS_FACT, Lease, LeaseStore, Slot};
+pub use leases::{AGENT_DELETIONS_FACT, CHANGES_CHANNEL, Changes, Lease, LeaseStore, Slot};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use vectors::{Scan, VectorSearch, VectorSet};

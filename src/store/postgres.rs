@@ -46,5 +46,33 @@ super::credentials::impl_credential_store!(PgStore);
 // Takers of one kind of slot queue on an advisory lock held until their transaction ends.
 super::leases::impl_lease_store!(
     PgStore,
-    Some("SELECT pg_advisory_xact_lock(hashtext('dynamcp.slots'), hashtext($1))")
+    Some("SELECT pg_advisory_xact_lock(hashtext('dynamcp.slots'), hashtext($1))"),
+    async fn changes(&self) -> Result<Option<super::Changes>, StoreError> {
+        listen(&self.pool).await.map(Some)
+    }
 );
+
+/// Listens on [`super::leases::CHANGES_CHANNEL`] on a connection of its own until the receiver is
+/// dropped. sqlx reconnects a dropped listener at its next receive; what was announced meanwhile
+/// is lost, which the listener's polling covers.
+async fn listen(pool: &PgPool) -> Result<super::Changes, StoreError> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+    listener.listen(super::leases::CHANGES_CHANNEL).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = tx.closed() => return,
+                received = listener.recv() => match received {
+                    // A full channel already holds a wake-up: this one adds nothing.
+                    Ok(change) => { let _ = tx.try_send(change.payload().to_owned()); }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "lost the database's change announcements; reconnecting");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                },
+            }
+        }
+    });
+    Ok(rx)
+}

@@ -205,7 +205,8 @@ macro_rules! impl_store {
             }
 
             /// Adds one to the counter fact `name` ([`BUMP_COUNTER`](super::leases::BUMP_COUNTER)),
-            /// inside the caller's transaction.
+            /// inside the caller's transaction. On PostgreSQL the change is announced too
+            /// ([`CHANGES_CHANNEL`](super::leases::CHANGES_CHANNEL)), on commit.
             async fn bump_counter(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 name: &str,
@@ -213,8 +214,11 @@ macro_rules! impl_store {
                 sqlx::query($crate::store::leases::BUMP_COUNTER)
                     .bind(name)
                     .bind(chrono::Utc::now())
-                    .execute(conn)
+                    .execute(&mut *conn)
                     .await?;
+                if $backend == $crate::store::Backend::Postgres {
+                    sqlx::query($crate::store::leases::ANNOUNCE_CHANGE).bind(name).execute(conn).await?;
+                }
                 Ok(())
             }
 
