@@ -38,7 +38,7 @@ if [ -z "$(docker compose run --rm -T dynamcp keys list)" ]; then
 fi
 
 log "starting dynamcp"
-docker compose up -d dynamcp
+docker compose up -d
 for _ in $(seq 1 120); do
     if curl -fsS http://127.0.0.1:8000/health >/dev/null 2>&1; then break; fi
     sleep 2

@@ -1,5 +1,6 @@
 """1, 2 and 3 dynamcp replicas on one PostgreSQL, side by side in one run, with the same client:
-chat and search throughput, the latency of a request with the shared rate limit (a budget row in
+chat and search throughput, how soon a `dynamcp catalog import` is searchable on each replica and
+what searches meanwhile take, the latency of a request with the shared rate limit (a budget row in
 PostgreSQL) against one without, and how much of one tenant's budget three replicas let through
 against one replica.
 
@@ -22,10 +23,14 @@ PORTS = [8301, 8302, 8303]
 THREADS = 8
 
 
+def environment(**extra):
+    return dict(os.environ, DATABASE_URL=DATABASE_URL, ENCRYPTION_KEY=KEY, DYNAMCP_MODEL_DIR=MODEL,
+                DYNAMCP_LOG="warn", DYNAMCP_VERIFY_SERVERS="false", **extra)
+
+
 def start(port, **extra):
-    env = dict(os.environ, DATABASE_URL=DATABASE_URL, ENCRYPTION_KEY=KEY, DYNAMCP_MODEL_DIR=MODEL,
-               DYNAMCP_DATA_DIR=tempfile.mkdtemp(prefix=f"scale-{port}-"), DYNAMCP_LOG="warn",
-               DYNAMCP_ADDR=f"127.0.0.1:{port}", DYNAMCP_VERIFY_SERVERS="false", **extra)
+    env = environment(DYNAMCP_DATA_DIR=tempfile.mkdtemp(prefix=f"scale-{port}-"),
+                      DYNAMCP_ADDR=f"127.0.0.1:{port}", **extra)
     p = subprocess.Popen([BIN, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
     while time.time() < deadline:
@@ -109,6 +114,50 @@ print("\n-- throughput (no rate limit), requests sent to the replicas in turn --
 for name, make in [("search", search), ("chat", chat)]:
     for n in (1, 2, 3):
         print(f"{name:6} x{n} replicas: {summary(*load(PORTS[:n], make))}")
+
+
+def found(port):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("GET", "/api/servers?q=paperclips")
+    return json.loads(c.getresponse().read())["total"] > 0
+
+
+print("\n-- `dynamcp catalog import` of one server, one client thread searching the first replica --")
+lat, phase, searching = {"before": [], "during": []}, ["before"], [True]
+
+
+def search_loop():
+    conn, i = http.client.HTTPConnection("127.0.0.1", PORTS[0], timeout=60), 0
+    while searching[0]:
+        i += 1
+        status, took = request(conn, *search(i))
+        lat[phase[0]].append(took if status == 200 else float("inf"))
+
+
+th = threading.Thread(target=search_loop)
+th.start()
+time.sleep(5)
+probe = os.path.join(tempfile.mkdtemp(prefix="scale-probe-"), "probe.json")
+json.dump({"servers": [{"name": "Replica Probe", "description": "Counts paperclips in a warehouse",
+                        "tools": ["count_paperclips"]}]}, open(probe, "w"))
+phase[0] = "during"
+t_import = time.time()
+out = subprocess.run([BIN, "catalog", "import", probe], capture_output=True, text=True,
+                     env=environment(DYNAMCP_DATA_DIR=tempfile.mkdtemp(prefix="scale-cli-")))
+t_returned, seen = time.time(), {}
+while len(seen) < len(PORTS) and time.time() - t_returned < 120:
+    for port in PORTS:
+        if port not in seen and found(port):
+            seen[port] = time.time() - t_returned
+    time.sleep(0.01)
+searching[0] = False
+th.join()
+print(f"import exit {out.returncode}, took {t_returned - t_import:.2f} s; searchable after it returned: "
+      + ", ".join(f"replica {PORTS.index(p) + 1} {seen.get(p, float('nan')):.2f} s" for p in PORTS))
+for k in ("before", "during"):
+    v = sorted(lat[k]) or [0.0]
+    print(f"  search {k:6}: n={len(v)} ({sum(x == float('inf') for x in v)} not 200), p50 {statistics.median(v) * 1000:.1f} ms, "
+          f"p99 {v[min(len(v) - 1, int(0.99 * len(v)))] * 1000:.1f} ms")
 stop(procs)
 
 print("\n-- a guarded request (GET /api/agents?limit=1) on one replica --")

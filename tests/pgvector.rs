@@ -89,8 +89,44 @@ async fn pgvector_ranks_like_the_in_process_index() {
         at
     };
     let before = synced_at().await;
-    let reopened = Catalog::open(store.clone(), Some(embedder), DenseBackend::Pgvector).await.unwrap();
+    let reopened =
+        Catalog::open(store.clone(), Some(embedder.clone()), DenseBackend::Pgvector).await.unwrap();
     assert_eq!(reopened.dense_backend(), DenseBackend::Pgvector);
     assert_eq!(synced_at().await, before);
+
+    // An import that adds one server: its vectors are written in place, the HNSW indexes stay
+    // (searches on other replicas go on meanwhile; a rebuild would hold them for seconds).
+    let index_oids = || async {
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.unwrap();
+        let rows: Vec<(String, sqlx::postgres::types::Oid)> = sqlx::query_as(
+            "SELECT relname::text, oid FROM pg_class WHERE relname IN \
+             ('mcp_server_cache_embedding_idx', 'mcp_tool_embeddings_embedding_idx') ORDER BY relname",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        rows
+    };
+    let oids = index_oids().await;
+    assert_eq!(oids.len(), 2, "{oids:?}");
+    common::import_records(
+        &args,
+        vec![serde_json::json!({
+            "id": "paperclip-counter", "name": "Paperclip Counter",
+            "description": "Counts the paperclips in a warehouse, shelf by shelf",
+            "tools": [{"name": "count_paperclips", "description": "How many paperclips a shelf holds"}],
+            "credentials": [], "launch": []
+        })],
+    )
+    .await;
+    assert!(reopened.catch_up().await.unwrap());
+    assert_ne!(synced_at().await, before, "the vectors were brought up to date");
+    assert_eq!(index_oids().await, oids, "the indexes were dropped and built again");
+    let v =
+        embedder.embed(vec!["count paperclips on warehouse shelves".into()], TextKind::Query).await.unwrap();
+    for scan in [Scan::Exact, Scan::Hnsw] {
+        assert_eq!(db.nearest_servers(&v[0], 1, scan).await.unwrap()[0].0, "paperclip-counter");
+        assert_eq!(db.nearest_tools(&v[0], 1, scan).await.unwrap()[0].0, "paperclip-counter");
+    }
     store.close().await;
 }

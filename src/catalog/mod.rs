@@ -716,12 +716,14 @@ async fn sync_pgvector(
         model,
         digest: &digest,
         servers: (0..n_servers)
-            .map(|doc| (index.record(doc as u32).id.as_str(), vectors[doc].as_slice()))
+            .map(|doc| (index.record(doc as u32).id.as_str(), hashes[doc].as_str(), vectors[doc].as_slice()))
             .collect(),
         tools: tool_owner
             .iter()
-            .zip(&vectors[n_servers..])
-            .map(|((doc, tool), v)| (index.record(*doc).id.as_str(), *tool, v.as_slice()))
+            .zip(hashes[n_servers..].iter().zip(&vectors[n_servers..]))
+            .map(|((doc, tool), (hash, v))| {
+                (index.record(*doc).id.as_str(), *tool, hash.as_str(), v.as_slice())
+            })
             .collect(),
     };
     let started = std::time::Instant::now();

@@ -3,6 +3,8 @@
 //! `match_mcp_tools` (approximate, HNSW) or by an exact scan. SQLite has no counterpart: there the
 //! in-process index is the only dense path.
 
+use std::collections::{HashMap, HashSet};
+
 use async_trait::async_trait;
 
 use super::StoreError;
@@ -18,19 +20,21 @@ pub enum Scan {
     Exact,
 }
 
-/// One set of vectors to store: per server `(id, vector)`, per tool `(server id, tool position,
-/// vector)`, and a digest of the texts they came from.
+/// One set of vectors to store: per server `(id, text hash, vector)`, per tool `(server id, tool
+/// position, text hash, vector)`, and a digest of the whole (model and every text).
 pub struct VectorSet<'a> {
     pub model: &'a str,
     pub digest: &'a str,
-    pub servers: Vec<(&'a str, &'a [f32])>,
-    pub tools: Vec<(&'a str, u32, &'a [f32])>,
+    pub servers: Vec<(&'a str, &'a str, &'a [f32])>,
+    pub tools: Vec<(&'a str, u32, &'a str, &'a [f32])>,
 }
 
 #[async_trait]
 pub trait VectorSearch: Send + Sync {
-    /// Replaces the stored vectors with `set`, unless they already are its model's and digest's.
-    /// Returns whether anything was written.
+    /// Makes the stored vectors `set`'s, unless they already are its model's and digest's:
+    /// in place, rewriting only the vectors whose text changed, while searches go on; rebuilt
+    /// whole (indexes dropped and built again, searches waiting) only when most of them changed
+    /// (the first load, another model). Returns whether anything was written.
     async fn sync_vectors(&self, set: &VectorSet<'_>) -> Result<bool, StoreError>;
     /// Whether the stored vectors already are `model`'s for the texts `digest` names (a cheap
     /// check before building a [`VectorSet`]; `sync_vectors` checks again under its lock).
@@ -65,6 +69,11 @@ fn literal(v: &[f32]) -> String {
     out
 }
 
+/// A tool's position as stored.
+fn position(tool: u32) -> i32 {
+    i32::try_from(tool).unwrap_or(i32::MAX)
+}
+
 /// Rows per statement when copying vectors in.
 const BATCH: usize = 2000;
 const SYNC_NAME: &str = "catalog";
@@ -83,53 +92,129 @@ impl VectorSearch for PgStore {
         if current.as_ref().is_some_and(|(m, d)| m == set.model && d == set.digest) {
             return Ok(false);
         }
-        // Building an HNSW index once over all rows is many times faster than growing it row by
-        // row: drop both indexes, load, rebuild (inside the transaction; readers wait at start).
-        for statement in [
-            "SELECT set_config('maintenance_work_mem', '256MB', true)",
-            "DROP INDEX IF EXISTS mcp_server_cache_embedding_idx",
-            "DROP INDEX IF EXISTS mcp_tool_embeddings_embedding_idx",
-            "UPDATE mcp_server_cache SET embedding = NULL WHERE embedding IS NOT NULL",
-            "DELETE FROM mcp_tool_embeddings",
-        ] {
-            sqlx::query(statement).execute(&mut *tx).await?;
+        let same_model = current.as_ref().is_some_and(|(m, _)| m == set.model);
+        let stored_servers: HashMap<String, String> = if same_model {
+            sqlx::query_as(
+                "SELECT id, embedding_hash FROM mcp_server_cache \
+                 WHERE embedding IS NOT NULL AND embedding_hash IS NOT NULL",
+            )
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect()
+        } else {
+            HashMap::new()
+        };
+        let stored_tools: HashMap<(String, i32), String> = if same_model {
+            sqlx::query_as::<_, (String, i32, String)>(
+                "SELECT server_id, tool, embedding_hash FROM mcp_tool_embeddings WHERE embedding_hash IS NOT NULL",
+            )
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|(id, tool, hash)| ((id, tool), hash))
+            .collect()
+        } else {
+            HashMap::new()
+        };
+        let servers: Vec<_> = set
+            .servers
+            .iter()
+            .filter(|(id, hash, _)| stored_servers.get(*id).is_none_or(|h| h != hash))
+            .collect();
+        let tools: Vec<_> = set
+            .tools
+            .iter()
+            .filter(|(id, tool, hash, _)| {
+                stored_tools.get(&((*id).to_owned(), position(*tool))).is_none_or(|h| h != hash)
+            })
+            .collect();
+        let kept: HashSet<(&str, i32)> =
+            set.tools.iter().map(|(id, tool, ..)| (*id, position(*tool))).collect();
+        let gone: Vec<&(String, i32)> =
+            stored_tools.keys().filter(|(id, tool)| !kept.contains(&(id.as_str(), *tool))).collect();
+        let rewritten = servers.len() + tools.len() + gone.len();
+        let whole = 2 * rewritten > set.servers.len() + set.tools.len();
+        if whole {
+            // Building an HNSW index once over all rows is many times faster than growing it row
+            // by row: drop both indexes, load, rebuild (inside the transaction; searches wait).
+            for statement in [
+                "SELECT set_config('maintenance_work_mem', '256MB', true)",
+                "DROP INDEX IF EXISTS mcp_server_cache_embedding_idx",
+                "DROP INDEX IF EXISTS mcp_tool_embeddings_embedding_idx",
+                "UPDATE mcp_server_cache SET embedding = NULL, embedding_hash = NULL WHERE embedding IS NOT NULL",
+                "DELETE FROM mcp_tool_embeddings",
+            ] {
+                sqlx::query(statement).execute(&mut *tx).await?;
+            }
+        } else {
+            // In place: row locks only, so searches (and their index scans) go on.
+            for chunk in gone.chunks(BATCH) {
+                let ids: Vec<&str> = chunk.iter().map(|(id, _)| id.as_str()).collect();
+                let tools: Vec<i32> = chunk.iter().map(|(_, tool)| *tool).collect();
+                sqlx::query(
+                    "DELETE FROM mcp_tool_embeddings t USING UNNEST($1::text[], $2::int4[]) AS v(id, tool) \
+                     WHERE t.server_id = v.id AND t.tool = v.tool",
+                )
+                .bind(ids)
+                .bind(tools)
+                .execute(&mut *tx)
+                .await?;
+            }
         }
-        for chunk in set.servers.chunks(BATCH) {
-            let ids: Vec<&str> = chunk.iter().map(|(id, _)| *id).collect();
-            let vectors: Vec<String> = chunk.iter().map(|(_, v)| literal(v)).collect();
+        let servers: Vec<_> = if whole { set.servers.iter().collect() } else { servers };
+        let tools: Vec<_> = if whole { set.tools.iter().collect() } else { tools };
+        for chunk in servers.chunks(BATCH) {
+            let ids: Vec<&str> = chunk.iter().map(|(id, ..)| *id).collect();
+            let hashes: Vec<&str> = chunk.iter().map(|(_, hash, _)| *hash).collect();
+            let vectors: Vec<String> = chunk.iter().map(|(.., v)| literal(v)).collect();
             sqlx::query(
-                "UPDATE mcp_server_cache c SET embedding = v.e::vector \
-                 FROM UNNEST($1::text[], $2::text[]) AS v(id, e) WHERE c.id = v.id",
+                "UPDATE mcp_server_cache c SET embedding = v.e::vector, embedding_hash = v.h \
+                 FROM UNNEST($1::text[], $2::text[], $3::text[]) AS v(id, h, e) WHERE c.id = v.id",
             )
             .bind(ids)
+            .bind(hashes)
             .bind(vectors)
             .execute(&mut *tx)
             .await?;
         }
-        for chunk in set.tools.chunks(BATCH) {
-            let ids: Vec<&str> = chunk.iter().map(|(id, _, _)| *id).collect();
-            let tools: Vec<i32> =
-                chunk.iter().map(|(_, t, _)| i32::try_from(*t).unwrap_or(i32::MAX)).collect();
-            let vectors: Vec<String> = chunk.iter().map(|(_, _, v)| literal(v)).collect();
+        for chunk in tools.chunks(BATCH) {
+            let ids: Vec<&str> = chunk.iter().map(|(id, ..)| *id).collect();
+            let positions: Vec<i32> = chunk.iter().map(|(_, tool, ..)| position(*tool)).collect();
+            let hashes: Vec<&str> = chunk.iter().map(|(_, _, hash, _)| *hash).collect();
+            let vectors: Vec<String> = chunk.iter().map(|(.., v)| literal(v)).collect();
             sqlx::query(
-                "INSERT INTO mcp_tool_embeddings (server_id, tool, embedding) \
-                 SELECT v.id, v.t, v.e::vector FROM UNNEST($1::text[], $2::int4[], $3::text[]) AS v(id, t, e) \
-                 WHERE EXISTS (SELECT 1 FROM mcp_server_cache c WHERE c.id = v.id)",
+                "INSERT INTO mcp_tool_embeddings (server_id, tool, embedding, embedding_hash) \
+                 SELECT v.id, v.t, v.e::vector, v.h \
+                 FROM UNNEST($1::text[], $2::int4[], $3::text[], $4::text[]) AS v(id, t, h, e) \
+                 WHERE EXISTS (SELECT 1 FROM mcp_server_cache c WHERE c.id = v.id) \
+                 ON CONFLICT (server_id, tool) DO UPDATE \
+                 SET embedding = excluded.embedding, embedding_hash = excluded.embedding_hash",
             )
             .bind(ids)
-            .bind(tools)
+            .bind(positions)
+            .bind(hashes)
             .bind(vectors)
             .execute(&mut *tx)
             .await?;
         }
-        for statement in [
-            "CREATE INDEX mcp_server_cache_embedding_idx ON mcp_server_cache \
-             USING hnsw (embedding vector_cosine_ops)",
-            "CREATE INDEX mcp_tool_embeddings_embedding_idx ON mcp_tool_embeddings \
-             USING hnsw (embedding vector_cosine_ops)",
-        ] {
-            sqlx::query(statement).execute(&mut *tx).await?;
+        if whole {
+            for statement in [
+                "CREATE INDEX mcp_server_cache_embedding_idx ON mcp_server_cache \
+                 USING hnsw (embedding vector_cosine_ops)",
+                "CREATE INDEX mcp_tool_embeddings_embedding_idx ON mcp_tool_embeddings \
+                 USING hnsw (embedding vector_cosine_ops)",
+            ] {
+                sqlx::query(statement).execute(&mut *tx).await?;
+            }
         }
+        tracing::debug!(
+            whole,
+            servers = servers.len(),
+            tools = tools.len(),
+            removed = gone.len(),
+            "vectors written"
+        );
         sqlx::query(
             "INSERT INTO vector_sync (name, model, digest, updated_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (name) DO UPDATE SET model = excluded.model, digest = excluded.digest, \
