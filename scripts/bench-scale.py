@@ -1,9 +1,11 @@
 """1, 2 and 3 dynamcp replicas on one PostgreSQL, side by side in one run, with the same client:
-chat and search throughput, how soon a `dynamcp catalog import` is searchable on each replica and
+chat and search throughput, how soon an agent deleted through one replica has its server stopped
+on another (with DYNAMCP_PACKAGE_DIR set to a package store holding mcp-server-time), how soon a `dynamcp catalog import` is searchable on each replica and
 what searches meanwhile take, the latency of a request with the shared rate limit (a budget row in
 PostgreSQL) against one without, and how much of one tenant's budget three replicas let through
 against one replica.
 
+    [DYNAMCP_PACKAGE_DIR=target/tmp/mcp-package-store] \
     python3 scripts/bench-scale.py target/release/dynamcp postgres://user@host:port/empty_db [SECONDS]
 
 The database must be empty (the first start imports the default catalog into it). Replicas listen
@@ -21,6 +23,8 @@ MODEL = os.path.join(ROOT, "models/all-MiniLM-L6-v2")
 KEY = base64.b64encode(os.urandom(32)).decode()
 PORTS = [8301, 8302, 8303]
 THREADS = 8
+# Where replicas find installed MCP server packages (the tests' store has mcp-server-time).
+PACKAGES = os.environ.get("DYNAMCP_PACKAGE_DIR")
 
 
 def environment(**extra):
@@ -28,9 +32,12 @@ def environment(**extra):
                 DYNAMCP_LOG="warn", DYNAMCP_VERIFY_SERVERS="false", **extra)
 
 
+DATA_DIRS = {}
+
+
 def start(port, **extra):
-    env = environment(DYNAMCP_DATA_DIR=tempfile.mkdtemp(prefix=f"scale-{port}-"),
-                      DYNAMCP_ADDR=f"127.0.0.1:{port}", **extra)
+    DATA_DIRS[port] = tempfile.mkdtemp(prefix=f"scale-{port}-")
+    env = environment(DYNAMCP_DATA_DIR=DATA_DIRS[port], DYNAMCP_ADDR=f"127.0.0.1:{port}", **extra)
     p = subprocess.Popen([BIN, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
     while time.time() < deadline:
@@ -130,7 +137,9 @@ def search_loop():
     conn, i = http.client.HTTPConnection("127.0.0.1", PORTS[0], timeout=60), 0
     while searching[0]:
         i += 1
-        status, took = request(conn, *search(i))
+        # Queries of their own: the throughput rows' answers are cached.
+        status, took = request(conn, "POST", "/api/servers/search",
+                               {"query": f"{WORDS[i % 8]} during import {i}", "limit": 5})
         lat[phase[0]].append(took if status == 200 else float("inf"))
 
 
@@ -158,6 +167,44 @@ for k in ("before", "during"):
     v = sorted(lat[k]) or [0.0]
     print(f"  search {k:6}: n={len(v)} ({sum(x == float('inf') for x in v)} not 200), p50 {statistics.median(v) * 1000:.1f} ms, "
           f"p99 {v[min(len(v) - 1, int(0.99 * len(v)))] * 1000:.1f} ms")
+
+
+def under(port, replica_pid):
+    """Pids of the processes a replica started (found by its data dir, as its sandboxes bind it)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if DATA_DIRS[port] in cmd and int(pid) != replica_pid:
+            found.append(pid)
+    return found
+
+
+print("\n-- an agent planned on replica 1, its server started on replica 2, deleted through replica 3 --")
+if PACKAGES:
+    c = http.client.HTTPConnection("127.0.0.1", PORTS[0], timeout=60)
+    c.request("POST", "/api/chat", json.dumps({"message": "what time is it in Tokyo?"}),
+              {"Content-Type": "application/json"})
+    agent = json.loads(c.getresponse().read())["agent_id"]
+    c = http.client.HTTPConnection("127.0.0.1", PORTS[1], timeout=300)
+    t = time.time()
+    c.request("GET", f"/api/agents/{agent}/tools")
+    tools = json.loads(c.getresponse().read())
+    print(f"tools on replica 2: {[x['status'] for x in tools['servers']]} in {time.time() - t:.2f} s; "
+          f"processes under it: {len(under(PORTS[1], procs[1].pid))}")
+    c = http.client.HTTPConnection("127.0.0.1", PORTS[2], timeout=60)
+    t = time.time()
+    c.request("DELETE", f"/api/agents/{agent}")
+    status = c.getresponse().status
+    returned = time.time()
+    while under(PORTS[1], procs[1].pid) and time.time() - returned < 60:
+        time.sleep(0.01)
+    print(f"delete answered {status} in {returned - t:.3f} s; replica 2's server processes gone "
+          f"{time.time() - returned:.2f} s after (left: {len(under(PORTS[1], procs[1].pid))})")
+else:
+    print("skipped: set DYNAMCP_PACKAGE_DIR to a package store holding mcp-server-time")
 stop(procs)
 
 print("\n-- a guarded request (GET /api/agents?limit=1) on one replica --")

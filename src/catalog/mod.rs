@@ -550,6 +550,26 @@ async fn build_index(
     Ok(index)
 }
 
+/// The threads that build indexes (parse records, quantise vectors). Apart from rayon's global
+/// pool, where a search's query embedding runs: a catalog loaded in the background (after an
+/// import) shares the cores with searches but never queues ahead of them.
+fn building<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    let pool = POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("catalog-build-{i}"))
+            .build()
+            .inspect_err(
+                |e| tracing::warn!(error = %e, "no index-building threads: building on the shared ones"),
+            )
+            .ok()
+    });
+    match pool {
+        Some(pool) => pool.install(work),
+        None => work(),
+    }
+}
+
 /// Reads every record and instruction and builds the lexical index, off the async runtime.
 async fn lexical_index(store: &dyn CatalogStore) -> Result<SearchIndex, CatalogError> {
     let started = std::time::Instant::now();
@@ -557,23 +577,25 @@ async fn lexical_index(store: &dyn CatalogStore) -> Result<SearchIndex, CatalogE
         tokio::try_join!(store.catalog_record_texts(), store.credential_instructions())?;
     let read = started.elapsed();
     let (index, parse) = tokio::task::spawn_blocking(move || {
-        let parsing = std::time::Instant::now();
-        let mut servers = rows
-            .par_iter()
-            .map(|row| {
-                serde_json::from_str::<ServerRecord>(row).map_err(|e| {
-                    let id = serde_json::from_str::<serde_json::Value>(row)
-                        .ok()
-                        .and_then(|v| v.get("id").and_then(|id| id.as_str()).map(str::to_owned))
-                        .unwrap_or_else(|| "?".to_owned());
-                    CatalogError::CorruptRecord { id, reason: e.to_string() }
+        building(|| {
+            let parsing = std::time::Instant::now();
+            let mut servers = rows
+                .par_iter()
+                .map(|row| {
+                    serde_json::from_str::<ServerRecord>(row).map_err(|e| {
+                        let id = serde_json::from_str::<serde_json::Value>(row)
+                            .ok()
+                            .and_then(|v| v.get("id").and_then(|id| id.as_str()).map(str::to_owned))
+                            .unwrap_or_else(|| "?".to_owned());
+                        CatalogError::CorruptRecord { id, reason: e.to_string() }
+                    })
                 })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        drop(rows);
-        apply_instructions(&mut servers, &instructions);
-        let parse = parsing.elapsed();
-        Ok::<_, CatalogError>((SearchIndex::build(servers), parse))
+                .collect::<Result<Vec<_>, _>>()?;
+            drop(rows);
+            apply_instructions(&mut servers, &instructions);
+            let parse = parsing.elapsed();
+            Ok::<_, CatalogError>((SearchIndex::build(servers), parse))
+        })
     })
     .await
     .map_err(|_| CatalogError::Interrupted)??;
@@ -595,6 +617,9 @@ pub(crate) fn text_hash(model: &str, text: &str) -> String {
     h.update(text.as_bytes());
     record::hex(&h.finalize()[..16])
 }
+
+/// How many texts must be missing before the shipped pack is consulted.
+const PACK_WORTH_FROM: usize = 256;
 
 /// Takes the vectors of `missing` texts from the shipped pack, when the pack was made by this
 /// very model, and caches them in the store.
@@ -665,8 +690,12 @@ async fn dense_index(
         let rows = |hashes: &[String]| -> Vec<&[u8]> {
             hashes.iter().map(|h| cached.get(h).map_or(&[][..], Vec::as_slice)).collect()
         };
-        let servers = Quantized::from_le_bytes(dims, &rows(&hashes[..n_servers]));
-        let tools = Quantized::from_le_bytes(dims, &rows(&hashes[n_servers..]));
+        let (servers, tools) = building(|| {
+            (
+                Quantized::from_le_bytes(dims, &rows(&hashes[..n_servers])),
+                Quantized::from_le_bytes(dims, &rows(&hashes[n_servers..])),
+            )
+        });
         (DenseIndex { servers, tools, tool_owner }, hashes, cached)
     })
     .await
@@ -769,7 +798,9 @@ async fn complete_vectors(
             missing.push((hash.clone(), (*text).to_owned()));
         }
     }
-    if !missing.is_empty() && use_pack {
+    // Decoding the pack costs about half a second of CPU: worth it for a catalog's worth of
+    // texts (a first start), not for the few an import adds, which the model embeds faster.
+    if missing.len() >= PACK_WORTH_FROM && use_pack {
         fill_from_pack(store, embedder, &mut missing, &mut cached).await?;
     }
     if !missing.is_empty() {

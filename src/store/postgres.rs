@@ -66,6 +66,8 @@ async fn listen(pool: &PgPool) -> Result<super::Changes, StoreError> {
                 received = listener.recv() => match received {
                     // A full channel already holds a wake-up: this one adds nothing.
                     Ok(change) => { let _ = tx.try_send(change.payload().to_owned()); }
+                    // The store is closing: give the connection back, or closing waits for it.
+                    Err(sqlx::Error::PoolClosed) => return,
                     Err(e) => {
                         tracing::debug!(error = %e, "lost the database's change announcements; reconnecting");
                         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
