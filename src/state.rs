@@ -231,15 +231,12 @@ impl AppState {
                     None => limiter,
                 })
                 .map(Arc::new),
-            planning: Arc::new(match shared_as {
-                // A turn's slot is given back when it ends; one never given back lapses with it.
-                Some(holder) => Cap::new("plan", args.max_concurrent_plans).shared(
-                    store.clone(),
-                    holder,
-                    args.request_timeout() + std::time::Duration::from_secs(60),
-                ),
-                None => Cap::new("plan", args.max_concurrent_plans),
-            }),
+            planning: Arc::new(Cap::for_service(
+                "plan",
+                args.max_concurrent_plans,
+                shared_as.map(|holder| (store.clone(), holder)),
+                args.request_timeout(),
+            )),
             runtime,
             master: Arc::new(master),
             store,

@@ -151,6 +151,22 @@ impl Cap {
         self
     }
 
+    /// `max` at once of `kind`, shared through `store` as `holder` when given (see
+    /// [`Self::shared`]), else in this process. A slot counts for at most `hold_for` plus a
+    /// minute: the work's own time limit, with room to give the slot back.
+    pub fn for_service(
+        kind: &'static str,
+        max: usize,
+        shared: Option<(Arc<dyn Store>, Uuid)>,
+        hold_for: Duration,
+    ) -> Self {
+        let cap = Self::new(kind, max);
+        match shared {
+            Some((store, holder)) => cap.shared(store, holder, hold_for + Duration::from_secs(60)),
+            None => cap,
+        }
+    }
+
     pub fn max(&self) -> usize {
         self.max
     }

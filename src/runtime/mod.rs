@@ -275,15 +275,12 @@ impl Runtime {
             launcher.install_env(),
             launcher.runtime_roots(true),
         );
-        let runs = match settings.share_runs_as {
-            // A run's slot is given back when it ends; one never given back lapses with it.
-            Some(holder) => Cap::new("run", settings.max_runs).shared(
-                store.clone(),
-                holder,
-                settings.run_timeout + Duration::from_secs(60),
-            ),
-            None => Cap::new("run", settings.max_runs),
-        };
+        let runs = Cap::for_service(
+            "run",
+            settings.max_runs,
+            settings.share_runs_as.map(|holder| (store.clone(), holder)),
+            settings.run_timeout,
+        );
         let runtime = Arc::new(Self {
             catalog,
             store,
