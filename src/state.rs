@@ -136,21 +136,6 @@ impl AppState {
             if let Some(limiter) = &self.rate_limiter {
                 limiter.prune().await;
             }
-            self.report_sync().await;
-        }
-    }
-
-    /// The catalog versions (the database's and the one searched here) as metrics, as `/health`
-    /// reports them: a replica whose two differ for long is lagging.
-    async fn report_sync(&self) {
-        let loaded = self.catalog.version();
-        metrics::gauge!("dynamcp_catalog_version", "of" => "loaded").set(loaded as f64);
-        metrics::gauge!("dynamcp_catalog_servers").set(self.catalog.index().len() as f64);
-        match self.store.catalog_version().await {
-            Ok(database) => {
-                metrics::gauge!("dynamcp_catalog_version", "of" => "database").set(database as f64);
-            }
-            Err(e) => tracing::debug!(error = %e, "could not read the catalog's version"),
         }
     }
 

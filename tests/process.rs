@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -28,17 +28,6 @@ fn start(data_dir: &Path, extra_env: &[(&str, &str)]) -> Running {
     common::spawn_serve(cmd)
 }
 
-fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
-
 #[tokio::test]
 async fn sigterm_shuts_down_gracefully() {
     let dir = tempfile::tempdir().unwrap();
@@ -49,7 +38,8 @@ async fn sigterm_shuts_down_gracefully() {
 
     let pid = server.child.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let status = wait_exit(&mut server.child, Duration::from_secs(15)).expect("no exit after SIGTERM");
+    let status =
+        common::wait_exit(&mut server.child, Duration::from_secs(15)).expect("no exit after SIGTERM");
     assert!(status.success(), "exit status {status}");
 }
 

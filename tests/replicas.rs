@@ -241,16 +241,9 @@ async fn three_serve_processes_on_one_postgres() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = odd.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            odd.kill().unwrap();
-            panic!("a replica with another key started");
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let Some(status) = common::wait_exit(&mut odd, Duration::from_secs(60)) else {
+        odd.kill().unwrap();
+        panic!("a replica with another key started");
     };
     let mut refusal = String::new();
     std::io::Read::read_to_string(&mut odd.stderr.take().unwrap(), &mut refusal).unwrap();

@@ -219,19 +219,25 @@ impl Catalog {
     /// Catches up with the store: when an import (by the CLI, or another service on the same
     /// database) changed the catalog since the index in use was built, builds the new index and
     /// swaps it in; searches go on on the old one meanwhile. Returns whether it loaded a change.
+    /// The versions (the database's, the one searched here) and size are kept as metrics, as
+    /// `/health` reports them: a replica whose two versions differ for long is lagging.
     pub async fn catch_up(&self) -> Result<bool, CatalogError> {
-        if self.store.catalog_version().await? == self.version() {
-            return Ok(false);
+        let database = self.store.catalog_version().await?;
+        metrics::gauge!("dynamcp_catalog_version", "of" => "database").set(database as f64);
+        let changed = database != self.version();
+        if changed {
+            let started = std::time::Instant::now();
+            self.reload().await?;
+            tracing::info!(
+                version = self.version(),
+                servers = self.index().len(),
+                secs = started.elapsed().as_secs_f64(),
+                "loaded the changed catalog"
+            );
         }
-        let started = std::time::Instant::now();
-        self.reload().await?;
-        tracing::info!(
-            version = self.version(),
-            servers = self.index().len(),
-            secs = started.elapsed().as_secs_f64(),
-            "loaded the changed catalog"
-        );
-        Ok(true)
+        metrics::gauge!("dynamcp_catalog_version", "of" => "loaded").set(self.version() as f64);
+        metrics::gauge!("dynamcp_catalog_servers").set(self.index().len() as f64);
+        Ok(changed)
     }
 
     /// Where dense retrieval runs now.

@@ -361,16 +361,21 @@ impl Running {
     pub fn stop(mut self) {
         let pid = self.child.id().to_string();
         assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "exit status {status}");
-                return;
-            }
-            assert!(std::time::Instant::now() < deadline, "no exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let status = wait_exit(&mut self.child, Duration::from_secs(30)).expect("no exit after SIGTERM");
+        assert!(status.success(), "exit status {status}");
     }
+}
+
+/// `child`'s exit status once it exits, or `None` if it is still running after `within`.
+pub fn wait_exit(child: &mut std::process::Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
 }
 
 /// A `dynamcp` command with an empty environment but for `PATH`: the service sees only what the
