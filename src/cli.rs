@@ -109,8 +109,8 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
 pub async fn import(args: ImportArgs) -> anyhow::Result<()> {
     let store = store::open(&args.store.settings()).await.context("could not open the store")?;
     let embedder = crate::state::load_embedder(&args.store).await;
-    let catalog = Catalog::open(store.clone(), embedder, args.store.dense_backend)
-        .await
+    // Nothing is searched before the files are in: the index is built once, after them.
+    let catalog = Catalog::open_unloaded(store.clone(), embedder, args.store.dense_backend)
         .context("could not load the catalog")?;
     let mut failed = 0;
     let mut keep = HashSet::new();

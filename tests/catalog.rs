@@ -261,3 +261,209 @@ async fn a_repeated_search_is_stable_and_an_import_is_seen_at_once() {
     catalog.reload().await.unwrap();
     assert_eq!(ids(catalog.search_results(query, 5).await.unwrap())[0], "google-sheets");
 }
+
+/// A store that counts the catalog records and cached vectors a reload reads.
+struct Counting {
+    inner: std::sync::Arc<dyn dynamcp::store::Store>,
+    /// Records read, whole-catalog reads included.
+    records: std::sync::atomic::AtomicUsize,
+    /// Cached vectors read, whole-cache reads included.
+    vectors: std::sync::atomic::AtomicUsize,
+}
+
+impl Counting {
+    fn take(&self) -> (usize, usize) {
+        use std::sync::atomic::Ordering::SeqCst;
+        (self.records.swap(0, SeqCst), self.vectors.swap(0, SeqCst))
+    }
+
+    fn add(counter: &std::sync::atomic::AtomicUsize, n: usize) {
+        counter.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+type StoreResult<T> = Result<T, dynamcp::store::StoreError>;
+
+#[async_trait::async_trait]
+impl dynamcp::store::CatalogStore for Counting {
+    async fn catalog_count(&self) -> StoreResult<u64> {
+        self.inner.catalog_count().await
+    }
+    async fn catalog_version(&self) -> StoreResult<u64> {
+        self.inner.catalog_version().await
+    }
+    async fn upsert_catalog(
+        &self,
+        servers: &[dynamcp::store::CatalogRow],
+        instructions: &[dynamcp::store::InstructionRow],
+    ) -> StoreResult<dynamcp::store::UpsertCounts> {
+        self.inner.upsert_catalog(servers, instructions).await
+    }
+    async fn retain_catalog(&self, keep: &std::collections::HashSet<String>) -> StoreResult<u64> {
+        self.inner.retain_catalog(keep).await
+    }
+    async fn catalog_record_texts(&self) -> StoreResult<Vec<(String, String)>> {
+        let rows = self.inner.catalog_record_texts().await?;
+        Self::add(&self.records, rows.len());
+        Ok(rows)
+    }
+    async fn catalog_hashes(&self) -> StoreResult<Vec<(String, String)>> {
+        self.inner.catalog_hashes().await
+    }
+    async fn catalog_record_texts_of(&self, ids: &[String]) -> StoreResult<Vec<(String, String)>> {
+        let rows = self.inner.catalog_record_texts_of(ids).await?;
+        Self::add(&self.records, rows.len());
+        Ok(rows)
+    }
+    async fn catalog_record(&self, id: &str) -> StoreResult<Option<Value>> {
+        self.inner.catalog_record(id).await
+    }
+    async fn credential_instructions(&self) -> StoreResult<Vec<dynamcp::store::InstructionRow>> {
+        self.inner.credential_instructions().await
+    }
+    async fn embeddings(&self, model: &str) -> StoreResult<std::collections::HashMap<String, Vec<u8>>> {
+        let rows = self.inner.embeddings(model).await?;
+        Self::add(&self.vectors, rows.len());
+        Ok(rows)
+    }
+    async fn embeddings_of(
+        &self,
+        model: &str,
+        hashes: &[String],
+    ) -> StoreResult<std::collections::HashMap<String, Vec<u8>>> {
+        let rows = self.inner.embeddings_of(model, hashes).await?;
+        Self::add(&self.vectors, rows.len());
+        Ok(rows)
+    }
+    async fn put_embeddings(&self, model: &str, items: &[(String, Vec<u8>)]) -> StoreResult<()> {
+        self.inner.put_embeddings(model, items).await
+    }
+    async fn put_verification(&self, row: &dynamcp::store::VerificationRow) -> StoreResult<()> {
+        self.inner.put_verification(row).await
+    }
+    async fn verifications(&self, server: &str) -> StoreResult<Vec<Value>> {
+        self.inner.verifications(server).await
+    }
+    fn vectors(&self) -> Option<&dyn dynamcp::store::VectorSearch> {
+        self.inner.vectors()
+    }
+}
+
+/// `got` holds what `want` holds: the same records in the same order, the same vectors, and the
+/// same answers to searches.
+async fn assert_same_catalog(got: &dynamcp::catalog::Catalog, want: &dynamcp::catalog::Catalog, when: &str) {
+    let (g, w) = (got.index(), want.index());
+    assert_eq!(g.len(), w.len(), "{when}");
+    for doc in 0..w.len() as u32 {
+        assert_eq!(
+            serde_json::to_value(g.record(doc)).unwrap(),
+            serde_json::to_value(w.record(doc)).unwrap(),
+            "{when}: record {doc}"
+        );
+    }
+    let (gd, wd) = (g.dense().unwrap(), w.dense().unwrap());
+    assert_eq!(gd.hashes, wd.hashes, "{when}");
+    assert_eq!(gd.tool_owner, wd.tool_owner, "{when}");
+    for (gs, ws) in [(&gd.servers, &wd.servers), (&gd.tools, &wd.tools)] {
+        assert_eq!(gs.len(), ws.len(), "{when}");
+        for i in 0..ws.len() {
+            assert_eq!(gs.get(i), ws.get(i), "{when}: vector {i}");
+        }
+    }
+    for query in ["search my gmail for invoices", "append a row to a spreadsheet", "count paperclips"] {
+        let (a, b) =
+            (got.search_results(query, 5).await.unwrap(), want.search_results(query, 5).await.unwrap());
+        let pairs = |r: Vec<dynamcp::catalog::SearchResult>| {
+            r.into_iter().map(|r| (r.id, r.score.to_bits())).collect::<Vec<_>>()
+        };
+        assert_eq!(pairs(a), pairs(b), "{when}: {query}");
+    }
+}
+
+/// After an import, a reload reads only the records and vectors that changed, and builds exactly
+/// what a fresh load of the same store builds; changed credential instructions make it read all.
+async fn a_reload_reads_only_what_changed(db: Db) {
+    use dynamcp::catalog::{Catalog, DenseBackend};
+    let (mut args, dir) = common::test_args(db).await;
+    common::import_fixture_catalog(&args).await;
+    common::with_default_catalog(&mut args);
+    args.store.default_catalog = false;
+    let embedder = dynamcp::state::load_embedder(&args.store).await.expect("the local model");
+    let inner = dynamcp::store::open(&args.store.settings()).await.unwrap();
+    let counting = std::sync::Arc::new(Counting {
+        inner: inner.clone(),
+        records: Default::default(),
+        vectors: Default::default(),
+    });
+    let catalog = Catalog::open(counting.clone(), Some(embedder.clone()), DenseBackend::Auto).await.unwrap();
+    let servers = catalog.index().len();
+    assert_eq!(counting.take().0, servers, "the first load reads every record");
+    let fresh = || Catalog::open(inner.clone(), Some(embedder.clone()), DenseBackend::Auto);
+
+    // One new server and one changed one (`gmail-mcp-2` gets another description).
+    let mut changed: Value = serde_json::to_value(catalog.index().get("gmail-mcp-2").unwrap()).unwrap();
+    changed["description"] = json!("Reads Gmail through Apps Script, invoices included");
+    let probe = json!({"id": "replica-probe", "name": "Replica Probe",
+        "description": "Counts paperclips in a warehouse", "tools": ["count_paperclips"]});
+    let file = write(dir.path(), "change.json", &json!({"schema_version": 1, "servers": [changed, probe]}));
+    catalog.import_file(Path::new(&file), &|_, _| {}).await.unwrap();
+    catalog.reload().await.unwrap();
+    let (records, vectors) = counting.take();
+    assert_eq!(records, 2, "only the new and the changed record are read");
+    // Their server texts and the new tool's are new; the changed server's tools are not.
+    assert!(vectors <= 3, "{vectors} vectors read");
+    assert_eq!(catalog.index().len(), servers + 1);
+    assert_same_catalog(&catalog, &fresh().await.unwrap(), "after an import").await;
+    // PostgreSQL's vectors follow, written from the vectors the reload read.
+    let nearest_in_database = || async {
+        let db = inner.vectors()?;
+        let v = embedder
+            .embed(vec!["counts paperclips in a warehouse".to_owned()], dynamcp::catalog::TextKind::Query)
+            .await
+            .unwrap();
+        Some(db.nearest_servers(&v[0], 1, dynamcp::store::Scan::Exact).await.unwrap()[0].0.clone())
+    };
+    if db == Db::Postgres {
+        assert_eq!(nearest_in_database().await.as_deref(), Some("replica-probe"));
+    }
+
+    // A server removed: nothing to read.
+    let index = catalog.index();
+    let ids: std::collections::HashSet<String> = (0..index.len() as u32)
+        .map(|d| index.record(d).id.clone())
+        .filter(|id| id != "replica-probe")
+        .collect();
+    assert_eq!(catalog.retain(&ids).await.unwrap(), 1);
+    catalog.reload().await.unwrap();
+    assert_eq!(counting.take(), (0, 0), "a removal reads no record or vector");
+    assert_eq!(catalog.index().len(), servers);
+    assert_same_catalog(&catalog, &fresh().await.unwrap(), "after a removal").await;
+    if db == Db::Postgres {
+        assert_ne!(nearest_in_database().await.as_deref(), Some("replica-probe"));
+    }
+
+    // New credential instructions apply to every record: the whole catalog is read again.
+    let credinfo = write(
+        dir.path(),
+        "credinfo.json",
+        &json!({"credential_instructions": {"gmail-mcp-2": {"GMAIL_PROBE_TOKEN":
+            {"description": "A probe token", "steps": ["Make one"], "required": true, "secret": true}}}}),
+    );
+    catalog.import_file(Path::new(&credinfo), &|_, _| {}).await.unwrap();
+    catalog.reload().await.unwrap();
+    assert_eq!(counting.take().0, servers, "changed instructions read every record");
+    let gmail = catalog.index().get("gmail-mcp-2").unwrap().clone();
+    assert!(gmail.credentials.iter().any(|c| c.name == "GMAIL_PROBE_TOKEN"), "{:?}", gmail.credentials);
+    assert_same_catalog(&catalog, &fresh().await.unwrap(), "after new instructions").await;
+    inner.close().await;
+}
+
+#[tokio::test]
+async fn a_reload_reads_only_what_changed_sqlite() {
+    a_reload_reads_only_what_changed(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_reload_reads_only_what_changed_postgres() {
+    a_reload_reads_only_what_changed(Db::Postgres).await;
+}

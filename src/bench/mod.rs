@@ -249,8 +249,11 @@ fn synthetic(index: &SearchIndex, n: usize) -> Arc<SearchIndex> {
     let mut big = SearchIndex::build(servers);
     if let Some(d) = index.dense() {
         let dims = d.dims();
-        let mut dense =
-            DenseIndex { servers: Quantized::new(dims), tools: Quantized::new(dims), tool_owner: Vec::new() };
+        let mut dense = DenseIndex {
+            servers: Quantized::new(dims),
+            tools: Quantized::new(dims),
+            ..DenseIndex::default()
+        };
         // SearchIndex::build sorts by id; map each synthetic doc back to its source record.
         let source: std::collections::HashMap<&str, u32> =
             (0..real).map(|i| (index.record(i as u32).id.as_str(), i as u32)).collect();

@@ -7,6 +7,8 @@
 //! many times the number of hits asked for, so the ranking matches the exact scan in practice
 //! (`eval` shows the same recall); small sets are scanned exactly.
 
+use std::collections::HashMap;
+
 use rayon::prelude::*;
 
 use super::bm25::top_k;
@@ -58,22 +60,32 @@ impl Quantized {
         self.scales.push(scale);
     }
 
-    /// The set of `rows`, each a vector as little-endian `f32` bytes (as stored), quantised on
-    /// every core. A row of the wrong length is stored as zeros, as in [`Quantized::push`].
-    pub fn from_le_bytes(dims: usize, rows: &[&[u8]]) -> Self {
-        let quantized: Vec<(Vec<i8>, f32)> = rows
+    /// The set of `rows`: vectors as stored, quantised on every core, and rows copied as they
+    /// are from another set (of the same dimension; else stored as zeros).
+    pub fn assemble(dims: usize, rows: &[Row<'_>]) -> Self {
+        let quantized: Vec<Option<(Vec<i8>, f32)>> = rows
             .par_iter()
-            .map(|bytes| {
-                let v = super::from_bytes(bytes);
-                if v.len() == dims { quantize(&v) } else { (vec![0; dims], 0.0) }
+            .map(|row| match row {
+                Row::Bytes(bytes) => {
+                    let v = super::from_bytes(bytes);
+                    Some(if v.len() == dims { quantize(&v) } else { (vec![0; dims], 0.0) })
+                }
+                Row::Copied(..) => None,
             })
             .collect();
         let mut set = Self::new(dims);
         set.data.reserve(rows.len() * dims);
         set.scales.reserve(rows.len());
         set.bits.reserve(rows.len() * set.words());
-        for (q, scale) in &quantized {
-            set.push_quantized(q, *scale);
+        let zeros = vec![0; dims];
+        for (row, quantized) in rows.iter().zip(&quantized) {
+            match (row, quantized) {
+                (_, Some((q, scale))) => set.push_quantized(q, *scale),
+                (Row::Copied(from, i), None) if from.dims == dims && *i < from.len() => {
+                    set.push_quantized(&from.data[i * dims..(i + 1) * dims], from.scales[*i]);
+                }
+                _ => set.push_quantized(&zeros, 0.0),
+            }
         }
         set
     }
@@ -176,6 +188,13 @@ fn quantize(v: &[f32]) -> (Vec<i8>, f32) {
     (v.iter().map(|x| (x / scale).round().clamp(-127.0, 127.0) as i8).collect(), scale)
 }
 
+/// One row of a set being assembled: a vector as stored (little-endian `f32` bytes), or row `i`
+/// of an existing set, copied as it is.
+pub enum Row<'a> {
+    Bytes(&'a [u8]),
+    Copied(&'a Quantized, usize),
+}
+
 /// Integer dot product; written so the compiler vectorises it (widening multiply-add).
 fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
     let mut acc = [0i32; 16];
@@ -206,9 +225,26 @@ pub struct DenseIndex {
     pub tools: Quantized,
     /// For each tool vector: its server (document) and the tool's position in that server.
     pub tool_owner: Vec<(u32, u32)>,
+    /// The cache hash of each vector's text: the servers', then the tools'.
+    pub hashes: Vec<String>,
+    /// The model that made the vectors.
+    pub model: String,
 }
 
 impl DenseIndex {
+    /// Each vector by its text's hash, as `(set, row)`: what a later index can copy.
+    pub fn rows_by_hash(&self) -> HashMap<&str, (&Quantized, usize)> {
+        let n_servers = self.servers.len();
+        self.hashes
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let row = if i < n_servers { (&self.servers, i) } else { (&self.tools, i - n_servers) };
+                (h.as_str(), row)
+            })
+            .collect()
+    }
+
     pub fn dims(&self) -> usize {
         self.servers.dims()
     }
@@ -336,7 +372,7 @@ mod tests {
     #[test]
     fn tools_vote_for_their_server() {
         let mut index =
-            DenseIndex { servers: Quantized::new(2), tools: Quantized::new(2), tool_owner: vec![] };
+            DenseIndex { servers: Quantized::new(2), tools: Quantized::new(2), ..DenseIndex::default() };
         index.servers.push(&[1.0, 0.0]);
         index.servers.push(&[0.0, 1.0]);
         for (owner, v) in [((0, 0), [0.0, 1.0]), ((1, 0), [0.6, 0.8]), ((1, 1), [1.0, 0.0])] {

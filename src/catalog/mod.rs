@@ -28,7 +28,9 @@ use rayon::prelude::*;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::store::{CatalogRow, CatalogStore, InstructionRow, Scan, StoreError, UpsertCounts, VectorSet};
+use crate::store::{
+    CatalogRow, CatalogStore, InstructionRow, Scan, StoreError, Synced, UpsertCounts, VectorSet,
+};
 use dense::{DenseHits, DenseIndex, Quantized};
 pub use embed::{EmbedError, Embedder, TextKind};
 pub use import::{EntryIssue, Format, ImportError};
@@ -128,6 +130,8 @@ pub struct Catalog {
     pgvector: Option<Scan>,
     /// The store's catalog version the current index was built from.
     version: std::sync::atomic::AtomicU64,
+    /// Held while a reload builds the next index.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 /// Query vectors kept for repeated searches.
@@ -179,7 +183,7 @@ impl Catalog {
         };
         // Read before the records: an import committed meanwhile is loaded by the next `catch_up`.
         let version = store.catalog_version().await?;
-        let (embedder, vectors, index) = tokio::join!(embedder, vectors, lexical_index(store.as_ref()));
+        let (embedder, vectors, index) = tokio::join!(embedder, vectors, lexical_index(store.as_ref(), None));
         let mut index = index?;
         // Vectors read for another id than the loaded model's are dropped; `dense_index` then
         // reads the right ones.
@@ -187,20 +191,36 @@ impl Catalog {
             (Some(e), Some((id, vectors))) if id == e.id() => Some(vectors?),
             _ => None,
         };
-        let usable = store.vectors().is_some()
-            && embedder.as_ref().is_some_and(|e| e.dims() == crate::store::vectors::DIMS);
-        let pgvector = match backend {
-            DenseBackend::InProcess => None,
-            DenseBackend::Auto => usable.then_some(Scan::Hnsw),
-            DenseBackend::Pgvector if usable => Some(Scan::Hnsw),
-            DenseBackend::Pgvector => return Err(CatalogError::PgvectorUnavailable),
-        };
+        let pgvector = pgvector_scan(store.as_ref(), embedder.as_deref(), backend)?;
         if let Some(embedder) = embedder.as_deref() {
             let dense =
-                dense_index(store.as_ref(), embedder, cached, &index, pgvector.is_some(), &|_, _| {}).await?;
+                dense_index(store.as_ref(), embedder, cached, &index, None, pgvector.is_some(), &|_, _| {})
+                    .await?;
             index.attach_dense(dense);
         }
-        Ok(Self {
+        Ok(Self::with_index(store, embedder, index, pgvector, version))
+    }
+
+    /// A catalog searching nothing until [`Catalog::reload`]: for a command that changes the
+    /// stored catalog before it searches (`catalog import`), which would otherwise build a whole
+    /// index only to replace it.
+    pub fn open_unloaded(
+        store: Arc<dyn CatalogStore>,
+        embedder: Option<Arc<dyn Embedder>>,
+        backend: DenseBackend,
+    ) -> Result<Self, CatalogError> {
+        let pgvector = pgvector_scan(store.as_ref(), embedder.as_deref(), backend)?;
+        Ok(Self::with_index(store, embedder, SearchIndex::build(Vec::new()), pgvector, 0))
+    }
+
+    fn with_index(
+        store: Arc<dyn CatalogStore>,
+        embedder: Option<Arc<dyn Embedder>>,
+        index: SearchIndex,
+        pgvector: Option<Scan>,
+        version: u64,
+    ) -> Self {
+        Self {
             store,
             embedder,
             index: RwLock::new(Arc::new(index)),
@@ -208,7 +228,8 @@ impl Catalog {
             results: Bounded::new(RESULT_CACHE),
             pgvector,
             version: std::sync::atomic::AtomicU64::new(version),
-        })
+            reloading: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// The store's catalog version the index in use was built from.
@@ -511,10 +532,19 @@ impl Catalog {
         &self,
         progress: &(dyn Fn(u64, u64) + Sync),
     ) -> Result<(), CatalogError> {
+        // One reload at a time: a second one waits, then builds on the first one's index.
+        let _reloading = self.reloading.lock().await;
         let version = self.store.catalog_version().await?;
+        let previous = self.index();
         let index = Arc::new(
-            build_index(self.store.as_ref(), self.embedder.as_deref(), self.pgvector.is_some(), progress)
-                .await?,
+            build_index(
+                self.store.as_ref(),
+                self.embedder.as_deref(),
+                Some(previous),
+                self.pgvector.is_some(),
+                progress,
+            )
+            .await?,
         );
         match self.index.write() {
             Ok(mut guard) => *guard = index,
@@ -524,6 +554,23 @@ impl Catalog {
         // Entries of the old index can no longer match; free them.
         self.results.clear();
         Ok(())
+    }
+}
+
+/// Where dense retrieval runs for `backend`: in pgvector (with this scan) when the store has it
+/// and the model's vectors fit its columns, else in process (`None`).
+fn pgvector_scan(
+    store: &dyn CatalogStore,
+    embedder: Option<&dyn Embedder>,
+    backend: DenseBackend,
+) -> Result<Option<Scan>, CatalogError> {
+    let usable =
+        store.vectors().is_some() && embedder.is_some_and(|e| e.dims() == crate::store::vectors::DIMS);
+    match backend {
+        DenseBackend::InProcess => Ok(None),
+        DenseBackend::Auto => Ok(usable.then_some(Scan::Hnsw)),
+        DenseBackend::Pgvector if usable => Ok(Some(Scan::Hnsw)),
+        DenseBackend::Pgvector => Err(CatalogError::PgvectorUnavailable),
     }
 }
 
@@ -540,17 +587,19 @@ fn to_row(s: &ServerRecord) -> CatalogRow {
     }
 }
 
-/// Reads every record and instruction and builds the search index; with an embedder, attaches
-/// dense vectors, embedding (and caching) only texts not seen before.
+/// Builds the search index from the store, reusing what `previous` (the index in use) already
+/// has of it; with an embedder, attaches dense vectors, embedding (and caching) only texts not
+/// seen before.
 async fn build_index(
     store: &dyn CatalogStore,
     embedder: Option<&dyn Embedder>,
+    previous: Option<Arc<SearchIndex>>,
     pgvector: bool,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<SearchIndex, CatalogError> {
-    let mut index = lexical_index(store).await?;
+    let mut index = lexical_index(store, previous.as_deref()).await?;
     if let Some(embedder) = embedder {
-        let dense = dense_index(store, embedder, None, &index, pgvector, progress).await?;
+        let dense = dense_index(store, embedder, None, &index, previous, pgvector, progress).await?;
         index.attach_dense(dense);
     }
     Ok(index)
@@ -564,6 +613,7 @@ fn building<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     let pool = POOL.get_or_init(|| {
         rayon::ThreadPoolBuilder::new()
             .thread_name(|i| format!("catalog-build-{i}"))
+            .start_handler(|_| lower_priority())
             .build()
             .inspect_err(
                 |e| tracing::warn!(error = %e, "no index-building threads: building on the shared ones"),
@@ -576,43 +626,127 @@ fn building<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     }
 }
 
-/// Reads every record and instruction and builds the lexical index, off the async runtime.
-async fn lexical_index(store: &dyn CatalogStore) -> Result<SearchIndex, CatalogError> {
+/// How much nicer than the service the index-building threads are: the kernel gives a search
+/// the core first, and building the next index takes whatever is left.
+const BUILDING_NICE: i32 = 10;
+
+/// Lowers the calling thread's priority (on Linux, nice is per thread) by [`BUILDING_NICE`].
+fn lower_priority() {
+    let thread = rustix::thread::gettid();
+    let now = rustix::process::getpriority_process(Some(thread)).unwrap_or(0);
+    if let Err(e) = rustix::process::setpriority_process(Some(thread), now + BUILDING_NICE) {
+        tracing::debug!(error = %e, "index-building thread keeps the service's priority");
+    }
+}
+
+/// Up to this many changed records, a reload reads just those and reuses the rest of the index
+/// in use; beyond it (a first import, a replaced catalog), it reads the whole catalog again.
+const REUSE_UP_TO: usize = 2000;
+
+/// Builds the lexical index off the async runtime, from every record and instruction; or, given
+/// the index in use and the same instructions apply, from its records and those whose stored
+/// content changed since, the only ones read and parsed.
+async fn lexical_index(
+    store: &dyn CatalogStore,
+    previous: Option<&SearchIndex>,
+) -> Result<SearchIndex, CatalogError> {
     let started = std::time::Instant::now();
-    let (rows, instructions) =
-        tokio::try_join!(store.catalog_record_texts(), store.credential_instructions())?;
+    let hashes = async {
+        match previous {
+            Some(_) => store.catalog_hashes().await.map(Some),
+            None => Ok(None),
+        }
+    };
+    let (instructions, hashes) = tokio::try_join!(store.credential_instructions(), hashes)?;
+    let digest = instructions_digest(&instructions);
+    let reuse = match (previous, hashes) {
+        (Some(previous), Some(hashes)) if previous.source.instructions == digest => {
+            let changed: Vec<String> = hashes
+                .iter()
+                .filter(|(id, hash)| hash.is_empty() || previous.source.content.get(id) != Some(hash))
+                .map(|(id, _)| id.clone())
+                .collect();
+            (changed.len() <= REUSE_UP_TO).then_some((previous, hashes, changed))
+        }
+        _ => None,
+    };
+    let (rows, kept) = match reuse {
+        Some((previous, hashes, changed)) => {
+            let rows = store.catalog_record_texts_of(&changed).await?;
+            let changed: HashSet<String> = changed.into_iter().collect();
+            let kept: Vec<(ServerRecord, String)> = hashes
+                .into_iter()
+                .filter(|(id, _)| !changed.contains(id))
+                .filter_map(|(id, hash)| Some((previous.get(&id)?.clone(), hash)))
+                .collect();
+            (rows, kept)
+        }
+        None => (store.catalog_record_texts().await?, Vec::new()),
+    };
     let read = started.elapsed();
+    let (read_rows, reused) = (rows.len(), kept.len());
     let (index, parse) = tokio::task::spawn_blocking(move || {
         building(|| {
             let parsing = std::time::Instant::now();
-            let mut servers = rows
+            let mut parsed = rows
                 .par_iter()
-                .map(|row| {
-                    serde_json::from_str::<ServerRecord>(row).map_err(|e| {
-                        let id = serde_json::from_str::<serde_json::Value>(row)
-                            .ok()
-                            .and_then(|v| v.get("id").and_then(|id| id.as_str()).map(str::to_owned))
-                            .unwrap_or_else(|| "?".to_owned());
-                        CatalogError::CorruptRecord { id, reason: e.to_string() }
-                    })
-                })
+                .map(|(hash, text)| parse_record(text).map(|record| (record, hash.clone())))
                 .collect::<Result<Vec<_>, _>>()?;
             drop(rows);
+            let (mut servers, hashes): (Vec<ServerRecord>, Vec<String>) = parsed.drain(..).unzip();
             apply_instructions(&mut servers, &instructions);
             let parse = parsing.elapsed();
-            Ok::<_, CatalogError>((SearchIndex::build(servers), parse))
+            let mut content: HashMap<String, String> =
+                servers.iter().map(|s| s.id.clone()).zip(hashes).collect();
+            let (old, old_hashes): (Vec<ServerRecord>, Vec<String>) = kept.into_iter().unzip();
+            content.extend(old.iter().map(|s| s.id.clone()).zip(old_hashes));
+            servers.extend(old);
+            let mut index = SearchIndex::build(servers);
+            index.source = search::Source { content, instructions: digest };
+            Ok::<_, CatalogError>((index, parse))
         })
     })
     .await
     .map_err(|_| CatalogError::Interrupted)??;
     tracing::debug!(
         servers = index.len(),
+        read = read_rows,
+        reused,
         read_secs = read.as_secs_f64(),
         parse_secs = parse.as_secs_f64(),
         secs = started.elapsed().as_secs_f64(),
         "lexical index built"
     );
     Ok(index)
+}
+
+/// One stored record's JSON text as a record; the error names its id when the text has one.
+fn parse_record(text: &str) -> Result<ServerRecord, CatalogError> {
+    serde_json::from_str::<ServerRecord>(text).map_err(|e| {
+        let id = serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .and_then(|v| v.get("id").and_then(|id| id.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| "?".to_owned());
+        CatalogError::CorruptRecord { id, reason: e.to_string() }
+    })
+}
+
+/// A digest of every credential instruction, in the store's order.
+fn instructions_digest(instructions: &[InstructionRow]) -> String {
+    let mut h = Sha256::new();
+    for i in instructions {
+        for part in [&i.server, &i.key, &i.description] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        for step in &i.steps {
+            h.update(step.as_bytes());
+            h.update([0]);
+        }
+        h.update([u8::from(i.required.unwrap_or(false)), u8::from(i.required.is_some())]);
+        h.update([u8::from(i.secret.unwrap_or(false)), u8::from(i.secret.is_some()), 1]);
+    }
+    record::hex(&h.finalize()[..16])
 }
 
 /// The cache key of an embedded text: the model and the text.
@@ -671,12 +805,15 @@ pub(crate) fn from_bytes(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 
-/// The dense index over `index`'s texts; `cached` is the model's stored vectors when already read.
+/// The dense index over `index`'s texts; `cached` is the model's stored vectors when already
+/// read. Given the dense index in use (`previous`, of the same model), the vectors of texts it
+/// already has are copied from it, and only the others are read from the store (or embedded).
 async fn dense_index(
     store: &dyn CatalogStore,
     embedder: &dyn Embedder,
     cached: Option<HashMap<String, Vec<u8>>>,
     index: &SearchIndex,
+    previous: Option<Arc<SearchIndex>>,
     pgvector: bool,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<DenseIndex, CatalogError> {
@@ -684,50 +821,81 @@ async fn dense_index(
     let (server_texts, tool_texts) = index.embedding_texts();
     let all: Vec<&str> =
         server_texts.iter().chain(tool_texts.iter().map(|(_, t)| t)).map(String::as_str).collect();
-    let cached = match cached {
-        Some(cached) => cached,
-        None => store.embeddings(embedder.id()).await?,
+    let model = embedder.id();
+    let previous =
+        previous.filter(|p| p.dense().is_some_and(|d| d.model == model && d.dims() == embedder.dims()));
+    let hashes: Vec<String> = all.iter().map(|t| text_hash(model, t)).collect();
+    let (fresh, cached) = match (&previous, cached) {
+        (_, Some(cached)) => (all, cached),
+        (None, None) => (all, store.embeddings(model).await?),
+        (Some(previous), None) => {
+            let have = previous.dense().map(DenseIndex::rows_by_hash).unwrap_or_default();
+            let fresh: Vec<&str> = all
+                .iter()
+                .zip(&hashes)
+                .filter(|(_, h)| !have.contains_key(h.as_str()))
+                .map(|(t, _)| *t)
+                .collect();
+            let wanted: Vec<String> = fresh.iter().map(|t| text_hash(model, t)).collect();
+            (fresh, store.embeddings_of(model, &wanted).await?)
+        }
     };
-    let (hashes, cached) = complete_vectors(store, embedder, &all, cached, true, progress).await?;
+    let reused = hashes.len() - fresh.len();
+    let (_, cached) = complete_vectors(store, embedder, &fresh, cached, true, progress).await?;
     let dims = embedder.dims();
     let n_servers = server_texts.len();
     let tool_owner: Vec<(u32, u32)> = tool_texts.iter().map(|(owner, _)| *owner).collect();
-    let (dense, hashes, cached) = tokio::task::spawn_blocking(move || {
-        let rows = |hashes: &[String]| -> Vec<&[u8]> {
-            hashes.iter().map(|h| cached.get(h).map_or(&[][..], Vec::as_slice)).collect()
+    let owned_model = model.to_owned();
+    let (dense, cached) = tokio::task::spawn_blocking(move || {
+        let have = previous
+            .as_deref()
+            .and_then(SearchIndex::dense)
+            .map(DenseIndex::rows_by_hash)
+            .unwrap_or_default();
+        let rows = |hashes: &[String]| -> Vec<dense::Row<'_>> {
+            hashes
+                .iter()
+                .map(|h| match have.get(h.as_str()) {
+                    Some(&(set, i)) => dense::Row::Copied(set, i),
+                    None => dense::Row::Bytes(cached.get(h).map_or(&[][..], Vec::as_slice)),
+                })
+                .collect()
         };
         let (servers, tools) = building(|| {
             (
-                Quantized::from_le_bytes(dims, &rows(&hashes[..n_servers])),
-                Quantized::from_le_bytes(dims, &rows(&hashes[n_servers..])),
+                Quantized::assemble(dims, &rows(&hashes[..n_servers])),
+                Quantized::assemble(dims, &rows(&hashes[n_servers..])),
             )
         });
-        (DenseIndex { servers, tools, tool_owner }, hashes, cached)
+        drop(have);
+        (DenseIndex { servers, tools, tool_owner, hashes, model: owned_model }, cached)
     })
     .await
     .map_err(|_| CatalogError::Interrupted)?;
     tracing::debug!(
-        vectors = hashes.len(),
+        vectors = dense.hashes.len(),
+        reused,
         secs = started.elapsed().as_secs_f64(),
         "dense index built from cached vectors"
     );
     if pgvector && let Some(db) = store.vectors() {
-        sync_pgvector(db, embedder.id(), index, &hashes, &cached, &dense.tool_owner).await?;
+        sync_pgvector(db, store, model, index, &dense, cached).await?;
     }
     Ok(dense)
 }
 
 /// Copies the catalog's vectors into pgvector, unless the stored ones already came from the same
-/// model and texts (a digest of every text hash decides). `tool_owner` is aligned with the tool
-/// hashes, which follow the server hashes.
+/// model and texts (a digest of every text hash decides). `cached` holds at least the vectors
+/// `dense` did not copy from an earlier index; the others are read from the store when needed.
 async fn sync_pgvector(
     db: &dyn crate::store::VectorSearch,
+    store: &dyn CatalogStore,
     model: &str,
     index: &SearchIndex,
-    hashes: &[String],
-    cached: &HashMap<String, Vec<u8>>,
-    tool_owner: &[(u32, u32)],
+    dense: &DenseIndex,
+    mut cached: HashMap<String, Vec<u8>>,
 ) -> Result<(), CatalogError> {
+    let (hashes, tool_owner) = (&dense.hashes, &dense.tool_owner);
     let n_servers = hashes.len() - tool_owner.len();
     let mut digest = Sha256::new();
     digest.update(model.as_bytes());
@@ -745,32 +913,51 @@ async fn sync_pgvector(
     if db.is_synced(model, &digest).await? {
         return Ok(());
     }
-    let vectors: Vec<Vec<f32>> =
-        hashes.iter().map(|h| cached.get(h).map(|b| from_bytes(b)).unwrap_or_default()).collect();
-    let set = VectorSet {
-        model,
-        digest: &digest,
-        servers: (0..n_servers)
-            .map(|doc| (index.record(doc as u32).id.as_str(), hashes[doc].as_str(), vectors[doc].as_slice()))
-            .collect(),
-        tools: tool_owner
-            .iter()
-            .zip(hashes[n_servers..].iter().zip(&vectors[n_servers..]))
-            .map(|((doc, tool), (hash, v))| {
-                (index.record(*doc).id.as_str(), *tool, hash.as_str(), v.as_slice())
-            })
-            .collect(),
-    };
-    let started = std::time::Instant::now();
-    if db.sync_vectors(&set).await? {
-        tracing::info!(
-            servers = set.servers.len(),
-            tools = set.tools.len(),
-            secs = started.elapsed().as_secs_f64(),
-            "copied the catalog's vectors into pgvector"
-        );
+    // First with the vectors at hand (those a reload did not copy from the index in use), which
+    // are all it takes when the stored ones were the index in use's; else with every vector.
+    let mut complete = false;
+    loop {
+        let vectors: Vec<Vec<f32>> =
+            hashes.iter().map(|h| cached.get(h).map(|b| from_bytes(b)).unwrap_or_default()).collect();
+        let set = VectorSet {
+            model,
+            digest: &digest,
+            servers: (0..n_servers)
+                .map(|doc| {
+                    (index.record(doc as u32).id.as_str(), hashes[doc].as_str(), vectors[doc].as_slice())
+                })
+                .collect(),
+            tools: tool_owner
+                .iter()
+                .zip(hashes[n_servers..].iter().zip(&vectors[n_servers..]))
+                .map(|((doc, tool), (hash, v))| {
+                    (index.record(*doc).id.as_str(), *tool, hash.as_str(), v.as_slice())
+                })
+                .collect(),
+        };
+        let started = std::time::Instant::now();
+        match db.sync_vectors(&set).await? {
+            Synced::Already => return Ok(()),
+            Synced::Written => {
+                tracing::info!(
+                    servers = set.servers.len(),
+                    tools = set.tools.len(),
+                    secs = started.elapsed().as_secs_f64(),
+                    "copied the catalog's vectors into pgvector"
+                );
+                return Ok(());
+            }
+            Synced::Incomplete if !complete => {
+                complete = true;
+                cached.extend(store.embeddings(model).await?);
+            }
+            Synced::Incomplete => {
+                // Every cached vector was sent; a text without one matches nothing in pgvector.
+                tracing::warn!("some catalog texts have no cached vector: pgvector left as it was");
+                return Ok(());
+            }
+        }
     }
-    Ok(())
 }
 
 /// The cache hash of every text, and the cached vectors (little-endian f32 bytes) by hash, after

@@ -107,6 +107,18 @@ pub struct SearchIndex {
     bm25: Bm25,
     dense: Option<DenseIndex>,
     lexicon: ServiceLexicon,
+    /// What the records came from, for a reload to reuse the unchanged ones.
+    pub(super) source: Source,
+}
+
+/// What an index was built from: a reload reuses the records whose stored content is unchanged,
+/// as long as the same credential instructions apply.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Source {
+    /// Each server's stored content hash, by id.
+    pub content: HashMap<String, String>,
+    /// A digest of the credential instructions merged into the records.
+    pub instructions: String,
 }
 
 /// A tool's text to embed, with its `(document, tool position)`.
@@ -135,7 +147,7 @@ impl SearchIndex {
         let bm25 = Bm25::build(&servers);
         let lexicon =
             ServiceLexicon::build(servers.iter().map(|s| s.name.as_str()), |t| bm25.document_frequency(t));
-        Self { servers, by_id, group, prior, bm25, dense: None, lexicon }
+        Self { servers, by_id, group, prior, bm25, dense: None, lexicon, source: Source::default() }
     }
 
     /// Adds dense vectors, aligned with [`SearchIndex::embedding_texts`].

@@ -77,14 +77,25 @@ pub trait CatalogStore: Send + Sync {
     /// Deletes every server whose id is not in `keep`; returns how many went.
     async fn retain_catalog(&self, keep: &HashSet<String>) -> Result<u64, StoreError>;
 
-    /// Every stored record as its JSON text, in id order: start-up parses them all straight into
-    /// records, with no value tree in between.
-    async fn catalog_record_texts(&self) -> Result<Vec<String>, StoreError>;
+    /// Every stored record as `(content hash, JSON text)`, in id order: start-up parses them all
+    /// straight into records, with no value tree in between.
+    async fn catalog_record_texts(&self) -> Result<Vec<(String, String)>, StoreError>;
+    /// Every stored server as `(id, content hash)`, in id order: what a reload compares with the
+    /// records it already has, to read only the changed ones.
+    async fn catalog_hashes(&self) -> Result<Vec<(String, String)>, StoreError>;
+    /// The records of `ids` (those still stored) as `(content hash, JSON text)`.
+    async fn catalog_record_texts_of(&self, ids: &[String]) -> Result<Vec<(String, String)>, StoreError>;
     async fn catalog_record(&self, id: &str) -> Result<Option<Value>, StoreError>;
     async fn credential_instructions(&self) -> Result<Vec<InstructionRow>, StoreError>;
 
     /// Every cached embedding of `model`, by text hash (little-endian f32 bytes).
     async fn embeddings(&self, model: &str) -> Result<HashMap<String, Vec<u8>>, StoreError>;
+    /// The cached embeddings of `model` for the text hashes `hashes` (those cached).
+    async fn embeddings_of(
+        &self,
+        model: &str,
+        hashes: &[String],
+    ) -> Result<HashMap<String, Vec<u8>>, StoreError>;
     async fn put_embeddings(&self, model: &str, items: &[(String, Vec<u8>)]) -> Result<(), StoreError>;
 
     /// Records one server verification (see `catalog::verified`), replacing an earlier one of the
@@ -99,6 +110,19 @@ pub trait CatalogStore: Send + Sync {
     fn vectors(&self) -> Option<&dyn super::VectorSearch> {
         None
     }
+}
+
+/// Keys bound per `IN (...)` query (SQLite allows 32,766 parameters, PostgreSQL 65,535).
+pub(crate) const KEYS_PER_QUERY: usize = 500;
+
+/// `$1, $2, ..., $n`.
+pub(crate) fn placeholders(n: usize) -> String {
+    placeholders_from(1, n)
+}
+
+/// `$first, ..., $(first + n - 1)`.
+pub(crate) fn placeholders_from(first: usize, n: usize) -> String {
+    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
 /// Implements [`CatalogStore`] for a backend struct with a `pool` field; extra items (such as
@@ -206,11 +230,36 @@ macro_rules! impl_catalog_store {
                 Ok(removed)
             }
 
-            async fn catalog_record_texts(&self) -> Result<Vec<String>, $crate::store::StoreError> {
-                let rows: Vec<(String,)> = sqlx::query_as("SELECT CAST(record AS TEXT) FROM mcp_server_cache ORDER BY id")
+            async fn catalog_record_texts(&self) -> Result<Vec<(String, String)>, $crate::store::StoreError> {
+                Ok(sqlx::query_as("SELECT content_hash, CAST(record AS TEXT) FROM mcp_server_cache ORDER BY id")
                     .fetch_all(&self.pool)
-                    .await?;
-                Ok(rows.into_iter().map(|(r,)| r).collect())
+                    .await?)
+            }
+
+            async fn catalog_hashes(&self) -> Result<Vec<(String, String)>, $crate::store::StoreError> {
+                Ok(sqlx::query_as("SELECT id, content_hash FROM mcp_server_cache ORDER BY id")
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn catalog_record_texts_of(
+                &self,
+                ids: &[String],
+            ) -> Result<Vec<(String, String)>, $crate::store::StoreError> {
+                let mut out = Vec::with_capacity(ids.len());
+                for chunk in ids.chunks($crate::store::catalog::KEYS_PER_QUERY) {
+                    let sql = format!(
+                        "SELECT content_hash, CAST(record AS TEXT) FROM mcp_server_cache WHERE id IN ({})",
+                        $crate::store::catalog::placeholders(chunk.len())
+                    );
+                    // Only numbered placeholders are formatted in; the ids are bound.
+                    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+                    for id in chunk {
+                        query = query.bind(id);
+                    }
+                    out.extend(query.fetch_all(&self.pool).await?);
+                }
+                Ok(out)
             }
 
             async fn catalog_record(
@@ -259,6 +308,26 @@ macro_rules! impl_catalog_store {
                         .fetch_all(&self.pool)
                         .await?;
                 Ok(rows.into_iter().collect())
+            }
+
+            async fn embeddings_of(
+                &self,
+                model: &str,
+                hashes: &[String],
+            ) -> Result<std::collections::HashMap<String, Vec<u8>>, $crate::store::StoreError> {
+                let mut out = std::collections::HashMap::with_capacity(hashes.len());
+                for chunk in hashes.chunks($crate::store::catalog::KEYS_PER_QUERY) {
+                    let sql = format!(
+                        "SELECT text_hash, vector FROM embedding_cache WHERE model = $1 AND text_hash IN ({})",
+                        $crate::store::catalog::placeholders_from(2, chunk.len())
+                    );
+                    let mut query = sqlx::query_as::<_, (String, Vec<u8>)>(sqlx::AssertSqlSafe(sql)).bind(model);
+                    for hash in chunk {
+                        query = query.bind(hash);
+                    }
+                    out.extend(query.fetch_all(&self.pool).await?);
+                }
+                Ok(out)
             }
 
             async fn put_embeddings(

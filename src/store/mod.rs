@@ -32,7 +32,7 @@ pub use credentials::{CredentialStore, Rewrapped, SealedCredential, SecretKind};
 pub use leases::{AGENT_DELETIONS_FACT, CHANGES_CHANNEL, Changes, Lease, LeaseStore, Slot};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
-pub use vectors::{Scan, VectorSearch, VectorSet};
+pub use vectors::{Scan, Synced, VectorSearch, VectorSet};
 
 /// SQLite's `synchronous` level: `Full` also survives power loss, `Normal` survives a process
 /// crash and is faster.

@@ -21,7 +21,8 @@ pub enum Scan {
 }
 
 /// One set of vectors to store: per server `(id, text hash, vector)`, per tool `(server id, tool
-/// position, text hash, vector)`, and a digest of the whole (model and every text).
+/// position, text hash, vector)`, and a digest of the whole (model and every text). A vector may
+/// be left empty where the caller expects the stored one to have its hash already.
 pub struct VectorSet<'a> {
     pub model: &'a str,
     pub digest: &'a str,
@@ -34,8 +35,8 @@ pub trait VectorSearch: Send + Sync {
     /// Makes the stored vectors `set`'s, unless they already are its model's and digest's:
     /// in place, rewriting only the vectors whose text changed, while searches go on; rebuilt
     /// whole (indexes dropped and built again, searches waiting) only when most of them changed
-    /// (the first load, another model). Returns whether anything was written.
-    async fn sync_vectors(&self, set: &VectorSet<'_>) -> Result<bool, StoreError>;
+    /// (the first load, another model).
+    async fn sync_vectors(&self, set: &VectorSet<'_>) -> Result<Synced, StoreError>;
     /// Whether the stored vectors already are `model`'s for the texts `digest` names (a cheap
     /// check before building a [`VectorSet`]; `sync_vectors` checks again under its lock).
     async fn is_synced(&self, model: &str, digest: &str) -> Result<bool, StoreError>;
@@ -53,6 +54,18 @@ pub trait VectorSearch: Send + Sync {
         k: usize,
         scan: Scan,
     ) -> Result<Vec<(String, u32, f32)>, StoreError>;
+}
+
+/// What [`VectorSearch::sync_vectors`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synced {
+    /// The stored vectors already were the set's.
+    Already,
+    /// The set's vectors are stored now.
+    Written,
+    /// Nothing was written: a vector to write was left empty in the set. Send it again with
+    /// every vector.
+    Incomplete,
 }
 
 /// pgvector's text form of a vector, `[x,y,...]`.
@@ -80,7 +93,7 @@ const SYNC_NAME: &str = "catalog";
 
 #[async_trait]
 impl VectorSearch for PgStore {
-    async fn sync_vectors(&self, set: &VectorSet<'_>) -> Result<bool, StoreError> {
+    async fn sync_vectors(&self, set: &VectorSet<'_>) -> Result<Synced, StoreError> {
         let mut tx = self.pool.begin().await?;
         // One sync at a time: a second process starting against the same database waits here.
         sqlx::query("SELECT pg_advisory_xact_lock(7177260001)").execute(&mut *tx).await?;
@@ -90,7 +103,7 @@ impl VectorSearch for PgStore {
                 .fetch_optional(&mut *tx)
                 .await?;
         if current.as_ref().is_some_and(|(m, d)| m == set.model && d == set.digest) {
-            return Ok(false);
+            return Ok(Synced::Already);
         }
         let same_model = current.as_ref().is_some_and(|(m, _)| m == set.model);
         let stored_servers: HashMap<String, String> = if same_model {
@@ -135,6 +148,14 @@ impl VectorSearch for PgStore {
             stored_tools.keys().filter(|(id, tool)| !kept.contains(&(id.as_str(), *tool))).collect();
         let rewritten = servers.len() + tools.len() + gone.len();
         let whole = 2 * rewritten > set.servers.len() + set.tools.len();
+        let lacking = if whole {
+            set.servers.iter().any(|(.., v)| v.is_empty()) || set.tools.iter().any(|(.., v)| v.is_empty())
+        } else {
+            servers.iter().any(|(.., v)| v.is_empty()) || tools.iter().any(|(.., v)| v.is_empty())
+        };
+        if lacking {
+            return Ok(Synced::Incomplete);
+        }
         if whole {
             // Building an HNSW index once over all rows is many times faster than growing it row
             // by row: drop both indexes, load, rebuild (inside the transaction; searches wait).
@@ -227,7 +248,7 @@ impl VectorSearch for PgStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Synced::Written)
     }
 
     async fn is_synced(&self, model: &str, digest: &str) -> Result<bool, StoreError> {
