@@ -109,7 +109,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
 pub async fn import(args: ImportArgs) -> anyhow::Result<()> {
     let store = store::open(&args.store.settings()).await.context("could not open the store")?;
     let embedder = crate::state::load_embedder(&args.store).await;
-    // Nothing is searched before the files are in: the index is built once, after them.
+    // Nothing is searched here: no index is built.
     let catalog = Catalog::open_unloaded(store.clone(), embedder, args.store.dense_backend)
         .context("could not load the catalog")?;
     let mut failed = 0;
@@ -155,8 +155,11 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<()> {
             println!("--replace: skipped, because {failed} file(s) failed");
         }
     }
+    // Services on this store see the import and load it themselves; what would cost each of
+    // them time, embedding the new texts, is done once here.
     let progress = Progress::new("embedding new catalog texts");
-    catalog.reload_with_progress(&|d, t| progress.update(d, t)).await?;
+    let ids: Vec<String> = keep.into_iter().collect();
+    catalog.embed_new(&ids, &|d, t| progress.update(d, t)).await?;
     store.close().await;
     if failed > 0 {
         anyhow::bail!("{failed} of {} file(s) imported nothing", args.files.len());

@@ -193,10 +193,8 @@ impl Catalog {
         };
         let pgvector = pgvector_scan(store.as_ref(), embedder.as_deref(), backend)?;
         if let Some(embedder) = embedder.as_deref() {
-            let dense =
-                dense_index(store.as_ref(), embedder, cached, &index, None, pgvector.is_some(), &|_, _| {})
-                    .await?;
-            index.attach_dense(dense);
+            index = with_dense(store.as_ref(), embedder, cached, index, None, pgvector.is_some(), &|_, _| {})
+                .await?;
         }
         Ok(Self::with_index(store, embedder, index, pgvector, version))
     }
@@ -518,6 +516,33 @@ impl Catalog {
         })
     }
 
+    /// Embeds and caches the texts of the servers `ids` that have no cached vector yet (`catalog
+    /// import`), so that services on this store load them without embedding. No index is built:
+    /// each service builds its own, and brings pgvector up to date as it loads. Returns how many
+    /// texts were embedded.
+    pub async fn embed_new(
+        &self,
+        ids: &[String],
+        progress: &(dyn Fn(u64, u64) + Sync),
+    ) -> Result<usize, CatalogError> {
+        let Some(embedder) = self.embedder.as_deref() else { return Ok(0) };
+        let rows = self.store.catalog_record_texts_of(ids).await?;
+        let servers = rows.iter().map(|(_, text)| parse_record(text)).collect::<Result<Vec<_>, _>>()?;
+        let texts: Vec<String> = servers
+            .iter()
+            .flat_map(|s| {
+                std::iter::once(search::server_text(s)).chain(s.tools.iter().map(|t| search::tool_text(s, t)))
+            })
+            .collect();
+        let hashes: Vec<String> = texts.iter().map(|t| text_hash(embedder.id(), t)).collect();
+        let cached = self.store.embeddings_of(embedder.id(), &hashes).await?;
+        let missing =
+            hashes.iter().collect::<HashSet<_>>().iter().filter(|h| !cached.contains_key(**h)).count();
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        complete_vectors(self.store.as_ref(), embedder, &texts, cached, true, progress).await?;
+        Ok(missing)
+    }
+
     /// Removes every server whose id is not in `keep` (`catalog import --replace`).
     pub async fn retain(&self, keep: &HashSet<String>) -> Result<u64, CatalogError> {
         Ok(self.store.retain_catalog(keep).await?)
@@ -597,12 +622,11 @@ async fn build_index(
     pgvector: bool,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<SearchIndex, CatalogError> {
-    let mut index = lexical_index(store, previous.as_deref()).await?;
-    if let Some(embedder) = embedder {
-        let dense = dense_index(store, embedder, None, &index, previous, pgvector, progress).await?;
-        index.attach_dense(dense);
+    let index = lexical_index(store, previous.clone()).await?;
+    match embedder {
+        Some(embedder) => with_dense(store, embedder, None, index, previous, pgvector, progress).await,
+        None => Ok(index),
     }
-    Ok(index)
 }
 
 /// The threads that build indexes (parse records, quantise vectors). Apart from rayon's global
@@ -648,16 +672,17 @@ const REUSE_UP_TO: usize = 2000;
 /// content changed since, the only ones read and parsed.
 async fn lexical_index(
     store: &dyn CatalogStore,
-    previous: Option<&SearchIndex>,
+    previous: Option<Arc<SearchIndex>>,
 ) -> Result<SearchIndex, CatalogError> {
     let started = std::time::Instant::now();
     let hashes = async {
-        match previous {
+        match &previous {
             Some(_) => store.catalog_hashes().await.map(Some),
             None => Ok(None),
         }
     };
     let (instructions, hashes) = tokio::try_join!(store.credential_instructions(), hashes)?;
+    let listed = started.elapsed();
     let digest = instructions_digest(&instructions);
     let reuse = match (previous, hashes) {
         (Some(previous), Some(hashes)) if previous.source.instructions == digest => {
@@ -666,7 +691,7 @@ async fn lexical_index(
                 .filter(|(id, hash)| hash.is_empty() || previous.source.content.get(id) != Some(hash))
                 .map(|(id, _)| id.clone())
                 .collect();
-            (changed.len() <= REUSE_UP_TO).then_some((previous, hashes, changed))
+            (changed.len() <= REUSE_UP_TO).then_some((previous.clone(), hashes, changed))
         }
         _ => None,
     };
@@ -674,17 +699,14 @@ async fn lexical_index(
         Some((previous, hashes, changed)) => {
             let rows = store.catalog_record_texts_of(&changed).await?;
             let changed: HashSet<String> = changed.into_iter().collect();
-            let kept: Vec<(ServerRecord, String)> = hashes
-                .into_iter()
-                .filter(|(id, _)| !changed.contains(id))
-                .filter_map(|(id, hash)| Some((previous.get(&id)?.clone(), hash)))
-                .collect();
-            (rows, kept)
+            let kept: Vec<(String, String)> =
+                hashes.into_iter().filter(|(id, _)| !changed.contains(id)).collect();
+            (rows, Some((previous, kept)))
         }
-        None => (store.catalog_record_texts().await?, Vec::new()),
+        None => (store.catalog_record_texts().await?, None),
     };
     let read = started.elapsed();
-    let (read_rows, reused) = (rows.len(), kept.len());
+    let (read_rows, reused) = (rows.len(), kept.as_ref().map_or(0, |(_, kept)| kept.len()));
     let (index, parse) = tokio::task::spawn_blocking(move || {
         building(|| {
             let parsing = std::time::Instant::now();
@@ -698,9 +720,15 @@ async fn lexical_index(
             let parse = parsing.elapsed();
             let mut content: HashMap<String, String> =
                 servers.iter().map(|s| s.id.clone()).zip(hashes).collect();
-            let (old, old_hashes): (Vec<ServerRecord>, Vec<String>) = kept.into_iter().unzip();
-            content.extend(old.iter().map(|s| s.id.clone()).zip(old_hashes));
-            servers.extend(old);
+            // Copied here, on the building threads, rather than while the service's tasks wait.
+            if let Some((previous, kept)) = kept {
+                for (id, hash) in kept {
+                    if let Some(record) = previous.get(&id) {
+                        servers.push(record.clone());
+                        content.insert(id, hash);
+                    }
+                }
+            }
             let mut index = SearchIndex::build(servers);
             index.source = search::Source { content, instructions: digest };
             Ok::<_, CatalogError>((index, parse))
@@ -712,6 +740,7 @@ async fn lexical_index(
         servers = index.len(),
         read = read_rows,
         reused,
+        list_secs = listed.as_secs_f64(),
         read_secs = read.as_secs_f64(),
         parse_secs = parse.as_secs_f64(),
         secs = started.elapsed().as_secs_f64(),
@@ -805,48 +834,62 @@ pub(crate) fn from_bytes(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 
-/// The dense index over `index`'s texts; `cached` is the model's stored vectors when already
-/// read. Given the dense index in use (`previous`, of the same model), the vectors of texts it
-/// already has are copied from it, and only the others are read from the store (or embedded).
-async fn dense_index(
+/// `index` with its dense vectors attached; `cached` is the model's stored vectors when already
+/// read. Given the index in use (`previous`, with vectors of the same model), the vectors of texts
+/// it already has are copied from it, and only the others are read from the store (or embedded).
+/// The texts, their hashes and the vectors are worked out on the building threads.
+async fn with_dense(
     store: &dyn CatalogStore,
     embedder: &dyn Embedder,
     cached: Option<HashMap<String, Vec<u8>>>,
-    index: &SearchIndex,
+    mut index: SearchIndex,
     previous: Option<Arc<SearchIndex>>,
     pgvector: bool,
     progress: &(dyn Fn(u64, u64) + Sync),
-) -> Result<DenseIndex, CatalogError> {
+) -> Result<SearchIndex, CatalogError> {
     let started = std::time::Instant::now();
-    let (server_texts, tool_texts) = index.embedding_texts();
-    let all: Vec<&str> =
-        server_texts.iter().chain(tool_texts.iter().map(|(_, t)| t)).map(String::as_str).collect();
-    let model = embedder.id();
-    let previous =
-        previous.filter(|p| p.dense().is_some_and(|d| d.model == model && d.dims() == embedder.dims()));
-    let hashes: Vec<String> = all.iter().map(|t| text_hash(model, t)).collect();
-    let (fresh, cached) = match (&previous, cached) {
-        (_, Some(cached)) => (all, cached),
-        (None, None) => (all, store.embeddings(model).await?),
-        (Some(previous), None) => {
-            let have = previous.dense().map(DenseIndex::rows_by_hash).unwrap_or_default();
-            let fresh: Vec<&str> = all
-                .iter()
-                .zip(&hashes)
-                .filter(|(_, h)| !have.contains_key(h.as_str()))
-                .map(|(t, _)| *t)
-                .collect();
-            let wanted: Vec<String> = fresh.iter().map(|t| text_hash(model, t)).collect();
-            (fresh, store.embeddings_of(model, &wanted).await?)
+    let model = embedder.id().to_owned();
+    let (dims, full) = (embedder.dims(), cached.is_some());
+    let previous = previous.filter(|p| p.dense().is_some_and(|d| d.model == model && d.dims() == dims));
+    let texts = {
+        let model = model.clone();
+        let previous = previous.clone();
+        tokio::task::spawn_blocking(move || {
+            building(|| {
+                let (server_texts, tool_texts) = index.embedding_texts();
+                let n_servers = server_texts.len();
+                let tool_owner: Vec<(u32, u32)> = tool_texts.iter().map(|(owner, _)| *owner).collect();
+                let all: Vec<String> =
+                    server_texts.into_iter().chain(tool_texts.into_iter().map(|(_, t)| t)).collect();
+                let hashes: Vec<String> = all.par_iter().map(|t| text_hash(&model, t)).collect();
+                // The texts the index in use has no vector for (all, without one).
+                let have = previous.as_deref().and_then(SearchIndex::dense).map(DenseIndex::rows_by_hash);
+                let fresh: Vec<(String, String)> = all
+                    .into_iter()
+                    .zip(&hashes)
+                    .filter(|(_, h)| full || have.as_ref().is_none_or(|have| !have.contains_key(h.as_str())))
+                    .map(|(t, h)| (t, h.clone()))
+                    .collect();
+                (index, n_servers, tool_owner, hashes, fresh)
+            })
+        })
+    };
+    let (returned, n_servers, tool_owner, hashes, fresh) =
+        texts.await.map_err(|_| CatalogError::Interrupted)?;
+    index = returned;
+    let cached = match (&previous, cached) {
+        (_, Some(cached)) => cached,
+        (None, None) => store.embeddings(&model).await?,
+        (Some(_), None) => {
+            let wanted: Vec<String> = fresh.iter().map(|(_, h)| h.clone()).collect();
+            store.embeddings_of(&model, &wanted).await?
         }
     };
     let reused = hashes.len() - fresh.len();
+    let fresh: Vec<&str> = fresh.iter().map(|(t, _)| t.as_str()).collect();
     let (_, cached) = complete_vectors(store, embedder, &fresh, cached, true, progress).await?;
-    let dims = embedder.dims();
-    let n_servers = server_texts.len();
-    let tool_owner: Vec<(u32, u32)> = tool_texts.iter().map(|(owner, _)| *owner).collect();
-    let owned_model = model.to_owned();
-    let (dense, cached) = tokio::task::spawn_blocking(move || {
+    let owned_model = model.clone();
+    let (index, cached) = tokio::task::spawn_blocking(move || {
         let have = previous
             .as_deref()
             .and_then(SearchIndex::dense)
@@ -868,20 +911,24 @@ async fn dense_index(
             )
         });
         drop(have);
-        (DenseIndex { servers, tools, tool_owner, hashes, model: owned_model }, cached)
+        index.attach_dense(DenseIndex { servers, tools, tool_owner, hashes, model: owned_model });
+        (index, cached)
     })
     .await
     .map_err(|_| CatalogError::Interrupted)?;
     tracing::debug!(
-        vectors = dense.hashes.len(),
+        vectors = index.dense().map_or(0, |d| d.hashes.len()),
         reused,
         secs = started.elapsed().as_secs_f64(),
         "dense index built from cached vectors"
     );
-    if pgvector && let Some(db) = store.vectors() {
-        sync_pgvector(db, store, model, index, &dense, cached).await?;
+    if pgvector
+        && let Some(db) = store.vectors()
+        && let Some(dense) = index.dense()
+    {
+        sync_pgvector(db, store, &model, &index, dense, cached).await?;
     }
-    Ok(dense)
+    Ok(index)
 }
 
 /// Copies the catalog's vectors into pgvector, unless the stored ones already came from the same

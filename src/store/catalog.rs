@@ -80,7 +80,7 @@ pub trait CatalogStore: Send + Sync {
     /// Every stored record as `(content hash, JSON text)`, in id order: start-up parses them all
     /// straight into records, with no value tree in between.
     async fn catalog_record_texts(&self) -> Result<Vec<(String, String)>, StoreError>;
-    /// Every stored server as `(id, content hash)`, in id order: what a reload compares with the
+    /// Every stored server as `(id, content hash)`, in no order: what a reload compares with the
     /// records it already has, to read only the changed ones.
     async fn catalog_hashes(&self) -> Result<Vec<(String, String)>, StoreError>;
     /// The records of `ids` (those still stored) as `(content hash, JSON text)`.
@@ -237,7 +237,7 @@ macro_rules! impl_catalog_store {
             }
 
             async fn catalog_hashes(&self) -> Result<Vec<(String, String)>, $crate::store::StoreError> {
-                Ok(sqlx::query_as("SELECT id, content_hash FROM mcp_server_cache ORDER BY id")
+                Ok(sqlx::query_as("SELECT id, content_hash FROM mcp_server_cache")
                     .fetch_all(&self.pool)
                     .await?)
             }
