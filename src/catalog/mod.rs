@@ -134,6 +134,9 @@ pub struct Catalog {
     reloading: tokio::sync::Mutex<()>,
 }
 
+/// How long an index replaced by a reload is kept for the searches begun on it.
+const RETIRE_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Query vectors kept for repeated searches.
 const QUERY_CACHE: usize = 4096;
 /// Search results kept for repeated searches.
@@ -565,19 +568,27 @@ impl Catalog {
             build_index(
                 self.store.as_ref(),
                 self.embedder.as_deref(),
-                Some(previous),
+                Some(previous.clone()),
                 self.pgvector.is_some(),
                 progress,
             )
             .await?,
         );
-        match self.index.write() {
-            Ok(mut guard) => *guard = index,
-            Err(poisoned) => *poisoned.into_inner() = index,
-        }
+        let old = match self.index.write() {
+            Ok(mut guard) => std::mem::replace(&mut *guard, index),
+            Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), index),
+        };
         self.version.store(version, std::sync::atomic::Ordering::Relaxed);
         // Entries of the old index can no longer match; free them.
         self.results.clear();
+        // Freeing a whole index takes tens of milliseconds, which a search still holding it
+        // would pay as it ends: the old index is kept until searches begun on it are over, then
+        // freed on a building thread.
+        drop(previous);
+        tokio::spawn(async move {
+            tokio::time::sleep(RETIRE_AFTER).await;
+            tokio::task::spawn_blocking(move || building(move || drop(old)));
+        });
         Ok(())
     }
 }
@@ -652,7 +663,7 @@ fn building<R: Send>(work: impl FnOnce() -> R + Send) -> R {
 
 /// How much nicer than the service the index-building threads are: the kernel gives a search
 /// the core first, and building the next index takes whatever is left.
-const BUILDING_NICE: i32 = 10;
+const BUILDING_NICE: i32 = 19;
 
 /// Lowers the calling thread's priority (on Linux, nice is per thread) by [`BUILDING_NICE`].
 fn lower_priority() {
