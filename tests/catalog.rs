@@ -406,7 +406,12 @@ async fn a_reload_reads_only_what_changed(db: Db) {
     let probe = json!({"id": "replica-probe", "name": "Replica Probe",
         "description": "Counts paperclips in a warehouse", "tools": ["count_paperclips"]});
     let file = write(dir.path(), "change.json", &json!({"schema_version": 1, "servers": [changed, probe]}));
-    catalog.import_file(Path::new(&file), &|_, _| {}).await.unwrap();
+    let report = catalog.import_file(Path::new(&file), &|_, _| {}).await.unwrap();
+    // `catalog import` embeds the new texts once: the probe's and its tool's, and gmail's own
+    // (its tools' texts did not change).
+    assert_eq!(catalog.embed_new(&report.ids, &|_, _| {}).await.unwrap(), 3);
+    assert_eq!(catalog.embed_new(&report.ids, &|_, _| {}).await.unwrap(), 0, "now cached");
+    counting.take();
     catalog.reload().await.unwrap();
     let (records, vectors) = counting.take();
     assert_eq!(records, 2, "only the new and the changed record are read");

@@ -721,12 +721,12 @@ async fn lexical_index(
     let (index, parse) = tokio::task::spawn_blocking(move || {
         building(|| {
             let parsing = std::time::Instant::now();
-            let mut parsed = rows
+            let parsed = rows
                 .par_iter()
                 .map(|(hash, text)| parse_record(text).map(|record| (record, hash.clone())))
                 .collect::<Result<Vec<_>, _>>()?;
             drop(rows);
-            let (mut servers, hashes): (Vec<ServerRecord>, Vec<String>) = parsed.drain(..).unzip();
+            let (mut servers, hashes): (Vec<ServerRecord>, Vec<String>) = parsed.into_iter().unzip();
             apply_instructions(&mut servers, &instructions);
             let parse = parsing.elapsed();
             let mut content: HashMap<String, String> =
