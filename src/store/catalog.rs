@@ -148,7 +148,7 @@ macro_rules! impl_catalog_store {
             ) -> Result<$crate::store::UpsertCounts, $crate::store::StoreError> {
                 let now = $crate::store::sql::now();
                 let mut counts = $crate::store::UpsertCounts::default();
-                let mut tx = self.writer.begin().await?;
+                let mut tx = self.writer.begin_with(Self::BEGIN_WRITE).await?;
                 let existing: Vec<(String, String)> =
                     sqlx::query_as("SELECT id, content_hash FROM mcp_server_cache").fetch_all(&mut *tx).await?;
                 let existing: std::collections::HashMap<String, String> = existing.into_iter().collect();
@@ -213,7 +213,7 @@ macro_rules! impl_catalog_store {
                 &self,
                 keep: &std::collections::HashSet<String>,
             ) -> Result<u64, $crate::store::StoreError> {
-                let mut tx = self.writer.begin().await?;
+                let mut tx = self.writer.begin_with(Self::BEGIN_WRITE).await?;
                 let ids: Vec<(String,)> = sqlx::query_as("SELECT id FROM mcp_server_cache").fetch_all(&mut *tx).await?;
                 let mut removed = 0;
                 for (id,) in ids.into_iter().filter(|(id,)| !keep.contains(id)) {
@@ -335,7 +335,7 @@ macro_rules! impl_catalog_store {
                 model: &str,
                 items: &[(String, Vec<u8>)],
             ) -> Result<(), $crate::store::StoreError> {
-                let mut tx = self.writer.begin().await?;
+                let mut tx = self.writer.begin_with(Self::BEGIN_WRITE).await?;
                 for (hash, vector) in items {
                     sqlx::query(
                         "INSERT INTO embedding_cache (model, text_hash, vector) VALUES ($1, $2, $3) \

@@ -151,7 +151,7 @@ macro_rules! impl_credential_store {
                 items: &[$crate::store::SealedCredential],
             ) -> Result<(), $crate::store::StoreError> {
                 let now = $crate::store::sql::now();
-                let mut tx = self.writer.begin().await?;
+                let mut tx = self.writer.begin_with(Self::BEGIN_WRITE).await?;
                 for c in items {
                     sqlx::query(concat!(
                         "INSERT INTO credentials (",
@@ -273,7 +273,7 @@ macro_rules! impl_credential_store {
                 &self,
                 items: &[$crate::store::Rewrapped],
             ) -> Result<u64, $crate::store::StoreError> {
-                let mut tx = self.writer.begin().await?;
+                let mut tx = self.writer.begin_with(Self::BEGIN_WRITE).await?;
                 let mut changed = 0;
                 for r in items {
                     changed += sqlx::query(

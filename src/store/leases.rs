@@ -289,7 +289,7 @@ macro_rules! impl_lease_store {
                 cap: u32,
             ) -> Result<bool, $crate::store::StoreError> {
                 let now = chrono::Utc::now();
-                let mut tx = self.writer.begin().await?;
+                let mut tx = self.writer.begin_with(Self::BEGIN_WRITE).await?;
                 let lock: Option<&str> = $slot_lock;
                 if let Some(lock) = lock {
                     sqlx::query(lock).bind(&slot.kind).execute(&mut *tx).await?;

@@ -16,6 +16,9 @@ pub struct PgStore {
 }
 
 impl PgStore {
+    /// How a writing transaction begins (row locks are taken as it goes).
+    pub(super) const BEGIN_WRITE: &'static str = "BEGIN";
+
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let connect_err = |source| StoreError::Connect { backend: Backend::Postgres, source };
         let options = sqlx::postgres::PgConnectOptions::from_str(url)

@@ -336,7 +336,7 @@ macro_rules! impl_store {
                 session_id: uuid::Uuid,
                 messages: &[$crate::store::NewMessage],
             ) -> Result<Vec<$crate::store::Message>, $crate::store::StoreError> {
-                let mut tx = self.writer.begin().await?;
+                let mut tx = self.writer.begin_with(Self::BEGIN_WRITE).await?;
                 let stored = Self::insert_messages(&mut tx, session_id, messages).await?;
                 tx.commit().await?;
                 Ok(stored)
@@ -372,7 +372,7 @@ macro_rules! impl_store {
                 &self,
                 turn: &$crate::store::TurnWrite<'_>,
             ) -> Result<bool, $crate::store::StoreError> {
-                let mut tx = self.writer.begin().await?;
+                let mut tx = self.writer.begin_with(Self::BEGIN_WRITE).await?;
                 match turn.new_session {
                     // A new session is inserted with its state already in place.
                     Some(session) => {

@@ -21,6 +21,12 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// How a writing transaction begins: holding the database's write lock from its first
+    /// statement. A deferred one that reads first and writes later fails at once (SQLITE_BUSY_SNAPSHOT,
+    /// which no busy timeout waits out) when another process (a service, `catalog import`) wrote
+    /// the same file in between.
+    pub(super) const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
+
     pub async fn connect(url: &str, sync: SqliteSync, max_connections: u32) -> Result<Self, StoreError> {
         let connect_err = |source| StoreError::Connect { backend: Backend::Sqlite, source };
         let options = SqliteConnectOptions::from_str(url)
