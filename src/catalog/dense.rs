@@ -232,17 +232,16 @@ pub struct DenseIndex {
 }
 
 impl DenseIndex {
-    /// Each vector by its text's hash, as `(set, row)`: what a later index can copy.
-    pub fn rows_by_hash(&self) -> HashMap<&str, (&Quantized, usize)> {
+    /// Each vector's position (in [`DenseIndex::hashes`]' order) by its text's hash: what a
+    /// later index can copy.
+    pub fn positions_by_hash(&self) -> HashMap<&str, usize> {
+        self.hashes.iter().enumerate().map(|(i, h)| (h.as_str(), i)).collect()
+    }
+
+    /// The vector at `position` (in [`DenseIndex::hashes`]' order), as `(set, row)`.
+    pub fn row(&self, position: usize) -> (&Quantized, usize) {
         let n_servers = self.servers.len();
-        self.hashes
-            .iter()
-            .enumerate()
-            .map(|(i, h)| {
-                let row = if i < n_servers { (&self.servers, i) } else { (&self.tools, i - n_servers) };
-                (h.as_str(), row)
-            })
-            .collect()
+        if position < n_servers { (&self.servers, position) } else { (&self.tools, position - n_servers) }
     }
 
     pub fn dims(&self) -> usize {

@@ -522,7 +522,7 @@ impl Catalog {
     /// Embeds and caches the texts of the servers `ids` that have no cached vector yet (`catalog
     /// import`), so that services on this store load them without embedding. No index is built:
     /// each service builds its own, and brings pgvector up to date as it loads. Returns how many
-    /// texts were embedded.
+    /// texts had no cached vector.
     pub async fn embed_new(
         &self,
         ids: &[String],
@@ -539,10 +539,9 @@ impl Catalog {
             .collect();
         let hashes: Vec<String> = texts.iter().map(|t| text_hash(embedder.id(), t)).collect();
         let cached = self.store.embeddings_of(embedder.id(), &hashes).await?;
-        let missing =
-            hashes.iter().collect::<HashSet<_>>().iter().filter(|h| !cached.contains_key(**h)).count();
         let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-        complete_vectors(self.store.as_ref(), embedder, &texts, cached, true, progress).await?;
+        let (_, missing) =
+            complete_vectors(self.store.as_ref(), embedder, &hashes, &texts, cached, true, progress).await?;
         Ok(missing)
     }
 
@@ -702,7 +701,7 @@ async fn lexical_index(
                 .filter(|(id, hash)| hash.is_empty() || previous.source.content.get(id) != Some(hash))
                 .map(|(id, _)| id.clone())
                 .collect();
-            (changed.len() <= REUSE_UP_TO).then_some((previous.clone(), hashes, changed))
+            (changed.len() <= REUSE_UP_TO).then_some((previous, hashes, changed))
         }
         _ => None,
     };
@@ -873,55 +872,63 @@ async fn with_dense(
                 let all: Vec<String> =
                     server_texts.into_iter().chain(tool_texts.into_iter().map(|(_, t)| t)).collect();
                 let hashes: Vec<String> = all.par_iter().map(|t| text_hash(&model, t)).collect();
-                // The texts the index in use has no vector for (all, without one).
-                let have = previous.as_deref().and_then(SearchIndex::dense).map(DenseIndex::rows_by_hash);
+                // Where the index in use has each text's vector, if it does.
+                let copied: Vec<Option<usize>> =
+                    match previous.as_deref().and_then(SearchIndex::dense).filter(|_| !full) {
+                        Some(dense) => {
+                            let have = dense.positions_by_hash();
+                            hashes.iter().map(|h| have.get(h.as_str()).copied()).collect()
+                        }
+                        None => vec![None; hashes.len()],
+                    };
+                // The texts it has no vector for.
                 let fresh: Vec<(String, String)> = all
                     .into_iter()
                     .zip(&hashes)
-                    .filter(|(_, h)| full || have.as_ref().is_none_or(|have| !have.contains_key(h.as_str())))
-                    .map(|(t, h)| (t, h.clone()))
+                    .zip(&copied)
+                    .filter(|(_, from)| from.is_none())
+                    .map(|((t, h), _)| (h.clone(), t))
                     .collect();
-                (index, n_servers, tool_owner, hashes, fresh)
+                (index, n_servers, tool_owner, hashes, copied, fresh)
             })
         })
     };
-    let (returned, n_servers, tool_owner, hashes, fresh) =
+    let (returned, n_servers, tool_owner, hashes, copied, fresh) =
         texts.await.map_err(|_| CatalogError::Interrupted)?;
     index = returned;
     let cached = match (&previous, cached) {
         (_, Some(cached)) => cached,
         (None, None) => store.embeddings(&model).await?,
         (Some(_), None) => {
-            let wanted: Vec<String> = fresh.iter().map(|(_, h)| h.clone()).collect();
+            let wanted: Vec<String> = fresh.iter().map(|(h, _)| h.clone()).collect();
             store.embeddings_of(&model, &wanted).await?
         }
     };
     let reused = hashes.len() - fresh.len();
-    let fresh: Vec<&str> = fresh.iter().map(|(t, _)| t.as_str()).collect();
-    let (_, cached) = complete_vectors(store, embedder, &fresh, cached, true, progress).await?;
+    let (fresh_hashes, fresh_texts): (Vec<String>, Vec<String>) = fresh.into_iter().unzip();
+    let fresh_texts: Vec<&str> = fresh_texts.iter().map(String::as_str).collect();
+    let (cached, _) =
+        complete_vectors(store, embedder, &fresh_hashes, &fresh_texts, cached, true, progress).await?;
     let owned_model = model.clone();
     let (index, cached) = tokio::task::spawn_blocking(move || {
-        let have = previous
-            .as_deref()
-            .and_then(SearchIndex::dense)
-            .map(DenseIndex::rows_by_hash)
-            .unwrap_or_default();
-        let rows = |hashes: &[String]| -> Vec<dense::Row<'_>> {
-            hashes
-                .iter()
-                .map(|h| match have.get(h.as_str()) {
-                    Some(&(set, i)) => dense::Row::Copied(set, i),
-                    None => dense::Row::Bytes(cached.get(h).map_or(&[][..], Vec::as_slice)),
+        let from = previous.as_deref().and_then(SearchIndex::dense);
+        let rows = |range: std::ops::Range<usize>| -> Vec<dense::Row<'_>> {
+            range
+                .map(|i| match (from, copied[i]) {
+                    (Some(from), Some(position)) => {
+                        let (set, row) = from.row(position);
+                        dense::Row::Copied(set, row)
+                    }
+                    _ => dense::Row::Bytes(cached.get(&hashes[i]).map_or(&[][..], Vec::as_slice)),
                 })
                 .collect()
         };
         let (servers, tools) = building(|| {
             (
-                Quantized::assemble(dims, &rows(&hashes[..n_servers])),
-                Quantized::assemble(dims, &rows(&hashes[n_servers..])),
+                Quantized::assemble(dims, &rows(0..n_servers)),
+                Quantized::assemble(dims, &rows(n_servers..hashes.len())),
             )
         });
-        drop(have);
         index.attach_dense(DenseIndex { servers, tools, tool_owner, hashes, model: owned_model });
         (index, cached)
     })
@@ -1028,20 +1035,24 @@ pub(crate) async fn cached_vectors(
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<(Vec<String>, HashMap<String, Vec<u8>>), CatalogError> {
     let cached = store.embeddings(embedder.id()).await?;
-    complete_vectors(store, embedder, texts, cached, use_pack, progress).await
+    let hashes: Vec<String> = texts.iter().map(|t| text_hash(embedder.id(), t)).collect();
+    let (cached, _) = complete_vectors(store, embedder, &hashes, texts, cached, use_pack, progress).await?;
+    Ok((hashes, cached))
 }
 
-/// [`cached_vectors`] with the model's stored vectors already read.
+/// [`cached_vectors`] with the model's stored vectors already read and the texts' cache hashes
+/// (aligned with `texts`) worked out. Returns the cached vectors and how many distinct texts had
+/// none.
 async fn complete_vectors(
     store: &dyn CatalogStore,
     embedder: &dyn Embedder,
+    hashes: &[String],
     texts: &[&str],
     mut cached: HashMap<String, Vec<u8>>,
     use_pack: bool,
     progress: &(dyn Fn(u64, u64) + Sync),
-) -> Result<(Vec<String>, HashMap<String, Vec<u8>>), CatalogError> {
+) -> Result<(HashMap<String, Vec<u8>>, usize), CatalogError> {
     let model = embedder.id().to_owned();
-    let hashes: Vec<String> = texts.iter().map(|t| text_hash(&model, t)).collect();
     let mut missing: Vec<(String, String)> = Vec::new();
     let mut queued = HashSet::new();
     for (hash, text) in hashes.iter().zip(texts) {
@@ -1049,6 +1060,7 @@ async fn complete_vectors(
             missing.push((hash.clone(), (*text).to_owned()));
         }
     }
+    let unseen = missing.len();
     // Decoding the pack costs about half a second of CPU: worth it for a catalog's worth of
     // texts (a first start), not for the few an import adds, which the model embeds faster.
     if missing.len() >= PACK_WORTH_FROM && use_pack {
@@ -1070,7 +1082,7 @@ async fn complete_vectors(
         done += chunk.len() as u64;
     }
     progress(total, total);
-    Ok((hashes, cached))
+    Ok((cached, unseen))
 }
 
 /// Merges credential instructions (keyed by the design's name slug, or by id) into the records:
