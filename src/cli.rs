@@ -321,7 +321,10 @@ async fn eval_plans(args: EvalArgs) -> anyhow::Result<()> {
                 crate::planner::verify::verify_plan(plan, &index, verifier.as_ref(), wait).await;
             }
         }
-        let r = eval::score(&cases, &plans);
+        let r = {
+            let index = catalog.index();
+            eval::score(&cases, &plans, |id| index.get(id).and_then(|s| s.launch_key()))
+        };
         if let (Some(path), false) = (&args.plans_out, relevance_only) {
             let mut out = String::new();
             for (case, plan) in cases.iter().zip(&plans) {
@@ -341,7 +344,10 @@ async fn eval_plans(args: EvalArgs) -> anyhow::Result<()> {
         println!("  precision {:.3} (of {} chosen servers)", r.precision, r.chosen);
         println!("  coverage  {:.3} (steps with an acceptable server chosen)", r.coverage);
         if r.expert_steps > 0 {
-            println!("  expert    {:.3} (steps whose expert's choice was chosen)", r.expert);
+            println!(
+                "  expert    {:.3} (steps whose expert's server was chosen; {:.3} its very record, not another that launches the same package)",
+                r.expert, r.expert_record
+            );
         }
         if r.nonsense > 0 {
             println!("  refused   {:.3} (requests no server should serve, with nothing chosen)", r.refused);

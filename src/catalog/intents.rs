@@ -143,10 +143,22 @@ const INTENTS: &[(&[&str], &str)] = &[
     ),
     (&["recipe", "recipes", "meal plan", "dinner ideas"], "recipes cooking food"),
     (&["movie", "movies", "film", "films", "tv show", "tv shows"], "movies tv database"),
-    // Files and documents.
+    // Files and documents (a path or a file name also implies these: see `names_local_file`).
     (
-        &["folder", "markdown file", "local file", "directory", "documents folder"],
-        "filesystem read write files",
+        &[
+            "folder",
+            "markdown file",
+            "markdown files",
+            "local file",
+            "local files",
+            "text file",
+            "directory",
+            "documents folder",
+            "downloads folder",
+            "on my desktop",
+            "to my desktop",
+        ],
+        LOCAL_FILES,
     ),
     (&["xlsx", "xls", "workbook", "excel file", "spreadsheet file"], "excel xlsx spreadsheet file"),
     (&["docx", "word document", "word doc"], "word docx document"),
@@ -236,6 +248,61 @@ const INTENTS: &[(&[&str], &str)] = &[
     (&["merge request", "merge requests"], "gitlab merge request"),
 ];
 
+/// What servers that read and write the user's own files say they do.
+const LOCAL_FILES: &str = "filesystem read write files";
+
+/// Extensions of plain files people keep on their machines and name in a request. Not code
+/// (`Next.js` is a product), not domains (`example.org`), and not formats a specialist server
+/// reads better than a file server (see [`SPECIALIST_EXTENSIONS`]).
+const FILE_EXTENSIONS: &[&str] = &[
+    "txt", "md", "markdown", "csv", "tsv", "json", "jsonl", "yaml", "yml", "toml", "xml", "log", "png",
+    "jpg", "jpeg", "gif", "svg", "webp", "zip", "html",
+];
+
+/// Files whose format needs its own server (a workbook, a document, a database): naming one
+/// implies that server, not the user's files in general.
+const SPECIALIST_EXTENSIONS: &[&str] =
+    &["pdf", "docx", "doc", "xlsx", "xls", "pptx", "db", "sqlite", "sqlite3", "parquet", "ipynb"];
+
+/// Whether `need` names a plain file or a folder on the user's machine: a home, relative or
+/// absolute path ("~/backups", "./logs/app.log", "/home/me/notes") or a file name with an
+/// extension ("notes.txt", "CHANGELOG.md"); never a web address, nor a workbook, document or
+/// database file ("sales.xlsx", "~/data/app.db"), which their own servers read.
+fn names_local_file(need: &str) -> bool {
+    need.split_whitespace().any(|token| {
+        let t = token
+            .trim_matches(|c: char| {
+                matches!(c, '"' | '\'' | '`' | ',' | ';' | ':' | '(' | ')' | '?' | '!' | '*')
+            })
+            .trim_end_matches('.');
+        if t.contains("://") || t.starts_with("www.") || t.contains('@') {
+            return false;
+        }
+        let extension = t.rsplit('/').next().and_then(|name| name.rsplit_once('.')).map(|(stem, ext)| {
+            (stem.chars().next().is_some_and(char::is_alphanumeric), ext.to_ascii_lowercase())
+        });
+        if extension.as_ref().is_some_and(|(_, ext)| SPECIALIST_EXTENSIONS.contains(&ext.as_str())) {
+            return false;
+        }
+        let path = ["~/", "./", "../", "/home/", "/Users/", "/tmp/", "/var/", "/etc/", "/mnt/"]
+            .iter()
+            .any(|p| t.starts_with(p));
+        path || extension.is_some_and(|(named, ext)| named && FILE_EXTENSIONS.contains(&ext.as_str()))
+    })
+}
+
+/// Verbs that act on files themselves. A file named without one is another server's input
+/// ("cut the background out of ~/Pictures/me.jpg" wants an image editor, not a file server).
+const FILE_VERBS: &[&str] = &[
+    "read", "open", "save", "write", "rename", "move", "copy", "delete", "list", "find", "search", "back up",
+    "backup", "export", "store", "organize", "organise", "archive", "append", "create", "put",
+];
+
+/// Whether a need (its words, space-padded) acts on files.
+fn handles_files(padded: &str) -> bool {
+    FILE_VERBS.iter().any(|v| padded.contains(&format!(" {v} ")))
+}
+
 /// The catalog words to add to a need, or `None` when no phrase matches.
 pub fn expand(need: &str) -> Option<String> {
     extra(need).map(|extra| format!("{need} ({extra})"))
@@ -252,12 +319,43 @@ pub fn extra(need: &str) -> Option<String> {
             extra.push(words);
         }
     }
+    if names_local_file(need) && handles_files(&padded) && !extra.contains(&LOCAL_FILES) {
+        extra.push(LOCAL_FILES);
+    }
     (!extra.is_empty()).then(|| extra.join("; "))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_or_a_file_name_implies_the_user_s_files() {
+        for need in [
+            "back up the keys into ~/backups",
+            "read ./logs/app.log",
+            "Read notes.txt on my desktop",
+            "write a CHANGELOG.md for the last 20 commits",
+            "rename the photos in /home/me/trip",
+            "save it as 'summary.MD'",
+            "back up the notes into ~/backups",
+        ] {
+            assert!(extra(need).is_some_and(|e| e.contains(LOCAL_FILES)), "{need}");
+        }
+        for need in [
+            "fetch https://example.org/notes.txt",
+            "check staging.acme.dev for broken links",
+            "build it with Next.js",
+            "email me at a.b@example.com",
+            "list the posts in /r/rust",
+            "convert .jpeg to .jpg",
+            "make a bar chart in sales.xlsx",
+            "open ~/data/app.db and list its tables",
+            "cut the background out of ~/Pictures/me.jpg",
+        ] {
+            assert!(!extra(need).is_some_and(|e| e.contains(LOCAL_FILES)), "{need}");
+        }
+    }
 
     #[test]
     fn everyday_phrasing_gains_catalog_words() {

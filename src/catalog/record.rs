@@ -221,6 +221,34 @@ impl ServerRecord {
         self.launch.iter().find(|l| l.launchability() == best && best > Launchability::No)
     }
 
+    /// Whether the Model Context Protocol project publishes it: one of its reference servers
+    /// (repository under its organisation, or an npm package in its scope).
+    pub fn is_reference(&self) -> bool {
+        const OWNER: &str = "modelcontextprotocol";
+        self.repository_key().is_some_and(|k| k.split('/').nth(1) == Some(OWNER))
+            || self.launch.iter().any(|l| {
+                l.kind == LaunchKind::Npm
+                    && l.package
+                        .as_deref()
+                        .is_some_and(|p| p.strip_prefix('@').and_then(|p| p.split('/').next()) == Some(OWNER))
+            })
+    }
+
+    /// What the server runs: its best launch option's package, with its kind, or its URL.
+    /// Records with the same key are one server listed twice (the catalog merges several
+    /// registries, and `tavily-mcp` and `tavily-mcp-4` both launch npm `tavily-mcp`).
+    pub fn launch_key(&self) -> Option<String> {
+        let l = self.best_launch()?;
+        let (kind, what) = match l.kind {
+            LaunchKind::Remote => ("remote", l.url.as_deref()?.trim_end_matches('/')),
+            LaunchKind::Npm => ("npm", l.package.as_deref()?),
+            LaunchKind::Pypi => ("pypi", l.package.as_deref()?),
+            LaunchKind::Docker => ("docker", l.package.as_deref()?),
+            LaunchKind::Command | LaunchKind::Source => return None,
+        };
+        Some(format!("{kind}:{}", what.to_lowercase()))
+    }
+
     /// How sure the catalog is that this server can be started at all.
     pub fn launchability(&self) -> Launchability {
         self.launch.iter().map(LaunchOption::launchability).max().unwrap_or(Launchability::No)

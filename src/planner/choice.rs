@@ -117,11 +117,13 @@ pub fn choose<'a>(
     let named = index.products(step);
     let bare = is_bare_name(step, &named);
     let implied = intents::extra(step);
+    let extra =
+        if settings.relevance_only { Vec::new() } else { product_candidates(index, &named, hits, settings) };
     let mut eligible = Vec::new();
     let mut wrong_service = 0;
     let mut unlaunchable = 0;
     let mut weak = 0;
-    for hit in hits {
+    for hit in hits.iter().chain(&extra) {
         let record = index.record(hit.doc);
         let launch = launchability(record, &settings.runnable);
         if launch == Launchability::No {
@@ -171,10 +173,13 @@ pub fn choose<'a>(
         }
         let provenance = provenance(record, service.as_ref().map(|(s, _)| s.as_str()));
         // Among servers that do the step, an expert runs the product's own, else a reference
-        // server, else the most used: relevance decides less once a server clearly does it.
-        let score = 0.25 * relevance
+        // server, else the most used: relevance decides less once a server clearly does it, and
+        // among servers for the product the step names, search's wording differences say
+        // little about which one an expert runs; registry use says more.
+        let (relevance_weight, use_weight) = if service.is_some() { (0.10, 0.40) } else { (0.25, 0.30) };
+        let score = relevance_weight * relevance
             + 0.15 * coverage
-            + 0.30 * popularity(record)
+            + use_weight * popularity(record)
             + match provenance {
                 Provenance::Vendor => 0.25,
                 Provenance::Reference => 0.15,
@@ -201,6 +206,10 @@ pub fn choose<'a>(
         });
     }
     eligible.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.record.id.cmp(&b.record.id)));
+    // One server listed twice is offered once: an alternative that launches the same package
+    // is no alternative.
+    let mut launches = std::collections::HashSet::new();
+    eligible.retain(|s| s.record.launch_key().is_none_or(|k| launches.insert(k)));
     let most_used = eligible.iter().map(|s| s.record.monthly_use()).max().unwrap_or(0);
     let count = eligible.len();
     for s in &mut eligible {
@@ -220,6 +229,47 @@ pub fn choose<'a>(
     });
     let alternatives = rest.by_ref().take(settings.alternatives).collect();
     Choice { chosen, alternatives, reserve: rest.take(settings.reserve).collect(), none_because }
+}
+
+/// Most servers for a named product that join a step's candidates beyond its search hits.
+const PRODUCT_CANDIDATES: usize = 10;
+
+/// The servers for a product the step names that its search hits missed, most used first: the
+/// product's own or most used server often has a terse record ("Tavily MCP", no tools listed)
+/// that dozens of near-duplicates outrank, so search alone would never offer it. Only servers
+/// whose own name, id, package or repository names the product and that are published or
+/// listed join, after the hits and as relevant as the last of them (search ranked them lower).
+fn product_candidates(
+    index: &SearchIndex,
+    named: &[String],
+    hits: &[Hit],
+    settings: &ChoiceSettings,
+) -> Vec<Hit> {
+    let Some(floor) = hits.last().map(|h| h.score) else {
+        return Vec::new();
+    };
+    let mut seen: std::collections::HashSet<u32> = hits.iter().map(|h| h.doc).collect();
+    let mut found: Vec<(u32, (bool, u64))> = Vec::new();
+    for product in named {
+        for doc in index.lexical(product) {
+            let record = index.record(doc);
+            if seen.contains(&doc)
+                || launchability(record, &settings.runnable) < Launchability::Listed
+                || identity(record, product).is_none_or(|w| w < 1.0)
+            {
+                continue;
+            }
+            seen.insert(doc);
+            let own = provenance(record, Some(product)) == Provenance::Vendor;
+            found.push((doc, (own, record.monthly_use())));
+        }
+    }
+    found.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    found
+        .into_iter()
+        .take(PRODUCT_CANDIDATES)
+        .map(|(doc, _)| Hit { doc, score: floor, need: hits[0].need, matched_tools: Vec::new() })
+        .collect()
 }
 
 /// Whether `step` is nothing but the one service it `named`: a need split from a clause that
@@ -274,9 +324,11 @@ fn identity(record: &ServerRecord, service: &str) -> Option<f32> {
         own.push(' ');
         own.push_str(l.package.as_deref().unwrap_or_default());
     }
-    if let Some(repo) = &record.repository {
+    // The repository's owner and name, not its host: every server kept on GitHub is not a
+    // server for GitHub.
+    if let Some(path) = record.repository_key().as_deref().and_then(|k| k.split_once('/')).map(|(_, p)| p) {
         own.push(' ');
-        own.push_str(repo);
+        own.push_str(path);
     }
     let holds = |text: &str| {
         let have = terms(text);
@@ -284,24 +336,24 @@ fn identity(record: &ServerRecord, service: &str) -> Option<f32> {
     };
     let described = format!("{own} {}", record.description);
     if holds(&own) {
-        Some(1.0)
+        return Some(1.0);
+    }
+    // A server for the whole suite serves each of its products: Outlook mail is read by a
+    // Microsoft 365 server that never says "Outlook" in its name, and a server named for the
+    // suite is more surely for the product than one whose description merely mentions it.
+    let suite = SUITES.iter().find(|(products, _)| products.iter().any(|p| terms(p) == wanted));
+    let names_suite = |text: &str| {
+        let have = terms(text);
+        suite.is_some_and(|(_, names)| names.iter().any(|name| terms(name).iter().all(|w| have.contains(w))))
+    };
+    if names_suite(&own) {
+        Some(0.8)
     } else if holds(&described) {
         Some(0.6)
+    } else if names_suite(&described) {
+        Some(0.5)
     } else {
-        // A server for the whole suite serves each of its products: Outlook mail is read by a
-        // Microsoft 365 server that never says "Outlook" in its name.
-        let suite = SUITES.iter().find(|(products, _)| products.iter().any(|p| terms(p) == wanted))?;
-        let names_suite = |text: &str| {
-            let have = terms(text);
-            suite.1.iter().any(|name| terms(name).iter().all(|w| have.contains(w)))
-        };
-        if names_suite(&own) {
-            Some(0.8)
-        } else if names_suite(&described) {
-            Some(0.5)
-        } else {
-            None
-        }
+        None
     }
 }
 
@@ -315,6 +367,7 @@ const SUITES: &[(&[&str], &[&str])] = &[
         &["gmail", "google sheets", "google drive", "google calendar", "google docs"],
         &["google workspace", "g suite", "gsuite"],
     ),
+    (&["jira", "confluence", "compass"], &["atlassian"]),
 ];
 
 /// Who publishes `record`: the organisations behind its repository and packages.
@@ -366,7 +419,7 @@ fn provenance(record: &ServerRecord, service: Option<&str>) -> Provenance {
             return Provenance::Vendor;
         }
     }
-    if publishers.iter().any(|p| p == "modelcontextprotocol") {
+    if record.is_reference() {
         return Provenance::Reference;
     }
     Provenance::Community
@@ -522,6 +575,14 @@ mod tests {
                 "https://github.com/makenotion/notion-mcp-server",
                 vec![npm("@notionhq/notion-mcp-server", true, Some(239_565))],
             ),
+            // The same package listed by a second registry, with a terser record.
+            server(
+                "notion-official-2",
+                "Notion",
+                "Notion",
+                "https://github.com/makenotion/notion-mcp-server",
+                vec![npm("@notionhq/notion-mcp-server", true, Some(239_565))],
+            ),
             server(
                 "notion-small",
                 "Notion Tools",
@@ -559,6 +620,16 @@ mod tests {
                 vec![npm("@modelcontextprotocol/server-memory", true, Some(400_000))],
             ),
         ];
+        // A service the catalog knows only through servers that cannot be started.
+        for i in 0..3 {
+            servers.push(server(
+                &format!("airtable-{i}"),
+                "Airtable Tools",
+                "Airtable bases",
+                "https://github.com/u/at",
+                vec![],
+            ));
+        }
         for i in 0..3 {
             servers.push(server(
                 &format!("notion-{i}"),
@@ -581,7 +652,15 @@ mod tests {
             vec![npm("@softeria/ms-365-mcp-server", true, Some(25_000))],
         );
         assert_eq!(identity(&ms365, "outlook"), Some(0.8));
-        assert_eq!(identity(&ms365, "onedrive"), Some(0.6), "its description names OneDrive itself");
+        assert_eq!(identity(&ms365, "onedrive"), Some(0.8), "named for the suite, not only described");
+        let atlassian = server(
+            "atlassian",
+            "Atlassian",
+            "Interact with Jira, Confluence, and Compass",
+            "https://github.com/atlassian/mcp",
+            vec![],
+        );
+        assert_eq!(identity(&atlassian, "jira"), Some(0.8));
         assert_eq!(identity(&ms365, "gmail"), None, "another suite's product");
         let calendar = server(
             "outlook-calendar-mcp",
@@ -598,8 +677,8 @@ mod tests {
             "https://github.com/someone/google-workspace-mcp",
             vec![],
         );
-        assert_eq!(identity(&workspace, "google sheets"), Some(0.6));
-        assert_eq!(identity(&workspace, "google docs"), Some(0.6));
+        assert_eq!(identity(&workspace, "google sheets"), Some(0.8));
+        assert_eq!(identity(&workspace, "google docs"), Some(0.8));
         let workspace_only = server(
             "gworkspace",
             "Google Workspace MCP",
@@ -652,10 +731,15 @@ mod tests {
     fn nothing_is_chosen_for_a_service_no_startable_server_serves_or_for_nonsense() {
         let index = catalog();
         let settings = ChoiceSettings::default();
-        let choice =
-            choose(&index, "update my Google Sheet", &hits(&index, &["gsheets-3", "excel"]), None, &settings);
+        let choice = choose(
+            &index,
+            "update my Airtable base",
+            &hits(&index, &["airtable-0", "excel"]),
+            None,
+            &settings,
+        );
         assert!(choice.chosen.is_none());
-        assert!(choice.none_because.expect("a reason").contains("google sheet"));
+        assert!(choice.none_because.expect("a reason").contains("airtable"));
         // A hub server that ranks for everything does not answer words it does not hold.
         let choice = choose(&index, "purple monkey dishwasher", &hits(&index, &["memory"]), None, &settings);
         assert!(choice.chosen.is_none(), "{:?}", choice.chosen.map(|c| c.record.id.clone()));
@@ -716,6 +800,51 @@ mod tests {
         assert!(
             choose(&index, "add a page to Notion", &notion, Some(&unrelated), &settings).chosen.is_some()
         );
+    }
+
+    #[test]
+    fn a_product_s_own_server_that_search_missed_is_still_weighed_and_offered_once() {
+        let index = catalog();
+        let settings = ChoiceSettings::default();
+        // Search ranked only the small and the unpublished Notion servers.
+        let choice = choose(
+            &index,
+            "add a page to Notion",
+            &hits(&index, &["notion-guess", "notion-small"]),
+            None,
+            &settings,
+        );
+        let chosen = choice.chosen.expect("a Notion server");
+        assert!(chosen.record.id.starts_with("notion-official"), "{}", chosen.record.id);
+        assert_eq!(chosen.provenance, Provenance::Vendor);
+        // Its second listing launches the same package: not an alternative to itself.
+        let offered: Vec<&str> =
+            choice.alternatives.iter().chain(&choice.reserve).map(|a| a.record.id.as_str()).collect();
+        assert_eq!(offered, ["notion-small", "notion-guess"]);
+        // The unpublished guess is never pulled in by name; only what search found is kept.
+        let choice = choose(&index, "add a page to Notion", &hits(&index, &["excel"]), None, &settings);
+        assert!(choice.chosen.is_some_and(|c| c.record.id.starts_with("notion-official")));
+        assert!(choice.alternatives.iter().chain(&choice.reserve).all(|a| a.record.id != "notion-guess"));
+    }
+
+    #[test]
+    fn a_repository_s_host_is_not_the_product() {
+        let plane = server(
+            "plane-mcp-server",
+            "Plane MCP Server",
+            "Projects, issues and cycles in Plane",
+            "https://github.com/makeplane/plane-mcp-server",
+            vec![],
+        );
+        assert_eq!(identity(&plane, "github"), None, "kept on GitHub, not for GitHub");
+        let github = server(
+            "github-mcp",
+            "GitHub MCP",
+            "Issues and pull requests",
+            "https://github.com/github/github-mcp-server",
+            vec![],
+        );
+        assert_eq!(identity(&github, "github"), Some(1.0));
     }
 
     #[test]

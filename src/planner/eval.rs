@@ -292,7 +292,11 @@ pub struct PlanReport {
     pub precision: f64,
     pub coverage: f64,
     pub expert_steps: usize,
+    /// Steps whose expert's server was chosen: its record, or another record that launches the
+    /// same package or URL (the catalog lists some servers twice, and the labeller named one).
     pub expert: f64,
+    /// Steps whose expert's very record was chosen.
+    pub expert_record: f64,
     pub nonsense: usize,
     pub refused: f64,
     /// Chosen servers that fit no labelled step, and steps left without an acceptable server.
@@ -300,10 +304,12 @@ pub struct PlanReport {
     pub uncovered: Vec<PlanMiss>,
 }
 
-/// Scores `plans[i]` against `cases[i]`.
-pub fn score(cases: &[PlanCase], plans: &[Plan]) -> PlanReport {
+/// Scores `plans[i]` against `cases[i]`. `launch_key`: what a catalog id launches (see
+/// [`crate::catalog::ServerRecord::launch_key`]), to tell one server listed twice.
+pub fn score(cases: &[PlanCase], plans: &[Plan], launch_key: impl Fn(&str) -> Option<String>) -> PlanReport {
     let mut r = PlanReport { requests: cases.len(), ..PlanReport::default() };
     let (mut acceptable_chosen, mut covered, mut expert_hits, mut refused) = (0, 0, 0, 0);
+    let mut expert_records = 0;
     for (case, plan) in cases.iter().zip(plans) {
         let chosen: Vec<String> = plan.servers().iter().map(|s| s.id.clone()).collect();
         if case.steps.is_empty() {
@@ -332,7 +338,11 @@ pub fn score(cases: &[PlanCase], plans: &[Plan]) -> PlanReport {
             }
             if let Some(expert) = &step.expert {
                 r.expert_steps += 1;
+                let key = launch_key(expert);
                 if chosen.contains(expert) {
+                    expert_records += 1;
+                    expert_hits += 1;
+                } else if key.is_some() && chosen.iter().any(|id| launch_key(id) == key) {
                     expert_hits += 1;
                 }
             }
@@ -342,6 +352,7 @@ pub fn score(cases: &[PlanCase], plans: &[Plan]) -> PlanReport {
     r.precision = share(acceptable_chosen, r.chosen);
     r.coverage = share(covered, r.steps);
     r.expert = share(expert_hits, r.expert_steps);
+    r.expert_record = share(expert_records, r.expert_steps);
     r.refused = share(refused, r.nonsense);
     r
 }
@@ -422,12 +433,22 @@ mod tests {
         ];
         let cases: Vec<PlanCase> =
             lines.iter().map(|l| case(&serde_json::from_str(l).expect("json")).expect("case")).collect();
-        let r = score(&cases, &[plan(&["g2", "excel"]), plan(&["memory"]), plan(&["t1"])]);
+        let plans = [plan(&["g2", "excel"]), plan(&["memory"]), plan(&["t1"])];
+        let r = score(&cases, &plans, |_| None);
         assert_eq!((r.requests, r.steps, r.nonsense), (3, 3, 1));
         // g2 and t1 are acceptable, excel is not; the nonsense request's pick is counted apart.
         assert!((r.precision - 2.0 / 3.0).abs() < 1e-9, "{}", r.precision);
         assert!((r.coverage - 2.0 / 3.0).abs() < 1e-9);
         assert!((r.expert - 0.0).abs() < 1e-9, "g1 and s1 were the experts");
+        // g2 launching g1's package is g1's server listed twice: the expert's server, not its record.
+        let same = |id: &str| match id {
+            "g1" | "g2" => Some("npm:gmail".to_owned()),
+            "s1" => Some("npm:sheets".to_owned()),
+            _ => None,
+        };
+        let r = score(&cases, &plans, same);
+        assert!((r.expert - 1.0 / 2.0).abs() < 1e-9, "{}", r.expert);
+        assert!((r.expert_record - 0.0).abs() < 1e-9);
         assert!((r.refused - 0.0).abs() < 1e-9);
         assert_eq!(r.uncovered.len(), 1);
         assert_eq!(r.wrong.len(), 2);
