@@ -114,7 +114,7 @@ pub fn choose<'a>(
             ..Choice::default()
         };
     };
-    let named = index.products(step);
+    let named: Vec<String> = index.products(step).iter().map(|p| brand(p)).collect();
     let bare = is_bare_name(step, &named);
     let implied = intents::extra(step);
     let extra =
@@ -229,6 +229,36 @@ pub fn choose<'a>(
     });
     let alternatives = rest.by_ref().take(settings.alternatives).collect();
     Choice { chosen, alternatives, reserve: rest.take(settings.reserve).collect(), none_because }
+}
+
+/// Parts of a product that name no product of their own: "GitHub issues" are GitHub's.
+const FEATURES: &[&str] = &[
+    "issue",
+    "issues",
+    "pull",
+    "pulls",
+    "request",
+    "requests",
+    "pr",
+    "prs",
+    "repo",
+    "repos",
+    "repository",
+    "repositories",
+    "api",
+    "apis",
+    "ticket",
+    "tickets",
+];
+
+/// The product a mention names, without the feature it names with it: a server for GitHub
+/// serves "GitHub issues" whether or not its record says "issues".
+fn brand(product: &str) -> String {
+    let mut words: Vec<&str> = product.split_whitespace().collect();
+    while words.len() > 1 && words.last().is_some_and(|w| FEATURES.contains(&w.to_lowercase().as_str())) {
+        words.pop();
+    }
+    words.join(" ")
 }
 
 /// Most servers for a named product that join a step's candidates beyond its search hits.
@@ -825,6 +855,15 @@ mod tests {
         let choice = choose(&index, "add a page to Notion", &hits(&index, &["excel"]), None, &settings);
         assert!(choice.chosen.is_some_and(|c| c.record.id.starts_with("notion-official")));
         assert!(choice.alternatives.iter().chain(&choice.reserve).all(|a| a.record.id != "notion-guess"));
+    }
+
+    #[test]
+    fn a_feature_of_a_product_is_served_by_the_product_s_servers() {
+        assert_eq!(brand("github issues"), "github");
+        assert_eq!(brand("GitHub pull requests"), "GitHub");
+        assert_eq!(brand("jira tickets"), "jira");
+        assert_eq!(brand("google sheets"), "google sheets");
+        assert_eq!(brand("issues"), "issues", "a feature alone is left as written");
     }
 
     #[test]
