@@ -88,7 +88,11 @@ fn slack_asks_its_token_and_team(first: &Value) {
     );
     assert_eq!(listed(first, "optional"), ["SLACK_CHANNEL_IDS"], "{first}");
     let team = instructions_of(first, "SLACK_TEAM_ID");
-    assert!(team.contains("app.slack.com/client") && !team.contains("Create New App"), "{team}");
+    // Where the workspace id is shown (dynamcp's own steps, or the server's README's link to
+    // Slack's help page on finding it), never the app-creation steps of the token.
+    let shows_the_id =
+        team.contains("app.slack.com/client") || team.contains("find-your-workspace-or-org-id");
+    assert!(shows_the_id && !team.contains("Create New App"), "{team}");
 }
 
 #[tokio::test]

@@ -1,7 +1,11 @@
 //! Choosing is not searching. Search returns the servers relevant to a step; the choice picks
 //! the one an expert would run and says why in a few words, keeping up to two alternatives.
 //!
-//! Signals, per candidate among the search's best for one step:
+//! Candidates are the search's best for one step and, when the step names a product, the
+//! product's published servers that search ranked lower (a terse record of the most used one is
+//! often outranked by dozens of near-duplicates). One server listed twice is offered once.
+//!
+//! Signals, per candidate:
 //! - *identity*: when the step names a service ("Google Sheet", "GitHub"), a candidate must be
 //!   for that service: its name, id, package, repository or description names it. An Excel
 //!   server is never chosen for a Google Sheet;

@@ -100,13 +100,16 @@ fn credential(value: &Value) -> Result<CredentialSpec, String> {
         Some(other) => return Err(format!("credential {name}: unknown kind `{other}`")),
         None => credential_kind(&name, &description),
     };
+    // Steps that produce the value, where the record has them (researched from the server's own
+    // documentation: `catalog/server-facts.json`).
+    let instructions = string_list(value, "instructions").map_err(|e| format!("credential {name}: {e}"))?;
     Ok(CredentialSpec {
         kind,
         name,
         description,
         required: value.get("required").and_then(Value::as_bool).unwrap_or(false),
         secret: value.get("secret").and_then(Value::as_bool).unwrap_or(false),
-        instructions: Vec::new(),
+        instructions,
     })
 }
 
@@ -180,7 +183,8 @@ mod tests {
              "launch": [{"kind": "npm", "transport": "stdio", "package": "gmail-mcp", "command": "npx", "args": ["-y", "gmail-mcp"], "verified": true, "source": "toolsdk"}],
              "credentials": [
                 {"name": "GMAIL_TOKEN", "description": "token", "required": true, "secret": true},
-                {"name": "GOOGLE_APPLICATION_CREDENTIALS", "description": "Path to the service account .json file", "required": true, "secret": false}
+                {"name": "GOOGLE_APPLICATION_CREDENTIALS", "description": "Path to the service account .json file", "required": true, "secret": false,
+                 "instructions": ["Create a service account", "Download its key"]}
              ],
              "popularity": {"smithery_use_count": 42}},
             {"id": "bad", "name": "Bad", "launch": [{"kind": "teleport"}]},
@@ -202,6 +206,8 @@ mod tests {
                 ("GOOGLE_APPLICATION_CREDENTIALS", CredentialKind::File)
             ]
         );
+        assert!(s.credentials[0].instructions.is_empty());
+        assert_eq!(s.credentials[1].instructions, ["Create a service account", "Download its key"]);
         let issues: Vec<(&str, &str)> =
             parsed.issues.iter().map(|i| (i.index.as_str(), i.reason.as_str())).collect();
         assert_eq!(issues, vec![("1", "launch 0: unknown kind `teleport`"), ("2", "missing `id`")]);
