@@ -10,6 +10,9 @@ each record named with high or medium confidence:
 - a variable the facts describe replaces the record's own entry of that name, or is added when it
   is required (a secret, a setting or a file); optional variables only correct an entry the
   record already declares, so records stay as short as the catalog had them;
+- of `one_of` (alternative groups of variables, one of which the server needs), the first
+  group's variables are required, unless they have a default (a switch such as OAUTH_ENABLED
+  is not a value the user supplies); their description names the other groups;
 - a variable the facts list under `not_read` is removed (the catalog gave the server another
   server's variables);
 - everything else in the record is left as it was.
@@ -44,6 +47,25 @@ def credential(name, fact):
     return entry
 
 
+def with_one_of(facts):
+    """The facts' variables, with the first `one_of` group's required (see the module doc)."""
+    env = {name: dict(fact) for name, fact in (facts.get("env") or {}).items()}
+    groups = facts.get("one_of") or []
+    if not groups:
+        return env
+    others = "; ".join(" + ".join(g) for g in groups[1:])
+    for name in groups[0]:
+        fact = env[name]
+        if fact.get("default") is not None:
+            continue
+        fact["required"] = True
+        if fact.get("kind") not in ("secret", "setting", "file"):
+            fact["kind"] = "setting"
+        if others:
+            fact["description"] = (fact.get("description") or "").rstrip() + f" (Or instead: {others}.)"
+    return env
+
+
 def apply(record, facts):
     changed = []
     creds = record.get("credentials") or []
@@ -52,7 +74,7 @@ def apply(record, facts):
     if len(kept) != len(creds):
         changed.append(f"dropped {sorted(dropped & {c['name'] for c in creds})}")
     by_name = {c["name"]: i for i, c in enumerate(kept)}
-    for name, fact in (facts.get("env") or {}).items():
+    for name, fact in with_one_of(facts).items():
         new = credential(name, fact)
         if name in by_name:
             kept[by_name[name]] = new

@@ -107,6 +107,8 @@ pub struct SearchIndex {
     bm25: Bm25,
     dense: Option<DenseIndex>,
     lexicon: ServiceLexicon,
+    /// The MCP project's reference servers ([`ServerRecord::is_reference`]), by document.
+    references: Vec<u32>,
     /// What the records came from, for a reload to reuse the unchanged ones.
     pub(super) source: Source,
 }
@@ -147,7 +149,24 @@ impl SearchIndex {
         let bm25 = Bm25::build(&servers);
         let lexicon =
             ServiceLexicon::build(servers.iter().map(|s| s.name.as_str()), |t| bm25.document_frequency(t));
-        Self { servers, by_id, group, prior, bm25, dense: None, lexicon, source: Source::default() }
+        let references =
+            servers.iter().enumerate().filter(|(_, s)| s.is_reference()).map(|(i, _)| i as u32).collect();
+        Self {
+            servers,
+            by_id,
+            group,
+            prior,
+            bm25,
+            dense: None,
+            lexicon,
+            references,
+            source: Source::default(),
+        }
+    }
+
+    /// The MCP project's reference servers, by document number.
+    pub fn references(&self) -> &[u32] {
+        &self.references
     }
 
     /// Adds dense vectors, aligned with [`SearchIndex::embedding_texts`].

@@ -3,7 +3,9 @@
 //!
 //! Candidates are the search's best for one step and, when the step names a product, the
 //! product's published servers that search ranked lower (a terse record of the most used one is
-//! often outranked by dozens of near-duplicates). One server listed twice is offered once.
+//! often outranked by dozens of near-duplicates); when it names none, the MCP reference servers
+//! that hold the step's catalog words (the reference fetch server for "grab https://…"). One
+//! server listed twice is offered once.
 //!
 //! Signals, per candidate:
 //! - *identity*: when the step names a service ("Google Sheet", "GitHub"), a candidate must be
@@ -121,8 +123,33 @@ pub fn choose<'a>(
     let named: Vec<String> = index.products(step).iter().map(|p| brand(p)).collect();
     let bare = is_bare_name(step, &named);
     let implied = intents::extra(step);
-    let extra =
-        if settings.relevance_only { Vec::new() } else { product_candidates(index, &named, hits, settings) };
+    let extra = if settings.relevance_only {
+        Vec::new()
+    } else if named.is_empty() {
+        reference_candidates(index, step, implied.as_deref(), hits, settings)
+    } else {
+        product_candidates(index, &named, hits, settings)
+    };
+    let covers =
+        |doc: u32| index.coverage(doc, step).max(implied.as_deref().map_or(0.0, |e| index.coverage(doc, e)));
+    // The most used server for the product the step names, and the most of the step any of its
+    // servers holds: what an official server is credited with when its channel counts no use or
+    // its record lists no tools (see `vendor_use`).
+    // A vendor that publishes a package with counted use has no uncounted channel to credit:
+    // its container image is the lesser way to run the same server.
+    let mut product_use = 0.0;
+    let mut product_coverage = 0.0;
+    let mut vendor_counted = false;
+    for hit in hits.iter().chain(&extra) {
+        let record = index.record(hit.doc);
+        let Some(service) = named.iter().find(|s| identity(record, s).is_some()) else {
+            continue;
+        };
+        product_use = f32::max(product_use, popularity(record));
+        product_coverage = f32::max(product_coverage, covers(hit.doc));
+        vendor_counted |= record.monthly_use() > 0 && provenance(record, Some(service)) == Provenance::Vendor;
+    }
+    let credited = if vendor_counted { 0.0 } else { product_use };
     let mut eligible = Vec::new();
     let mut wrong_service = 0;
     let mut unlaunchable = 0;
@@ -162,8 +189,7 @@ pub fn choose<'a>(
                 }
             }
         };
-        let coverage =
-            index.coverage(hit.doc, step).max(implied.as_deref().map_or(0.0, |e| index.coverage(hit.doc, e)));
+        let coverage = covers(hit.doc);
         let relevance = hit.score / top;
         // A server for the service the step names needs no more proof of relevance, unless the
         // step is nothing but that name ("deep" split from "deep work"): then it must also be
@@ -176,6 +202,13 @@ pub fn choose<'a>(
             continue;
         }
         let provenance = provenance(record, service.as_ref().map(|(s, _)| s.as_str()));
+        // The product's own server whose record lists no tools is taken to do what the
+        // product's other servers do: an empty record says nothing against it.
+        let coverage = if provenance == Provenance::Vendor && record.tools.is_empty() {
+            coverage.max(product_coverage)
+        } else {
+            coverage
+        };
         // Among servers that do the step, an expert runs the product's own, else a reference
         // server, else the most used: relevance decides less once a server clearly does it, and
         // among servers for the product the step names, search's wording differences say
@@ -183,7 +216,7 @@ pub fn choose<'a>(
         let (relevance_weight, use_weight) = if service.is_some() { (0.10, 0.40) } else { (0.25, 0.30) };
         let score = relevance_weight * relevance
             + 0.15 * coverage
-            + use_weight * popularity(record)
+            + use_weight * vendor_use(record, provenance, credited)
             + match provenance {
                 Provenance::Vendor => 0.25,
                 Provenance::Reference => 0.15,
@@ -287,14 +320,17 @@ fn product_candidates(
     for product in named {
         for doc in index.lexical(product) {
             let record = index.record(doc);
+            let own = provenance(record, Some(product)) == Provenance::Vendor;
+            // The product's own container image has no registry facts to confirm it; its
+            // publisher does.
+            let least = if own { Launchability::Unknown } else { Launchability::Listed };
             if seen.contains(&doc)
-                || launchability(record, &settings.runnable) < Launchability::Listed
+                || launchability(record, &settings.runnable) < least
                 || identity(record, product).is_none_or(|w| w < 1.0)
             {
                 continue;
             }
             seen.insert(doc);
-            let own = provenance(record, Some(product)) == Provenance::Vendor;
             found.push((doc, (own, record.monthly_use())));
         }
     }
@@ -303,6 +339,59 @@ fn product_candidates(
         .into_iter()
         .take(PRODUCT_CANDIDATES)
         .map(|(doc, _)| Hit { doc, score: floor, need: hits[0].need, matched_tools: Vec::new() })
+        .collect()
+}
+
+/// The least share of a step's catalog words (its own or those its phrasing implies) a
+/// reference server's text must hold to join the step's candidates.
+const REFERENCE_COVERAGE: f32 = 0.5;
+
+/// How high a reference server must rank lexically, for the step's catalog words, to join.
+const REFERENCE_RANK: usize = 50;
+
+/// Reference servers that do no task of a user's: the protocol's test server and a thinking aid.
+const NOT_TASKS: &[&str] = &["server-everything", "server-sequential-thinking"];
+
+/// The MCP project's reference servers that do a step naming no product and that its search
+/// hits missed: an expert fetches a page with the reference fetch server and tells the time with
+/// the reference time server, but dozens of near-duplicates repeat their words and outrank their
+/// terse records. Only a published or listed one that holds most of the step's catalog words
+/// joins, as relevant as the least a chosen server may be.
+fn reference_candidates(
+    index: &SearchIndex,
+    step: &str,
+    implied: Option<&str>,
+    hits: &[Hit],
+    settings: &ChoiceSettings,
+) -> Vec<Hit> {
+    let Some(first) = hits.first() else {
+        return Vec::new();
+    };
+    let seen: std::collections::HashSet<u32> = hits.iter().map(|h| h.doc).collect();
+    let score = first.score * (settings.min_relevance + 0.01).min(1.0);
+    // A step phrased indirectly ("grab https://…", "compare prices at amazon") is judged by the
+    // catalog words its phrasing implies. Among the servers that hold those words best
+    // lexically: a server whose registry category merely shares them (a page fetcher filed
+    // under "browser automation", for "click through the signup flow") ranks far below.
+    let text = implied.unwrap_or(step);
+    let near: std::collections::HashSet<u32> = index.lexical(text).into_iter().take(REFERENCE_RANK).collect();
+    let coverage = |doc: u32| index.coverage(doc, text);
+    index
+        .references()
+        .iter()
+        .copied()
+        .filter(|doc| !seen.contains(doc) && near.contains(doc))
+        .filter(|&doc| {
+            let record = index.record(doc);
+            let task = !record
+                .launch
+                .iter()
+                .any(|l| l.package.as_deref().is_some_and(|p| NOT_TASKS.iter().any(|n| p.ends_with(n))));
+            let coverage = coverage(doc);
+            task && coverage >= REFERENCE_COVERAGE
+                && launchability(record, &settings.runnable) >= Launchability::Listed
+        })
+        .map(|doc| Hit { doc, score, need: first.need, matched_tools: Vec::new() })
         .collect()
 }
 
@@ -364,6 +453,9 @@ fn identity(record: &ServerRecord, service: &str) -> Option<f32> {
         own.push(' ');
         own.push_str(path);
     }
+    // The official registry names servers `io.github.<owner>/<name>` (ids `io-github-…`): the
+    // namespace of where the code is kept, not a server for GitHub.
+    let own = own.to_lowercase().replace("io-github-", " ").replace("io.github.", " ");
     let holds = |text: &str| {
         let have = terms(text);
         wanted.iter().all(|w| have.contains(w))
@@ -457,6 +549,18 @@ fn provenance(record: &ServerRecord, service: Option<&str>) -> Provenance {
         return Provenance::Reference;
     }
     Provenance::Community
+}
+
+/// Registry use, except that the product's own server counts as used as the most used server
+/// for the product: its channel (a container image on its own registry, a hosted endpoint) often
+/// counts no downloads, and an expert runs the official server over a community one with more
+/// (GitHub's own image over the MCP project's archived GitHub server). Not a hosted endpoint that
+/// takes no credential: it signs in through a browser, which a server started here cannot.
+fn vendor_use(record: &ServerRecord, provenance: Provenance, product_use: f32) -> f32 {
+    let own = popularity(record);
+    let browser_sign_in =
+        record.best_launch().is_some_and(|l| l.kind == LaunchKind::Remote) && record.credentials.is_empty();
+    if provenance == Provenance::Vendor && !browser_sign_in { own.max(product_use) } else { own }
 }
 
 /// Registry use on a 0–1 log scale: a million npm downloads a month is 1, a thousand 0.5;
@@ -888,6 +992,142 @@ mod tests {
             vec![],
         );
         assert_eq!(identity(&github, "github"), Some(1.0));
+    }
+
+    #[test]
+    fn a_registry_namespace_is_not_the_product() {
+        let mut duck = server(
+            "io-github-motherduckdb-mcp-server-motherduck",
+            "io.github.motherduckdb/mcp-server-motherduck",
+            "Query DuckDB and MotherDuck",
+            "https://github.com/motherduckdb/mcp-server-motherduck",
+            vec![],
+        );
+        assert_eq!(identity(&duck, "github"), None, "published under io.github, not for GitHub");
+        assert_eq!(identity(&duck, "motherduck"), Some(1.0));
+        duck.id = "toolsdk-remote-io-github-github-github-mcp-server".into();
+        assert_eq!(identity(&duck, "github"), Some(1.0), "GitHub's own, under the same namespace");
+    }
+
+    fn image(package: &str) -> LaunchOption {
+        LaunchOption {
+            kind: LaunchKind::Docker,
+            transport: Transport::Stdio,
+            command: Some("docker".into()),
+            args: vec!["run".into(), "-i".into(), "--rm".into(), package.into()],
+            package: Some(package.into()),
+            url: None,
+            verified: true,
+            registry: None,
+        }
+    }
+
+    #[test]
+    fn the_product_s_own_image_outranks_a_community_server_with_more_downloads() {
+        let mut official = server(
+            "github-official",
+            "GitHub Official",
+            "",
+            "https://github.com/github/github-mcp-server",
+            vec![image("ghcr.io/github/github-mcp-server")],
+        );
+        official.credentials = vec![crate::catalog::CredentialSpec {
+            name: "GITHUB_PERSONAL_ACCESS_TOKEN".into(),
+            description: String::new(),
+            required: true,
+            secret: true,
+            kind: crate::catalog::CredentialKind::Env,
+            instructions: vec![],
+        }];
+        let mut hosted = record("github-hosted");
+        hosted.name = "GitHub".into();
+        hosted.launch = vec![LaunchOption {
+            kind: LaunchKind::Remote,
+            transport: Transport::StreamableHttp,
+            command: None,
+            args: vec![],
+            package: None,
+            url: Some("https://api.github.com/mcp".into()),
+            verified: true,
+            registry: None,
+        }];
+        let servers = vec![
+            server(
+                "github-archived",
+                "GitHub MCP Server",
+                "Manage repositories, issues and pull requests via the GitHub API",
+                "https://github.com/modelcontextprotocol/servers-archived/tree/HEAD/src/github",
+                vec![npm("@modelcontextprotocol/server-github", true, Some(280_000))],
+            ),
+            server(
+                "github-small",
+                "GitHub Tools",
+                "GitHub pull requests",
+                "https://github.com/someone/github-tools",
+                vec![npm("github-tools-mcp", true, Some(6_000))],
+            ),
+            official,
+            hosted,
+        ];
+        let index = SearchIndex::build(servers);
+        let settings = ChoiceSettings::default();
+        // Search found the archived reference server and a small one, not the official image.
+        let found = hits(&index, &["github-archived", "github-small"]);
+        let choice = choose(&index, "list the open pull requests on GitHub", &found, None, &settings);
+        let chosen = choice.chosen.expect("a GitHub server");
+        assert_eq!(chosen.record.id, "github-official", "{}", chosen.why);
+        assert_eq!(chosen.provenance, Provenance::Vendor);
+        // The hosted endpoint that takes no credential signs in through a browser: it is offered,
+        // never credited with the product's use.
+        let hosted = index.get("github-hosted").expect("record");
+        assert_eq!(vendor_use(hosted, Provenance::Vendor, 0.9), popularity(hosted));
+        let official = index.get("github-official").expect("record");
+        assert_eq!(vendor_use(official, Provenance::Vendor, 0.9), 0.9);
+        assert_eq!(vendor_use(official, Provenance::Community, 0.9), 0.0, "only the vendor's own");
+    }
+
+    #[test]
+    fn a_reference_server_search_missed_joins_a_step_that_names_no_product() {
+        let mut servers = vec![
+            server(
+                "fetch-reference",
+                "Fetch",
+                "Fetches a URL from the internet and extracts the page's content as markdown",
+                "https://github.com/modelcontextprotocol/servers/tree/HEAD/src/fetch",
+                vec![npm("@modelcontextprotocol/server-fetch", true, Some(100_000))],
+            ),
+            server(
+                "everything",
+                "Everything",
+                "Fetch web page url content and every other protocol feature, for testing",
+                "https://github.com/modelcontextprotocol/servers/tree/HEAD/src/everything",
+                vec![npm("@modelcontextprotocol/server-everything", true, Some(50_000))],
+            ),
+        ];
+        for i in 0..6 {
+            servers.push(server(
+                &format!("fetcher-{i}"),
+                "Web Page Fetcher",
+                "Fetch a web page url and return its content",
+                &format!("https://github.com/someone{i}/fetcher"),
+                vec![npm(&format!("fetcher-{i}"), true, Some(2_000))],
+            ));
+        }
+        let index = SearchIndex::build(servers);
+        let settings = ChoiceSettings::default();
+        let found = hits(&index, &["fetcher-0", "fetcher-1", "fetcher-2"]);
+        let step = "grab https://example.org/changelog and list the biggest changes";
+        let choice = choose(&index, step, &found, None, &settings);
+        let chosen = choice.chosen.expect("a fetch server");
+        assert_eq!(chosen.record.id, "fetch-reference", "{}", chosen.why);
+        assert_eq!(chosen.provenance, Provenance::Reference);
+        // The protocol's test server holds the words too, and never joins.
+        let offered: Vec<&str> =
+            choice.alternatives.iter().chain(&choice.reserve).map(|a| a.record.id.as_str()).collect();
+        assert!(!offered.contains(&"everything"), "{offered:?}");
+        // A step the reference server's words do not cover is left to search's hits.
+        let choice = choose(&index, "purple monkey dishwasher", &found, None, &settings);
+        assert!(choice.chosen.is_none_or(|c| c.record.id != "fetch-reference"));
     }
 
     #[test]
