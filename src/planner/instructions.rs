@@ -1055,6 +1055,15 @@ fn described_source(spec: &CredentialSpec) -> Option<String> {
         .then(|| d.to_owned())
 }
 
+/// Whether an address is asked as a bare host name: a `…_HOST` or `…_DOMAIN` variable (a
+/// database driver takes `db.example.com`, not `https://db.example.com`), unless the server's own
+/// description shows it with a scheme.
+fn host_only(spec: &CredentialSpec) -> bool {
+    let name = spec.name.to_ascii_uppercase();
+    let last = name.rsplit('_').next().unwrap_or(&name);
+    matches!(last, "HOST" | "HOSTNAME" | "DOMAIN") && !spec.description.contains("://")
+}
+
 /// What the value looks like, from its shape.
 fn format_hint(spec: &CredentialSpec, shape: Shape) -> String {
     match shape {
@@ -1073,6 +1082,10 @@ fn format_hint(spec: &CredentialSpec, shape: Shape) -> String {
                 "postgresql://user:password@host:5432/dbname"
             };
             format!("Format: a connection URL such as {example}. It is stored encrypted.")
+        }
+        Shape::Url if host_only(spec) => {
+            "Format: the host name alone, e.g. db.example.com or 192.168.1.20, with no https:// and no path."
+                .to_owned()
         }
         Shape::Url => "Format: the full address, e.g. https://example.com, with no trailing slash.".to_owned(),
         Shape::Identifier => "Format: the identifier exactly as shown (no quotes, no spaces).".to_owned(),
@@ -1236,6 +1249,10 @@ fn steps_for(spec: &CredentialSpec, server: &ServerRecord, shape: Shape) -> Vec<
         {
             steps.extend(service.into_iter().flat_map(|s| s.steps.iter().map(|s| (*s).to_owned())));
         }
+        Shape::Url if host_only(spec) => steps.push(at_readme(match service {
+            Some(s) => format!("The host name of your own {} server or instance (no https://, no path).", s.name),
+            None => format!("The host name of the server {} connects to (no https://, no path).", server.name),
+        })),
         Shape::Url => steps.push(at_readme(match service {
             Some(s) => format!("The address of your own {} instance, site or deployment, as you open it in a browser.", s.name),
             None => format!("The address of the service {} connects to (your own instance or deployment).", server.name),
@@ -1382,6 +1399,9 @@ mod tests {
         ("google-maps-mcp", "GOOGLE_MAPS_API_KEY", "", "secret", &["Places API", "API key"], &["OAuth client ID"]),
         ("google-search-mcp", "GOOGLE_API_KEY", "", "secret", &["Custom Search API"], &["OAuth client ID"]),
         ("asterisk-mcp", "PHONE_API_URL", "http://192.168.4.44:8000", "setting", &["address"], &["192.168.4.44"]),
+        // A database driver takes a bare host name; a scheme breaks the connection.
+        ("mysql-mcp-server", "MYSQL_HOST", "", "setting", &["host name alone"], &["https://example.com"]),
+        ("shopify-mcp", "MYSHOPIFY_DOMAIN", "", "setting", &["host name alone"], &["https://example.com"]),
     ];
 
     #[test]
