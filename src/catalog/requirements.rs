@@ -207,6 +207,15 @@ fn segments(name: &str) -> Vec<String> {
     name.to_ascii_uppercase().split(['_', '-', '.']).filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
 
+/// Whether an address is asked as a bare host name: a `…_HOST` or `…_DOMAIN` variable (a
+/// database driver takes `db.example.com`, not `https://db.example.com`), unless the server's own
+/// description shows it with a scheme.
+pub fn host_only(spec: &CredentialSpec) -> bool {
+    let segs = segments(&spec.name);
+    matches!(segs.last().map(String::as_str), Some("HOST" | "HOSTNAME" | "DOMAIN"))
+        && !spec.description.contains("://")
+}
+
 fn has_any(segs: &[String], words: &[&str]) -> bool {
     segs.iter().any(|s| words.contains(&s.as_str()))
 }

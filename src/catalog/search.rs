@@ -272,9 +272,10 @@ impl SearchIndex {
         self.bm25.coverage(doc, text)
     }
 
-    /// Every server matching `query` lexically, best first (for browsing).
-    pub fn lexical(&self, query: &str) -> Vec<u32> {
-        self.bm25.search(query, usize::MAX).into_iter().map(|(d, _)| d).collect()
+    /// The `limit` best servers matching `query` lexically, best first (`usize::MAX`: every one,
+    /// for browsing).
+    pub fn lexical(&self, query: &str, limit: usize) -> Vec<u32> {
+        self.bm25.search(query, limit).into_iter().map(|(d, _)| d).collect()
     }
 
     pub fn record(&self, doc: u32) -> &ServerRecord {

@@ -86,7 +86,7 @@ pub struct ServerSummary {
 pub fn browse(state: &AppState, words: Option<&str>, page: Page) -> (Vec<ServerSummary>, usize) {
     let index = state.catalog.index();
     let docs: Vec<u32> = match words.map(str::trim).filter(|q| !q.is_empty()) {
-        Some(q) => index.lexical(q),
+        Some(q) => index.lexical(q, usize::MAX),
         None => (0..index.len() as u32).collect(),
     };
     let servers = docs

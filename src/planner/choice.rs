@@ -134,9 +134,8 @@ pub fn choose<'a>(
         |doc: u32| index.coverage(doc, step).max(implied.as_deref().map_or(0.0, |e| index.coverage(doc, e)));
     // The most used server for the product the step names, and the most of the step any of its
     // servers holds: what an official server is credited with when its channel counts no use or
-    // its record lists no tools (see `vendor_use`).
-    // A vendor that publishes a package with counted use has no uncounted channel to credit:
-    // its container image is the lesser way to run the same server.
+    // its record lists no tools (see `vendor_use`). Not when the vendor also publishes a package
+    // with counted use: its container image is then the lesser way to run the same server.
     let mut product_use = 0.0;
     let mut product_coverage = 0.0;
     let mut vendor_counted = false;
@@ -318,7 +317,7 @@ fn product_candidates(
     let mut seen: std::collections::HashSet<u32> = hits.iter().map(|h| h.doc).collect();
     let mut found: Vec<(u32, (bool, u64))> = Vec::new();
     for product in named {
-        for doc in index.lexical(product) {
+        for doc in index.lexical(product, usize::MAX) {
             let record = index.record(doc);
             let own = provenance(record, Some(product)) == Provenance::Vendor;
             // The product's own container image has no registry facts to confirm it; its
@@ -374,8 +373,7 @@ fn reference_candidates(
     // lexically: a server whose registry category merely shares them (a page fetcher filed
     // under "browser automation", for "click through the signup flow") ranks far below.
     let text = implied.unwrap_or(step);
-    let near: std::collections::HashSet<u32> = index.lexical(text).into_iter().take(REFERENCE_RANK).collect();
-    let coverage = |doc: u32| index.coverage(doc, text);
+    let near: std::collections::HashSet<u32> = index.lexical(text, REFERENCE_RANK).into_iter().collect();
     index
         .references()
         .iter()
@@ -387,8 +385,7 @@ fn reference_candidates(
                 .launch
                 .iter()
                 .any(|l| l.package.as_deref().is_some_and(|p| NOT_TASKS.iter().any(|n| p.ends_with(n))));
-            let coverage = coverage(doc);
-            task && coverage >= REFERENCE_COVERAGE
+            task && index.coverage(doc, text) >= REFERENCE_COVERAGE
                 && launchability(record, &settings.runnable) >= Launchability::Listed
         })
         .map(|doc| Hit { doc, score, need: first.need, matched_tools: Vec::new() })
@@ -911,16 +908,7 @@ mod tests {
     #[test]
     fn a_hosted_endpoint_on_the_product_s_domain_is_the_vendor_s() {
         let mut linear = record("linear");
-        linear.launch = vec![LaunchOption {
-            kind: LaunchKind::Remote,
-            transport: Transport::StreamableHttp,
-            command: None,
-            args: vec![],
-            package: None,
-            url: Some("https://mcp.linear.app/mcp".into()),
-            verified: true,
-            registry: None,
-        }];
+        linear.launch = vec![remote("https://mcp.linear.app/mcp")];
         assert_eq!(provenance(&linear, Some("linear")), Provenance::Vendor);
         linear.launch[0].url = Some("https://linear-mcp.example.workers.dev/mcp".into());
         assert_eq!(provenance(&linear, Some("linear")), Provenance::Community);
@@ -1009,6 +997,19 @@ mod tests {
         assert_eq!(identity(&duck, "github"), Some(1.0), "GitHub's own, under the same namespace");
     }
 
+    fn remote(url: &str) -> LaunchOption {
+        LaunchOption {
+            kind: LaunchKind::Remote,
+            transport: Transport::StreamableHttp,
+            command: None,
+            args: vec![],
+            package: None,
+            url: Some(url.into()),
+            verified: true,
+            registry: None,
+        }
+    }
+
     fn image(package: &str) -> LaunchOption {
         LaunchOption {
             kind: LaunchKind::Docker,
@@ -1041,16 +1042,7 @@ mod tests {
         }];
         let mut hosted = record("github-hosted");
         hosted.name = "GitHub".into();
-        hosted.launch = vec![LaunchOption {
-            kind: LaunchKind::Remote,
-            transport: Transport::StreamableHttp,
-            command: None,
-            args: vec![],
-            package: None,
-            url: Some("https://api.github.com/mcp".into()),
-            verified: true,
-            registry: None,
-        }];
+        hosted.launch = vec![remote("https://api.github.com/mcp")];
         let servers = vec![
             server(
                 "github-archived",

@@ -1055,15 +1055,6 @@ fn described_source(spec: &CredentialSpec) -> Option<String> {
         .then(|| d.to_owned())
 }
 
-/// Whether an address is asked as a bare host name: a `…_HOST` or `…_DOMAIN` variable (a
-/// database driver takes `db.example.com`, not `https://db.example.com`), unless the server's own
-/// description shows it with a scheme.
-fn host_only(spec: &CredentialSpec) -> bool {
-    let name = spec.name.to_ascii_uppercase();
-    let last = name.rsplit('_').next().unwrap_or(&name);
-    matches!(last, "HOST" | "HOSTNAME" | "DOMAIN") && !spec.description.contains("://")
-}
-
 /// What the value looks like, from its shape.
 fn format_hint(spec: &CredentialSpec, shape: Shape) -> String {
     match shape {
@@ -1083,7 +1074,7 @@ fn format_hint(spec: &CredentialSpec, shape: Shape) -> String {
             };
             format!("Format: a connection URL such as {example}. It is stored encrypted.")
         }
-        Shape::Url if host_only(spec) => {
+        Shape::Url if requirements::host_only(spec) => {
             "Format: the host name alone, e.g. db.example.com or 192.168.1.20, with no https:// and no path."
                 .to_owned()
         }
@@ -1249,7 +1240,7 @@ fn steps_for(spec: &CredentialSpec, server: &ServerRecord, shape: Shape) -> Vec<
         {
             steps.extend(service.into_iter().flat_map(|s| s.steps.iter().map(|s| (*s).to_owned())));
         }
-        Shape::Url if host_only(spec) => steps.push(at_readme(match service {
+        Shape::Url if requirements::host_only(spec) => steps.push(at_readme(match service {
             Some(s) => format!("The host name of your own {} server or instance (no https://, no path).", s.name),
             None => format!("The host name of the server {} connects to (no https://, no path).", server.name),
         })),

@@ -632,7 +632,7 @@ impl MasterAgent {
         let record = index.get(&named).or_else(|| {
             // An exact name, when only one server has it.
             let mut same = index
-                .lexical(&named)
+                .lexical(&named, usize::MAX)
                 .into_iter()
                 .map(|d| index.record(d))
                 .filter(|r| r.name.eq_ignore_ascii_case(&named));
