@@ -371,6 +371,10 @@ pub struct ServiceLexicon {
     terms: std::collections::HashSet<String>,
 }
 
+/// The least share of a proper name's servers that are named after it, for names that three or
+/// more servers carry.
+const PROPER_SHARE: f32 = 0.2;
+
 /// Words that name a role, not a service: "test server", "pdf reader" are not services.
 const GENERIC: &[&str] = &[
     "access", "agent", "alpha", "analyz", "analysi", "analyt", "api", "app", "assist", "autom", "bank",
@@ -431,6 +435,17 @@ const NOT_PRODUCTS: &[&str] = &[
     "db",
 ];
 
+/// Stems of common English words: the whole words of the WordPiece vocabulary of the
+/// `all-MiniLM-L6-v2` model (from BERT's uncased vocabulary, Apache-2.0), lower case. A word
+/// a server is named after that is not among them is a proper name ("discogs", "github").
+static ENGLISH: std::sync::LazyLock<std::collections::HashSet<String>> =
+    std::sync::LazyLock::new(|| include_str!("english-words.txt").lines().map(stem).collect());
+
+/// Whether a stemmed term is a common English word's.
+fn english(term: &str) -> bool {
+    ENGLISH.contains(term)
+}
+
 /// A server name without its registry namespace: `@scope/x-mcp` → `x-mcp`,
 /// `io.github.owner/x` → `x`, `io-github-owner-x` → `owner-x`. Namespaces say where a server is
 /// published, not what it serves; counted as names they made "github" look like a role word.
@@ -478,8 +493,14 @@ impl ServiceLexicon {
                         && parts.contains(&"googl")
                         || (*n >= 5 && !parts.iter().any(|p| GENERIC.contains(p)));
                 }
-                let df = document_frequency(term).max(1);
-                *n >= 3 && (*n as f32) / (df as f32) >= 0.3
+                let share = (*n as f32) / (document_frequency(term).max(1) as f32);
+                // A word no English vocabulary knows names a product even when few servers are
+                // named after it ("discogs", "caltrain"), or when descriptions use it often
+                // ("github"), as long as it stays mostly in names.
+                let proper = term.len() >= 3 && !english(term);
+                (*n >= 3 && share >= 0.3)
+                    || (proper && *n < 3 && share >= 0.5)
+                    || (proper && *n >= 3 && share >= PROPER_SHARE)
             })
             .map(|(t, _)| t)
             .collect();
@@ -570,6 +591,23 @@ mod lexicon_tests {
         let day = "call them next Monday";
         assert_eq!(lexicon.mentions(day), ["monday"], "search keeps every mention");
         assert_eq!(as_written(day, lexicon.mentions(day)), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_name_no_english_vocabulary_knows_is_a_product_however_few_servers_carry_it() {
+        let names = ["Discogs MCP Server", "Garden Planner", "GitHub MCP", "GitHub Issues", "GitHub PR Server"];
+        // "github" is in three names but in twelve servers' text; "discogs" and "garden" in one each.
+        let df = |t: &str| match t {
+            "github" => 12,
+            _ => 1,
+        };
+        let lexicon = ServiceLexicon::build(names.iter().copied(), df);
+        assert_eq!(lexicon.mentions("what's my record collection on discogs worth"), ["discogs"]);
+        assert_eq!(lexicon.mentions("plan my garden"), Vec::<String>::new(), "an English word");
+        assert_eq!(lexicon.mentions("check my github PRs"), ["github"]);
+        // A word of a few servers' text that also names one is a description word, not a name.
+        let lexicon = ServiceLexicon::build(names.iter().copied(), |_| 3);
+        assert_eq!(lexicon.mentions("discogs"), Vec::<String>::new());
     }
 
     #[test]

@@ -161,13 +161,56 @@ fn variable(label: &str) -> Option<String> {
     (upper && rest.is_none_or(|c| c.is_whitespace() || c == '(' || c == ',' || c == ':')).then_some(token)
 }
 
-/// Whether the label or the notes say `name` is optional or has a default.
+/// The variables a label names, as alternatives each needing all of its variables:
+/// `CLIENT_ID / CLIENT_SECRET (…)` → `[[CLIENT_ID, CLIENT_SECRET]]`,
+/// `AIRFLOW_USERNAME / AIRFLOW_PASSWORD or AIRFLOW_JWT_TOKEN` → two alternatives. Only the text
+/// before the first parenthesis is read, unless it names no variable: `App Secret (-s /
+/// APP_SECRET)` names `APP_SECRET` in its parenthesis. An alternative that names no variable
+/// (`TEMPORAL_API_KEY or TLS client cert/key`) ends the list: the label then needs the first.
+fn variables(label: &str) -> Vec<Vec<String>> {
+    let head = label.split('(').next().unwrap_or_default();
+    let mut alternatives = Vec::new();
+    for (i, part) in head.split(" or ").enumerate() {
+        let mut names = Vec::new();
+        let mut rest = part.trim();
+        while let Some(name) = variable(rest) {
+            rest = rest[name.len()..].trim_start();
+            names.push(name);
+            match ["/", ",", "and "].iter().find(|sep| rest.starts_with(**sep)) {
+                Some(sep) => rest = rest[sep.len()..].trim_start(),
+                None => break,
+            }
+        }
+        // A later alternative counts only when it names a variable plainly (with an underscore).
+        if names.is_empty() || (i > 0 && !names[0].contains('_')) {
+            break;
+        }
+        alternatives.push(names);
+    }
+    if alternatives.is_empty() {
+        let inner = label.split_once('(').map(|(_, t)| t.split(')').next().unwrap_or_default()).unwrap_or("");
+        let named: Vec<String> = inner
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|t| t.contains('_') && variable(t).is_some())
+            .map(str::to_owned)
+            .collect();
+        if !named.is_empty() {
+            alternatives.push(named);
+        }
+    }
+    alternatives
+}
+
+/// Whether the label or the notes say `name` is optional, has a default, or is needed only in
+/// some setups (`only for GitHub Enterprise Server`).
 fn labelled_optional(name: &str, label: &str, notes: &str) -> bool {
     let says = |t: &str| {
         let t = t.to_lowercase();
-        t.contains("optional") || t.contains("default")
+        ["optional", "default", "only for", "only if", "only when", "only needed"]
+            .iter()
+            .any(|w| t.contains(w))
     };
-    if says(&label[name.len().min(label.len())..]) {
+    if says(&label.replace(name, "")) {
         return true;
     }
     notes.match_indices(name).any(|(at, _)| {
@@ -211,17 +254,6 @@ pub fn score_requirements(
             let mut needed = BTreeSet::new();
             let mut defaulted = BTreeSet::new();
             let mut other = false;
-            for (text, _kind) in &label.values {
-                match variable(text) {
-                    Some(name) if labelled_optional(&name, text, &label.notes) => {
-                        defaulted.insert(name);
-                    }
-                    Some(name) => {
-                        needed.insert(name);
-                    }
-                    None => other = true,
-                }
-            }
             let asked: BTreeSet<String> = server
                 .credentials
                 .iter()
@@ -231,6 +263,25 @@ pub fn score_requirements(
                 })
                 .map(|c| c.name.to_ascii_uppercase())
                 .collect();
+            for (text, _kind) in &label.values {
+                let alternatives = variables(text);
+                // The alternative dynamcp asks in full, else the label's first.
+                let Some(names) = alternatives
+                    .iter()
+                    .find(|names| names.iter().all(|n| asked.contains(n)))
+                    .or(alternatives.first())
+                else {
+                    other = true;
+                    continue;
+                };
+                for name in names {
+                    if labelled_optional(name, text, &label.notes) {
+                        defaulted.insert(name.clone());
+                    } else {
+                        needed.insert(name.clone());
+                    }
+                }
+            }
             // A data path the labeller calls needed is met by the place dynamcp gives it.
             let filled: BTreeSet<String> = server
                 .credentials
@@ -422,6 +473,33 @@ mod tests {
         );
         assert_eq!(variable("~/.gmail-mcp/gcp-oauth.keys.json"), None);
         assert_eq!(variable("Google account login"), None);
+    }
+
+    #[test]
+    fn a_label_names_every_variable_and_its_alternatives() {
+        let v = |s: &[&[&str]]| -> Vec<Vec<String>> {
+            s.iter().map(|a| a.iter().map(|n| (*n).to_owned()).collect()).collect()
+        };
+        assert_eq!(
+            variables("CLIENT_ID / CLIENT_SECRET (Google OAuth client)"),
+            v(&[&["CLIENT_ID", "CLIENT_SECRET"]])
+        );
+        assert_eq!(
+            variables("OKTA_PRIVATE_KEY and OKTA_KEY_ID (JWT)"),
+            v(&[&["OKTA_PRIVATE_KEY", "OKTA_KEY_ID"]])
+        );
+        assert_eq!(
+            variables("AIRFLOW_USERNAME / AIRFLOW_PASSWORD (basic auth) or AIRFLOW_JWT_TOKEN"),
+            v(&[&["AIRFLOW_USERNAME", "AIRFLOW_PASSWORD"]])
+        );
+        assert_eq!(variables("A_USER / A_PASS or A_TOKEN"), v(&[&["A_USER", "A_PASS"], &["A_TOKEN"]]));
+        assert_eq!(variables("TEMPORAL_API_KEY or TLS client cert/key"), v(&[&["TEMPORAL_API_KEY"]]));
+        assert_eq!(variables("BALLDONTLIE API key (Authorization header)"), v(&[&["BALLDONTLIE"]]));
+        assert_eq!(variables("App Secret (-s / APP_SECRET)"), v(&[&["APP_SECRET"]]));
+        assert_eq!(variables("--dsn (command-line argument or DSN env var)"), v(&[]));
+        assert_eq!(variables("Google account login"), v(&[]));
+        assert!(labelled_optional("GITHUB_HOST", "GITHUB_HOST (only for GitHub Enterprise Server)", ""));
+        assert!(!labelled_optional("DEFAULT_MODEL", "DEFAULT_MODEL (e.g. gpt-4o)", ""));
     }
 
     #[test]
