@@ -169,6 +169,18 @@ pub(crate) fn without_quotes(text: &str) -> String {
     text.chars().zip(quoted(text)).map(|(c, q)| if q { ' ' } else { c }).collect()
 }
 
+/// The text without its web addresses: the words of `https://www.rust-lang.org/learn` name a
+/// page to fetch, not a product to use.
+fn without_urls(text: &str) -> String {
+    text.split(' ')
+        .map(|w| {
+            let bare = w.trim_start_matches(|c: char| !c.is_alphanumeric());
+            if w.contains("://") || bare.starts_with("www.") { "" } else { w }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn unmask(text: &str) -> String {
     text.chars()
         .map(|c| match c {
@@ -510,8 +522,10 @@ impl ServiceLexicon {
     /// The services a request names, as the words it used, in order, without overlaps.
     pub fn mentions(&self, request: &str) -> Vec<String> {
         // A quoted name is the user's ("my 'Gig Radar' playlist"), never a service they name.
-        let surface: Vec<String> =
-            plain_words(&without_quotes(request)).into_iter().filter(|w| !is_stop_word(w)).collect();
+        let surface: Vec<String> = plain_words(&without_urls(&without_quotes(request)))
+            .into_iter()
+            .filter(|w| !is_stop_word(w))
+            .collect();
         let stems: Vec<String> = surface.iter().map(|w| stem(w)).collect();
         let mut out: Vec<String> = Vec::new();
         let mut seen_terms = std::collections::HashSet::new();
@@ -595,7 +609,8 @@ mod lexicon_tests {
 
     #[test]
     fn a_name_no_english_vocabulary_knows_is_a_product_however_few_servers_carry_it() {
-        let names = ["Discogs MCP Server", "Garden Planner", "GitHub MCP", "GitHub Issues", "GitHub PR Server"];
+        let names =
+            ["Discogs MCP Server", "Garden Planner", "GitHub MCP", "GitHub Issues", "GitHub PR Server"];
         // "github" is in three names but in twelve servers' text; "discogs" and "garden" in one each.
         let df = |t: &str| match t {
             "github" => 12,
@@ -604,6 +619,10 @@ mod lexicon_tests {
         let lexicon = ServiceLexicon::build(names.iter().copied(), df);
         assert_eq!(lexicon.mentions("what's my record collection on discogs worth"), ["discogs"]);
         assert_eq!(lexicon.mentions("plan my garden"), Vec::<String>::new(), "an English word");
+        assert_eq!(
+            lexicon.mentions("fetch https://discogs.com/x and (www.github.com/y)"),
+            Vec::<String>::new()
+        );
         assert_eq!(lexicon.mentions("check my github PRs"), ["github"]);
         // A word of a few servers' text that also names one is a description word, not a name.
         let lexicon = ServiceLexicon::build(names.iter().copied(), |_| 3);
