@@ -303,6 +303,18 @@ fn handles_files(padded: &str) -> bool {
     FILE_VERBS.iter().any(|v| padded.contains(&format!(" {v} ")))
 }
 
+/// What to search for a step that sends an email and names no provider ("email my accountant the
+/// adjusted gross income figure"): the words after the verb are the message, not the tool, and
+/// searched with the step they pull in servers for their subject (a finance server for "income").
+pub fn message_step(need: &str) -> Option<&'static str> {
+    let w = words(need);
+    let mut w = w.iter().map(String::as_str).skip_while(|w| ["and", "then", "also", "please"].contains(w));
+    let verb = w.next()?;
+    let next = w.next();
+    let email = matches!(verb, "email" | "mail") || (verb == "e" && next == Some("mail"));
+    email.then_some("send an email message to a recipient")
+}
+
 /// The catalog words to add to a need, or `None` when no phrase matches.
 pub fn expand(need: &str) -> Option<String> {
     extra(need).map(|extra| format!("{need} ({extra})"))
@@ -328,6 +340,19 @@ pub fn extra(need: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_email_step_is_searched_as_sending_email_not_as_its_message() {
+        for need in
+            ["email my accountant the adjusted gross income figure", "and e-mail me whatever it prints"]
+        {
+            assert!(message_step(need).is_some(), "{need}");
+        }
+        for need in ["read the email from my accountant", "find emails about invoices", "summarise the mail"]
+        {
+            assert_eq!(message_step(need), None, "{need}");
+        }
+    }
 
     #[test]
     fn a_path_or_a_file_name_implies_the_user_s_files() {

@@ -178,7 +178,13 @@ impl Planner for OfflinePlanner {
         let steps = steps::steps_of(&index, needs_text);
         // Each need is ranked on its own (the request-wide search interleaves the needs and gives
         // each server to one need only); the needs are embedded together.
-        let searched: Vec<String> = steps.iter().filter(|s| !s.by_model).map(|s| s.text.clone()).collect();
+        // A step that sends an email and names no provider is searched as sending email: its
+        // message's words would pull in servers for their subject.
+        let query = |text: &str| match crate::catalog::intents::message_step(text) {
+            Some(q) if index.services(text).is_empty() => q.to_owned(),
+            _ => text.to_owned(),
+        };
+        let searched: Vec<String> = steps.iter().filter(|s| !s.by_model).map(|s| query(&s.text)).collect();
         let single = SearchConfig { decompose: false, ..SearchConfig::default() };
         let mut found = self.catalog.search_each(&searched, CANDIDATES, single).await?.into_iter();
         // What the whole request is about, for the steps split from it.
@@ -197,7 +203,7 @@ impl Planner for OfflinePlanner {
                 continue;
             }
             let found = found.next().unwrap_or_default();
-            let choice = choice::choose(&index, need, &found.hits, whole.as_ref(), &self.choice);
+            let choice = choice::choose(&index, &query(need), &found.hits, whole.as_ref(), &self.choice);
             let sure = choice.chosen.as_ref().is_some_and(|c| c.coverage >= SURE_COVERAGE);
             if vague && !sure {
                 needs.push(question(need, &choice));
