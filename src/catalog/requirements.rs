@@ -470,12 +470,18 @@ fn folder_path(spec: &CredentialSpec) -> bool {
 }
 
 /// A description that calls the value optional: "(optional)", "Optional: …", "string, optional",
-/// not "optionally also grant write access".
+/// not "optionally also grant write access", nor optional only in another setup ("optional with
+/// a self-hosted URL", "optional if you run it locally").
 fn says_optional(description: &str) -> bool {
     description.match_indices("optional").any(|(at, word)| {
-        let next = description[at + word.len()..].chars().next();
+        let rest = &description[at + word.len()..];
+        let next = rest.chars().next();
         let before = description[..at].chars().next_back();
-        next.is_none_or(|c| !c.is_alphabetic()) && before.is_none_or(|c| !c.is_alphabetic())
+        let condition = rest
+            .split_whitespace()
+            .next()
+            .is_some_and(|w| next == Some(' ') && ["with", "when", "if", "unless", "in", "on"].contains(&w));
+        next.is_none_or(|c| !c.is_alphabetic()) && before.is_none_or(|c| !c.is_alphabetic()) && !condition
     })
 }
 
@@ -667,6 +673,10 @@ mod tests {
         // "optionally" grants more scopes; it does not make the token optional.
         let airtable = "Airtable personal access token (e.g., pat123.abc123). Create at https://airtable.com/create/tokens/new with scopes: schema.bases:read, data.records:read, and optionally schema.bases:write.";
         assert!(classify(&spec("AIRTABLE_API_KEY", airtable, true, true)).asked());
+        // Optional only in another setup: the usual one needs it.
+        let firecrawl = "Firecrawl API key (starts with fc-); needed for the cloud API, optional with a self-hosted FIRECRAWL_API_URL.";
+        assert!(classify(&spec("FIRECRAWL_API_KEY", firecrawl, true, true)).asked());
+        assert!(!classify(&spec("SENTRY_TOKEN", "Sentry token (optional)", true, true)).asked());
         assert_eq!(stated_default("Request timeout in ms (default 30000)"), Some("30000".into()));
         // Letters whose lower case is longer than themselves do not shift where the value is read.
         assert_eq!(stated_default("İİİ ẞ timeout (default 30)"), Some("30".into()));
