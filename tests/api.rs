@@ -397,6 +397,7 @@ async fn openapi_and_swagger_ui_are_served() {
             "/api/agents/{id}",
             "/api/agents/{id}/config",
             "/api/agents/{id}/run",
+            "/api/agents/{id}/servers/{server}/sign-in",
             "/api/agents/{id}/tools",
             "/api/agents/{id}/tools/allow",
             "/api/agents/{id}/tools/approve",
@@ -408,20 +409,22 @@ async fn openapi_and_swagger_ui_are_served() {
             "/api/sessions/create",
             "/api/sessions/{id}",
             "/api/sessions/{id}/files",
+            "/api/sign-in",
+            "/api/sign-in/callback",
             "/health"
         ]
     );
     let chat_schema = &doc["components"]["schemas"]["ChatResponse"]["properties"];
-    // The design's fields, and two it does not have (filled-in defaults and optional settings,
-    // sent only when there are some, which the design's clients ignore).
+    // The design's fields, and three it does not have (filled-in defaults, optional settings and
+    // sign-in links, sent only when there are some, which the design's clients ignore).
     let mut fields: Vec<&str> = chat_schema
         .as_object()
         .unwrap()
         .keys()
         .map(String::as_str)
-        .filter(|f| !["defaults", "optional"].contains(f))
+        .filter(|f| !["defaults", "optional", "sign_in"].contains(f))
         .collect();
-    assert!(chat_schema["defaults"].is_object() && chat_schema["optional"].is_object(), "{chat_schema}");
+    assert!(["defaults", "optional", "sign_in"].iter().all(|f| chat_schema[f].is_object()), "{chat_schema}");
     fields.sort_unstable();
     assert_eq!(
         fields,

@@ -22,7 +22,7 @@ use crate::ops;
 use crate::planner::progress::{self, PlanEvent};
 use crate::planner::{
     ChatOutcome, ChatStatus, ChatTurn, FilledSetting, InlineFile, OptionalSetting, RequiredCredential,
-    RequiredFile,
+    RequiredFile, SignInLink,
 };
 use crate::state::AppState;
 use crate::vault::Secret;
@@ -74,6 +74,10 @@ pub struct ChatResponse {
     /// out when empty.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub optional: Vec<OptionalSetting>,
+    /// Not in the design: the created agent's hosted servers that sign their users in through
+    /// the browser, each with the link to open. Left out when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sign_in: Vec<SignInLink>,
 }
 
 impl From<ChatOutcome> for ChatResponse {
@@ -88,6 +92,7 @@ impl From<ChatOutcome> for ChatResponse {
             agent_id: o.agent_id,
             defaults: o.defaults,
             optional: o.optional,
+            sign_in: o.sign_in,
         }
     }
 }

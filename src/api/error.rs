@@ -155,6 +155,7 @@ impl From<RuntimeError> for ApiError {
 }
 
 fn runtime_status(e: &RuntimeError) -> StatusCode {
+    use crate::runtime::oauth::SignInError;
     match e {
         RuntimeError::AgentNotFound(_)
         | RuntimeError::ServerNotInAgent { .. }
@@ -166,7 +167,16 @@ fn runtime_status(e: &RuntimeError) -> StatusCode {
         | RuntimeError::CallRejected { .. }
         | RuntimeError::RemoteRefused { .. }
         | RuntimeError::EmptyInput => StatusCode::UNPROCESSABLE_ENTITY,
-        RuntimeError::NoLlm | RuntimeError::ToolNotApproved { .. } => StatusCode::CONFLICT,
+        RuntimeError::NoLlm | RuntimeError::ToolNotApproved { .. } | RuntimeError::SignInNeeded { .. } => {
+            StatusCode::CONFLICT
+        }
+        RuntimeError::SignIn(e) => match e {
+            SignInError::BadLink | SignInError::Expired => StatusCode::BAD_REQUEST,
+            SignInError::NotHosted(_) | SignInError::NoRegistration { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            SignInError::Refused(_) | SignInError::Unreachable { .. } => StatusCode::BAD_GATEWAY,
+        },
         RuntimeError::Capacity { .. } | RuntimeError::TooManyRuns { .. } => StatusCode::TOO_MANY_REQUESTS,
         RuntimeError::StartFailed { .. }
         | RuntimeError::InstallFailed { .. }

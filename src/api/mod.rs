@@ -16,6 +16,7 @@ mod root;
 mod runs;
 pub mod servers;
 mod sessions;
+mod sign_in;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,6 +112,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(agents::router())
         .merge(chat::router())
         .merge(servers::router())
+        .merge(sign_in::router())
 }
 
 /// The whole application: routes, docs and layers. `mcp_tools` makes the MCP server that `/mcp`

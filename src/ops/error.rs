@@ -71,7 +71,11 @@ impl OpError {
                 | RuntimeError::NoSandbox { .. }
                 | RuntimeError::StartTimeout { .. }
                 | RuntimeError::CallTimeout { .. }
-                | RuntimeError::ShuttingDown,
+                | RuntimeError::ShuttingDown
+                | RuntimeError::SignIn(
+                    crate::runtime::oauth::SignInError::Refused(_)
+                    | crate::runtime::oauth::SignInError::Unreachable { .. },
+                ),
             ) => Fault::Upstream,
             OpError::Unavailable(_) | OpError::Internal(_) => Fault::Service,
             _ => Fault::Caller,

@@ -17,6 +17,7 @@ use crate::catalog::{SearchResult, ServerRecord};
 use crate::planner::agent_config::ExportFormat;
 use crate::planner::{ChatOutcome, ChatTurn, Exported, Preview};
 use crate::runtime::ServerTools;
+pub use crate::runtime::oauth::{SignInOffer, SignedIn};
 use crate::runtime::run::StartedRun;
 use crate::state::AppState;
 use crate::store::{Agent, Message, Page, Session};
@@ -112,8 +113,46 @@ pub fn browse(state: &AppState, words: Option<&str>, page: Page) -> (Vec<ServerS
 /// One chat turn. Planning is bounded: a burst of turns waits here for a slot instead of piling
 /// onto the model and the store.
 pub async fn chat(state: &AppState, turn: ChatTurn) -> Result<ChatOutcome, OpError> {
-    let _slot = state.planning.take("").await.map_err(|e| OpError::Internal(e.into()))?;
-    Ok(state.master.chat(turn).await?)
+    let tenant = turn.tenant.clone();
+    let outcome = {
+        let _slot = state.planning.take("").await.map_err(|e| OpError::Internal(e.into()))?;
+        state.master.chat(turn).await?
+    };
+    Ok(with_sign_ins(state, &tenant, outcome).await)
+}
+
+/// Adds to a turn that created an agent the links to sign in to its hosted servers that sign
+/// their users in through the browser and are not signed in yet. A sign-in that cannot be
+/// opened is left out (the agent's runs then say what is missing).
+async fn with_sign_ins(state: &AppState, tenant: &Tenant, mut outcome: ChatOutcome) -> ChatOutcome {
+    let Some(agent) = outcome.agent_id else { return outcome };
+    let servers = match state.runtime.sign_in_wanted(tenant, agent).await {
+        Ok(servers) => servers,
+        Err(e) => {
+            tracing::warn!(%agent, error = %e, "could not tell which servers need a sign-in");
+            return outcome;
+        }
+    };
+    for server in servers {
+        match state.runtime.offer_sign_in(tenant, agent, &server).await {
+            Ok(offer) => outcome.sign_in.push(crate::planner::SignInLink {
+                mcp_server: server,
+                url: format!("{}/api/sign-in?state={}", state.public_url, offer.state),
+            }),
+            Err(e) => tracing::warn!(%agent, server, error = %e, "could not open a sign-in"),
+        }
+    }
+    if !outcome.sign_in.is_empty() {
+        let lines: Vec<String> =
+            outcome.sign_in.iter().map(|s| format!("- {}: {}", s.mcp_server, s.url)).collect();
+        outcome.reply.push_str(&format!(
+            "\n\nSign in through your browser (these hosted servers take no key): open each link within \
+             {} minutes; POST /api/agents/{agent}/servers/<server>/sign-in gives a new one.\n{}",
+            crate::runtime::oauth::LINK_LIFETIME_SECS / 60,
+            lines.join("\n")
+        ));
+    }
+    outcome
 }
 
 /// A plan for `request` without a session or an agent; bounded like [`chat`].
@@ -124,7 +163,8 @@ pub async fn preview(state: &AppState, request: &str) -> Result<Preview, OpError
 
 /// Picks a session up again where it waits (after the user sent credentials elsewhere).
 pub async fn resume(state: &AppState, tenant: &Tenant, session: Uuid) -> Result<ChatOutcome, OpError> {
-    Ok(state.master.resume(tenant, session).await?)
+    let outcome = state.master.resume(tenant, session).await?;
+    Ok(with_sign_ins(state, tenant, outcome).await)
 }
 
 /// The files a session's plan asks for, as uploaded (`file_key`, bytes).
@@ -137,7 +177,8 @@ pub async fn add_files(
     if files.is_empty() {
         return Err(OpError::InvalidRequest("the form has no file part".to_owned()));
     }
-    Ok(state.master.add_files(tenant, session, files).await?)
+    let outcome = state.master.add_files(tenant, session, files).await?;
+    Ok(with_sign_ins(state, tenant, outcome).await)
 }
 
 // ---- sessions ----
@@ -254,6 +295,29 @@ pub async fn call_tool(
     arguments: Value,
 ) -> Result<CallToolResult, OpError> {
     Ok(state.runtime.call(tenant, id, server, tool, arguments).await?)
+}
+
+// ---- signing in to hosted servers ----
+
+/// Opens a sign-in (OAuth, in the browser) for one hosted server of an agent of `tenant`'s.
+pub async fn offer_sign_in(
+    state: &AppState,
+    tenant: &Tenant,
+    agent: Uuid,
+    server: &str,
+) -> Result<SignInOffer, OpError> {
+    Ok(state.runtime.offer_sign_in(tenant, agent, server).await?)
+}
+
+/// The browser opened a sign-in link: where to send it next. Its `state` is the proof, not an
+/// API key (a browser's address bar carries none).
+pub async fn begin_sign_in(state: &AppState, sign_in: &str, redirect_uri: &str) -> Result<String, OpError> {
+    Ok(state.runtime.begin_sign_in(sign_in, redirect_uri).await?)
+}
+
+/// The authorization server sent the browser back: the grant is stored for the agent's runs.
+pub async fn finish_sign_in(state: &AppState, sign_in: &str, code: &str) -> Result<SignedIn, OpError> {
+    Ok(state.runtime.finish_sign_in(sign_in, code).await?)
 }
 
 // ---- the service ----

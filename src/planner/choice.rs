@@ -139,6 +139,7 @@ pub fn choose<'a>(
     let mut product_use = 0.0;
     let mut product_coverage = 0.0;
     let mut vendor_counted = false;
+    let mut vendor_runs_locally = false;
     for hit in hits.iter().chain(&extra) {
         let record = index.record(hit.doc);
         let Some(service) = named.iter().find(|s| identity(record, s).is_some()) else {
@@ -146,7 +147,9 @@ pub fn choose<'a>(
         };
         product_use = f32::max(product_use, popularity(record));
         product_coverage = f32::max(product_coverage, covers(hit.doc));
-        vendor_counted |= record.monthly_use() > 0 && provenance(record, Some(service)) == Provenance::Vendor;
+        let vendor = provenance(record, Some(service)) == Provenance::Vendor;
+        vendor_counted |= record.monthly_use() > 0 && vendor;
+        vendor_runs_locally |= vendor && !signs_in_by_browser(record);
     }
     let credited = if vendor_counted { 0.0 } else { product_use };
     let mut eligible = Vec::new();
@@ -215,7 +218,7 @@ pub fn choose<'a>(
         let (relevance_weight, use_weight) = if service.is_some() { (0.10, 0.40) } else { (0.25, 0.30) };
         let score = relevance_weight * relevance
             + 0.15 * coverage
-            + use_weight * vendor_use(record, provenance, credited)
+            + use_weight * vendor_use(record, provenance, credited, vendor_runs_locally)
             + match provenance {
                 Provenance::Vendor => 0.25,
                 Provenance::Reference => 0.15,
@@ -323,9 +326,11 @@ fn product_candidates(
             // The product's own container image has no registry facts to confirm it; its
             // publisher does.
             let least = if own { Launchability::Unknown } else { Launchability::Listed };
+            // The product's own server may be named for its suite ("Atlassian" for Jira).
+            let named_enough = if own { 0.8 } else { 1.0 };
             if seen.contains(&doc)
                 || launchability(record, &settings.runnable) < least
-                || identity(record, product).is_none_or(|w| w < 1.0)
+                || identity(record, product).is_none_or(|w| w < named_enough)
             {
                 continue;
             }
@@ -493,6 +498,16 @@ const SUITES: &[(&[&str], &[&str])] = &[
     (&["jira", "confluence", "compass"], &["atlassian"]),
 ];
 
+/// The company that sells the suite `service` belongs to: the first word of the suite's first
+/// name (`atlassian` for Jira, `microsoft` for Outlook).
+fn suite_company(service: &str) -> Option<&'static str> {
+    let wanted = terms(service);
+    SUITES
+        .iter()
+        .find(|(products, _)| products.iter().any(|p| terms(p) == wanted))
+        .and_then(|(_, names)| names.first()?.split_whitespace().next())
+}
+
 /// Who publishes `record`: the organisations behind its repository and packages.
 fn publishers(record: &ServerRecord) -> Vec<String> {
     let mut out = Vec::new();
@@ -533,10 +548,13 @@ fn provenance(record: &ServerRecord, service: Option<&str>) -> Provenance {
     if let Some(service) = service {
         // Brand words: "notion" is in "makenotion" and "notionhq"; "google" in "googleapis".
         // An organisation named after MCP work on a brand ("notion-mcp-dev") is not the brand.
+        // The company behind a suite publishes for each of its products: Atlassian's hosted
+        // server is Jira's own.
         let brands: Vec<String> = service
             .split(|c: char| !c.is_alphanumeric())
             .filter(|w| w.len() >= 4)
             .map(str::to_lowercase)
+            .chain(suite_company(service).map(str::to_owned))
             .collect();
         if publishers.iter().any(|p| !p.contains("mcp") && brands.iter().any(|b| p.contains(b.as_str()))) {
             return Provenance::Vendor;
@@ -551,13 +569,28 @@ fn provenance(record: &ServerRecord, service: Option<&str>) -> Provenance {
 /// Registry use, except that the product's own server counts as used as the most used server
 /// for the product: its channel (a container image on its own registry, a hosted endpoint) often
 /// counts no downloads, and an expert runs the official server over a community one with more
-/// (GitHub's own image over the MCP project's archived GitHub server). Not a hosted endpoint that
-/// takes no credential: it signs in through a browser, which a server started here cannot.
-fn vendor_use(record: &ServerRecord, provenance: Provenance, product_use: f32) -> f32 {
+/// (GitHub's own image over the MCP project's archived GitHub server, Linear's hosted server
+/// over community packages). A hosted endpoint that takes no credential signs its users in
+/// through the browser (dynamcp's sign-in); it is credited only when the vendor runs no server
+/// of its own that takes a key (`vendor_runs_locally`), since not every vendor's sign-in lets a
+/// new client register.
+fn vendor_use(
+    record: &ServerRecord,
+    provenance: Provenance,
+    product_use: f32,
+    vendor_runs_locally: bool,
+) -> f32 {
     let own = popularity(record);
-    let browser_sign_in =
-        record.best_launch().is_some_and(|l| l.kind == LaunchKind::Remote) && record.credentials.is_empty();
-    if provenance == Provenance::Vendor && !browser_sign_in { own.max(product_use) } else { own }
+    if provenance != Provenance::Vendor || (signs_in_by_browser(record) && vendor_runs_locally) {
+        own
+    } else {
+        own.max(product_use)
+    }
+}
+
+/// A hosted endpoint that declares no value to send: it signs its users in through the browser.
+pub(crate) fn signs_in_by_browser(record: &ServerRecord) -> bool {
+    record.best_launch().is_some_and(|l| l.kind == LaunchKind::Remote) && record.credentials.is_empty()
 }
 
 /// Registry use on a 0–1 log scale: a million npm downloads a month is 1, a thousand 0.5;
@@ -1069,13 +1102,78 @@ mod tests {
         let chosen = choice.chosen.expect("a GitHub server");
         assert_eq!(chosen.record.id, "github-official", "{}", chosen.why);
         assert_eq!(chosen.provenance, Provenance::Vendor);
-        // The hosted endpoint that takes no credential signs in through a browser: it is offered,
-        // never credited with the product's use.
+        // The hosted endpoint that takes no credential signs in through a browser: beside the
+        // vendor's own image it is offered, not credited with the product's use; a vendor's
+        // only server, it is.
         let hosted = index.get("github-hosted").expect("record");
-        assert_eq!(vendor_use(hosted, Provenance::Vendor, 0.9), popularity(hosted));
+        assert_eq!(vendor_use(hosted, Provenance::Vendor, 0.9, true), popularity(hosted));
+        assert_eq!(vendor_use(hosted, Provenance::Vendor, 0.9, false), 0.9);
         let official = index.get("github-official").expect("record");
-        assert_eq!(vendor_use(official, Provenance::Vendor, 0.9), 0.9);
-        assert_eq!(vendor_use(official, Provenance::Community, 0.9), 0.0, "only the vendor's own");
+        assert_eq!(vendor_use(official, Provenance::Vendor, 0.9, true), 0.9);
+        assert_eq!(vendor_use(official, Provenance::Community, 0.9, true), 0.0, "only the vendor's own");
+    }
+
+    #[test]
+    fn a_vendor_s_only_server_hosted_with_a_browser_sign_in_outranks_community_packages() {
+        let mut hosted = server(
+            "linear-hosted",
+            "Linear",
+            "Linear's hosted MCP server: issues, projects and comments",
+            "",
+            vec![remote("https://mcp.linear.app/mcp")],
+        );
+        hosted.repository = None;
+        let servers = vec![
+            server(
+                "linear-community",
+                "Linear MCP",
+                "Create and list Linear issues",
+                "https://github.com/someone/linear-mcp",
+                vec![npm("linear-mcp-community", true, Some(20_000))],
+            ),
+            server(
+                "linear-small",
+                "Linear Tools",
+                "Linear issues",
+                "https://github.com/x/linear-tools",
+                vec![npm("linear-tools-mcp", true, Some(900))],
+            ),
+            hosted,
+        ];
+        let index = SearchIndex::build(servers);
+        let found = hits(&index, &["linear-community", "linear-small", "linear-hosted"]);
+        let step = "create a Linear issue for the login bug";
+        let choice = choose(&index, step, &found, None, &ChoiceSettings::default());
+        let chosen = choice.chosen.expect("a Linear server");
+        assert_eq!(chosen.record.id, "linear-hosted", "{}", chosen.why);
+        assert_eq!(chosen.provenance, Provenance::Vendor);
+        assert_eq!(choice.alternatives[0].record.id, "linear-community");
+    }
+
+    #[test]
+    fn the_company_behind_a_suite_is_the_vendor_of_each_of_its_products() {
+        let mut hosted = server(
+            "atlassian",
+            "Atlassian",
+            "Interact with Jira, Confluence and Compass",
+            "",
+            vec![remote("https://mcp.atlassian.com/v1/mcp")],
+        );
+        hosted.repository = None;
+        assert_eq!(provenance(&hosted, Some("jira")), Provenance::Vendor);
+        assert_eq!(provenance(&hosted, Some("confluence")), Provenance::Vendor);
+        assert_eq!(provenance(&hosted, Some("linear")), Provenance::Community);
+        // A package whose scope is named after MCP work on the suite is not the company's.
+        let community = server(
+            "atlassian-dc-mcp-jira",
+            "@atlassian-dc-mcp/jira",
+            "Jira Data Center",
+            "https://github.com/b1ff/atlassian-dc-mcp",
+            vec![npm("@atlassian-dc-mcp/jira", true, Some(18_000))],
+        );
+        assert_eq!(provenance(&community, Some("jira")), Provenance::Community);
+        assert_eq!(suite_company("Outlook"), Some("microsoft"));
+        assert_eq!(suite_company("Slack"), None);
     }
 
     #[test]

@@ -245,7 +245,11 @@ impl LlmPlanner {
                 };
                 let body = if name == "get_credential_requirements" {
                     showing.ids.insert(r.id.clone());
-                    json!({ "id": r.id, "credentials": credentials(r) })
+                    let mut body = json!({ "id": r.id, "credentials": credentials(r) });
+                    if super::choice::signs_in_by_browser(r) {
+                        body["sign_in"] = json!(SIGN_IN_NOTE);
+                    }
+                    body
                 } else {
                     let mut body = self.candidate(r, Vec::new(), showing).await;
                     body["launch"] = r
@@ -255,6 +259,9 @@ impl LlmPlanner {
                         .collect();
                     body["tools"] = r.tools.iter().take(30).map(|t| json!({"name": t.name, "description": clip(&t.description, DESCRIPTION_CHARS)})).collect();
                     body["credentials"] = json!(credentials(r));
+                    if super::choice::signs_in_by_browser(r) {
+                        body["sign_in"] = json!(SIGN_IN_NOTE);
+                    }
                     body
                 };
                 (Ok(body.to_string()), None)
@@ -486,6 +493,10 @@ fn asking(request: &str, question: &str, options: Vec<ChosenServer>) -> Plan {
 
 /// A record's variables as the model sees them: the key, what it is (`secret`, `setting`,
 /// `file`), whether the user must provide it or what fills it instead.
+/// What a hosted server that declares no value to send needs instead.
+const SIGN_IN_NOTE: &str = "a hosted server that takes no key: the user signs in through the browser \
+     (OAuth) with a link dynamcp gives once the agent is created; nothing is asked";
+
 fn credentials(r: &crate::catalog::ServerRecord) -> Vec<Value> {
     use crate::catalog::requirements::{self, Provide};
     r.credentials

@@ -132,6 +132,13 @@ pub struct RequiredFile {
     pub instructions: String,
 }
 
+/// A hosted server of the agent that signs its users in through the browser (OAuth): open `url`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SignInLink {
+    pub mcp_server: String,
+    pub url: String,
+}
+
 /// The master agent's answer to a turn.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatOutcome {
@@ -145,6 +152,9 @@ pub struct ChatOutcome {
     pub optional: Vec<OptionalSetting>,
     pub status: ChatStatus,
     pub agent_id: Option<Uuid>,
+    /// The created agent's hosted servers to sign in to (filled in by the operations layer,
+    /// which opens the sign-ins).
+    pub sign_in: Vec<SignInLink>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -576,7 +586,8 @@ impl MasterAgent {
         let mut values: BTreeMap<(String, String), String> = BTreeMap::new();
         if include_secrets {
             for sealed in self.store.credentials(agent.session_id).await? {
-                if sealed.kind == SecretKind::Env {
+                // A hosted server's sign-in ("#oauth") is dynamcp's own, for no other client.
+                if sealed.kind == SecretKind::Env && !sealed.key.starts_with('#') {
                     let value = self.vault.open_sealed(&sealed)?;
                     values.insert(
                         (sealed.server, sealed.key),
@@ -847,6 +858,7 @@ impl MasterAgent {
             optional: missing.optional,
             status,
             agent_id,
+            sign_in: Vec::new(),
         };
         Ok(Settled { outcome, state, agent: created })
     }

@@ -17,6 +17,7 @@
 //! their process groups, on [`Runtime::shutdown`]. Only `api/` knows HTTP.
 
 pub mod launch;
+pub mod oauth;
 pub mod packages;
 pub mod remote;
 pub mod run;
@@ -68,6 +69,13 @@ pub enum RuntimeError {
     StartFailed { server: String, reason: String },
     #[error("server {server:?} may not be reached: {reason}")]
     RemoteRefused { server: String, reason: String },
+    #[error(
+        "server {server:?} signs its users in through the browser, and this agent is not signed in \
+         (or its sign-in ended): POST /api/agents/{agent}/servers/{server}/sign-in gives the link to open"
+    )]
+    SignInNeeded { agent: Uuid, server: String },
+    #[error(transparent)]
+    SignIn(#[from] oauth::SignInError),
     #[error("server {server:?} could not be installed: {reason}")]
     InstallFailed { server: String, reason: String },
     #[error(
@@ -125,6 +133,9 @@ impl RuntimeError {
             Self::StartFailed { .. } => "server_start_failed",
             Self::InstallFailed { .. } => "server_install_failed",
             Self::RemoteRefused { .. } => "remote_address_refused",
+            Self::SignInNeeded { .. } => "sign_in_needed",
+            Self::SignIn(oauth::SignInError::BadLink | oauth::SignInError::Expired) => "invalid_sign_in_link",
+            Self::SignIn(_) => "sign_in_failed",
             Self::NoSandbox { .. } => "sandbox_unavailable",
             Self::StartTimeout { .. } => "server_start_timeout",
             Self::Capacity { .. } => "too_many_servers",
@@ -491,9 +502,17 @@ impl Runtime {
             .cloned()
             .ok_or_else(|| RuntimeError::NotInCatalog(server.to_owned()))?;
         let target = self.launcher.target(&record)?;
-        let values = self.credentials(agent.session_id, server).await?;
-        let redactor =
-            Redactor::new(values.values().map(|v| String::from_utf8_lossy(v.expose()).into_owned()));
+        let mut values = self.credentials(agent.session_id, server).await?;
+        // A sign-in's grant is sent as a bearer token, never as a variable.
+        let grant = values.remove(oauth::GRANT_KEY);
+        values.remove(oauth::PENDING_KEY);
+        let bearer = match (&target, &grant) {
+            (Target::Remote { .. }, Some(grant)) => Some(self.bearer(agent, server, grant).await?),
+            _ => None,
+        };
+        let redactor = Redactor::new(
+            values.values().map(|v| String::from_utf8_lossy(v.expose()).into_owned()).chain(bearer.clone()),
+        );
         let jail = match &target {
             // A remote server has no process here; `docker run` talks to the daemon, which no
             // sandbox can reach: the container is the isolation (its options were checked).
@@ -556,9 +575,25 @@ impl Runtime {
                 tracing::info!(agent = %agent.id, server, launch = %target.describe(), "connecting to a remote server");
                 let permit = self.permit(timeout).await?;
                 let params = StartParams { server: server.to_owned(), redactor, permit, timeout };
-                let headers = self.launcher.headers(&record, &values)?;
+                let mut headers = self.launcher.headers(&record, &values)?;
+                if let Some(token) = &bearer {
+                    let mut value =
+                        http::HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                            RuntimeError::BadCredential {
+                                server: server.to_owned(),
+                                key: oauth::GRANT_KEY.to_owned(),
+                            }
+                        })?;
+                    value.set_sensitive(true);
+                    headers.push((http::header::AUTHORIZATION, value));
+                }
                 let policy = remote::RemotePolicy::new(&self.settings.remote_allow_hosts);
-                return Live::start_remote(params, url, headers, &policy).await;
+                return match Live::start_remote(params, url, headers, &policy).await {
+                    Err(RuntimeError::StartFailed { reason, .. }) if reason == server::SIGN_IN_ASKED => {
+                        Err(RuntimeError::SignInNeeded { agent: agent.id, server: server.to_owned() })
+                    }
+                    other => other,
+                };
             }
         };
         // The package is installed by now (within the first start's own timeout): what is left

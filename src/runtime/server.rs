@@ -29,6 +29,10 @@ use crate::vault::Secret;
 #[derive(Clone, Default)]
 pub struct Redactor(Arc<Vec<Secret>>);
 
+/// The reason of a remote start the server refused for want of a sign-in (HTTP 401 or 403 with
+/// a bearer challenge).
+pub(super) const SIGN_IN_ASKED: &str = "the server asks for a sign-in";
+
 /// Values shorter than this are not looked for: they would blank out ordinary text.
 const MIN_SECRET: usize = 4;
 /// A line of a multi-line value is looked for on its own from this length on (a PEM body line
@@ -332,7 +336,13 @@ impl Live {
                 // cut short and redacted, never to the caller.
                 let detail: String = params.redactor.redact(&e).chars().take(300).collect();
                 tracing::debug!(server = %params.server, %detail, "a remote server did not answer as MCP");
-                let reason = if detail.contains("resolves to") || detail.contains("another origin") {
+                let said = detail.to_lowercase();
+                // rmcp says "Auth required" (a 401 with a bearer challenge) or "insufficient scope"
+                // (a 403 with one), in the words of its versions.
+                let asks = ["auth required", "authorization required", "insufficient scope"];
+                let reason = if asks.iter().any(|a| said.contains(a)) {
+                    SIGN_IN_ASKED.to_owned()
+                } else if detail.contains("resolves to") || detail.contains("another origin") {
                     let why = detail
                         .split(": ")
                         .find(|p| p.contains("resolves to") || p.contains("another origin"));

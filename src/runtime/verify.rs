@@ -27,6 +27,8 @@ use crate::store::{Agent, VerificationRow};
 const VERIFY_TENANT: &str = "#verify";
 /// The agent id verifications run under (their servers' homes live in its folder).
 const VERIFY_AGENT: Uuid = Uuid::from_u128(0x7665_7269_6679_0000_0000_0000_0000_0001);
+/// The detail of a hosted server that answered asking for a sign-in.
+pub const SIGNS_IN: &str = "signs its users in through the browser (OAuth); not verified without a sign-in";
 /// The longest failure text kept.
 const DETAIL_CHARS: usize = 400;
 
@@ -206,6 +208,10 @@ impl Runtime {
             Ok(live) => {
                 v.tools = live.tools().iter().map(|t| t.name.to_string()).collect();
                 live.stop().await;
+            }
+            Err(RuntimeError::SignInNeeded { .. }) => {
+                v.verdict = Verdict::NeedsCredentials;
+                v.detail = Some(SIGNS_IN.to_owned());
             }
             Err(e) => {
                 v.verdict = verdict_of(&e, record);
