@@ -76,7 +76,6 @@ pub enum SignInError {
 struct Pending {
     /// The random part of the state, as its SHA-256 (base64url): the state itself is never stored.
     ticket_hash: String,
-    tenant: String,
     expires_at: i64,
     /// Set once the browser opened the link.
     flow: Option<Flow>,
@@ -155,7 +154,6 @@ impl Runtime {
         let ticket = random_text();
         let pending = Pending {
             ticket_hash: digest(&ticket),
-            tenant: tenant.as_str().to_owned(),
             expires_at: Utc::now().timestamp() + LINK_LIFETIME_SECS,
             flow: None,
         };
@@ -180,6 +178,8 @@ impl Runtime {
         };
         let client = register(&http, registration, redirect_uri, &found).await?;
         let verifier = random_text();
+        // The browser goes there, not dynamcp: held to the same rules all the same.
+        http.check(&found.authorization_endpoint)?;
         let mut authorize = reqwest::Url::parse(&found.authorization_endpoint).map_err(|e| {
             SignInError::Unreachable { url: found.authorization_endpoint.clone(), reason: e.to_string() }
         })?;
@@ -392,8 +392,15 @@ impl Http {
         Ok(Self { client, policy })
     }
 
+    /// Codes, verifiers and tokens travel only over TLS, unless the operator allowed the host.
     fn check(&self, url: &str) -> Result<(), SignInError> {
-        self.policy.check_url(url).map_err(|reason| SignInError::Unreachable { url: url.to_owned(), reason })
+        let refused = |reason: String| SignInError::Unreachable { url: url.to_owned(), reason };
+        self.policy.check_url(url).map_err(refused)?;
+        let parsed = reqwest::Url::parse(url).map_err(|e| refused(e.to_string()))?;
+        if parsed.scheme() != "https" && !parsed.host_str().is_some_and(|h| self.policy.allows(h)) {
+            return Err(refused("a sign-in goes over https only".to_owned()));
+        }
+        Ok(())
     }
 
     /// A JSON document, or `None` where there is none (any status but success).
@@ -599,6 +606,19 @@ mod tests {
         ] {
             assert!(parse_state(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_sign_in_goes_over_https_to_public_hosts_only() {
+        let http = Http::new(RemotePolicy::default()).expect("client");
+        assert!(http.check("https://auth.example.com/token").is_ok());
+        for url in
+            ["http://auth.example.com/token", "https://127.0.0.1/token", "https://169.254.169.254/token"]
+        {
+            assert!(http.check(url).is_err(), "{url}");
+        }
+        let allowed = Http::new(RemotePolicy::new(&["127.0.0.1".to_owned()])).expect("client");
+        assert!(allowed.check("http://127.0.0.1:9000/token").is_ok());
     }
 
     #[test]

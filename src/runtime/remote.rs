@@ -23,7 +23,8 @@ impl RemotePolicy {
         Self { allowed: Arc::new(allowed) }
     }
 
-    fn allows(&self, host: &str) -> bool {
+    /// Whether the operator allowed `host` by name or address.
+    pub fn allows(&self, host: &str) -> bool {
         let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
         self.allowed.contains(&host)
     }
