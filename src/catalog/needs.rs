@@ -169,16 +169,30 @@ pub(crate) fn without_quotes(text: &str) -> String {
     text.chars().zip(quoted(text)).map(|(c, q)| if q { ' ' } else { c }).collect()
 }
 
-/// The text without its web addresses: the words of `https://www.rust-lang.org/learn` name a
-/// page to fetch, not a product to use.
+/// The text without its web addresses and issue keys: the words of
+/// `https://www.rust-lang.org/learn` name a page to fetch, and `OPS-412` or `ENG-231` an issue,
+/// not a product to use.
 fn without_urls(text: &str) -> String {
     text.split(' ')
         .map(|w| {
             let bare = w.trim_start_matches(|c: char| !c.is_alphanumeric());
-            if w.contains("://") || bare.starts_with("www.") { "" } else { w }
+            if w.contains("://") || bare.starts_with("www.") || is_issue_key(bare) { "" } else { w }
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// `OPS-412`, `ENG-231.`: capital letters, a hyphen, digits (and trailing punctuation), as
+/// trackers write issue keys. (`COVID-19` looks the same: it loses only its standing as a
+/// product name; search still reads it.)
+fn is_issue_key(word: &str) -> bool {
+    let word = word.trim_end_matches(|c: char| !c.is_alphanumeric());
+    word.split_once('-').is_some_and(|(key, number)| {
+        (2..=10).contains(&key.len())
+            && key.chars().all(|c| c.is_ascii_uppercase())
+            && !number.is_empty()
+            && number.chars().all(|c| c.is_ascii_digit())
+    })
 }
 
 fn unmask(text: &str) -> String {
@@ -286,6 +300,20 @@ const GLUE: &[&str] = &["do", "done", "make", "sure", "everything", "thing", "th
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn web_addresses_and_issue_keys_name_no_product() {
+        assert_eq!(
+            without_urls("status of OPS-412 in jira, and ENG-231. see https://www.rust-lang.org/learn"),
+            "status of  in jira, and  see "
+        );
+        for key in ["OPS-412", "PAY-88,", "ENG-231."] {
+            assert!(is_issue_key(key), "{key}");
+        }
+        for word in ["e-mail", "eng-231", "X-1", "GPT-4o", "mcp-server", "412"] {
+            assert!(!is_issue_key(word), "{word}");
+        }
+    }
 
     #[test]
     fn a_request_written_as_a_list_is_split_by_its_items() {
