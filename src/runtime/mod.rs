@@ -494,13 +494,13 @@ impl Runtime {
         self.hold_changed(agent, live, &tools, events).await
     }
 
+    /// The catalog's record of `server`: what is launched is always the catalog's.
+    fn catalog_record(&self, server: &str) -> Result<crate::catalog::ServerRecord, RuntimeError> {
+        self.catalog.index().get(server).cloned().ok_or_else(|| RuntimeError::NotInCatalog(server.to_owned()))
+    }
+
     async fn start(&self, agent: &Agent, server: &str, events: &run::Emitter) -> Result<Live, RuntimeError> {
-        let record = self
-            .catalog
-            .index()
-            .get(server)
-            .cloned()
-            .ok_or_else(|| RuntimeError::NotInCatalog(server.to_owned()))?;
+        let record = self.catalog_record(server)?;
         let target = self.launcher.target(&record)?;
         let mut values = self.credentials(agent.session_id, server).await?;
         // A sign-in's grant is sent as a bearer token, never as a variable.

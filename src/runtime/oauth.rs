@@ -141,15 +141,7 @@ impl Runtime {
         agent: Uuid,
         server: &str,
     ) -> Result<SignInOffer, RuntimeError> {
-        let agent = self.agent(tenant, agent).await?;
-        let known = Self::servers_of(&agent);
-        if !known.iter().any(|s| s == server) {
-            return Err(RuntimeError::ServerNotInAgent {
-                agent: agent.id,
-                server: server.to_owned(),
-                known: known.join(", "),
-            });
-        }
+        let agent = self.agent_with_server(tenant, agent, server).await?;
         self.hosted_url(server)?;
         let ticket = random_text();
         let pending = Pending {
@@ -291,19 +283,9 @@ impl Runtime {
         Ok(wanted)
     }
 
-    /// Whether `server` of `session` holds a grant.
-    pub async fn signed_in(&self, session: Uuid, server: &str) -> Result<bool, RuntimeError> {
-        Ok(self.store.credentials(session).await?.iter().any(|c| c.server == server && c.key == GRANT_KEY))
-    }
-
     /// The address of a hosted server.
     fn hosted_url(&self, server: &str) -> Result<String, RuntimeError> {
-        let record = self
-            .catalog
-            .index()
-            .get(server)
-            .cloned()
-            .ok_or_else(|| RuntimeError::NotInCatalog(server.to_owned()))?;
+        let record = self.catalog_record(server)?;
         match self.launcher.target(&record)? {
             Target::Remote { url } => Ok(url),
             _ => Err(SignInError::NotHosted(server.to_owned()).into()),
@@ -419,6 +401,16 @@ impl Http {
         Ok(response.json::<Value>().await.ok().filter(Value::is_object))
     }
 
+    /// The first of `candidates` that is a JSON document.
+    async fn first_document(&self, candidates: &[String]) -> Result<Option<Value>, SignInError> {
+        for candidate in candidates {
+            if let Some(found) = self.document(candidate).await? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
     /// Sends `request` and reads a JSON answer; an OAuth error answer becomes [`SignInError::Refused`].
     async fn exchange(&self, url: &str, request: reqwest::RequestBuilder) -> Result<Value, SignInError> {
         self.check(url)?;
@@ -452,16 +444,12 @@ async fn discover(http: &Http, url: &str) -> Result<AuthServer, SignInError> {
         .map_err(|e| SignInError::Unreachable { url: url.to_owned(), reason: e.to_string() })?;
     let origin = parsed.origin().ascii_serialization();
     let path = parsed.path().trim_end_matches('/');
-    let mut resource_metadata = None;
-    for candidate in [
-        format!("{origin}/.well-known/oauth-protected-resource{path}"),
-        format!("{origin}/.well-known/oauth-protected-resource"),
-    ] {
-        if let Some(found) = http.document(&candidate).await? {
-            resource_metadata = Some(found);
-            break;
-        }
-    }
+    let resource_metadata = http
+        .first_document(&[
+            format!("{origin}/.well-known/oauth-protected-resource{path}"),
+            format!("{origin}/.well-known/oauth-protected-resource"),
+        ])
+        .await?;
     let text_list = |v: Option<&Value>| -> Vec<String> {
         v.and_then(Value::as_array)
             .into_iter()
@@ -482,17 +470,13 @@ async fn discover(http: &Http, url: &str) -> Result<AuthServer, SignInError> {
         .map_err(|e| SignInError::Unreachable { url: issuer.clone(), reason: e.to_string() })?;
     let issuer_origin = issuer_url.origin().ascii_serialization();
     let issuer_path = issuer_url.path().trim_end_matches('/');
-    let mut metadata = None;
-    for candidate in [
-        format!("{issuer_origin}/.well-known/oauth-authorization-server{issuer_path}"),
-        format!("{issuer_origin}/.well-known/openid-configuration{issuer_path}"),
-        format!("{issuer_origin}{issuer_path}/.well-known/openid-configuration"),
-    ] {
-        if let Some(found) = http.document(&candidate).await? {
-            metadata = Some(found);
-            break;
-        }
-    }
+    let metadata = http
+        .first_document(&[
+            format!("{issuer_origin}/.well-known/oauth-authorization-server{issuer_path}"),
+            format!("{issuer_origin}/.well-known/openid-configuration{issuer_path}"),
+            format!("{issuer_origin}{issuer_path}/.well-known/openid-configuration"),
+        ])
+        .await?;
     let endpoint = |key: &str, default: &str| -> String {
         metadata
             .as_ref()
