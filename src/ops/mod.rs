@@ -122,25 +122,16 @@ pub async fn chat(state: &AppState, turn: ChatTurn) -> Result<ChatOutcome, OpErr
 }
 
 /// Adds to a turn that created an agent the links to sign in to its hosted servers that sign
-/// their users in through the browser and are not signed in yet. A sign-in that cannot be
-/// opened is left out (the agent's runs then say what is missing).
+/// their users in through the browser and are not signed in yet. Sign-ins that cannot be opened
+/// are left out (the agent's runs then say what is missing).
 async fn with_sign_ins(state: &AppState, tenant: &Tenant, mut outcome: ChatOutcome) -> ChatOutcome {
     let Some(agent) = outcome.agent_id else { return outcome };
-    let servers = match state.runtime.sign_in_wanted(tenant, agent).await {
-        Ok(servers) => servers,
-        Err(e) => {
-            tracing::warn!(%agent, error = %e, "could not tell which servers need a sign-in");
-            return outcome;
-        }
-    };
-    for server in servers {
-        match state.runtime.offer_sign_in(tenant, agent, &server).await {
-            Ok(offer) => outcome.sign_in.push(crate::planner::SignInLink {
-                mcp_server: server,
-                url: format!("{}/api/sign-in?state={}", state.public_url, offer.state),
-            }),
-            Err(e) => tracing::warn!(%agent, server, error = %e, "could not open a sign-in"),
-        }
+    match state.runtime.offer_sign_ins(tenant, agent).await {
+        Ok(offers) => outcome.sign_in.extend(offers.into_iter().map(|offer| crate::planner::SignInLink {
+            url: format!("{}/api/sign-in?state={}", state.public_url, offer.state),
+            mcp_server: offer.server,
+        })),
+        Err(e) => tracing::warn!(%agent, error = %e, "could not open the agent's sign-ins"),
     }
     if !outcome.sign_in.is_empty() {
         let lines: Vec<String> =

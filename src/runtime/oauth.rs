@@ -143,16 +143,21 @@ impl Runtime {
     ) -> Result<SignInOffer, RuntimeError> {
         let agent = self.agent_with_server(tenant, agent, server).await?;
         self.hosted_url(server)?;
+        self.open_sign_in(agent.session_id, server).await
+    }
+
+    /// Records a new sign-in for `server` of `session`, replacing any earlier one.
+    async fn open_sign_in(&self, session: Uuid, server: &str) -> Result<SignInOffer, RuntimeError> {
         let ticket = random_text();
         let pending = Pending {
             ticket_hash: digest(&ticket),
             expires_at: Utc::now().timestamp() + LINK_LIFETIME_SECS,
             flow: None,
         };
-        self.put_sealed(agent.session_id, server, PENDING_KEY, &pending).await?;
+        self.put_sealed(session, server, PENDING_KEY, &pending).await?;
         Ok(SignInOffer {
             server: server.to_owned(),
-            state: format!("{}.{server}.{ticket}", agent.session_id.simple()),
+            state: format!("{}.{server}.{ticket}", session.simple()),
             expires_in_secs: LINK_LIFETIME_SECS,
         })
     }
@@ -254,10 +259,15 @@ impl Runtime {
         Ok(grant.access_token)
     }
 
-    /// The servers of agent `agent` (the caller's) that may sign their users in through the
-    /// browser and hold no sign-in yet: hosted, declaring no value to send, and not known to
-    /// start without one.
-    pub async fn sign_in_wanted(&self, tenant: &Tenant, agent: Uuid) -> Result<Vec<String>, RuntimeError> {
+    /// Sign-ins for the servers of agent `agent` (the caller's) that may sign their users in
+    /// through the browser and hold no sign-in yet: hosted, declaring no value to send, and not
+    /// known to start without one. One look at the agent and its session's credentials serves
+    /// them all.
+    pub async fn offer_sign_ins(
+        &self,
+        tenant: &Tenant,
+        agent: Uuid,
+    ) -> Result<Vec<SignInOffer>, RuntimeError> {
         let agent = self.agent(tenant, agent).await?;
         let granted: Vec<String> = self
             .store
@@ -267,7 +277,7 @@ impl Runtime {
             .filter(|c| c.key == GRANT_KEY)
             .map(|c| c.server)
             .collect();
-        let mut wanted = Vec::new();
+        let mut offers = Vec::new();
         for server in Self::servers_of(&agent) {
             let Some(record) = self.catalog.index().get(&server).cloned() else { continue };
             let hosted = matches!(self.launcher.target(&record), Ok(Target::Remote { .. }));
@@ -278,9 +288,9 @@ impl Runtime {
             if known.is_some_and(|v| v.verdict == crate::catalog::verified::Verdict::Started) {
                 continue;
             }
-            wanted.push(server);
+            offers.push(self.open_sign_in(agent.session_id, &server).await?);
         }
-        Ok(wanted)
+        Ok(offers)
     }
 
     /// The address of a hosted server.
