@@ -172,7 +172,7 @@ async fn an_agent_signs_in_to_a_hosted_server_through_the_browser_and_its_calls_
 }
 
 #[tokio::test]
-async fn a_sign_in_is_refused_when_forged_declined_or_for_a_server_the_agent_does_not_have() {
+async fn a_sign_in_is_refused_when_forged_declined_for_a_server_the_agent_lacks_or_to_another_tenant() {
     let (mut peer, url) = peer(3600).await;
     let server = service(&url, false).await;
     let (_, chat) =
@@ -199,6 +199,19 @@ async fn a_sign_in_is_refused_when_forged_declined_or_for_a_server_the_agent_doe
     let (status, body) =
         server.post(&format!("/api/agents/{agent}/servers/time-mcp-server/sign-in"), json!({})).await;
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("server_not_in_agent")), "{body}");
+
+    // Another tenant cannot open a sign-in for this agent: to it, the agent does not exist.
+    let intruder = dynamcp::access::Tenant::parse("intruder").unwrap();
+    let (_, key) = dynamcp::access::create_key(server.store.as_ref(), &intruder, "").await.unwrap();
+    // The service notices a key created while it runs within a couple of seconds.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let offer = server
+        .http
+        .post(server.url(&format!("/api/agents/{agent}/servers/{SERVER}/sign-in")))
+        .header("authorization", format!("Bearer {}", key.expose()))
+        .json(&json!({}));
+    let (status, body) = server.json(offer).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("agent_not_found")), "{body}");
 
     server.stop().await;
     let _ = peer.kill().await;
